@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CDK := node_modules/.bin/cdk
+# jsii warns on every start that the Node.js of this machine is past its end of life.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+export JSII_DEPRECATED := quiet
+DEMO_CONTEXT := -c hubRegion=us-east-1 -c workerRegions=us-west-2,eu-west-1
+
+.PHONY: install demo test lint format synth clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt lambdas/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+demo: install
+	rm -rf cdk.out
+	$(CDK) synth --quiet $(DEMO_CONTEXT)
+	$(BIN)/spothub summary --cdk-out cdk.out
+
+test: install lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+synth: install
+	$(CDK) synth --quiet
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Data access: the only code that knows how spothub's items are laid out in DynamoDB."""

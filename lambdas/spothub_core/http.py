@@ -1,0 +1,70 @@
+"""The one place where domain errors become HTTP answers for every API function.
+
+Nothing leaves an API function as a 500 with a traceback: validation problems are 400s that
+say what was wrong, domain errors map to their status, and anything unexpected is logged with
+its stack and answered with a 500 that carries only the request id.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from spothub_core.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound, SpothubError
+from spothub_core.observability import logger
+
+STATUS_BY_ERROR: dict[type[SpothubError], HTTPStatus] = {
+    InvalidRequest: HTTPStatus.BAD_REQUEST,
+    NotFound: HTTPStatus.NOT_FOUND,
+    Conflict: HTTPStatus.CONFLICT,
+    DependencyUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def error_response(status: HTTPStatus, message: str, details: list[dict[str, Any]] | None = None) -> Response:
+    body: dict[str, Any] = {"error": status.phrase, "message": message}
+    if details:
+        body["details"] = details
+    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def build_resolver() -> APIGatewayRestResolver:
+    """An API Gateway REST proxy resolver with pydantic validation and spothub's error mapping."""
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        details = [_describe_validation_error(error) for error in exc.errors()]
+        return error_response(HTTPStatus.BAD_REQUEST, "the request is not valid", details)
+
+    @app.exception_handler(SpothubError)
+    def _domain(exc: SpothubError) -> Response:
+        status = next(
+            (code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)),
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+        )
+        logger.info("request refused", extra={"status": status.value, "reason": str(exc)})
+        return error_response(status, str(exc))
+
+    @app.not_found
+    def _no_route(_exc: Exception) -> Response:
+        return error_response(
+            HTTPStatus.NOT_FOUND, f"no route {app.current_event.http_method} {app.current_event.path}"
+        )
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error, request id {request_id}")
+
+    return app
+
+
+def _describe_validation_error(error: dict[str, Any]) -> dict[str, Any]:
+    # powertools prefixes body locations with "body"; keep the field path an API user wrote.
+    location = [str(part) for part in error.get("loc", ())]
+    return {"field": ".".join(location) or "request", "problem": error.get("msg", "invalid")}

@@ -1,0 +1,1 @@
+"""Decisions: plain functions over plain values and injected data-access objects."""

@@ -1,0 +1,1 @@
+"""CDK stacks and constructs of spothub: one HubStack, one WorkerStack per worker region."""

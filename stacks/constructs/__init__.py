@@ -1,0 +1,1 @@
+"""One construct per concern, shared by the hub and worker stacks."""

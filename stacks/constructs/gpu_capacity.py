@@ -1,0 +1,334 @@
+"""GPU capacity of a worker region: launch template, spot Auto Scaling group, ECS cluster, model cache.
+
+The group starts empty and is scaled by the control plane. Its own Capacity Rebalance is off
+here; whether it takes part in replacing interrupted instances is decided with the hub's
+cross-region replacement (spot provisioning), since both must never replace the same replica.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from aws_cdk import ArnFormat, CfnResource, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_efs as efs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from spothub_core.contracts import METRICS_NAMESPACE
+from stacks.config import SpothubConfig
+from stacks.constructs.log_retention import log_retention
+from stacks.nag import acknowledge, nag_resource
+from stacks.paths import WORKER_AGENT_DIR
+
+LAUNCH_HOOK_NAME = "spothub-workload-healthy"
+# Boot, image pull and model load of a large model; the agent can extend it with heartbeats.
+LAUNCH_HOOK_TIMEOUT = Duration.minutes(30)
+MODEL_CACHE_MOUNT = "/mnt/model-cache"
+AGENT_HOME = "/opt/spothub-agent"
+
+
+class GpuCapacity(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: SpothubConfig,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        hub_bus_arn: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.group_name = f"{config.prefix}-gpu"
+
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "InstanceSecurityGroup",
+            vpc=vpc,
+            description="spothub GPU instances: no inbound at all (Session Manager for shell access)",
+            allow_all_outbound=True,
+        )
+
+        self.model_cache = efs.FileSystem(
+            self,
+            "ModelCache",
+            vpc=vpc,
+            vpc_subnets=subnets,
+            encrypted=True,
+            performance_mode=efs.PerformanceMode.GENERAL_PURPOSE,
+            throughput_mode=efs.ThroughputMode.ELASTIC,
+            # Weights are downloaded again when missing; nothing here is the only copy.
+            removal_policy=RemovalPolicy.DESTROY,
+            enable_automatic_backups=False,
+            allow_anonymous_access=False,
+        )
+        self.model_cache.connections.allow_default_port_from(self.security_group, "NFS from GPU instances")
+
+        self.role = iam.Role(
+            self,
+            "InstanceRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="spothub GPU instance: ECS agent, spothub agent, Session Manager",
+        )
+        wildcard_resources = self._grant_agent_permissions(config, stack, hub_bus_arn)
+        self.model_cache.grant(self.role, "elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")
+
+        agent_bundle = s3_assets.Asset(
+            self, "AgentBundle", path=str(WORKER_AGENT_DIR), exclude=["**/__pycache__", "**/*.pyc", "tests"]
+        )
+        # The one object, not the whole bootstrap bucket (what Asset.grant_read would give).
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadAgentBundle",
+                actions=["s3:GetObject"],
+                resources=[agent_bundle.bucket.arn_for_objects(agent_bundle.s3_object_key)],
+            )
+        )
+
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            cluster_name=f"{config.prefix}-gpu",
+            vpc=vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+        )
+
+        user_data = ec2.UserData.for_linux()
+        user_data.add_commands(
+            "set -euo pipefail",
+            "cat >>/etc/ecs/ecs.config <<'ECS'",
+            f"ECS_CLUSTER={self.cluster.cluster_name}",
+            "ECS_ENABLE_GPU_SUPPORT=true",
+            "ECS_ENABLE_TASK_IAM_ROLE=true",
+            "ECS",
+            "dnf install -y amazon-efs-utils awscli-2 unzip",
+            f"mkdir -p {MODEL_CACHE_MOUNT}",
+            f"echo '{self.model_cache.file_system_id}:/ {MODEL_CACHE_MOUNT} efs _netdev,tls,iam 0 0' >>/etc/fstab",
+            f"mount {MODEL_CACHE_MOUNT}",
+        )
+        bundle_file = user_data.add_s3_download_command(
+            bucket=agent_bundle.bucket, bucket_key=agent_bundle.s3_object_key, local_file=f"{AGENT_HOME}.zip"
+        )
+        user_data.add_commands(
+            f"mkdir -p {AGENT_HOME}",
+            f"unzip -o {bundle_file} -d {AGENT_HOME}",
+            f"bash {AGENT_HOME}/install.sh",
+        )
+
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            launch_template_name=f"{config.prefix}-gpu",
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            role=self.role,
+            security_group=self.security_group,
+            user_data=user_data,
+            require_imdsv2=True,
+            # Containers (one hop further) cannot reach the instance's credentials.
+            http_put_response_hop_limit=1,
+            instance_metadata_tags=True,
+            associate_public_ip_address=True,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        config.root_volume_gib,
+                        encrypted=True,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+
+        self.group = autoscaling.AutoScalingGroup(
+            self,
+            "Group",
+            auto_scaling_group_name=self.group_name,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            min_capacity=0,
+            max_capacity=config.max_instances_per_region,
+            # No desired capacity in the template: it starts at the minimum (0) and a later
+            # `cdk deploy` leaves the control plane's setting alone instead of resetting it.
+            mixed_instances_policy=autoscaling.MixedInstancesPolicy(
+                launch_template=self.launch_template,
+                launch_template_overrides=[
+                    autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
+                    for t in config.instance_types
+                ],
+                instances_distribution=autoscaling.InstancesDistribution(
+                    on_demand_base_capacity=0,
+                    on_demand_percentage_above_base_capacity=0,
+                    spot_allocation_strategy=autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
+                ),
+            ),
+            capacity_rebalance=False,
+        )
+        for key, value in {
+            "spothub:prefix": config.prefix,
+            "spothub:hub-region": config.hub_region,
+            "spothub:lifecycle-hook": LAUNCH_HOOK_NAME,
+            "spothub:model-cache": MODEL_CACHE_MOUNT,
+        }.items():
+            Tags.of(self.group).add(key, value, apply_to_launched_instances=True)
+
+        # Completed by the agent (CONTINUE) once the workload is healthy; ABANDON otherwise.
+        self.group.add_lifecycle_hook(
+            "WorkloadHealthy",
+            lifecycle_hook_name=LAUNCH_HOOK_NAME,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_LAUNCHING,
+            default_result=autoscaling.DefaultResult.ABANDON,
+            heartbeat_timeout=LAUNCH_HOOK_TIMEOUT,
+        )
+
+        self.capacity_provider = ecs.AsgCapacityProvider(
+            self,
+            "CapacityProvider",
+            capacity_provider_name=f"{config.prefix}-gpu",
+            auto_scaling_group=self.group,
+            # The control plane sets the group's size and drains through the agent.
+            enable_managed_scaling=False,
+            enable_managed_termination_protection=False,
+            # Spot notices are drained by the agent; scale-in (teardown) by ECS managed draining,
+            # AWS's own termination hook, rather than aws-cdk-lib's Node.js drain Lambda.
+            spot_instance_draining=False,
+            enable_managed_draining=True,
+        )
+        # aws-cdk-lib omits ManagedScaling when it is off; say so explicitly rather than rely on the API default.
+        capacity_provider_resource = cast(
+            CfnResource, self.capacity_provider.node.find_child(self.capacity_provider.node.id)
+        )
+        capacity_provider_resource.add_property_override("AutoScalingGroupProvider.ManagedScaling.Status", "DISABLED")
+        # Associated here rather than with Cluster.add_asg_capacity_provider, which would also grant the
+        # instance role logs:* on every log group; the ECS agent's permissions are granted below instead.
+        ecs.CfnClusterCapacityProviderAssociations(
+            self,
+            "CapacityProviders",
+            cluster=self.cluster.cluster_name,
+            capacity_providers=[self.capacity_provider.capacity_provider_name],
+            default_capacity_provider_strategy=[
+                ecs.CfnClusterCapacityProviderAssociations.CapacityProviderStrategyProperty(
+                    capacity_provider=self.capacity_provider.capacity_provider_name, weight=1
+                )
+            ],
+        )
+        self.workload_logs = logs.LogGroup(
+            self,
+            "WorkloadLogs",
+            log_group_name=f"/spothub/{config.prefix}/workloads",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self._grant_ecs_agent_permissions()
+        self.workload_logs.grant_write(self.role)
+        self._acknowledge_findings(stack, wildcard_resources)
+
+    def _acknowledge_findings(self, stack: Stack, wildcard_resources: dict[str, str]) -> None:
+        reasons = {
+            "AwsSolutions-IAM5[Resource::*]": "Actions without resource-level permissions: ecs:DiscoverPollEndpoint, "
+            "ecr:GetAuthorizationToken, the ssmmessages channels; ecs:Poll, ecs:StartTelemetrySession, "
+            "ecs:PutSystemLogEvents and cloudwatch:PutMetricData carry conditions limiting them to this cluster and "
+            "the Spothub namespace.",
+            "AwsSolutions-AS3": "Launch failures reach the hub as EventBridge events (EC2 Instance Launch "
+            "Unsuccessful), which decides and alerts; e-mail notifications from the group would duplicate them.",
+            "AwsSolutions-EC26": "The root volume is encrypted in the launch template (asserted by the infrastructure "
+            "tests); the rule does not read block devices of a launch template in a mixed instances policy.",
+        }
+        for arn, reason in wildcard_resources.items():
+            reasons[f"AwsSolutions-IAM5[Resource::{nag_resource(stack, arn)}]"] = reason
+        for rule, reason in reasons.items():
+            acknowledge(self, rule, reason)
+
+    def _grant_ecs_agent_permissions(self) -> None:
+        """What the ECS container agent calls, per the AmazonEC2ContainerServiceforEC2Role policy,
+        narrowed to this cluster."""
+        cluster_arn = self.cluster.cluster_arn
+        for statement in (
+            iam.PolicyStatement(
+                sid="EcsAgentOwnCluster",
+                actions=[
+                    "ecs:RegisterContainerInstance",
+                    "ecs:DeregisterContainerInstance",
+                    "ecs:SubmitContainerStateChange",
+                    "ecs:SubmitTaskStateChange",
+                    "ecs:SubmitAttachmentStateChanges",
+                ],
+                resources=[cluster_arn],
+            ),
+            iam.PolicyStatement(
+                sid="EcsAgentPollOwnCluster",
+                actions=["ecs:Poll", "ecs:StartTelemetrySession", "ecs:PutSystemLogEvents"],
+                resources=["*"],
+                conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+            ),
+            iam.PolicyStatement(
+                sid="EcsAgentDiscovery",
+                actions=["ecs:DiscoverPollEndpoint", "ecr:GetAuthorizationToken"],
+                resources=["*"],
+            ),
+        ):
+            self.role.add_to_principal_policy(statement)
+
+    def _grant_agent_permissions(self, config: SpothubConfig, stack: Stack, hub_bus_arn: str) -> dict[str, str]:
+        """Grant what the agent calls; returns the ARNs that hold a wildcard, each with why."""
+        group_arn = stack.format_arn(
+            service="autoscaling",
+            resource="autoScalingGroup",
+            resource_name=f"*:autoScalingGroupName/{self.group_name}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        any_instance = stack.format_arn(service="ec2", resource="instance", resource_name="*")
+        hub_parameters = stack.format_arn(
+            service="ssm", region=config.hub_region, resource="parameter", resource_name=f"spothub/{config.prefix}/*"
+        )
+        statements = [
+            iam.PolicyStatement(
+                sid="CompleteOwnLaunchLifecycle",
+                actions=["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+                resources=[group_arn],
+            ),
+            iam.PolicyStatement(sid="ReportToHub", actions=["events:PutEvents"], resources=[hub_bus_arn]),
+            iam.PolicyStatement(
+                sid="ReadHubParameters",
+                actions=["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+                resources=[hub_parameters],
+            ),
+            iam.PolicyStatement(
+                sid="HeartbeatMetric",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            ),
+            iam.PolicyStatement(
+                sid="SessionManagerRegistration",
+                actions=["ssm:UpdateInstanceInformation"],
+                resources=[any_instance],
+            ),
+            iam.PolicyStatement(
+                sid="SessionManagerChannels",
+                actions=[
+                    "ssmmessages:CreateControlChannel",
+                    "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel",
+                    "ssmmessages:OpenDataChannel",
+                ],
+                resources=["*"],
+            ),
+        ]
+        for statement in statements:
+            self.role.add_to_principal_policy(statement)
+        return {
+            group_arn: "The group's ARN embeds a UUID unknown before deployment; the name pins it to this "
+            "region's spothub group.",
+            any_instance: "The instance ARN is unknown until launch; ssm:UpdateInstanceInformation registers the "
+            "instance with Session Manager.",
+            hub_parameters: "Read-only access to this deployment's published parameters in the hub region, and "
+            "no others.",
+        }

@@ -1,0 +1,63 @@
+"""A worker region: GPU capacity and the region-local automation. One per worker region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_events as events
+from constructs import Construct
+
+from stacks.config import SpothubConfig
+from stacks.constructs.alerts_topic import AlertsTopic
+from stacks.constructs.event_forwarding import EventForwarding
+from stacks.constructs.failure_queue import FailureQueue
+from stacks.constructs.gpu_capacity import GpuCapacity
+from stacks.constructs.log_retention import log_retention
+from stacks.constructs.worker_network import WorkerNetwork
+
+
+class WorkerStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: SpothubConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        # Built from names, not a cross-stack reference: the hub lives in another region.
+        self.hub_bus_arn = self.format_arn(
+            service="events", region=config.hub_region, resource="event-bus", resource_name=config.hub_bus_name
+        )
+
+        self.alerts = AlertsTopic(self, "Alerts", prefix=config.prefix, alert_email=config.alert_email)
+        self.network = WorkerNetwork(
+            self,
+            "Network",
+            existing=config.vpcs.get(self.region),
+            max_azs=config.max_azs,
+            log_retention=log_retention(config.log_retention_days),
+        )
+        # Commands from the hub (launch, teardown) arrive here, routed cross-region by hub rules.
+        self.bus = events.EventBus(self, "WorkerBus", event_bus_name=config.worker_bus_name)
+        self.capacity = GpuCapacity(
+            self,
+            "GpuCapacity",
+            config=config,
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            hub_bus_arn=self.hub_bus_arn,
+        )
+        self.undelivered = FailureQueue(
+            self, "UndeliveredEvents", purpose="events that could not reach the hub bus", alerts=self.alerts.topic
+        )
+        EventForwarding(
+            self,
+            "ForwardToHub",
+            hub_bus_arn=self.hub_bus_arn,
+            auto_scaling_group_name=self.capacity.group_name,
+            cluster_arn=self.capacity.cluster.cluster_arn,
+            dead_letter_queue=self.undelivered.queue,
+        )
+
+        CfnOutput(self, "AutoScalingGroupName", value=self.capacity.group_name)
+        CfnOutput(self, "ClusterName", value=self.capacity.cluster.cluster_name)
+        CfnOutput(self, "ModelCacheFileSystemId", value=self.capacity.model_cache.file_system_id)
+        CfnOutput(self, "WorkerBusArn", value=self.bus.event_bus_arn)
+        CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)

@@ -1,0 +1,18 @@
+"""Shared fixtures. Environment variables that jsii and boto3 read are set before either loads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_DEPRECATED", "quiet")
+# No test may reach AWS: fake credentials, and a region so clients can be built.
+for key, value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ[key] = value
+os.environ.pop("AWS_PROFILE", None)

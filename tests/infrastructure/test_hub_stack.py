@@ -1,0 +1,205 @@
+"""Template assertions for the hub stack."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk.assertions import Match
+
+from tests.infrastructure.synth import Synthesized
+
+
+def test_state_table_is_on_demand_encrypted_recoverable_and_expires_items(reference: Synthesized) -> None:
+    reference.hub.has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "Properties": {
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": Match.any_value()},
+                "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+            },
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+        },
+    )
+
+
+def test_hub_bus_is_named_and_archived(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties("AWS::Events::EventBus", {"Name": "spothub-hub"})
+    reference.hub.has_resource_properties(
+        "AWS::Events::Archive",
+        {"SourceArn": {"Fn::GetAtt": [Match.string_like_regexp("HubBus"), "Arn"]}, "RetentionDays": 30},
+    )
+
+
+def test_alerts_topic_is_encrypted_with_a_rotating_key_and_mails_the_operator(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    reference.hub.has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.string_like_regexp("AlertsKey"), "Arn"]}}
+    )
+    reference.hub.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "oncall@example.com"}
+    )
+
+
+def test_no_email_subscription_without_alert_email(hub_as_worker: Synthesized) -> None:
+    hub_as_worker.hub.resource_count_is("AWS::SNS::Subscription", 0)
+
+
+def test_every_topic_and_queue_is_encrypted(reference: Synthesized) -> None:
+    for name in reference.templates:
+        for topic in reference.resources(name, "AWS::SNS::Topic").values():
+            assert "KmsMasterKeyId" in topic["Properties"], name
+        for queue in reference.resources(name, "AWS::SQS::Queue").values():
+            assert queue["Properties"].get("SqsManagedSseEnabled") is True, name
+
+
+def test_parameters_are_published_under_the_prefix(reference: Synthesized) -> None:
+    names = {
+        p["Properties"]["Name"]
+        for p in reference.resources(reference.config.hub_stack_name(), "AWS::SSM::Parameter").values()
+    }
+    assert names == {
+        f"/spothub/spothub/{name}"
+        for name in (
+            "api-url",
+            "hub-region",
+            "hub-bus-arn",
+            "state-table",
+            "worker-regions",
+            "instance-types",
+            "capacity-fallback",
+            "alerts-topic-arn",
+            "endpoint-name",
+        )
+    }
+
+
+def test_every_api_method_requires_iam_and_validates_requests(reference: Synthesized) -> None:
+    methods = reference.resources(reference.config.hub_stack_name(), "AWS::ApiGateway::Method")
+    assert methods, "the API has no methods"
+    for logical_id, method in methods.items():
+        assert method["Properties"]["AuthorizationType"] == "AWS_IAM", logical_id
+        assert "RequestValidatorId" in method["Properties"], logical_id
+    reference.hub.has_resource_properties(
+        "AWS::ApiGateway::RequestValidator", {"ValidateRequestBody": True, "ValidateRequestParameters": True}
+    )
+
+
+def test_api_stage_logs_traces_and_throttles(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "StageName": "v1",
+            "TracingEnabled": True,
+            "AccessLogSetting": {
+                "DestinationArn": Match.any_value(),
+                "Format": Match.string_like_regexp(r'"requestId":"\$context.requestId"'),
+            },
+            "MethodSettings": [
+                Match.object_like({"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100, "LoggingLevel": "ERROR"})
+            ],
+        },
+    )
+    reference.hub.has_resource_properties(
+        "AWS::ApiGateway::RestApi", {"EndpointConfiguration": {"Types": ["REGIONAL"]}}
+    )
+    (access_logs,) = [
+        logical_id
+        for logical_id in reference.resources("spothub-hub", "AWS::Logs::LogGroup")
+        if logical_id.startswith("RestApiAccessLogs")
+    ]
+    stage = next(iter(reference.resources("spothub-hub", "AWS::ApiGateway::Stage").values()))
+    assert access_logs in json.dumps(stage["Properties"]["AccessLogSetting"]["DestinationArn"])
+
+
+def test_status_route_reaches_the_status_function(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "status"})
+    reference.hub.has_resource_properties(
+        "AWS::ApiGateway::Method",
+        {
+            "HttpMethod": "GET",
+            "Integration": {
+                "Type": "AWS_PROXY",
+                "Uri": {
+                    "Fn::Join": [
+                        "",
+                        Match.array_with([{"Fn::GetAtt": [Match.string_like_regexp("PlatformStatus"), "Arn"]}]),
+                    ]
+                },
+            },
+        },
+    )
+
+
+def test_functions_share_runtime_architecture_tracing_layer_and_failure_path(reference: Synthesized) -> None:
+    functions = reference.resources(reference.config.hub_stack_name(), "AWS::Lambda::Function")
+    assert functions
+    for logical_id, function in functions.items():
+        props = function["Properties"]
+        assert props["Runtime"] == "python3.14", logical_id
+        assert props["Architectures"] == ["arm64"], logical_id
+        assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
+        assert props["Handler"].endswith(".handler.lambda_handler"), logical_id
+        assert len(props["Layers"]) == 1, logical_id
+        assert "TargetArn" in props["DeadLetterConfig"], logical_id
+        assert "LogGroup" in props["LoggingConfig"], logical_id
+        env = props["Environment"]["Variables"]
+        assert {"SPOTHUB_PREFIX", "SPOTHUB_VERSION", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= set(
+            env
+        )
+    reference.hub.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig", {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+    )
+    reference.hub.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 30})
+
+
+def test_hub_functions_know_the_deployment(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "SPOTHUB_HUB_REGION": "us-east-1",
+                        "SPOTHUB_WORKER_REGIONS": "us-west-2,eu-west-1",
+                        "SPOTHUB_CAPACITY_FALLBACK": "on-demand",
+                        "SPOTHUB_STATE_TABLE": {"Ref": Match.string_like_regexp("StateTable")},
+                    }
+                )
+            }
+        },
+    )
+
+
+def test_layer_is_built_for_the_functions_platform(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties(
+        "AWS::Lambda::LayerVersion",
+        {"CompatibleRuntimes": ["python3.14"], "CompatibleArchitectures": ["arm64"]},
+    )
+    layer_dirs = [p for p in reference.outdir.glob("asset.*/python") if (p / "pydantic_core").is_dir()]
+    assert len(layer_dirs) == 1
+    site = layer_dirs[0]
+    assert (site / "aws_lambda_powertools").is_dir()
+    binaries = list((site / "pydantic_core").glob("_pydantic_core.*.so"))
+    assert binaries and all("cpython-314-aarch64-linux-gnu" in b.name for b in binaries)
+    assert not (site / "botocore").exists(), "the runtime provides botocore; the layer must not carry it"
+
+
+def test_dead_letter_queues_alarm_on_the_alerts_topic(reference: Synthesized) -> None:
+    for name in reference.templates:
+        template = reference.template(name)
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "AlarmActions": [{"Ref": Match.string_like_regexp("AlertsTopic")}],
+            },
+        )

@@ -1,0 +1,104 @@
+"""Every identity policy grants named actions on named resources.
+
+`Resource: "*"` is accepted only for actions that have no resource-level permissions, or where a
+condition key narrows them (listed below with the key that must be present).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from tests.infrastructure.synth import Synthesized
+
+# action -> condition key required alongside Resource "*" (None: the action has no resource-level form)
+RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
+    "xray:PutTraceSegments": None,
+    "xray:PutTelemetryRecords": None,
+    "ecr:GetAuthorizationToken": None,
+    "ecs:DiscoverPollEndpoint": None,
+    "ssmmessages:CreateControlChannel": None,
+    "ssmmessages:CreateDataChannel": None,
+    "ssmmessages:OpenControlChannel": None,
+    "ssmmessages:OpenDataChannel": None,
+    "cloudwatch:PutMetricData": "cloudwatch:namespace",
+    "ecs:Poll": "ecs:cluster",
+    "ecs:StartTelemetrySession": "ecs:cluster",
+    "ecs:PutSystemLogEvents": "ecs:cluster",
+}
+MANAGED_POLICIES_ALLOWED = {"AmazonAPIGatewayPushToCloudWatchLogs"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(synthesized: Synthesized) -> Iterator[tuple[str, dict[str, Any]]]:
+    for stack_name, template in synthesized.templates.items():
+        for logical_id, resource in template["Resources"].items():
+            documents = []
+            if resource["Type"] == "AWS::IAM::Policy":
+                documents.append(resource["Properties"]["PolicyDocument"])
+            if resource["Type"] == "AWS::IAM::Role":
+                documents.extend(p["PolicyDocument"] for p in resource["Properties"].get("Policies", []))
+            for document in documents:
+                for statement in document["Statement"]:
+                    yield f"{stack_name}/{logical_id}", statement
+
+
+def _conditions(statement: dict[str, Any]) -> set[str]:
+    return {key for operator in statement.get("Condition", {}).values() for key in operator}
+
+
+def test_no_action_wildcards(reference: Synthesized, hub_as_worker: Synthesized) -> None:
+    for synthesized in (reference, hub_as_worker):
+        for where, statement in _statements(synthesized):
+            for action in _as_list(statement["Action"]):
+                assert action != "*", where
+                assert not action.endswith(":*"), f"{where}: {action}"
+                assert "*" not in action, f"{where}: {action} is not a named action"
+
+
+def test_resource_wildcards_only_where_the_service_has_no_resource_level_permissions(
+    reference: Synthesized, hub_as_worker: Synthesized
+) -> None:
+    for synthesized in (reference, hub_as_worker):
+        for where, statement in _statements(synthesized):
+            if "*" not in _as_list(statement["Resource"]):
+                continue
+            for action in _as_list(statement["Action"]):
+                assert action in RESOURCE_WILDCARD_ALLOWED, f'{where}: {action} on "*"'
+                required = RESOURCE_WILDCARD_ALLOWED[action]
+                if required:
+                    assert required in _conditions(statement), f'{where}: {action} on "*" needs condition {required}'
+
+
+def test_only_the_api_gateway_logging_role_uses_a_managed_policy(reference: Synthesized) -> None:
+    for stack_name, template in reference.templates.items():
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::IAM::Role":
+                continue
+            for arn in resource["Properties"].get("ManagedPolicyArns", []):
+                rendered = str(arn)
+                assert any(name in rendered for name in MANAGED_POLICIES_ALLOWED), (
+                    f"{stack_name}/{logical_id}: {rendered}"
+                )
+
+
+def test_status_function_may_only_get_items_from_the_state_table(reference: Synthesized) -> None:
+    policies = reference.resources("spothub-hub", "AWS::IAM::Policy")
+    (status_policy,) = [p for logical_id, p in policies.items() if logical_id.startswith("PlatformStatusRole")]
+    actions = {
+        action
+        for statement in status_policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in _as_list(statement["Action"])
+    }
+    assert actions == {
+        "dynamodb:GetItem",
+        "kms:Decrypt",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:SendMessage",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }

@@ -1,0 +1,88 @@
+"""The one mapping from domain errors to HTTP answers: right status, a message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel, Field
+
+from spothub_core.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound
+from spothub_core.http import build_resolver
+from tests.lambda_events import FakeLambdaContext, rest_proxy_event
+
+
+class Widget(BaseModel):
+    name: str = Field(min_length=1)
+    size: int = Field(ge=1)
+
+
+def make_app():
+    app = build_resolver()
+
+    @app.get("/raise/<kind>")
+    def raise_error(kind: str) -> dict:
+        errors = {
+            "invalid": InvalidRequest("size must be positive"),
+            "missing": NotFound("no such widget"),
+            "conflict": Conflict("widget is being changed"),
+            "down": DependencyUnavailable("state table did not answer"),
+            "bug": ZeroDivisionError("division by zero"),
+        }
+        raise errors[kind]
+
+    @app.post("/widgets")
+    def create(widget: Widget) -> dict:
+        return widget.model_dump()
+
+    return app
+
+
+def call(method: str, path: str, body=None) -> tuple[int, dict]:
+    response = make_app().resolve(rest_proxy_event(method, path, body), FakeLambdaContext(aws_request_id="req-1"))
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        ("invalid", 400, "size must be positive"),
+        ("missing", 404, "no such widget"),
+        ("conflict", 409, "widget is being changed"),
+        ("down", 503, "state table did not answer"),
+    ],
+)
+def test_domain_errors_map_to_their_status(kind: str, status: int, message: str) -> None:
+    code, body = call("GET", f"/raise/{kind}")
+    assert code == status
+    assert body["message"] == message
+
+
+def test_unexpected_errors_are_500_with_the_request_id_only() -> None:
+    code, body = call("GET", "/raise/bug")
+    assert code == 500
+    assert body == {"error": "Internal Server Error", "message": "internal error, request id req-1"}
+
+
+def test_invalid_body_is_400_naming_each_field() -> None:
+    code, body = call("POST", "/widgets", {"name": "", "size": 0})
+    assert code == 400
+    fields = {detail["field"] for detail in body["details"]}
+    assert fields == {"body.name", "body.size"}
+
+
+def test_malformed_json_is_400() -> None:
+    code, body = call("POST", "/widgets", "{not json")
+    assert code == 400
+    assert body["error"] == "Bad Request"
+
+
+def test_unknown_route_is_404_naming_it() -> None:
+    code, body = call("DELETE", "/nothing")
+    assert code == 404
+    assert body["message"] == "no route DELETE /nothing"
+
+
+def test_valid_request_passes_through() -> None:
+    code, body = call("POST", "/widgets", {"name": "a", "size": 2})
+    assert (code, body) == (200, {"name": "a", "size": 2})

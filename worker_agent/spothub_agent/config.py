@@ -1,0 +1,60 @@
+"""The agent's configuration, read at start from IMDS and the instance's tags; nothing is baked in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spothub_agent.imds import Imds
+
+PREFIX_TAG = "spothub:prefix"
+HUB_REGION_TAG = "spothub:hub-region"
+LIFECYCLE_HOOK_TAG = "spothub:lifecycle-hook"
+MODEL_CACHE_TAG = "spothub:model-cache"
+GROUP_TAG = "aws:autoscaling:groupName"
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    instance_id: str
+    region: str
+    availability_zone: str
+    instance_type: str
+    prefix: str
+    hub_region: str
+    auto_scaling_group: str
+    lifecycle_hook: str
+    model_cache: str
+
+    @property
+    def ssm_prefix(self) -> str:
+        return f"/spothub/{self.prefix}"
+
+
+def load_config(imds: Imds) -> AgentConfig:
+    identity = imds.identity()
+    tags = imds.tags()
+    missing = [tag for tag in (PREFIX_TAG, HUB_REGION_TAG, GROUP_TAG, LIFECYCLE_HOOK_TAG) if not tags.get(tag)]
+    if missing:
+        raise ConfigError(
+            f"instance tags {', '.join(missing)} are missing: is instance metadata tagging enabled "
+            "and was this instance launched by a spothub group?"
+        )
+    return AgentConfig(
+        instance_id=identity["instanceId"],
+        region=identity["region"],
+        availability_zone=identity["availabilityZone"],
+        instance_type=identity["instanceType"],
+        prefix=tags[PREFIX_TAG],
+        hub_region=tags[HUB_REGION_TAG],
+        auto_scaling_group=tags[GROUP_TAG],
+        lifecycle_hook=tags[LIFECYCLE_HOOK_TAG],
+        model_cache=tags.get(MODEL_CACHE_TAG, ""),
+    )
+
+
+def describe(config: AgentConfig) -> dict[str, str]:
+    return {key: str(value) for key, value in config.__dict__.items()}
