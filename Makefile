@@ -17,6 +17,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt lambdas/requirements.t
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# The Lambda dependency layer, downloaded now so that synthesis needs no network.
+	$(BIN)/python -c "from stacks.constructs.dependency_layer import prefetch; prefetch()"
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -15,7 +15,7 @@ class StackSummary:
     stack_name: str
     region: str
     resources: Counter[str] = field(default_factory=Counter)
-    routes: list[tuple[str, str]] = field(default_factory=list)
+    routes: list[tuple[str, str, str]] = field(default_factory=list)
     acknowledged_rules: set[str] = field(default_factory=set)
 
     @property
@@ -52,8 +52,8 @@ def summarize(cdk_out: Path) -> list[StackSummary]:
     return summaries
 
 
-def api_routes(resources: dict[str, Any]) -> list[tuple[str, str]]:
-    """(method, path) of every API Gateway method, rebuilt from the resource tree."""
+def api_routes(resources: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(method, path, authorization) of every API Gateway method, rebuilt from the resource tree."""
 
     def path_of(reference: Any) -> str:
         if isinstance(reference, dict) and "Ref" in reference:
@@ -62,7 +62,11 @@ def api_routes(resources: dict[str, Any]) -> list[tuple[str, str]]:
         return "/"  # Fn::GetAtt RootResourceId
 
     routes = [
-        (r["Properties"]["HttpMethod"], path_of(r["Properties"]["ResourceId"]))
+        (
+            r["Properties"]["HttpMethod"],
+            path_of(r["Properties"]["ResourceId"]),
+            r["Properties"].get("AuthorizationType", "NONE"),
+        )
         for r in resources.values()
         if r["Type"] == "AWS::ApiGateway::Method"
     ]
@@ -79,7 +83,7 @@ def render(summaries: list[StackSummary]) -> str:
         for resource_type, count in sorted(summary.resources.items()):
             lines.append(f"    {count:3d}  {resource_type}")
         if summary.routes:
-            lines.append("  API routes (AWS_IAM):")
-            lines.extend(f"    {method:6s} {path}" for method, path in summary.routes)
+            lines.append("  API routes:")
+            lines.extend(f"    {method:6s} {path:30s} {auth}" for method, path, auth in summary.routes)
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -58,6 +58,9 @@ LOG_RETENTION_DAYS = (
 )
 
 CONTEXT_PREFIXES_OWNED_BY_CDK = ("@aws-cdk", "aws:", "aws-cdk:", "cdk", "@")
+# Context keys the CDK CLI itself writes into cdk.context.json (e.g. by `cdk acknowledge`).
+CONTEXT_KEYS_OWNED_BY_CDK = frozenset({"acknowledged-issue-numbers"})
+RESERVED_NAME_PREFIXES = ("aws", "ecs", "fargate")
 
 
 class ConfigError(Exception):
@@ -155,6 +158,9 @@ class SpothubConfig(BaseModel):
                 f"'{value}' must be 3-20 characters of lower-case letters, digits and '-', "
                 "starting with a letter (it is part of resource names)"
             )
+        if value.startswith(RESERVED_NAME_PREFIXES):
+            # ECS refuses capacity provider names starting with these.
+            raise ValueError(f"'{value}' must not start with {', '.join(RESERVED_NAME_PREFIXES)}")
         return value
 
     @field_validator("hub_region")
@@ -273,7 +279,11 @@ class SpothubConfig(BaseModel):
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> SpothubConfig:
         """Build from CDK context; keys CDK itself owns (feature flags, `aws:` keys) are ignored."""
-        ours = {k: v for k, v in context.items() if not k.startswith(CONTEXT_PREFIXES_OWNED_BY_CDK)}
+        ours = {
+            k: v
+            for k, v in context.items()
+            if not k.startswith(CONTEXT_PREFIXES_OWNED_BY_CDK) and k not in CONTEXT_KEYS_OWNED_BY_CDK
+        }
         known = {field.alias or name for name, field in cls.model_fields.items()}
         problems = []
         for key in sorted(set(ours) - known):

@@ -28,4 +28,7 @@ fi
 
 install -m 0644 "$AGENT_HOME/spothub-agent.service" /etc/systemd/system/spothub-agent.service
 systemctl daemon-reload
-systemctl enable --now spothub-agent.service
+systemctl enable spothub-agent.service
+# --no-block: user data runs inside cloud-init's final stage, which ecs.service (and so this unit,
+# ordered after it) waits for; a blocking start would wait for itself until the launch hook expires.
+systemctl start --no-block spothub-agent.service

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -30,5 +30,29 @@ class AlertsTopic(Construct):
                 )
             )
         self.topic = sns.Topic(self, "Topic", display_name=f"{prefix} alerts", master_key=self.key, enforce_ssl=True)
+        # A topic policy replaces SNS's default one, so the services that page through this topic are
+        # allowed by name, for this account's alarms and rules only.
+        account = Stack.of(self).account
+        for service, source_arn in (
+            (
+                "cloudwatch.amazonaws.com",
+                Stack.of(self).format_arn(
+                    service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+                ),
+            ),
+            ("events.amazonaws.com", Stack.of(self).format_arn(service="events", resource="rule", resource_name="*")),
+        ):
+            self.topic.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=f"Allow{service.split('.')[0].capitalize()}Publish",
+                    actions=["sns:Publish"],
+                    principals=[iam.ServicePrincipal(service)],
+                    resources=[self.topic.topic_arn],
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": account},
+                        "ArnLike": {"aws:SourceArn": source_arn},
+                    },
+                )
+            )
         if alert_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alert_email))

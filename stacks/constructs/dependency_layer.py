@@ -148,3 +148,10 @@ class DependencyLayer(Construct):
 def _pinned(requirements: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines())
     return [line for line in lines if line]
+
+
+def prefetch() -> Path:
+    """Build the functions' layer into the cache now (`make install`), so synth needs no network."""
+    from stacks.constructs.python_function import ARCHITECTURE, RUNTIME  # noqa: PLC0415
+
+    return build_layer_tree(LAMBDA_REQUIREMENTS, RUNTIME, ARCHITECTURE, LAYER_CACHE_DIR)

@@ -288,6 +288,10 @@ class GpuCapacity(Construct):
         hub_parameters = stack.format_arn(
             service="ssm", region=config.hub_region, resource="parameter", resource_name=f"spothub/{config.prefix}/*"
         )
+        # GetParametersByPath is authorized against the path itself, not the names below it.
+        hub_parameter_path = stack.format_arn(
+            service="ssm", region=config.hub_region, resource="parameter", resource_name=f"spothub/{config.prefix}"
+        )
         statements = [
             iam.PolicyStatement(
                 sid="CompleteOwnLaunchLifecycle",
@@ -298,7 +302,7 @@ class GpuCapacity(Construct):
             iam.PolicyStatement(
                 sid="ReadHubParameters",
                 actions=["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
-                resources=[hub_parameters],
+                resources=[hub_parameters, hub_parameter_path],
             ),
             iam.PolicyStatement(
                 sid="HeartbeatMetric",

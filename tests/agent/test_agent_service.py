@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
+from spothub.sandbox.imds import InstanceMetadataServer
 from stacks.paths import WORKER_AGENT_DIR
-from tests.agent.fake_imds import FakeImds
 from tests.agent.test_imds_and_config import IDENTITY, TAGS
 
 
@@ -27,7 +27,7 @@ def start_agent(endpoint: str) -> subprocess.Popen[str]:
 
 
 def test_agent_starts_with_its_configuration_and_stops_on_sigterm() -> None:
-    with FakeImds({}, dict(TAGS), IDENTITY) as imds:
+    with InstanceMetadataServer({}, dict(TAGS), IDENTITY) as imds:
         agent = start_agent(imds.endpoint)
         assert agent.stderr is not None
         started = json.loads(agent.stderr.readline())
@@ -39,7 +39,7 @@ def test_agent_starts_with_its_configuration_and_stops_on_sigterm() -> None:
 
 
 def test_agent_exits_non_zero_when_it_cannot_configure_itself() -> None:
-    with FakeImds({}, {}, IDENTITY) as imds:
+    with InstanceMetadataServer({}, {}, IDENTITY) as imds:
         agent = start_agent(imds.endpoint)
         deadline = time.monotonic() + 10
         while agent.poll() is None and time.monotonic() < deadline:
@@ -47,3 +47,11 @@ def test_agent_exits_non_zero_when_it_cannot_configure_itself() -> None:
         assert agent.returncode == 1
         assert agent.stderr is not None
         assert json.loads(agent.stderr.readline())["event"] == "config_failed"
+
+
+def test_install_does_not_block_cloud_init_on_a_unit_ordered_after_ecs() -> None:
+    script = (WORKER_AGENT_DIR / "install.sh").read_text()
+    unit = (WORKER_AGENT_DIR / "spothub-agent.service").read_text()
+    assert "After=network-online.target ecs.service" in unit
+    assert "systemctl start --no-block spothub-agent.service" in script
+    assert "enable --now" not in script

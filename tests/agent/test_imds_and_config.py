@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from spothub.sandbox.imds import InstanceMetadataServer
 from spothub_agent.config import ConfigError, load_config
 from spothub_agent.imds import Imds, ImdsError
-from tests.agent.fake_imds import FakeImds
 
 IDENTITY = {
     "instanceId": "i-0abc",
@@ -26,19 +26,19 @@ TAGS = {
 
 
 @pytest.fixture
-def imds() -> Iterator[FakeImds]:
-    with FakeImds({"instance-id": "i-0abc"}, dict(TAGS), IDENTITY) as server:
+def imds() -> Iterator[InstanceMetadataServer]:
+    with InstanceMetadataServer({"instance-id": "i-0abc"}, dict(TAGS), IDENTITY) as server:
         yield server
 
 
-def test_reads_metadata_with_one_token(imds: FakeImds) -> None:
+def test_reads_metadata_with_one_token(imds: InstanceMetadataServer) -> None:
     client = Imds(imds.endpoint)
     assert client.get("instance-id") == "i-0abc"
     assert client.get("spot/instance-action") is None
     assert imds.token_requests == 1
 
 
-def test_token_is_renewed_before_it_expires(imds: FakeImds) -> None:
+def test_token_is_renewed_before_it_expires(imds: InstanceMetadataServer) -> None:
     now = [1000.0]
     client = Imds(imds.endpoint, token_ttl=120, clock=lambda: now[0])
     client.get("instance-id")
@@ -50,7 +50,7 @@ def test_token_is_renewed_before_it_expires(imds: FakeImds) -> None:
     assert imds.token_requests == 2
 
 
-def test_a_revoked_token_is_replaced_once(imds: FakeImds) -> None:
+def test_a_revoked_token_is_replaced_once(imds: InstanceMetadataServer) -> None:
     client = Imds(imds.endpoint)
     client.get("instance-id")
     imds.revoke_tokens()
@@ -63,7 +63,7 @@ def test_unreachable_imds_is_a_clear_error() -> None:
         Imds("http://127.0.0.1:9", timeout=0.5).get("instance-id")
 
 
-def test_configuration_comes_from_identity_and_tags(imds: FakeImds) -> None:
+def test_configuration_comes_from_identity_and_tags(imds: InstanceMetadataServer) -> None:
     config = load_config(Imds(imds.endpoint))
     assert config.instance_id == "i-0abc"
     assert config.region == "us-west-2"
@@ -73,7 +73,7 @@ def test_configuration_comes_from_identity_and_tags(imds: FakeImds) -> None:
     assert config.ssm_prefix == "/spothub/spothub"
 
 
-def test_missing_tags_are_named(imds: FakeImds) -> None:
+def test_missing_tags_are_named(imds: InstanceMetadataServer) -> None:
     del imds.tags["spothub:hub-region"]
     with pytest.raises(ConfigError, match="spothub:hub-region"):
         load_config(Imds(imds.endpoint))

@@ -203,3 +203,15 @@ def test_dead_letter_queues_alarm_on_the_alerts_topic(reference: Synthesized) ->
                 "AlarmActions": [{"Ref": Match.string_like_regexp("AlertsTopic")}],
             },
         )
+
+
+def test_alarms_and_rules_of_this_account_may_publish_to_every_alerts_topic(reference: Synthesized) -> None:
+    for name in reference.templates:
+        policies = reference.resources(name, "AWS::SNS::TopicPolicy").values()
+        statements = [st for p in policies for st in p["Properties"]["PolicyDocument"]["Statement"]]
+        publishers = {
+            st["Principal"]["Service"]
+            for st in statements
+            if st["Effect"] == "Allow" and st["Action"] == "sns:Publish" and "aws:SourceAccount" in json.dumps(st)
+        }
+        assert publishers == {"cloudwatch.amazonaws.com", "events.amazonaws.com"}, name

@@ -22,7 +22,7 @@ def write_assembly(root: Path) -> None:
         },
         "GetSpot": {
             "Type": "AWS::ApiGateway::Method",
-            "Properties": {"HttpMethod": "GET", "ResourceId": {"Ref": "SpotId"}},
+            "Properties": {"HttpMethod": "GET", "ResourceId": {"Ref": "SpotId"}, "AuthorizationType": "AWS_IAM"},
         },
         "PostSpot": {
             "Type": "AWS::ApiGateway::Method",
@@ -64,7 +64,7 @@ def write_assembly(root: Path) -> None:
 def test_routes_are_rebuilt_from_the_resource_tree(tmp_path: Path) -> None:
     write_assembly(tmp_path)
     resources = json.loads((tmp_path / "Hub.template.json").read_text())["Resources"]
-    assert api_routes(resources) == [("GET", "/"), ("POST", "/spot"), ("GET", "/spot/{id}")]
+    assert api_routes(resources) == [("GET", "/", "NONE"), ("POST", "/spot", "NONE"), ("GET", "/spot/{id}", "AWS_IAM")]
 
 
 def test_summary_counts_resources_per_stack_and_region(tmp_path: Path) -> None:
@@ -74,7 +74,8 @@ def test_summary_counts_resources_per_stack_and_region(tmp_path: Path) -> None:
     text = render([summary])
     assert "1 stacks in 1 regions" in text
     assert "spothub-hub  (us-east-1, 7 resources, 1 cdk-nag findings acknowledged with reasons)" in text
-    assert "    POST   /spot" in text
+    assert f"    {'POST':6s} {'/spot':30s} NONE\n" in text
+    assert f"    {'GET':6s} {'/spot/{id}':30s} AWS_IAM\n" in text
 
 
 def test_cli_says_what_to_do_without_an_assembly(tmp_path: Path, capsys) -> None:

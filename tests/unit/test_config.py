@@ -35,6 +35,10 @@ def test_keys_owned_by_cdk_are_ignored() -> None:
     assert config.prefix == "spothub"
 
 
+def test_keys_the_cdk_cli_writes_are_ignored() -> None:
+    assert SpothubConfig.from_context({"acknowledged-issue-numbers": [34892]}).prefix == "spothub"
+
+
 def test_existing_vpc_from_a_json_string() -> None:
     config = SpothubConfig.from_context(
         {"vpcs": '{"us-west-2": {"vpcId": "vpc-0123abcd", "subnetIds": ["subnet-0123abcd"]}}'}
@@ -71,6 +75,7 @@ def test_existing_vpc_from_a_json_string() -> None:
         ({"hostedZoneId": "Z0123456789"}, "hostedZoneId and endpointName go together: set both or neither"),
         ({"endpointName": "Not A Name"}, "context key 'endpointName': 'Not A Name' is not a lower-case DNS name"),
         ({"prefix": "Spot_Hub"}, "context key 'prefix': 'Spot_Hub' must be 3-20 characters"),
+        ({"prefix": "ecs-team"}, "context key 'prefix': 'ecs-team' must not start with aws, ecs, fargate"),
         ({"maxAzs": "9"}, "context key 'maxAzs': Input should be less than or equal to 6"),
         ({"logRetentionDays": "10"}, "context key 'logRetentionDays': 10 is not a CloudWatch Logs retention"),
         ({"hubAsWorker": "maybe"}, "context key 'hubAsWorker': Input should be a valid boolean"),

@@ -1,0 +1,1 @@
+"""The sandbox: spothub's synthesized stacks deployed into an embedded AWS emulator (moto) and run."""
