@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spothub import __version__
+
+if TYPE_CHECKING:
+    from spothub.sandbox.sandbox import SandboxOptions
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -18,6 +22,73 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"spothub: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
+    from spothub.sandbox.sandbox import SandboxOptions  # noqa: PLC0415
+
+    return SandboxOptions(
+        port=args.port,
+        cdk_out=Path(args.cdk_out) if args.cdk_out else None,
+        speed=args.speed,
+        traces=Path(args.traces) if args.traces else None,
+        shape=args.shape,
+    )
+
+
+def _sandbox_up(args: argparse.Namespace) -> int:
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from spothub.sandbox.sandbox import Sandbox, SandboxError  # noqa: PLC0415
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sandbox = Sandbox(_sandbox_options(args))
+    try:
+        sandbox.start()
+    except (SandboxError, OSError) as exc:
+        print(f"spothub: the sandbox did not start: {exc}", file=sys.stderr)
+        sandbox.stop()
+        return 1
+    try:
+        for deployment in sandbox.deployments:
+            print(deployment.report())
+        state = sandbox.state()
+        print(f"\nsandbox up in {sandbox.started_in_s:.1f}s (synthesis {sandbox.synth_s:.1f}s)")
+        print(f"  API             {state['api_url']}  (SigV4, service execute-api, region {state['hub_region']})")
+        print(f"  control         {state['control_url']}")
+        print(f"  AWS endpoint    {state['aws_endpoint_url']}")
+        print(f"  credentials     {state['aws_access_key_id']} / {state['aws_secret_access_key']}")
+        print(f"  regions         hub {state['hub_region']}, workers {', '.join(state['worker_regions'])}")
+        print(f"  state file      {sandbox.options.state_dir / 'sandbox.json'}")
+        print("Ctrl-C or SIGTERM stops it.", flush=True)
+        stop.wait()
+    finally:
+        sandbox.stop()
+    print("sandbox stopped")
+    return 0
+
+
+def _sandbox_demo(args: argparse.Namespace) -> int:
+    from spothub.sandbox.demo import run_demo  # noqa: PLC0415
+    from spothub.sandbox.sandbox import Sandbox, SandboxError, free_port  # noqa: PLC0415
+
+    options = _sandbox_options(args)
+    options.port = args.port or free_port()
+    options.write_state_file = False
+    sandbox = Sandbox(options)
+    try:
+        sandbox.start()
+        print(f"sandbox up in {sandbox.started_in_s:.1f}s (synthesis {sandbox.synth_s:.1f}s), API {sandbox.api_url}")
+        failures = run_demo(sandbox)
+    except SandboxError as exc:
+        print(f"spothub: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sandbox.stop()
+    return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--cdk-out", default="cdk.out", help="the cloud assembly directory (default: cdk.out)")
     summary.set_defaults(handler=_summary)
+
+    sandbox = commands.add_parser("sandbox", help="run the synthesized stacks on an embedded AWS emulator")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="SANDBOX_COMMAND", required=True)
+    for name, handler, port, helptext in (
+        ("up", _sandbox_up, 8080, "start the sandbox and run until interrupted"),
+        ("demo", _sandbox_demo, 0, "start a sandbox, play the narrated scenario, check every expectation"),
+    ):
+        command = sandbox_commands.add_parser(name, help=helptext)
+        command.add_argument("--port", type=int, default=port, help=f"API port (default: {port or 'a free one'})")
+        command.add_argument("--cdk-out", help="reuse this synthesized assembly instead of synthesizing")
+        command.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+        command.add_argument("--traces", help="replay spot capacity from this trace directory")
+        command.add_argument("--shape", help="the trace shape to replay (e.g. v100_1)")
+        command.set_defaults(handler=handler)
     return parser
 
 

@@ -1,0 +1,277 @@
+"""The REST API on localhost, served from the API Gateway resources and methods the emulator holds.
+
+Each request is matched to a method, checked as API Gateway checks AWS_IAM routes (SigV4 with the
+sandbox credentials, 403 otherwise), turned into a REST proxy (v1) event for the integration's
+function, and the function's answer turned back into HTTP. A function error is a 502, as on AWS.
+Paths under `/_sandbox/` go to the sandbox's control surface instead (local, unauthenticated).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from spothub.sandbox import sigv4
+
+LAMBDA_URI = re.compile(r"arn:[^:]+:apigateway:[^:]+:lambda:path/[^/]+/functions/(?P<function>arn:[^/]+)/invocations")
+CONTROL_PREFIX = "/_sandbox/"
+
+ControlHandler = Callable[[str, str, dict[str, list[str]], Any], tuple[int, Any]]
+Invoker = Callable[[str, dict[str, Any]], tuple[bytes, str | None]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    resource: str  # e.g. /spot-instances/{id}
+    authorization: str
+    function_arn: str
+    pattern: re.Pattern[str]
+
+    def match(self, path: str) -> dict[str, str] | None:
+        found = self.pattern.fullmatch(path)
+        return None if found is None else {k.replace("__plus", ""): v for k, v in found.groupdict().items()}
+
+
+def _pattern(resource: str) -> re.Pattern[str]:
+    parts = []
+    for segment in resource.strip("/").split("/"):
+        if not segment:
+            continue
+        if segment.startswith("{") and segment.endswith("+}"):
+            parts.append(f"(?P<{segment[1:-2]}__plus>.+)")
+        elif segment.startswith("{") and segment.endswith("}"):
+            parts.append(f"(?P<{segment[1:-1]}>[^/]+)")
+        else:
+            parts.append(re.escape(segment))
+    return re.compile("/" + "/".join(parts))
+
+
+def routes_from_emulator(account: str, region: str, rest_api_id: str) -> list[ApiRoute]:
+    from moto.apigateway.models import apigateway_backends  # noqa: PLC0415
+
+    api = apigateway_backends[account][region].get_rest_api(rest_api_id)
+    routes = []
+    for resource in api.resources.values():
+        path = resource.get_path()
+        for method_name, method in resource.resource_methods.items():
+            integration = method.method_integration
+            found = LAMBDA_URI.match(integration.uri or "") if integration else None
+            if not found:
+                continue
+            routes.append(
+                ApiRoute(
+                    method=method_name,
+                    resource=path,
+                    authorization=method.authorization_type or "NONE",
+                    function_arn=found["function"],
+                    pattern=_pattern(path),
+                )
+            )
+    # Literal segments win over parameters, as in API Gateway.
+    return sorted(routes, key=lambda r: (r.resource.count("{"), -len(r.resource)))
+
+
+def rest_proxy_event(
+    *,
+    route: ApiRoute,
+    path: str,
+    path_parameters: dict[str, str],
+    query: dict[str, list[str]],
+    headers: dict[str, str],
+    body: bytes,
+    stage: str,
+    account: str,
+    api_id: str,
+    caller: sigv4.Caller | None,
+    source_ip: str,
+) -> dict[str, Any]:
+    try:
+        text_body: str | None = body.decode() if body else None
+        is_base64 = False
+    except UnicodeDecodeError:
+        text_body, is_base64 = base64.b64encode(body).decode(), True
+    return {
+        "resource": route.resource,
+        "path": path,
+        "httpMethod": route.method,
+        "headers": headers or None,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()} or None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": path_parameters or None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": account,
+            "apiId": api_id,
+            "resourcePath": route.resource,
+            "httpMethod": route.method,
+            "path": f"/{stage}{path}",
+            "stage": stage,
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(time.time() * 1000),
+            "protocol": "HTTP/1.1",
+            "identity": {
+                "sourceIp": source_ip,
+                "accessKey": caller.access_key_id if caller else None,
+                "userArn": f"arn:aws:iam::{account}:user/sandbox" if caller else None,
+                "caller": caller.access_key_id if caller else None,
+            },
+        },
+        "body": text_body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+class ApiServer:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        stage: str,
+        account: str,
+        api_id: str,
+        routes: list[ApiRoute],
+        invoke: Invoker,
+        control: ControlHandler,
+        access_key_id: str,
+        secret_access_key: str,
+    ) -> None:
+        self.stage = stage
+        self.routes = routes
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def _respond(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for key, value in (headers or {"Content-Type": "application/json"}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                split = urlsplit(self.path)
+                query = parse_qs(split.query, keep_blank_values=True)
+                if split.path.startswith(CONTROL_PREFIX):
+                    try:
+                        payload = json.loads(body) if body else None
+                    except json.JSONDecodeError:
+                        self._respond(400, json.dumps({"message": "body is not JSON"}).encode())
+                        return
+                    status, answer = control(self.command, split.path[len(CONTROL_PREFIX) :], query, payload)
+                    self._respond(status, json.dumps(answer, default=str).encode())
+                    return
+                status, response_body, response_headers = server.dispatch(
+                    method=self.command,
+                    path=split.path,
+                    query=query,
+                    headers={k: v for k, v in self.headers.items()},
+                    body=body,
+                    url=f"http://{self.headers.get('Host', '')}{self.path}",
+                    source_ip=self.client_address[0],
+                )
+                self._respond(status, response_body, response_headers)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+        self._invoke = invoke
+        self._account = account
+        self._api_id = api_id
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self._http = ThreadingHTTPServer((host, port), Handler)
+        self._http.daemon_threads = True
+        self.port = self._http.server_address[1]
+        self._thread = threading.Thread(target=self._http.serve_forever, name="sandbox-api", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def dispatch(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+        url: str,
+        source_ip: str,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        stage_prefix = f"/{self.stage}"
+        if path == stage_prefix or path.startswith(stage_prefix + "/"):
+            path = path[len(stage_prefix) :] or "/"
+        candidates = [(route, params) for route in self.routes if (params := route.match(path)) is not None]
+        if not candidates:
+            return _error(403, "Missing Authentication Token")
+        chosen = next(((route, params) for route, params in candidates if route.method in (method, "ANY")), None)
+        if chosen is None:
+            return _error(403, "Missing Authentication Token")
+        route, params = chosen
+        caller = None
+        if route.authorization == "AWS_IAM":
+            try:
+                caller = sigv4.verify(
+                    method=method,
+                    url=url,
+                    headers=headers,
+                    body=body,
+                    access_key_id=self._access_key_id,
+                    secret_access_key=self._secret_access_key,
+                )
+            except sigv4.SignatureError as refused:
+                return _error(403, str(refused))
+        event = rest_proxy_event(
+            route=route,
+            path=path,
+            path_parameters=params,
+            query=query,
+            headers=headers,
+            body=body,
+            stage=self.stage,
+            account=self._account,
+            api_id=self._api_id,
+            caller=caller,
+            source_ip=source_ip,
+        )
+        payload, function_error = self._invoke(route.function_arn, event)
+        if function_error:
+            return _error(502, "Internal server error")
+        try:
+            answer = json.loads(payload)
+            status = int(answer["statusCode"])
+        except (ValueError, KeyError, TypeError):
+            return _error(502, "Malformed Lambda proxy response")
+        response_headers = {k: str(v) for k, v in (answer.get("headers") or {}).items()}
+        for key, values in (answer.get("multiValueHeaders") or {}).items():
+            response_headers[key] = ",".join(str(v) for v in values)
+        raw = answer.get("body") or ""
+        data = base64.b64decode(raw) if answer.get("isBase64Encoded") else str(raw).encode()
+        response_headers.setdefault("Content-Type", "application/json")
+        return status, data, response_headers
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps({"message": message}).encode(), {"Content-Type": "application/json"}

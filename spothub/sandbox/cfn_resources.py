@@ -1,0 +1,317 @@
+"""CloudFormation resource types the emulator's CloudFormation does not support, created through
+the emulator's own service APIs from the template's properties.
+
+moto finds CloudFormation models by subclass of `CloudFormationModel`; defining these classes
+(and clearing moto's cached model map) makes its CloudFormation create, reference and delete
+them like its own. Types that have no effect to emulate are listed in `NOT_EMULATED` with the
+reason, and the deployer reports them; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from moto.core.common_models import CloudFormationModel
+
+# Resource types accepted without an effect, and why.
+NOT_EMULATED: dict[str, str] = {
+    "AWS::CDK::Metadata": "CDK's version-reporting record; not an AWS resource",
+    "AWS::ApiGateway::Account": "account-wide setting of API Gateway's CloudWatch role; the sandbox API logs locally",
+}
+
+# Every resource the sandbox created, as (type, physical id), for the deployer's report.
+CREATED: list[tuple[str, str]] = []
+
+
+def _camel(value: Any) -> Any:
+    """PascalCase CloudFormation properties -> camelCase API parameters, recursively."""
+    if isinstance(value, dict):
+        return {key[:1].lower() + key[1:]: _camel(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_camel(item) for item in value]
+    return value
+
+
+class EmulatedResource(CloudFormationModel):
+    """Base of the sandbox's resource types: create through a service API, remember the result."""
+
+    TYPE: ClassVar[str] = ""
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, physical_id: str, attributes: dict[str, str] | None = None) -> None:
+        self._physical_id = physical_id
+        self._attributes = attributes or {}
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self._physical_id
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def cloudformation_type(cls) -> str:  # type: ignore[override]
+        return cls.TYPE
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr in cls.ATTRIBUTES
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self._attributes[attribute_name]
+
+    @classmethod
+    def create(
+        cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str
+    ) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[override]
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **_: Any
+    ) -> EmulatedResource:
+        physical_id, attributes = cls.create(
+            resource_name, cloudformation_json.get("Properties", {}), account_id, region_name
+        )
+        CREATED.append((cls.TYPE, physical_id))
+        return cls(physical_id, attributes)
+
+    @classmethod
+    def update_from_cloudformation_json(  # type: ignore[override]
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+    ) -> EmulatedResource:
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[override]
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str
+    ) -> None:
+        return None
+
+    def is_created(self) -> bool:
+        return True
+
+
+class NotEmulated(EmulatedResource):
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        return f"not-emulated-{logical_id}", {}
+
+
+class CdkMetadata(NotEmulated):
+    TYPE = "AWS::CDK::Metadata"
+
+
+class ApiGatewayAccount(NotEmulated):
+    TYPE = "AWS::ApiGateway::Account"
+
+
+class ApiGatewayStage(EmulatedResource):
+    TYPE = "AWS::ApiGateway::Stage"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.apigateway.models import apigateway_backends  # noqa: PLC0415
+
+        stage = apigateway_backends[account_id][region].create_stage(
+            properties["RestApiId"],
+            properties["StageName"],
+            deploymentId=properties["DeploymentId"],
+            variables=properties.get("Variables"),
+            description=properties.get("Description", ""),
+            tracing_enabled=properties.get("TracingEnabled"),
+        )
+        return stage.name, {}
+
+
+class ApiGatewayRequestValidator(EmulatedResource):
+    TYPE = "AWS::ApiGateway::RequestValidator"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.apigateway.models import apigateway_backends  # noqa: PLC0415
+
+        validator = apigateway_backends[account_id][region].create_request_validator(
+            properties["RestApiId"],
+            properties.get("Name", logical_id),
+            properties.get("ValidateRequestBody", False),
+            properties.get("ValidateRequestParameters", False),
+        )
+        return validator.id, {}
+
+
+class ApiGatewayGatewayResponse(EmulatedResource):
+    TYPE = "AWS::ApiGateway::GatewayResponse"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.apigateway.models import apigateway_backends  # noqa: PLC0415
+
+        apigateway_backends[account_id][region].put_gateway_response(
+            rest_api_id=properties["RestApiId"],
+            response_type=properties["ResponseType"],
+            status_code=properties.get("StatusCode"),
+            response_parameters=properties.get("ResponseParameters", {}),
+            response_templates=properties.get("ResponseTemplates", {}),
+        )
+        return f"{properties['RestApiId']}:{properties['ResponseType']}", {}
+
+
+class CloudWatchAlarm(EmulatedResource):
+    TYPE = "AWS::CloudWatch::Alarm"
+    ATTRIBUTES = ("Arn",)
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.cloudwatch.models import cloudwatch_backends  # noqa: PLC0415
+
+        name = properties.get("AlarmName") or logical_id
+        alarm = cloudwatch_backends[account_id][region].put_metric_alarm(
+            name=name,
+            namespace=properties.get("Namespace", ""),
+            metric_name=properties.get("MetricName", ""),
+            comparison_operator=properties["ComparisonOperator"],
+            evaluation_periods=int(properties["EvaluationPeriods"]),
+            period=int(properties.get("Period", 60)),
+            threshold=float(properties.get("Threshold", 0)),
+            statistic=properties.get("Statistic", ""),
+            description=properties.get("AlarmDescription", ""),
+            dimensions=[{"Name": d["Name"], "Value": d["Value"]} for d in properties.get("Dimensions", [])],
+            alarm_actions=properties.get("AlarmActions", []),
+            ok_actions=properties.get("OKActions", []),
+            insufficient_data_actions=properties.get("InsufficientDataActions", []),
+            treat_missing_data=properties.get("TreatMissingData"),
+            datapoints_to_alarm=properties.get("DatapointsToAlarm"),
+        )
+        return name, {"Arn": alarm.alarm_arn}
+
+
+class LambdaEventInvokeConfig(EmulatedResource):
+    TYPE = "AWS::Lambda::EventInvokeConfig"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+        config = {
+            key: properties[key]
+            for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig")
+            if key in properties
+        }
+        lambda_backends[account_id][region].put_function_event_invoke_config(properties["FunctionName"], config)
+        return f"{properties['FunctionName']}:{properties.get('Qualifier', '$LATEST')}", {}
+
+
+class SnsTopicPolicy(EmulatedResource):
+    TYPE = "AWS::SNS::TopicPolicy"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.sns.models import sns_backends  # noqa: PLC0415
+
+        for topic_arn in properties["Topics"]:
+            sns_backends[account_id][region].set_topic_attribute(
+                topic_arn, "Policy", json.dumps(properties["PolicyDocument"])
+            )
+        return f"{logical_id}-policy", {}
+
+
+class SqsQueuePolicy(EmulatedResource):
+    TYPE = "AWS::SQS::QueuePolicy"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+        for queue_url in properties["Queues"]:
+            sqs_backends[account_id][region].set_queue_attributes(
+                queue_url.rstrip("/").rsplit("/", 1)[-1], {"Policy": json.dumps(properties["PolicyDocument"])}
+            )
+        return f"{logical_id}-policy", {}
+
+
+class AutoScalingLifecycleHook(EmulatedResource):
+    TYPE = "AWS::AutoScaling::LifecycleHook"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        name = properties.get("LifecycleHookName") or logical_id
+        autoscaling_backends[account_id][region].create_lifecycle_hook(
+            name=name,
+            as_name=properties["AutoScalingGroupName"],
+            transition=properties["LifecycleTransition"],
+            timeout=int(properties.get("HeartbeatTimeout", 3600)),
+            result=properties.get("DefaultResult", "ABANDON"),
+        )
+        return name, {}
+
+
+class EcsCapacityProvider(EmulatedResource):
+    TYPE = "AWS::ECS::CapacityProvider"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+        name = properties.get("Name") or logical_id
+        ecs_backends[account_id][region].create_capacity_provider(
+            name, _camel(properties["AutoScalingGroupProvider"]), _camel(properties.get("Tags"))
+        )
+        return name, {}
+
+
+class EcsClusterCapacityProviderAssociations(EmulatedResource):
+    TYPE = "AWS::ECS::ClusterCapacityProviderAssociations"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+        ecs_backends[account_id][region].put_cluster_capacity_providers(
+            properties["Cluster"],
+            properties.get("CapacityProviders", []),
+            _camel(properties.get("DefaultCapacityProviderStrategy", [])),
+        )
+        return properties["Cluster"], {}
+
+
+def register() -> list[str]:
+    """Make moto's CloudFormation see the classes above; returns the types added."""
+    from moto.cloudformation import parsing  # noqa: PLC0415
+
+    leaves = _leaf_classes(EmulatedResource)
+    # moto lists models as CloudFormationModel.__subclasses__(), direct subclasses only.
+    if not getattr(parsing.get_model_list, "spothub_sandbox", False):
+        moto_models = parsing.get_model_list
+
+        def get_model_list() -> list[type[CloudFormationModel]]:
+            return [*moto_models(), *leaves]
+
+        get_model_list.spothub_sandbox = True  # type: ignore[attr-defined]
+        parsing.get_model_list = get_model_list  # type: ignore[assignment]
+    for cache in (parsing.get_model_map, parsing.get_name_type_map):
+        cache.cache_clear()
+    model_map = parsing.get_model_map()
+    added = [cls.TYPE for cls in leaves]
+    missing = [t for t in added if model_map.get(t) is None or not issubclass(model_map[t], EmulatedResource)]
+    if missing:
+        raise RuntimeError(f"moto's CloudFormation did not take the sandbox's models for {missing}")
+    return added
+
+
+def _leaf_classes(base: type) -> list[type[EmulatedResource]]:
+    leaves = []
+    for sub in base.__subclasses__():
+        if getattr(sub, "TYPE", ""):
+            leaves.append(sub)
+        leaves.extend(_leaf_classes(sub))
+    return leaves

@@ -1,0 +1,200 @@
+"""The sandbox clock: simulated time that runs at a chosen speed and can be advanced, and the
+scheduler that fires scheduled EventBridge rules (`rate(...)`, `cron(...)`) by that clock."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+RATE = re.compile(r"^rate\((?P<value>\d+) (?P<unit>minutes?|hours?|days?)\)$")
+CRON = re.compile(r"^cron\((?P<fields>[^)]+)\)$")
+UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+class SandboxClock:
+    """Simulated epoch seconds: `speed` simulated seconds pass per real second, plus any advance."""
+
+    def __init__(self, speed: float = 1.0, start: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self._speed = speed
+        self._anchor_real = time.monotonic()
+        self._anchor_sim = time.time() if start is None else start
+        self._listeners: list[Callable[[], None]] = []
+
+    def now(self) -> float:
+        with self._lock:
+            return self._anchor_sim + (time.monotonic() - self._anchor_real) * self._speed
+
+    def datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), UTC)
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    def set_speed(self, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        with self._lock:
+            self._anchor_sim += (time.monotonic() - self._anchor_real) * self._speed
+            self._anchor_real = time.monotonic()
+            self._speed = speed
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the clock does not go backwards")
+        with self._lock:
+            self._anchor_sim += seconds
+        for listener in list(self._listeners):
+            listener()
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def real_seconds(self, simulated: float) -> float:
+        """How long a real wait lasts for `simulated` seconds at the current speed."""
+        return simulated / self._speed
+
+
+def next_fire(expression: str, after: datetime) -> datetime:
+    """The first time strictly after `after` at which a schedule expression fires (UTC)."""
+    rate = RATE.match(expression)
+    if rate:
+        value = int(rate["value"])
+        if value < 1:
+            raise ScheduleError(f"{expression}: the rate must be at least 1")
+        return after + timedelta(seconds=value * UNIT_SECONDS[rate["unit"].rstrip("s")])
+    cron = CRON.match(expression)
+    if cron:
+        return _next_cron(cron["fields"].split(), after, expression)
+    raise ScheduleError(f"{expression!r} is not a rate(...) or cron(...) expression")
+
+
+def _next_cron(fields: list[str], after: datetime, expression: str) -> datetime:
+    if len(fields) != 6:  # noqa: PLR2004 (minutes hours day-of-month month day-of-week year)
+        raise ScheduleError(f"{expression}: AWS cron has six fields")
+    minute, hour, dom, month, dow, year = fields
+    minutes = _values(minute, 0, 59, expression)
+    hours = _values(hour, 0, 23, expression)
+    doms = _values(dom, 1, 31, expression)
+    months = _values(month, 1, 12, expression)
+    # AWS day-of-week is 1-7 with 1 = Sunday.
+    dows = {(d - 1) % 7 for d in _values(dow, 1, 7, expression)}
+    years = _values(year, 1970, 2199, expression)
+    candidate = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    limit = candidate + timedelta(days=366 * 5)
+    while candidate < limit:
+        weekday_sunday_first = (candidate.weekday() + 1) % 7
+        if (
+            candidate.year in years
+            and candidate.month in months
+            and candidate.day in doms
+            and weekday_sunday_first in dows
+            and candidate.hour in hours
+            and candidate.minute in minutes
+        ):
+            return candidate
+        candidate += timedelta(minutes=1)
+    raise ScheduleError(f"{expression}: never fires within five years")
+
+
+def _values(field: str, low: int, high: int, expression: str) -> set[int]:
+    if field in {"*", "?"}:
+        return set(range(low, high + 1))
+    values: set[int] = set()
+    for part in field.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)  # noqa: PLW2901
+            step = int(step_text)
+        if part in {"*", "?"}:
+            start, end = low, high
+        elif "-" in part:
+            start_text, end_text = part.split("-", 1)
+            start, end = int(start_text), int(end_text)
+        elif part.isdigit():
+            start = int(part)
+            end = high if "/" in field else start
+        else:
+            raise ScheduleError(f"{expression}: '{part}' is not supported by the sandbox scheduler")
+        if not low <= start <= end <= high:
+            raise ScheduleError(f"{expression}: '{field}' is out of range {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+@dataclass
+class _Scheduled:
+    rule: Any
+    next_at: datetime
+
+
+class RuleScheduler:
+    """Fires every enabled scheduled rule of the given events backends when the clock passes it."""
+
+    def __init__(
+        self,
+        clock: SandboxClock,
+        backends: Callable[[], Iterable[Any]],
+        fire: Callable[[Any, datetime], None],
+        tick_seconds: float = 0.2,
+    ) -> None:
+        self._clock = clock
+        self._backends = backends
+        self._fire = fire
+        self._tick = tick_seconds
+        self._scheduled: dict[str, _Scheduled] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="sandbox-scheduler", daemon=True)
+        clock.on_advance(self.run_due)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            self.run_due()
+
+    def run_due(self) -> int:
+        """Fire everything due by now, in time order; returns how many firings happened."""
+        fired = 0
+        with self._lock:
+            now = self._clock.datetime()
+            self._refresh(now)
+            while True:
+                due = [s for s in self._scheduled.values() if s.next_at <= now]
+                if not due:
+                    return fired
+                earliest = min(due, key=lambda s: s.next_at)
+                self._fire(earliest.rule, earliest.next_at)
+                earliest.next_at = next_fire(earliest.rule.scheduled_expression, earliest.next_at)
+                fired += 1
+
+    def _refresh(self, now: datetime) -> None:
+        live = {}
+        for backend in self._backends():
+            for bus in backend.event_buses.values():
+                for rule in bus.rules.values():
+                    if rule.scheduled_expression and rule.state == "ENABLED":
+                        live[rule.arn] = rule
+        for arn in list(self._scheduled):
+            if arn not in live:
+                del self._scheduled[arn]
+        for arn, rule in live.items():
+            if arn not in self._scheduled:
+                self._scheduled[arn] = _Scheduled(rule, next_fire(rule.scheduled_expression, now))

@@ -1,0 +1,418 @@
+"""What the sandbox adds to the pinned emulator (moto), in one place.
+
+Each addition names the moto behaviour it changes. `tests/sandbox/test_emulator_patches.py`
+checks, against the pinned version, that every gap still exists and that the addition closes it,
+so an upgrade of moto that changes what was patched fails loudly instead of silently.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from spothub.sandbox.lambda_runtime import LambdaRuntime
+
+MOTO_VERSION = "5.2.5"
+
+PropertyAdapter = Callable[[dict[str, Any]], dict[str, Any]]
+
+_applied = False
+_lock = threading.Lock()
+
+
+@dataclass
+class Hooks:
+    """What the running sandbox lends the patched emulator."""
+
+    lambda_runtime: LambdaRuntime
+    # Asynchronous work (Event invocations, rule targets) runs here, never on the caller's thread.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "sandbox-async"))
+    # Called with (bus ARN, event) for every event put on any bus: the sandbox's timeline.
+    on_event: Callable[[str, dict[str, Any]], None] = lambda _bus, _event: None
+    # Called with (what, details) for deliveries that failed and went to a dead-letter queue.
+    on_failure: Callable[[str, dict[str, Any]], None] = lambda _what, _details: None
+    # The simulated spot market and fleet (spothub.sandbox.market / .fleet), when the sandbox runs one.
+    market: Any = None
+    fleet: Any = None
+
+
+_hooks: Hooks | None = None
+
+
+def attach(hooks: Hooks | None) -> None:
+    """Lend (or, with None, take back) the running sandbox's services to the patched emulator."""
+    global _hooks  # noqa: PLW0603
+    _hooks = hooks
+
+
+def _require_hooks() -> Hooks:
+    if _hooks is None:
+        raise RuntimeError("the sandbox is not running: no Lambda runtime is attached to the emulator")
+    return _hooks
+
+
+def _kms_key_tags(properties: dict[str, Any]) -> dict[str, Any]:
+    # moto's KMS tagger expects TagKey/TagValue; CloudFormation gives Key/Value.
+    tags = properties.get("Tags")
+    if not tags:
+        return properties
+    return {**properties, "Tags": [{"TagKey": t["Key"], "TagValue": t["Value"]} for t in tags]}
+
+
+def _archive_event_pattern(properties: dict[str, Any]) -> dict[str, Any]:
+    # moto parses EventPattern with json.loads; CloudFormation gives an object.
+    pattern = properties.get("EventPattern")
+    if isinstance(pattern, dict):
+        return {**properties, "EventPattern": json.dumps(pattern)}
+    return properties
+
+
+def _ssm_parameter_tags(properties: dict[str, Any]) -> dict[str, Any]:
+    # AWS::SSM::Parameter Tags is a map in CloudFormation; moto expects a list of Key/Value.
+    tags = properties.get("Tags")
+    if isinstance(tags, dict):
+        return {**properties, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+    return properties
+
+
+# resource type -> (moto model class path, adapter of the template's properties)
+PROPERTY_ADAPTERS: dict[str, tuple[str, str, PropertyAdapter]] = {
+    "AWS::KMS::Key": ("moto.kms.models", "Key", _kms_key_tags),
+    "AWS::Events::Archive": ("moto.events.models", "Archive", _archive_event_pattern),
+    "AWS::SSM::Parameter": ("moto.ssm.models", "Parameter", _ssm_parameter_tags),
+}
+
+# moto model -> Fn::GetAtt attributes it lacks
+MISSING_ATTRIBUTES: dict[tuple[str, str], dict[str, Callable[[Any], str]]] = {
+    ("moto.efs.models", "FileSystem"): {
+        "Arn": lambda fs: fs.file_system_arn,
+        "FileSystemId": lambda fs: fs.file_system_id,
+    },
+}
+
+
+def _wrap_create(model: type, adapter: PropertyAdapter) -> None:
+    original = model.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create(cls: type, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        adapted = {**cloudformation_json, "Properties": adapter(dict(cloudformation_json.get("Properties", {})))}
+        return original(cls, resource_name, adapted, *args, **kwargs)
+
+    model.create_from_cloudformation_json = classmethod(create)  # type: ignore[assignment]
+
+
+def _add_attributes(model: type, attributes: dict[str, Callable[[Any], str]]) -> None:
+    original = getattr(model, "get_cfn_attribute", None)
+
+    def get_cfn_attribute(self: Any, attribute_name: str) -> str:
+        if attribute_name in attributes:
+            return attributes[attribute_name](self)
+        if original is None:
+            from moto.cloudformation.exceptions import UnformattedGetAttTemplateException  # noqa: PLC0415
+
+            raise UnformattedGetAttTemplateException()
+        return original(self, attribute_name)
+
+    model.get_cfn_attribute = get_cfn_attribute  # type: ignore[attr-defined]
+    model.has_cfn_attr = classmethod(lambda cls, name: name in attributes)  # type: ignore[assignment]
+
+
+# --- CloudFormation: Fn::GetAZs of the stack's own region -----------------------------------------
+
+
+def _clean_json(resource_json: Any, resources_map: Any) -> Any:
+    # moto answers Fn::GetAZs "" (the stack's region) with us-east-1's zones, whatever the region.
+    if isinstance(resource_json, dict) and resource_json.get("Fn::GetAZs", None) in ("", {"Ref": "AWS::Region"}):
+        resource_json = {"Fn::GetAZs": resources_map._region_name}
+    return _original_clean_json(resource_json, resources_map)
+
+
+_original_clean_json: Any = None
+
+
+# --- Lambda: run the real handler in-process (moto would start a Docker container) -----------------
+
+
+def _lambda_function_invoke(self: Any, body: str, request_headers: Any, response_headers: Any) -> bytes:
+    event = json.loads(body) if body else {}
+    invocation_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
+    if invocation_type == "Event":
+        _require_hooks().executor.submit(_invoke_async, self, event)
+        return b""
+    if invocation_type == "DryRun":
+        return b""
+    payload, function_error = _require_hooks().lambda_runtime.invoke(self, event)
+    if function_error:
+        response_headers["x-amz-function-error"] = function_error
+    return payload
+
+
+def invoke_async(function: Any, event: Any) -> None:
+    """Queue an asynchronous invocation, as Lambda does for events and InvocationType=Event."""
+    _require_hooks().executor.submit(_invoke_async, function, event)
+
+
+def _invoke_async(function: Any, event: Any) -> None:
+    """Lambda's asynchronous invocation: retries (EventInvokeConfig, default 2), then the DLQ."""
+    hooks = _require_hooks()
+    config = function.event_invoke_config[0].config if function.event_invoke_config else {}
+    attempts = 1 + int(config.get("MaximumRetryAttempts", 2))
+    payload, error = b"", None
+    for _attempt in range(attempts):
+        payload, error = hooks.lambda_runtime.invoke(function, event)
+        if not error:
+            return
+    target = getattr(function, "spothub_dead_letter_arn", None)
+    details = {"function": function.function_name, "error": json.loads(payload or b"{}"), "event": event}
+    if target:
+        _send_to_sqs(target, json.dumps(event), {"ErrorCode": "200", "ErrorMessage": payload.decode()[:256]})
+    hooks.on_failure("lambda-async", {**details, "dead_letter_queue": target})
+
+
+def _lambda_create_keeping_dead_letter(model: type) -> None:
+    # moto drops DeadLetterConfig from the CloudFormation properties; keep it on the function.
+    original = model.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create(cls: type, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        function = original(cls, resource_name, cloudformation_json, *args, **kwargs)
+        dead_letter = cloudformation_json.get("Properties", {}).get("DeadLetterConfig", {})
+        function.spothub_dead_letter_arn = dead_letter.get("TargetArn")
+        return function
+
+    model.create_from_cloudformation_json = classmethod(create)  # type: ignore[assignment]
+
+
+def _send_to_sqs(queue_arn: str, body: str, attributes: dict[str, str]) -> None:
+    from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+    _, _, _, region, account, name = queue_arn.split(":", 5)
+    message_attributes = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
+    sqs_backends[account][region].send_message(name, body, message_attributes=message_attributes)
+
+
+# --- EventBridge: Lambda and Step Functions targets, full cross-bus forwarding, a timeline -----------
+
+
+def _iso_time(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
+    """What a rule target receives: Input, InputPath or InputTransformer, else the whole event."""
+    if "Input" in target:
+        return json.loads(target["Input"])
+    if "InputPath" in target:
+        from jsonpath_ng.ext import parse  # noqa: PLC0415
+
+        matches = [match.value for match in parse(target["InputPath"]).find(event)]
+        return matches[0] if matches else None
+    if "InputTransformer" in target:
+        from moto.events.utils import EventTemplateParser  # noqa: PLC0415
+
+        transformer = target["InputTransformer"]
+        return EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+    return event
+
+
+def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
+    if getattr(self, "state", "ENABLED") != "ENABLED" or not self.event_pattern.matches_event(original_event):
+        return
+    event = {key: value for key, value in original_event.items() if key != "ingestion-time"}
+    event["time"] = _iso_time(event.get("time", time.time()))
+    for target in self.targets:
+        arn = target["Arn"]
+        service = arn.split(":")[2]
+        try:
+            if service == "lambda":
+                _deliver_to_lambda(arn, target_input(target, event))
+            elif service == "states":
+                _deliver_to_state_machine(arn, target_input(target, event))
+            elif service == "events" and ":event-bus/" in arn:
+                _deliver_to_bus(arn, event)
+            else:
+                _original_send_to_targets(self, original_event, transform_input)
+        except Exception as exc:
+            dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
+            if dead_letter:
+                _send_to_sqs(dead_letter, json.dumps(event), {"ERROR_CODE": type(exc).__name__, "RULE_ARN": self.arn})
+            if _hooks:
+                _hooks.on_failure(
+                    "rule-target",
+                    {"rule": self.arn, "target": arn, "error": str(exc), "dead_letter_queue": dead_letter},
+                )
+
+
+def _deliver_to_lambda(arn: str, payload: Any) -> None:
+    from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+    _, _, _, region, account, _, name = arn.split(":")[:7]
+    function = lambda_backends[account][region].get_function(name, None)
+    invoke_async(function, payload)
+
+
+def _deliver_to_state_machine(arn: str, payload: Any) -> None:
+    from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
+
+    _, _, _, region, account = arn.split(":")[:5]
+    get_backend(account, region).start_execution(arn, None, json.dumps(payload))
+
+
+def _deliver_to_bus(arn: str, event: dict[str, Any]) -> None:
+    from moto.events.models import events_backends  # noqa: PLC0415
+
+    _, _, _, region, account = arn.split(":")[:5]
+    entry = {
+        "Source": event["source"],
+        "DetailType": event["detail-type"],
+        "Detail": json.dumps(event["detail"]),
+        "Resources": event.get("resources", []),
+        "EventBusName": arn,
+        "Time": event.get("time"),
+    }
+    # Synchronous, as moto does it, so the timeline keeps cause before effect.
+    events_backends[account][region].put_events([entry])
+
+
+def _events_put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Recorded before delivery, so the timeline shows an event before what its rules cause.
+    recorded = []
+    if _hooks:
+        for event in events:
+            bus = self._normalize_event_bus_arn(event.get("EventBusName"))
+            try:
+                detail = json.loads(event.get("Detail") or "{}")
+            except ValueError:
+                continue
+            summary = {
+                "source": event.get("Source"),
+                "detail-type": event.get("DetailType"),
+                "detail": detail,
+                "resources": event.get("Resources", []),
+                "region": self.region_name,
+            }
+            recorded.append((summary, f"arn:aws:events:{self.region_name}:{self.account_id}:event-bus/{bus}"))
+            _hooks.on_event(recorded[-1][1], summary)
+    entries = _original_put_events(self, events)
+    for (summary, _bus), entry in zip(recorded, entries, strict=False):
+        summary["id"] = entry.get("EventId") or f"rejected: {entry.get('ErrorCode')}"
+    return entries
+
+
+# --- EC2 and Auto Scaling: the spot market decides launches, prices and placement scores -------------
+
+
+def _group_replace_instances(self: Any, count_needed: int, propagated_tags: dict[str, str]) -> None:
+    if _hooks and _hooks.fleet is not None:
+        _hooks.fleet.launch_for_group(self, count_needed, propagated_tags)
+    else:
+        _original_replace_instances(self, count_needed, propagated_tags)
+
+
+def _terminate_instances(self: Any, instance_ids: list[str]) -> Any:
+    terminated = _original_terminate_instances(self, instance_ids)
+    if _hooks and _hooks.fleet is not None:
+        _hooks.fleet.on_terminated(list(instance_ids))
+    return terminated
+
+
+def _get_spot_placement_scores(self: Any) -> Any:
+    # moto has no GetSpotPlacementScores; the market answers it.
+    from moto.core.responses import ActionResult  # noqa: PLC0415
+
+    market = _require_hooks().market
+    instance_types = self._get_param("InstanceTypes", [])
+    requirements = self._get_param("InstanceRequirementsWithMetadata")
+    if requirements or not instance_types:
+        raise NotImplementedError("the sandbox market answers GetSpotPlacementScores for InstanceTypes only")
+    scores = market.placement_scores(
+        instance_types=instance_types,
+        target_capacity=int(self._get_param("TargetCapacity", 1)),
+        regions=self._get_param("RegionNames", []) or [self.region],
+        single_az=str(self._get_param("SingleAvailabilityZone", "false")).lower() == "true",
+    )
+    return ActionResult({"SpotPlacementScores": scores})
+
+
+def _describe_spot_price_history(self: Any) -> Any:
+    # moto answers a fixed price of 0.00001; the market answers the configured or replayed prices.
+    from moto.core.responses import ActionResult  # noqa: PLC0415
+
+    if not (_hooks and _hooks.market is not None):
+        return _original_describe_spot_price_history(self)
+    filters = self._filters_from_querystring()
+    history = _hooks.market.spot_price_history(
+        self.region, self._get_param("InstanceTypes", []), filters.get("availability-zone", [])
+    )
+    return ActionResult({"SpotPriceHistory": history})
+
+
+_original_send_to_targets: Any = None
+_original_put_events: Any = None
+_original_replace_instances: Any = None
+_original_terminate_instances: Any = None
+_original_describe_spot_price_history: Any = None
+
+
+def apply() -> None:
+    """Install every addition; idempotent."""
+    global _applied  # noqa: PLW0603
+    with _lock:
+        if _applied:
+            return
+        import importlib  # noqa: PLC0415
+
+        for module_name, class_name, adapter in PROPERTY_ADAPTERS.values():
+            model = getattr(importlib.import_module(module_name), class_name)
+            _wrap_create(model, adapter)
+        for (module_name, class_name), attributes in MISSING_ATTRIBUTES.items():
+            _add_attributes(getattr(importlib.import_module(module_name), class_name), attributes)
+        from spothub.sandbox import cfn_resources  # noqa: PLC0415
+
+        cfn_resources.register()
+
+        from moto.cloudformation import parsing  # noqa: PLC0415
+
+        global _original_clean_json  # noqa: PLW0603
+        _original_clean_json = parsing.clean_json
+        parsing.clean_json = _clean_json
+
+        from moto.awslambda import models as lambda_models  # noqa: PLC0415
+        from moto.core.config import default_user_config  # noqa: PLC0415
+        from moto.events import models as events_models  # noqa: PLC0415
+
+        global _original_send_to_targets, _original_put_events  # noqa: PLW0603
+        lambda_models.LambdaFunction.invoke = _lambda_function_invoke  # type: ignore[method-assign]
+        _lambda_create_keeping_dead_letter(lambda_models.LambdaFunction)
+        _original_send_to_targets = events_models.Rule.send_to_targets
+        events_models.Rule.send_to_targets = _rule_send_to_targets  # type: ignore[method-assign]
+        _original_put_events = events_models.EventsBackend.put_events
+        events_models.EventsBackend.put_events = _events_put_events  # type: ignore[method-assign]
+        from moto.autoscaling import models as autoscaling_models  # noqa: PLC0415
+        from moto.ec2.models import instances as instance_models  # noqa: PLC0415
+        from moto.ec2.responses import EC2Response  # noqa: PLC0415
+
+        global _original_replace_instances, _original_terminate_instances  # noqa: PLW0603
+        global _original_describe_spot_price_history  # noqa: PLW0603
+        group_model = autoscaling_models.FakeAutoScalingGroup
+        _original_replace_instances = group_model.replace_autoscaling_group_instances
+        group_model.replace_autoscaling_group_instances = _group_replace_instances  # type: ignore[method-assign]
+        _original_terminate_instances = instance_models.InstanceBackend.terminate_instances
+        instance_models.InstanceBackend.terminate_instances = _terminate_instances  # type: ignore[method-assign]
+        EC2Response.get_spot_placement_scores = _get_spot_placement_scores  # type: ignore[attr-defined]
+        _original_describe_spot_price_history = EC2Response.describe_spot_price_history
+        EC2Response.describe_spot_price_history = _describe_spot_price_history  # type: ignore[method-assign]
+        # Run state machine definitions in moto's Step Functions interpreter instead of recording them.
+        default_user_config["stepfunctions"]["execute_state_machine"] = True
+        _applied = True

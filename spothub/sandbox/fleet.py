@@ -1,0 +1,455 @@
+"""Simulated GPU instances: launched by the Auto Scaling groups against the spot market, each with its
+own instance metadata and a process running the real `worker_agent`; interrupted by the market
+or by hand, with the events AWS sends, and terminated two simulated minutes after the warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spothub.sandbox.clock import SandboxClock
+from spothub.sandbox.imds import InstanceMetadataServer
+from spothub.sandbox.market import Pool, SpotMarket
+from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
+
+INTERRUPTION_NOTICE_SECONDS = 120
+# How long a group waits (simulated) before trying again after a launch failed, as Auto Scaling does.
+LAUNCH_RETRY_SECONDS = 60
+INSUFFICIENT_CAPACITY = (
+    "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that "
+    "matches your request. Launching EC2 instance failed."
+)
+
+Recorder = Callable[[str, str, dict[str, Any]], Any]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class SimulatedInstance:
+    instance_id: str
+    region: str
+    zone: str
+    instance_type: str
+    capacity_type: str  # "spot" or "on-demand"
+    group: str
+    launched_at: float
+    imds: InstanceMetadataServer
+    log_path: Path
+    agent: subprocess.Popen[bytes] | None = None
+    state: str = "running"
+    terminate_at: float | None = None
+    notices: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "region": self.region,
+            "availability_zone": self.zone,
+            "instance_type": self.instance_type,
+            "capacity_type": self.capacity_type,
+            "group": self.group,
+            "state": self.state,
+            "launched_at": _iso(self.launched_at),
+            "terminate_at": _iso(self.terminate_at) if self.terminate_at else None,
+            "notices": self.notices,
+            "agent": {
+                "pid": self.agent.pid if self.agent else None,
+                "running": bool(self.agent and self.agent.poll() is None),
+                "exit_code": self.agent.poll() if self.agent else None,
+                "log": str(self.log_path),
+            },
+            "imds_endpoint": self.imds.endpoint,
+        }
+
+
+class Fleet:
+    def __init__(
+        self,
+        *,
+        clock: SandboxClock,
+        market: SpotMarket,
+        record: Recorder,
+        account: str,
+        agent_dir: Path | None,
+        agent_environment: dict[str, str],
+        work_dir: Path,
+    ) -> None:
+        self._clock = clock
+        self._market = market
+        self._record = record
+        self._account = account
+        self._agent_dir = agent_dir
+        self._agent_environment = agent_environment
+        self._work_dir = work_dir
+        self._lock = threading.RLock()
+        self.instances: dict[str, SimulatedInstance] = {}
+        self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
+        self._tick_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-fleet", daemon=True)
+        market.on_change = self._on_market_change
+        clock.on_advance(self.tick)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self._lock:
+            for instance in self.instances.values():
+                self._stop_instance_processes(instance)
+
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [i.describe() for i in self.instances.values()]
+
+    def running(self, region: str | None = None) -> list[SimulatedInstance]:
+        with self._lock:
+            return [
+                i
+                for i in self.instances.values()
+                if i.state in {"running", "interrupting"} and (region is None or i.region == region)
+            ]
+
+    # --- launches: what the emulator's Auto Scaling group does through the sandbox ----------------
+
+    def launch_for_group(self, group: Any, count: int, propagated_tags: dict[str, str]) -> int:
+        """Launch up to `count` instances for a moto Auto Scaling group; returns how many launched."""
+        launched = 0
+        for _ in range(count):
+            if not self._launch_one(group, propagated_tags):
+                self._retry_at[(group.region, group.name)] = self._clock.now() + LAUNCH_RETRY_SECONDS
+                break
+            launched += 1
+        return launched
+
+    def _launch_one(self, group: Any, propagated_tags: dict[str, str]) -> bool:
+        from moto.autoscaling.models import InstanceState  # noqa: PLC0415
+
+        ec2 = group.autoscaling_backend.ec2_backend
+        subnets = [s for s in (group.vpc_zone_identifier or "").split(",") if s]
+        zone_subnets = {ec2.get_subnet(s).availability_zone: s for s in subnets}
+        zones = list(zone_subnets) or list(group.availability_zones)
+        instance_types, on_demand = _distribution(group)
+        if on_demand:
+            zone, instance_type, capacity_type = zones[0], instance_types[0], "on-demand"
+        else:
+            pool = self._market.take_spot([(z, t) for z in zones for t in instance_types])
+            if pool is None:
+                self._launch_unsuccessful(group, zones)
+                return False
+            zone, instance_type, capacity_type = pool.zone, pool.instance_type, "spot"
+        tags = {**propagated_tags, "aws:autoscaling:groupName": group.name, **group.instance_tags}
+        launch_template = None
+        if group.ec2_launch_template:
+            launch_template = {"LaunchTemplateId": group.ec2_launch_template.id}
+        reservation = ec2.run_instances(
+            group.image_id,
+            1,
+            group.user_data,
+            group.security_groups,
+            instance_type=instance_type,
+            tags={"instance": tags},
+            placement=zone,
+            launch_config=group.launch_config,
+            launch_template=launch_template,
+            is_instance_type_default=False,
+            subnet_id=zone_subnets.get(zone),
+        )
+        moto_instance = reservation.instances[0]
+        moto_instance.lifecycle = "spot" if capacity_type == "spot" else None
+        moto_instance.autoscaling_group = group
+        group.instance_states.append(
+            InstanceState(moto_instance, protected_from_scale_in=group.new_instances_protected_from_scale_in)
+        )
+        self._started(
+            moto_instance, group, zone=zone, instance_type=instance_type, capacity_type=capacity_type, tags=tags
+        )
+        return True
+
+    def _started(
+        self,
+        moto_instance: Any,
+        group: Any,
+        *,
+        zone: str,
+        instance_type: str,
+        capacity_type: str,
+        tags: dict[str, str],
+    ) -> None:
+        instance_id = moto_instance.id
+        identity = {
+            "instanceId": instance_id,
+            "region": group.region,
+            "availabilityZone": zone,
+            "instanceType": instance_type,
+            "accountId": self._account,
+            "imageId": group.image_id,
+            "privateIp": moto_instance.private_ip,
+        }
+        imds = InstanceMetadataServer(
+            metadata={
+                "instance-id": instance_id,
+                "instance-type": instance_type,
+                "placement/availability-zone": zone,
+                "placement/region": group.region,
+                "local-ipv4": moto_instance.private_ip or "",
+                "public-ipv4": moto_instance.public_ip or "",
+                "instance-life-cycle": capacity_type,
+            },
+            tags=tags,
+            identity=identity,
+        ).start()
+        instance = SimulatedInstance(
+            instance_id=instance_id,
+            region=group.region,
+            zone=zone,
+            instance_type=instance_type,
+            capacity_type=capacity_type,
+            group=group.name,
+            launched_at=self._clock.now(),
+            imds=imds,
+            log_path=self._work_dir / "instances" / f"{instance_id}.log",
+        )
+        with self._lock:
+            self.instances[instance_id] = instance
+        self._start_agent(instance)
+        self._record(
+            "launched",
+            f"{instance_id} {instance_type} {capacity_type} in {zone} for {group.name}",
+            instance.describe(),
+        )
+
+    def _launch_unsuccessful(self, group: Any, zones: list[str]) -> None:
+        now = self._clock.now()
+        detail = {
+            "StatusCode": "Failed",
+            "AutoScalingGroupName": group.name,
+            "ActivityId": str(uuid.uuid4()),
+            "Description": "Launching a new EC2 instance.  Status Reason: " + INSUFFICIENT_CAPACITY,
+            "Cause": "An activity was started to increase the capacity of the group.",
+            "StatusMessage": INSUFFICIENT_CAPACITY,
+            "StartTime": _iso(now),
+            "EndTime": _iso(now),
+            "EC2InstanceId": "",
+            "Details": {"Availability Zone": ",".join(zones)},
+        }
+        self._record("launch-failed", f"{group.region}/{group.name}: no spot capacity in {', '.join(zones)}", detail)
+        self._put_aws_event(group.region, AwsEvent.LAUNCH_UNSUCCESSFUL, detail, [group.arn])
+
+    # --- notices and terminations ------------------------------------------------------------------
+
+    def send_rebalance_recommendation(self, instance_id: str) -> dict[str, Any]:
+        instance = self._get(instance_id)
+        notice_time = _iso(self._clock.now())
+        instance.imds.metadata["events/recommendations/rebalance"] = json.dumps({"noticeTime": notice_time})
+        instance.notices.append(f"rebalance recommendation at {notice_time}")
+        self._record("rebalance", f"{instance_id} in {instance.zone}", {"instance_id": instance_id})
+        self._put_aws_event(
+            instance.region,
+            AwsEvent.REBALANCE_RECOMMENDATION,
+            {"instance-id": instance_id},
+            [self._arn(instance)],
+        )
+        return instance.describe()
+
+    def send_interruption_warning(self, instance_id: str) -> dict[str, Any]:
+        instance = self._get(instance_id)
+        if instance.capacity_type != "spot":
+            raise ValueError(f"{instance_id} is an on-demand instance; only spot instances are interrupted")
+        if instance.state != "running":
+            return instance.describe()
+        terminate_at = self._clock.now() + INTERRUPTION_NOTICE_SECONDS
+        instance.state = "interrupting"
+        instance.terminate_at = terminate_at
+        instance.imds.metadata["spot/instance-action"] = json.dumps({"action": "terminate", "time": _iso(terminate_at)})
+        instance.notices.append(f"interruption warning: terminate at {_iso(terminate_at)}")
+        self._record(
+            "interruption",
+            f"{instance_id} in {instance.zone}: terminated at T+{terminate_at - self._clock.now():.0f}s",
+            {"instance_id": instance_id},
+        )
+        self._put_aws_event(
+            instance.region,
+            AwsEvent.SPOT_INTERRUPTION_WARNING,
+            {"instance-id": instance_id, "instance-action": "terminate"},
+            [self._arn(instance)],
+        )
+        return instance.describe()
+
+    def kill_agent(self, instance_id: str) -> dict[str, Any]:
+        instance = self._get(instance_id)
+        if instance.agent and instance.agent.poll() is None:
+            instance.agent.kill()
+            instance.agent.wait(timeout=10)
+        self._record("agent-killed", instance_id, {"instance_id": instance_id})
+        return instance.describe()
+
+    def restart_agent(self, instance_id: str) -> dict[str, Any]:
+        instance = self._get(instance_id)
+        if instance.state == "terminated":
+            raise ValueError(f"{instance_id} is terminated")
+        self.kill_agent(instance_id)
+        self._start_agent(instance)
+        self._record("agent-started", instance_id, {"instance_id": instance_id})
+        return instance.describe()
+
+    def on_terminated(self, instance_ids: list[str]) -> None:
+        """The emulator terminated these instances (scale-in, interruption, by hand)."""
+        for instance_id in instance_ids:
+            with self._lock:
+                instance = self.instances.get(instance_id)
+                if instance is None or instance.state == "terminated":
+                    continue
+                instance.state = "terminated"
+            self._record("terminated", f"{instance_id} in {instance.zone}", {"instance_id": instance_id})
+            if instance.capacity_type == "spot":
+                self._market.release(instance.zone, instance.instance_type)
+            self._stop_instance_processes(instance)
+
+    def tick(self) -> None:
+        # One tick at a time: the fleet thread and clock advances both tick.
+        with self._tick_lock:
+            self._market.apply_replay()
+            now = self._clock.now()
+            due = [i for i in self.running() if i.terminate_at is not None and i.terminate_at <= now]
+            for instance in due:
+                self._terminate(instance)
+            self._reconcile_groups(now)
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.tick()
+            except Exception as exc:
+                self._record("failure", f"fleet tick: {exc}", {"error": repr(exc)})
+
+    def _terminate(self, instance: SimulatedInstance) -> None:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        backend = autoscaling_backends[self._account][instance.region]
+        group = backend.autoscaling_groups.get(instance.group)
+        if group is not None:
+            # The group notices its instance is gone and will replace it to meet its desired capacity.
+            group.instance_states = [s for s in group.instance_states if s.instance.id != instance.instance_id]
+        backend.ec2_backend.terminate_instances([instance.instance_id])
+
+    def _reconcile_groups(self, now: float) -> None:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        regions = {i.region for i in self.instances.values()} | {key[0] for key in self._retry_at}
+        for region in regions:
+            for group in list(autoscaling_backends[self._account][region].autoscaling_groups.values()):
+                missing = (group.desired_capacity or 0) - len(group.active_instances())
+                if missing <= 0:
+                    self._retry_at.pop((region, group.name), None)
+                    continue
+                if self._retry_at.get((region, group.name), 0) > now:
+                    continue
+                self.launch_for_group(group, missing, group.get_propagated_tags())
+
+    def _on_market_change(self, pool: Pool) -> None:
+        excess = self._market.over_capacity(pool.zone, pool.instance_type)
+        victims = sorted(
+            (
+                i
+                for i in self.running(pool.region)
+                if i.zone == pool.zone
+                and i.instance_type == pool.instance_type
+                and i.capacity_type == "spot"
+                and i.state == "running"
+            ),
+            key=lambda i: -i.launched_at,
+        )
+        for instance in victims[:excess]:
+            self.send_interruption_warning(instance.instance_id)
+        if pool.free > 0:
+            for key in [k for k in self._retry_at if k[0] == pool.region]:
+                self._retry_at[key] = 0.0
+
+    def _start_agent(self, instance: SimulatedInstance) -> None:
+        if self._agent_dir is None:
+            return
+        instance.log_path.parent.mkdir(parents=True, exist_ok=True)
+        environment = {
+            **os.environ,
+            **self._agent_environment,
+            "AWS_DEFAULT_REGION": instance.region,
+            "AWS_REGION": instance.region,
+            "PYTHONPATH": str(self._agent_dir),
+            "PYTHONUNBUFFERED": "1",
+            "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
+            "SPOTHUB_AGENT_STATE_DIR": str(self._work_dir / "instances" / instance.instance_id),
+        }
+        with instance.log_path.open("ab") as log:
+            instance.agent = subprocess.Popen(
+                [sys.executable, "-m", "spothub_agent"],
+                cwd=self._agent_dir,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @staticmethod
+    def _stop_instance_processes(instance: SimulatedInstance) -> None:
+        if instance.agent and instance.agent.poll() is None:
+            instance.agent.terminate()
+            try:
+                instance.agent.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                instance.agent.kill()
+        instance.imds.stop()
+
+    def _get(self, instance_id: str) -> SimulatedInstance:
+        with self._lock:
+            if instance_id not in self.instances:
+                raise KeyError(f"no simulated instance {instance_id}")
+            return self.instances[instance_id]
+
+    def _arn(self, instance: SimulatedInstance) -> str:
+        return f"arn:aws:ec2:{instance.region}:{self._account}:instance/{instance.instance_id}"
+
+    def _put_aws_event(self, region: str, kind: AwsEvent, detail: dict[str, Any], resources: list[str]) -> None:
+        from moto.events.models import events_backends  # noqa: PLC0415
+
+        events_backends[self._account][region].put_events(
+            [
+                {
+                    "Source": AWS_EVENT_SOURCES[kind],
+                    "DetailType": kind.value,
+                    "Detail": json.dumps(detail),
+                    "Resources": resources,
+                    "Time": self._clock.now(),
+                }
+            ]
+        )
+
+
+def _distribution(group: Any) -> tuple[list[str], bool]:
+    """The group's instance types and whether its next instance is on-demand."""
+    policy = group.mixed_instances_policy or {}
+    overrides = policy.get("LaunchTemplate", {}).get("Overrides", [])
+    instance_types = [o["InstanceType"] for o in overrides if o.get("InstanceType")] or [group.instance_type]
+    distribution = policy.get("InstancesDistribution", {})
+    base = int(distribution.get("OnDemandBaseCapacity", 0) or 0)
+    above = int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100 if not policy else 0) or 0)
+    on_demand_running = sum(1 for s in group.instance_states if getattr(s.instance, "lifecycle", None) != "spot")
+    return instance_types, on_demand_running < base or above >= 100  # noqa: PLR2004

@@ -1,0 +1,220 @@
+"""Lambda execution without Docker: the function's real handler, run in this process.
+
+The handler is found from the function's `Handler` and its deployed code (the zip the emulator
+holds), imported with the function's environment, and called with a Lambda-like context. Each
+function keeps its own copy of the modules it imported, so module-level state (settings read at
+cold start, clients) is per function as on AWS. An exception becomes a function error shaped as
+AWS reports it (`X-Amz-Function-Error: Unhandled`, `{"errorMessage", "errorType", "stackTrace"}`),
+so Step Functions `Retry`/`Catch` on error names behave as on AWS.
+
+Invocations are serialized (concurrency 1): the process environment and `sys.modules` are
+swapped per call. The layer's files are not imported (they are built for Lambda's platform);
+the sandbox's own environment provides the same pinned requirements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+# One invocation at a time, re-entrant so a cold start inside an invocation does not deadlock.
+_INVOCATION_LOCK = threading.RLock()
+
+
+@dataclass
+class Invocation:
+    function_name: str
+    request_id: str
+    started: float
+    duration_ms: float
+    error_type: str | None
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    log_group_name: str
+    log_stream_name: str
+    deadline: float
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class FunctionRuntime:
+    """One deployed function: where its code is, what environment it runs with, its own modules."""
+
+    name: str
+    arn: str
+    handler: str
+    code_dir: Path
+    environment: dict[str, str]
+    timeout_s: float
+    memory_mb: int
+    modules: dict[str, ModuleType] | None = None
+    handler_callable: Any = None
+    top_level: set[str] = field(default_factory=set)
+
+
+class LambdaRuntime:
+    """Runs functions deployed in the emulator; `base_environment` is what every function sees
+    beneath its own variables (the emulator endpoint, credentials)."""
+
+    def __init__(self, work_dir: Path, base_environment: dict[str, str]) -> None:
+        self._work_dir = work_dir
+        self._base_environment = base_environment
+        self._functions: dict[str, FunctionRuntime] = {}
+        self.invocations: list[Invocation] = []
+
+    def _code_dir(self, code: bytes) -> Path:
+        digest = hashlib.sha256(code).hexdigest()[:16]
+        target = self._work_dir / "lambda-code" / digest
+        if not target.is_dir():
+            staging = target.with_name(f"{digest}.partial")
+            with zipfile.ZipFile(io.BytesIO(code)) as archive:
+                archive.extractall(staging)
+            staging.rename(target)
+        return target
+
+    def runtime_for(self, function: Any) -> FunctionRuntime:
+        """The runtime of a moto LambdaFunction, rebuilt when its code or configuration changed."""
+        environment = {
+            **self._base_environment,
+            "AWS_REGION": function.region,
+            "AWS_DEFAULT_REGION": function.region,
+            "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.function_name}",
+            "_HANDLER": function.handler,
+            **{k: str(v) for k, v in function.environment_vars.items()},
+        }
+        code_dir = self._code_dir(function.code_bytes)
+        current = self._functions.get(function.function_arn)
+        if (
+            current is None
+            or current.code_dir != code_dir
+            or current.environment != environment
+            or current.handler != function.handler
+        ):
+            current = FunctionRuntime(
+                name=function.function_name,
+                arn=function.function_arn,
+                handler=function.handler,
+                code_dir=code_dir,
+                environment=environment,
+                timeout_s=float(function.timeout),
+                memory_mb=int(function.memory_size),
+                top_level={p.name.removesuffix(".py") for p in code_dir.iterdir()},
+            )
+            self._functions[function.function_arn] = current
+        return current
+
+    def invoke(self, function: Any, event: Any) -> tuple[bytes, str | None]:
+        """Run the handler on `event`; returns (payload, function error or None)."""
+        runtime = self.runtime_for(function)
+        request_id = str(uuid.uuid4())
+        with _INVOCATION_LOCK:
+            started = time.monotonic()
+            context = LambdaContext(
+                function_name=runtime.name,
+                function_version="$LATEST",
+                invoked_function_arn=runtime.arn,
+                memory_limit_in_mb=runtime.memory_mb,
+                aws_request_id=request_id,
+                log_group_name=f"/aws/lambda/{runtime.name}",
+                log_stream_name=f"sandbox/{request_id}",
+                deadline=started + runtime.timeout_s,
+            )
+            error_type: str | None = None
+            with _environment(runtime.environment), _modules_of(runtime):
+                try:
+                    handler = _load_handler(runtime)
+                    result = handler(event, context)
+                    payload = json.dumps(result).encode() if result is not None else b"null"
+                except Exception as exc:
+                    error_type = type(exc).__name__
+                    payload = json.dumps(
+                        {
+                            "errorMessage": str(exc),
+                            "errorType": error_type,
+                            "requestId": request_id,
+                            "stackTrace": traceback.format_exception(exc)[1:],
+                        }
+                    ).encode()
+            elapsed = time.monotonic() - started
+            if error_type is None and elapsed > runtime.timeout_s:
+                error_type = "Sandbox.Timeout"
+                payload = json.dumps(
+                    {"errorMessage": f"{request_id} Task timed out after {runtime.timeout_s:.2f} seconds"}
+                ).encode()
+            self.invocations.append(
+                Invocation(runtime.name, request_id, time.time(), round(elapsed * 1000, 2), error_type)
+            )
+        return payload, ("Unhandled" if error_type else None)
+
+
+def _load_handler(runtime: FunctionRuntime) -> Any:
+    if runtime.handler_callable is None:
+        module_name, _, attribute = runtime.handler.rpartition(".")
+        module = importlib.import_module(module_name)
+        runtime.handler_callable = getattr(module, attribute)
+    return runtime.handler_callable
+
+
+class _environment:
+    def __init__(self, variables: dict[str, str]) -> None:
+        self._variables = variables
+        self._saved: dict[str, str] = {}
+
+    def __enter__(self) -> None:
+        self._saved = dict(os.environ)
+        os.environ.update(self._variables)
+
+    def __exit__(self, *_exc: object) -> None:
+        os.environ.clear()
+        os.environ.update(self._saved)
+
+
+class _modules_of:
+    """Give the function its own modules for its code's top-level packages, and take them back."""
+
+    def __init__(self, runtime: FunctionRuntime) -> None:
+        self._runtime = runtime
+        self._outside: dict[str, ModuleType] = {}
+
+    def _owned(self, name: str) -> bool:
+        return name.split(".", 1)[0] in self._runtime.top_level
+
+    def __enter__(self) -> None:
+        self._outside = {name: module for name, module in sys.modules.items() if self._owned(name)}
+        for name in self._outside:
+            del sys.modules[name]
+        sys.modules.update(self._runtime.modules or {})
+        sys.path.insert(0, str(self._runtime.code_dir))
+        importlib.invalidate_caches()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._runtime.modules = {name: module for name, module in sys.modules.items() if self._owned(name)}
+        for name in self._runtime.modules:
+            del sys.modules[name]
+        sys.modules.update(self._outside)
+        sys.path.remove(str(self._runtime.code_dir))

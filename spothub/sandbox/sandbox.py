@@ -1,0 +1,392 @@
+"""The running sandbox: emulator, deployed stacks, Lambda runtime, REST API, clock; and its Python API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+
+from spothub.sandbox import emulator_patches
+from spothub.sandbox.api_server import ApiServer, routes_from_emulator
+from spothub.sandbox.clock import RuleScheduler, SandboxClock
+from spothub.sandbox.deployer import Deployer, StackDeployment
+from spothub.sandbox.fleet import Fleet
+from spothub.sandbox.lambda_runtime import LambdaRuntime
+from spothub.sandbox.market import SpotMarket, load_prices, load_traces
+from stacks.paths import REPO_ROOT
+
+ACCOUNT = "123456789012"
+ACCESS_KEY_ID = "AKIASPOTHUBSANDBOX00"
+SECRET_ACCESS_KEY = "spothub-sandbox-secret-access-key"  # noqa: S105 (a fixed local credential, by design)
+# The deployment the sandbox runs unless told otherwise: a hub and two worker regions.
+DEFAULT_CONTEXT = {"hubRegion": "us-east-1", "workerRegions": "us-west-2,eu-west-1"}
+STATE_DIR = REPO_ROOT / ".spothub"
+PRICES_FILE = REPO_ROOT.parent / "shared" / "prices.json"
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+@dataclass
+class SandboxOptions:
+    port: int = 8080
+    host: str = "127.0.0.1"
+    cdk_out: Path | None = None  # reuse this assembly instead of synthesizing
+    context: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONTEXT))
+    speed: float = 1.0
+    state_dir: Path = STATE_DIR
+    write_state_file: bool = True
+    prices: Path | None = PRICES_FILE if PRICES_FILE.is_file() else None
+    traces: Path | None = None  # replay spot capacity from this trace directory
+    shape: str | None = None  # the trace shape to replay when the directory holds several
+    run_agents: bool = True
+
+
+@dataclass
+class TimelineEntry:
+    at: float  # simulated epoch seconds
+    kind: str
+    summary: str
+    details: dict[str, Any]
+
+    def line(self, origin: float) -> str:
+        return f"T+{self.at - origin:8.1f}s  {self.kind:<14} {self.summary}"
+
+
+def agent_bundle(cdk_out: Path) -> Path:
+    """The worker agent as the assembly ships it (the asset the launch template's user data installs)."""
+    for candidate in sorted(cdk_out.glob("asset.*")):
+        if (candidate / "spothub_agent" / "__main__.py").is_file():
+            return candidate
+    raise SandboxError(f"{cdk_out} holds no worker agent bundle")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def synthesize(outdir: Path, context: dict[str, Any]) -> Path:
+    """Run the CDK app as `cdk synth` does: cdk.json's context beneath the given one."""
+    cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    env = {
+        **os.environ,
+        "CDK_OUTDIR": str(outdir),
+        "CDK_CONTEXT_JSON": json.dumps({**cdk_json.get("context", {}), **context}),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": os.environ.get(
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20"
+        ),
+    }
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py")], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SandboxError(f"synthesis failed:\n{result.stderr.strip()[-4000:]}")
+    return outdir
+
+
+class Sandbox:
+    """Start with `start()` (or `with Sandbox(...) as sandbox:`); everything stops with `stop()`."""
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()
+        self.clock = SandboxClock(speed=self.options.speed)
+        self.timeline: list[TimelineEntry] = []
+        self.deployments: list[StackDeployment] = []
+        self.started_in_s: float | None = None
+        self._timeline_lock = threading.Lock()
+        self._moto: Any = None
+        self._api: ApiServer | None = None
+        self._scheduler: RuleScheduler | None = None
+        self._hooks: emulator_patches.Hooks | None = None
+        self.market: SpotMarket | None = None
+        self.fleet: Fleet | None = None
+        self.aws_endpoint_url = ""
+        self.origin = self.clock.now()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        started = time.monotonic()
+        state_dir = self.options.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cdk_out = self.options.cdk_out or synthesize(state_dir / "cdk.out", self.options.context)
+        synthesized = time.monotonic()
+
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the emulator's per-request access log
+
+        emulator_patches.apply()
+        aws_port = free_port(self.options.host)
+        os.environ["MOTO_PORT"] = str(aws_port)  # moto's Step Functions interpreter calls back on this port
+        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=aws_port, verbose=False)
+        self._moto.start()
+        self.aws_endpoint_url = f"http://{self.options.host}:{aws_port}"
+        runtime = LambdaRuntime(state_dir / "work", self.function_environment())
+        self._hooks = emulator_patches.Hooks(
+            lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure
+        )
+        emulator_patches.attach(self._hooks)
+
+        deployer = Deployer(cdk_out, self.aws_endpoint_url, ACCOUNT, self.credentials())
+        self.deployments = deployer.deploy_all()
+        for deployment in self.deployments:
+            self.record("deployed", deployment.report().splitlines()[0], {"stack": deployment.stack_name})
+
+        self.market, self.fleet = self._start_market(cdk_out, runtime)
+        self._api = self._start_api()
+        self._scheduler = RuleScheduler(self.clock, self._events_backends, self._fire_scheduled_rule)
+        self._scheduler.start()
+        self.started_in_s = round(time.monotonic() - synthesized, 3)
+        self.synth_s = round(synthesized - started, 3)
+        if self.options.write_state_file:
+            (state_dir / "sandbox.json").write_text(json.dumps(self.state(), indent=2) + "\n")
+        return self
+
+    def stop(self) -> None:
+        if self.fleet:
+            self.fleet.stop()
+        if self._scheduler:
+            self._scheduler.stop()
+        if self._api:
+            self._api.stop()
+        if self._hooks:
+            self._hooks.executor.shutdown(wait=True, cancel_futures=True)
+        emulator_patches.attach(None)
+        if self._moto:
+            self._moto.stop()
+        state_file = self.options.state_dir / "sandbox.json"
+        if self.options.write_state_file and state_file.exists():
+            state_file.unlink()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # --- what the sandbox is ---------------------------------------------------------------------
+
+    @property
+    def hub(self) -> StackDeployment:
+        return next(d for d in self.deployments if d.artifact_id == "Hub")
+
+    @property
+    def workers(self) -> list[StackDeployment]:
+        return [d for d in self.deployments if d.artifact_id.startswith("Worker-")]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.options.host}:{self._started_api().port}/{self._started_api().stage}/"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.options.host}:{self._started_api().port}/_sandbox/"
+
+    def _started_api(self) -> ApiServer:
+        if self._api is None:
+            raise SandboxError("the sandbox is not started")
+        return self._api
+
+    def _started_hooks(self) -> emulator_patches.Hooks:
+        if self._hooks is None:
+            raise SandboxError("the sandbox is not started")
+        return self._hooks
+
+    def credentials(self) -> dict[str, str]:
+        return {"aws_access_key_id": ACCESS_KEY_ID, "aws_secret_access_key": SECRET_ACCESS_KEY}
+
+    def function_environment(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_SESSION_TOKEN": "",
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "api_url": self.api_url,
+            "control_url": self.control_url,
+            "aws_endpoint_url": self.aws_endpoint_url,
+            "aws_access_key_id": ACCESS_KEY_ID,
+            "aws_secret_access_key": SECRET_ACCESS_KEY,
+            "account": ACCOUNT,
+            "hub_region": self.hub.region,
+            "worker_regions": [w.region for w in self.workers],
+            "stacks": {d.stack_name: {"region": d.region, "outputs": d.outputs} for d in self.deployments},
+        }
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        return boto3.client(
+            service,
+            region_name=region or self.hub.region,
+            endpoint_url=self.aws_endpoint_url,
+            config=Config(retries={"max_attempts": 1}),
+            **self.credentials(),
+        )
+
+    # --- the API, as a user calls it -------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, signed: bool = True, secret: str | None = None
+    ) -> requests.Response:
+        """Call the sandbox API; signed with SigV4 by the sandbox credentials unless told otherwise."""
+        url = self.api_url + path.lstrip("/")
+        data = json.dumps(body).encode() if body is not None else b""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if signed:
+            signable = AWSRequest(method=method, url=url, data=data, headers=headers)
+            SigV4Auth(Credentials(ACCESS_KEY_ID, secret or SECRET_ACCESS_KEY), "execute-api", self.hub.region).add_auth(
+                signable
+            )
+            headers = dict(signable.headers.items())
+        return requests.request(method, url, data=data, headers=headers, timeout=60)
+
+    # --- timeline ---------------------------------------------------------------------------------
+
+    def record(self, kind: str, summary: str, details: dict[str, Any] | None = None) -> TimelineEntry:
+        entry = TimelineEntry(self.clock.now(), kind, summary, details or {})
+        with self._timeline_lock:
+            self.timeline.append(entry)
+        return entry
+
+    def events(self, bus_suffix: str | None = None, detail_type: str | None = None) -> list[TimelineEntry]:
+        with self._timeline_lock:
+            entries = [e for e in self.timeline if e.kind == "event"]
+        return [
+            e
+            for e in entries
+            if (bus_suffix is None or e.details["bus"].endswith(bus_suffix))
+            and (detail_type is None or e.details["event"]["detail-type"] == detail_type)
+        ]
+
+    def wait_for(self, predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+        """Poll `predicate` (real time) until it returns something truthy; raise on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval_s)
+        raise SandboxError(f"timed out after {timeout_s}s waiting for {getattr(predicate, '__name__', 'condition')}")
+
+    def _record_event(self, bus_arn: str, event: dict[str, Any]) -> None:
+        region = bus_arn.split(":")[3]
+        bus = bus_arn.rsplit("/", 1)[-1]
+        self.record(
+            "event",
+            f"{region}/{bus}: {event['source']} {event['detail-type']}",
+            {"bus": bus_arn, "event": event},
+        )
+
+    def _record_failure(self, what: str, details: dict[str, Any]) -> None:
+        self.record("failure", f"{what}: {details.get('function') or details.get('target')}", details)
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _start_api(self) -> ApiServer:
+        rest_api_id = next(
+            r["PhysicalResourceId"]
+            for r in self.client("cloudformation").list_stack_resources(StackName=self.hub.stack_name)[
+                "StackResourceSummaries"
+            ]
+            if r["ResourceType"] == "AWS::ApiGateway::RestApi"
+        )
+        stage = self.hub.outputs["ApiUrl"].rstrip("/").rsplit("/", 1)[-1]
+        from spothub.sandbox.control import ControlSurface  # noqa: PLC0415
+
+        api = ApiServer(
+            host=self.options.host,
+            port=self.options.port,
+            stage=stage,
+            account=ACCOUNT,
+            api_id=rest_api_id,
+            routes=routes_from_emulator(ACCOUNT, self.hub.region, rest_api_id),
+            invoke=self._invoke_function,
+            control=ControlSurface(self).handle,
+            access_key_id=ACCESS_KEY_ID,
+            secret_access_key=SECRET_ACCESS_KEY,
+        )
+        api.start()
+        return api
+
+    def _start_market(self, cdk_out: Path, runtime: LambdaRuntime) -> tuple[SpotMarket, Fleet]:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        market = SpotMarket(self.clock)
+        shapes, prices = load_prices(self.options.prices) if self.options.prices else ({}, {})
+        instance_types = sorted(
+            {
+                override["InstanceType"]
+                for worker in self.workers
+                for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values()
+                for override in (group.mixed_instances_policy or {}).get("LaunchTemplate", {}).get("Overrides", [])
+            }
+        )
+        market.populate([w.region for w in self.workers], instance_types, prices)
+        if self.options.traces:
+            market.replay(load_traces(self.options.traces, shapes, self.options.shape))
+        fleet = Fleet(
+            clock=self.clock,
+            market=market,
+            record=self.record,
+            account=ACCOUNT,
+            agent_dir=agent_bundle(cdk_out) if self.options.run_agents else None,
+            agent_environment=self.function_environment(),
+            work_dir=self.options.state_dir / "work",
+        )
+        self._started_hooks().market = market
+        self._started_hooks().fleet = fleet
+        fleet.start()
+        return market, fleet
+
+    def _invoke_function(self, function_arn: str, event: dict[str, Any]) -> tuple[bytes, str | None]:
+        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+        region = function_arn.split(":")[3]
+        function = lambda_backends[ACCOUNT][region].get_function(function_arn.split(":")[6], None)
+        return self._started_hooks().lambda_runtime.invoke(function, event)
+
+    def _events_backends(self) -> list[Any]:
+        from moto.events.models import events_backends  # noqa: PLC0415
+
+        return [events_backends[ACCOUNT][d.region] for d in self.deployments]
+
+    def _fire_scheduled_rule(self, rule: Any, at: datetime) -> None:
+        self.record("schedule", f"{rule.region_name}: rule {rule.name} fires", {"rule": rule.arn})
+        rule.send_to_targets(
+            {
+                "version": "0",
+                "id": f"scheduled-{rule.name}-{int(at.timestamp())}",
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": ACCOUNT,
+                "time": at.timestamp(),
+                "region": rule.region_name,
+                "resources": [rule.arn],
+                "detail": {},
+            }
+        )
