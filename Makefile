@@ -9,7 +9,7 @@ export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export JSII_DEPRECATED := quiet
 DEMO_CONTEXT := -c hubRegion=us-east-1 -c workerRegions=us-west-2,eu-west-1
 
-.PHONY: install demo test lint format synth clean
+.PHONY: install demo test lint format synth sandbox bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -25,10 +25,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# The main job on the embedded default: the synthesized stacks running in the sandbox, narrated.
 demo: install
-	rm -rf cdk.out
-	$(CDK) synth --quiet $(DEMO_CONTEXT)
-	$(BIN)/spothub summary --cdk-out cdk.out
+	$(BIN)/spothub sandbox demo
+
+# The sandbox in the foreground, for driving by hand (Ctrl-C stops it).
+sandbox: install
+	$(BIN)/spothub sandbox up
 
 test: install lint
 	$(BIN)/pytest
@@ -41,8 +44,14 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The templates for the reference deployment (a hub and two workers), with a readable summary.
 synth: install
-	$(CDK) synth --quiet
+	rm -rf cdk.out
+	$(CDK) synth --quiet $(DEMO_CONTEXT)
+	$(BIN)/spothub summary --cdk-out cdk.out
+
+bench: install
+	$(BIN)/python benchmarks/sandbox_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out .build .spothub .pytest_cache .ruff_cache

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spothub import __version__
+from stacks.paths import REPO_ROOT
+
+STATE_DIR = REPO_ROOT / ".spothub"
 
 if TYPE_CHECKING:
     from spothub.sandbox.sandbox import SandboxOptions
@@ -28,6 +31,7 @@ def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
     from spothub.sandbox.sandbox import SandboxOptions  # noqa: PLC0415
 
     return SandboxOptions(
+        state_dir=Path(args.state_dir),
         port=args.port,
         cdk_out=Path(args.cdk_out) if args.cdk_out else None,
         speed=args.speed,
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
         command.add_argument("--traces", help="replay spot capacity from this trace directory")
         command.add_argument("--shape", help="the trace shape to replay (e.g. v100_1)")
+        command.add_argument(
+            "--state-dir", default=str(STATE_DIR), help=f"where sandbox.json and work files go (default: {STATE_DIR})"
+        )
         command.set_defaults(handler=handler)
     return parser
 

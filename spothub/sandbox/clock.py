@@ -29,6 +29,7 @@ class SandboxClock:
         self._anchor_real = time.monotonic()
         self._anchor_sim = time.time() if start is None else start
         self._listeners: list[Callable[[], None]] = []
+        self._before_listeners: list[Callable[[], None]] = []
 
     def now(self) -> float:
         with self._lock:
@@ -52,13 +53,20 @@ class SandboxClock:
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("the clock does not go backwards")
+        for listener in list(self._before_listeners):
+            listener()
         with self._lock:
             self._anchor_sim += seconds
         for listener in list(self._listeners):
             listener()
 
     def on_advance(self, listener: Callable[[], None]) -> None:
+        """Called after each advance (fire what became due)."""
         self._listeners.append(listener)
+
+    def before_advance(self, listener: Callable[[], None]) -> None:
+        """Called before each advance (take note of what exists at the time it jumps from)."""
+        self._before_listeners.append(listener)
 
     def real_seconds(self, simulated: float) -> float:
         """How long a real wait lasts for `simulated` seconds at the current speed."""
@@ -156,6 +164,7 @@ class RuleScheduler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="sandbox-scheduler", daemon=True)
+        clock.before_advance(self.refresh)
         clock.on_advance(self.run_due)
 
     def start(self) -> None:
@@ -169,6 +178,11 @@ class RuleScheduler:
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
             self.run_due()
+
+    def refresh(self) -> None:
+        """Schedule rules created since the last tick from now, before the clock jumps past them."""
+        with self._lock:
+            self._refresh(self._clock.datetime())
 
     def run_due(self) -> int:
         """Fire everything due by now, in time order; returns how many firings happened."""

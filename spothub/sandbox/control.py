@@ -44,7 +44,7 @@ class ControlSurface:
             return [
                 {"t": round(e.at - sandbox.origin, 3), "kind": e.kind, "summary": e.summary, "details": e.details}
                 for e in list(sandbox.timeline)
-                if e.at - sandbox.origin >= since
+                if round(e.at - sandbox.origin, 3) >= since
             ]
         if (method, path) == ("POST", "clock/advance"):
             sandbox.clock.advance(float(body["seconds"]))

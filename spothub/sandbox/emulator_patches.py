@@ -7,9 +7,11 @@ so an upgrade of moto that changes what was patched fails loudly instead of sile
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ class Hooks:
     # The simulated spot market and fleet (spothub.sandbox.market / .fleet), when the sandbox runs one.
     market: Any = None
     fleet: Any = None
+    # The sandbox clock (spothub.sandbox.clock.SandboxClock): Wait states wait on it.
+    clock: Any = None
 
 
 _hooks: Hooks | None = None
@@ -160,6 +164,14 @@ def invoke_async(function: Any, event: Any) -> None:
 
 def _invoke_async(function: Any, event: Any) -> None:
     """Lambda's asynchronous invocation: retries (EventInvokeConfig, default 2), then the DLQ."""
+    try:
+        _invoke_with_retries(function, event)
+    except Exception as exc:
+        if _hooks:
+            _hooks.on_failure("lambda-async", {"function": function.function_name, "error": repr(exc), "event": event})
+
+
+def _invoke_with_retries(function: Any, event: Any) -> None:
     hooks = _require_hooks()
     config = function.event_invoke_config[0].config if function.event_invoke_config else {}
     attempts = 1 + int(config.get("MaximumRetryAttempts", 2))
@@ -188,12 +200,21 @@ def _lambda_create_keeping_dead_letter(model: type) -> None:
     model.create_from_cloudformation_json = classmethod(create)  # type: ignore[assignment]
 
 
-def _send_to_sqs(queue_arn: str, body: str, attributes: dict[str, str]) -> None:
+def _send_to_sqs(
+    queue_arn: str,
+    body: str,
+    attributes: dict[str, str] | None = None,
+    *,
+    group_id: str | None = None,
+    deduplication_id: str | None = None,
+) -> None:
     from moto.sqs.models import sqs_backends  # noqa: PLC0415
 
     _, _, _, region, account, name = queue_arn.split(":", 5)
-    message_attributes = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
-    sqs_backends[account][region].send_message(name, body, message_attributes=message_attributes)
+    message_attributes = {k: {"DataType": "String", "StringValue": v} for k, v in (attributes or {}).items()}
+    sqs_backends[account][region].send_message(
+        name, body, message_attributes=message_attributes, group_id=group_id, deduplication_id=deduplication_id
+    )
 
 
 # --- EventBridge: Lambda and Step Functions targets, full cross-bus forwarding, a timeline -----------
@@ -227,31 +248,58 @@ def target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
 
 
 def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
+    """Deliver to each target once, with its input; moto's own loop delivers to all targets at once."""
     if getattr(self, "state", "ENABLED") != "ENABLED" or not self.event_pattern.matches_event(original_event):
         return
-    event = {key: value for key, value in original_event.items() if key != "ingestion-time"}
-    event["time"] = _iso_time(event.get("time", time.time()))
+    # moto's template parser reads ingestion-time; targets receive the event without it, time as ISO-8601.
+    full = {
+        **original_event,
+        "time": _iso_time(original_event.get("time", time.time())),
+        "ingestion-time": original_event.get("ingestion-time", time.time()),
+    }
+    event = {key: value for key, value in full.items() if key != "ingestion-time"}
     for target in self.targets:
         arn = target["Arn"]
         service = arn.split(":")[2]
         try:
-            if service == "lambda":
-                _deliver_to_lambda(arn, target_input(target, event))
-            elif service == "states":
-                _deliver_to_state_machine(arn, target_input(target, event))
-            elif service == "events" and ":event-bus/" in arn:
+            if service == "events" and ":event-bus/" in arn:
                 _deliver_to_bus(arn, event)
-            else:
-                _original_send_to_targets(self, original_event, transform_input)
-        except Exception as exc:
-            dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
-            if dead_letter:
-                _send_to_sqs(dead_letter, json.dumps(event), {"ERROR_CODE": type(exc).__name__, "RULE_ARN": self.arn})
-            if _hooks:
-                _hooks.on_failure(
-                    "rule-target",
-                    {"rule": self.arn, "target": arn, "error": str(exc), "dead_letter_queue": dead_letter},
+                continue
+            has_input = any(key in target for key in ("Input", "InputPath", "InputTransformer"))
+            payload = target_input(target, full) if has_input else event
+            if service == "lambda":
+                _deliver_to_lambda(arn, payload)
+            elif service == "states":
+                _deliver_to_state_machine(arn, payload)
+            elif service == "sqs":
+                fifo = arn.endswith(".fifo")
+                _send_to_sqs(
+                    arn,
+                    payload if isinstance(payload, str) else json.dumps(payload),
+                    group_id=target.get("SqsParameters", {}).get("MessageGroupId"),
+                    deduplication_id=event.get("id") if fifo else None,
                 )
+            else:
+                single = copy.copy(self)
+                single.targets = [target]
+                _original_send_to_targets(single, original_event, transform_input)
+        except Exception as exc:
+            _delivery_failed(self.arn, target, event, exc)
+
+
+def _delivery_failed(rule_arn: str, target: dict[str, Any], event: dict[str, Any], exc: Exception) -> None:
+    dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
+    if dead_letter:
+        _send_to_sqs(
+            dead_letter,
+            json.dumps(event),
+            {"ERROR_CODE": type(exc).__name__, "ERROR_MESSAGE": str(exc)[:256], "RULE_ARN": rule_arn},
+        )
+    if _hooks:
+        _hooks.on_failure(
+            "rule-target",
+            {"rule": rule_arn, "target": target["Arn"], "error": repr(exc), "dead_letter_queue": dead_letter},
+        )
 
 
 def _deliver_to_lambda(arn: str, payload: Any) -> None:
@@ -266,7 +314,8 @@ def _deliver_to_state_machine(arn: str, payload: Any) -> None:
     from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
 
     _, _, _, region, account = arn.split(":")[:5]
-    get_backend(account, region).start_execution(arn, None, json.dumps(payload))
+    # EventBridge names each execution it starts; moto would name them all "None".
+    get_backend(account, region).start_execution(arn, str(uuid.uuid4()), json.dumps(payload))
 
 
 def _deliver_to_bus(arn: str, event: dict[str, Any]) -> None:
@@ -279,10 +328,16 @@ def _deliver_to_bus(arn: str, event: dict[str, Any]) -> None:
         "Detail": json.dumps(event["detail"]),
         "Resources": event.get("resources", []),
         "EventBusName": arn,
-        "Time": event.get("time"),
+        "Time": _epoch(event["time"]),  # moto keeps event times as epoch seconds
     }
     # Synchronous, as moto does it, so the timeline keeps cause before effect.
     events_backends[account][region].put_events([entry])
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _events_put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -358,6 +413,24 @@ def _describe_spot_price_history(self: Any) -> Any:
     return ActionResult({"SpotPriceHistory": history})
 
 
+# --- Step Functions: Wait states wait on the sandbox clock (moto waits in real seconds) -------------
+
+
+def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
+    clock = _hooks.clock if _hooks else None
+    if clock is None:
+        return _original_wait_interval(self, env, wait_seconds)
+    deadline = clock.now() + wait_seconds
+    while env.is_running():
+        remaining = deadline - clock.now()
+        if remaining <= 0:
+            return None
+        # Woken early when the execution stops; otherwise re-check the clock, which may be advanced.
+        env.program_state_event.wait(min(0.1, clock.real_seconds(remaining)))
+    return None
+
+
+_original_wait_interval: Any = None
 _original_send_to_targets: Any = None
 _original_put_events: Any = None
 _original_replace_instances: Any = None
@@ -413,6 +486,13 @@ def apply() -> None:
         EC2Response.get_spot_placement_scores = _get_spot_placement_scores  # type: ignore[attr-defined]
         _original_describe_spot_price_history = EC2Response.describe_spot_price_history
         EC2Response.describe_spot_price_history = _describe_spot_price_history  # type: ignore[method-assign]
+        from moto.stepfunctions.parser.asl.component.state.wait.wait_function import (  # noqa: PLC0415
+            wait_function,
+        )
+
+        global _original_wait_interval  # noqa: PLW0603
+        _original_wait_interval = wait_function.WaitFunction._wait_interval
+        wait_function.WaitFunction._wait_interval = _wait_interval  # type: ignore[method-assign]
         # Run state machine definitions in moto's Step Functions interpreter instead of recording them.
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         _applied = True

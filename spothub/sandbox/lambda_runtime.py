@@ -19,7 +19,9 @@ import importlib
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -88,10 +90,16 @@ class LambdaRuntime:
         digest = hashlib.sha256(code).hexdigest()[:16]
         target = self._work_dir / "lambda-code" / digest
         if not target.is_dir():
-            staging = target.with_name(f"{digest}.partial")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=target.parent))
             with zipfile.ZipFile(io.BytesIO(code)) as archive:
                 archive.extractall(staging)
-            staging.rename(target)
+            try:
+                staging.rename(target)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                if not target.is_dir():  # not a lost race: a real failure
+                    raise
         return target
 
     def runtime_for(self, function: Any) -> FunctionRuntime:
@@ -130,9 +138,9 @@ class LambdaRuntime:
 
     def invoke(self, function: Any, event: Any) -> tuple[bytes, str | None]:
         """Run the handler on `event`; returns (payload, function error or None)."""
-        runtime = self.runtime_for(function)
         request_id = str(uuid.uuid4())
         with _INVOCATION_LOCK:
+            runtime = self.runtime_for(function)
             started = time.monotonic()
             context = LambdaContext(
                 function_name=runtime.name,

@@ -13,7 +13,7 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class SpotMarket:
         self._lock = threading.RLock()
         self._pools: dict[tuple[str, str], Pool] = {}
         self._replay: tuple[list[Trace], float] | None = None
+        self._configured: dict[tuple[str, str], Pool] = {}
         self.on_change: Callable[[Pool], None] = lambda _pool: None
 
     # --- configuration ------------------------------------------------------------------------
@@ -109,7 +110,17 @@ class SpotMarket:
         with self._lock:
             pool = Pool(zone, instance_type, capacity, spot_price, on_demand_price)
             self._pools[(zone, instance_type)] = pool
+            self._configured[(zone, instance_type)] = replace(pool)
             return pool
+
+    def restore(self) -> None:
+        """Every pool back to how it was added (capacity, prices, scores); in-use counts are kept."""
+        with self._lock:
+            for key, configured in self._configured.items():
+                pool = self._pools[key]
+                pool.capacity = configured.capacity
+                pool.spot_price = configured.spot_price
+                pool.placement_score = configured.placement_score
 
     def populate(self, regions: list[str], instance_types: list[str], prices: dict[str, dict[str, Any]]) -> None:
         """Three zones per region with capacity for every type; prices from the prices file where it

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import requests
@@ -107,7 +107,12 @@ def synthesize(outdir: Path, context: dict[str, Any]) -> Path:
 
 
 class Sandbox:
-    """Start with `start()` (or `with Sandbox(...) as sandbox:`); everything stops with `stop()`."""
+    """Start with `start()` (or `with Sandbox(...) as sandbox:`); everything stops with `stop()`.
+
+    The emulator's state lives in this process's moto backends, so one sandbox runs per process.
+    """
+
+    _running: ClassVar[Sandbox | None] = None
 
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options or SandboxOptions()
@@ -128,6 +133,9 @@ class Sandbox:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
+        if Sandbox._running is not None:
+            raise SandboxError("a sandbox is already running in this process; stop it first")
+        Sandbox._running = self
         started = time.monotonic()
         state_dir = self.options.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +147,9 @@ class Sandbox:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the emulator's per-request access log
 
         emulator_patches.apply()
+        from moto.moto_api._internal.models import moto_api_backend  # noqa: PLC0415
+
+        moto_api_backend.reset()  # a clean account, whatever ran in this process before
         aws_port = free_port(self.options.host)
         os.environ["MOTO_PORT"] = str(aws_port)  # moto's Step Functions interpreter calls back on this port
         self._moto = ThreadedMotoServer(ip_address=self.options.host, port=aws_port, verbose=False)
@@ -146,7 +157,7 @@ class Sandbox:
         self.aws_endpoint_url = f"http://{self.options.host}:{aws_port}"
         runtime = LambdaRuntime(state_dir / "work", self.function_environment())
         self._hooks = emulator_patches.Hooks(
-            lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure
+            lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure, clock=self.clock
         )
         emulator_patches.attach(self._hooks)
 
@@ -180,12 +191,47 @@ class Sandbox:
         state_file = self.options.state_dir / "sandbox.json"
         if self.options.write_state_file and state_file.exists():
             state_file.unlink()
+        if Sandbox._running is self:
+            Sandbox._running = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def reset(self) -> None:
+        """Back to just deployed, cheaply: no instances, the market as configured, empty tables and
+        queues, an empty timeline. For tests that share one sandbox."""
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        for worker in self.workers:
+            for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
+                group.set_desired_capacity(0)
+        if self.fleet is not None:
+            self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
+        if self.market is not None:
+            self.market.restore()
+        for deployment in self.deployments:
+            dynamodb = self.client("dynamodb", deployment.region)
+            for table in dynamodb.list_tables()["TableNames"]:
+                keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
+                for item in dynamodb.scan(TableName=table, ProjectionExpression=", ".join(keys))["Items"]:
+                    dynamodb.delete_item(TableName=table, Key=item)
+            self._empty_queues(deployment.region)
+        self.clock.set_speed(self.options.speed)
+        with self._timeline_lock:
+            self.timeline.clear()
+
+    @staticmethod
+    def _empty_queues(region: str) -> None:
+        from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+        backend = sqs_backends[ACCOUNT][region]
+        for queue in list(backend.queues.values()):
+            # A reset is not a user's PurgeQueue: AWS's once-a-minute limit does not apply to it.
+            queue.last_purged_at = None
+            backend.purge_queue(queue.name)
 
     # --- what the sandbox is ---------------------------------------------------------------------
 
@@ -388,5 +434,6 @@ class Sandbox:
                 "region": rule.region_name,
                 "resources": [rule.arn],
                 "detail": {},
+                "ingestion-time": at.timestamp(),
             }
         )
