@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
@@ -71,6 +72,25 @@ class HubStack(Stack):
         self.alerts.key.grant_decrypt(status.function)
         self.api.add_route("GET", "/status", status.function)
 
+        finder = self.hub_function(
+            "SpotFinder",
+            concern="spot_finder",
+            description="Rank the worker regions for a spot launch: placement score, price, exclusions",
+            environment={"SPOTHUB_INSTANCE_TYPES": ",".join(config.instance_types)},
+            timeout_seconds=60,
+        )
+        # Query only: exclusions are one partition; the finder never writes.
+        self.state_table.grant(finder.function, "dynamodb:Query")
+        self.alerts.key.grant_decrypt(finder.function)
+        finder.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadSpotMarket",
+                actions=["ec2:GetSpotPlacementScores", "ec2:DescribeSpotPriceHistory"],
+                resources=["*"],
+            )
+        )
+        self.spot_finder = finder
+
         self._publish_parameters()
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spothub API (SigV4 signed)")
         CfnOutput(self, "StateTableName", value=self.state_table.table_name)
@@ -127,5 +147,6 @@ class HubStack(Stack):
         acknowledge(
             self,
             "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions.",
+            "X-Ray PutTraceSegments/PutTelemetryRecords and EC2 GetSpotPlacementScores/DescribeSpotPriceHistory "
+            "support no resource-level permissions.",
         )

@@ -215,3 +215,21 @@ def test_alarms_and_rules_of_this_account_may_publish_to_every_alerts_topic(refe
             if st["Effect"] == "Allow" and st["Action"] == "sns:Publish" and "aws:SourceAccount" in json.dumps(st)
         }
         assert publishers == {"cloudwatch.amazonaws.com", "events.amazonaws.com"}, name
+
+
+def test_spot_finder_knows_the_instance_types_and_regions(reference: Synthesized) -> None:
+    reference.hub.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "spot_finder.handler.lambda_handler",
+            "Timeout": 60,
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "SPOTHUB_INSTANCE_TYPES": "g5.xlarge,g6.xlarge,g4dn.xlarge",
+                        "SPOTHUB_WORKER_REGIONS": "us-west-2,eu-west-1",
+                    }
+                )
+            },
+        },
+    )

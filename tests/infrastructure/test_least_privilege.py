@@ -16,6 +16,8 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "xray:PutTraceSegments": None,
     "xray:PutTelemetryRecords": None,
     "ecr:GetAuthorizationToken": None,
+    "ec2:GetSpotPlacementScores": None,
+    "ec2:DescribeSpotPriceHistory": None,
     "ecs:DiscoverPollEndpoint": None,
     "ssmmessages:CreateControlChannel": None,
     "ssmmessages:CreateDataChannel": None,
@@ -95,6 +97,27 @@ def test_status_function_may_only_get_items_from_the_state_table(reference: Synt
     }
     assert actions == {
         "dynamodb:GetItem",
+        "kms:Decrypt",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:SendMessage",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+
+
+def test_spot_finder_reads_spot_data_and_queries_exclusions_only(reference: Synthesized) -> None:
+    policies = reference.resources("spothub-hub", "AWS::IAM::Policy")
+    (finder_policy,) = [p for logical_id, p in policies.items() if logical_id.startswith("SpotFinderRole")]
+    actions = {
+        action
+        for statement in finder_policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in _as_list(statement["Action"])
+    }
+    assert actions == {
+        "dynamodb:Query",
+        "ec2:DescribeSpotPriceHistory",
+        "ec2:GetSpotPlacementScores",
         "kms:Decrypt",
         "logs:CreateLogStream",
         "logs:PutLogEvents",

@@ -1,7 +1,8 @@
 """The state table: one DynamoDB table, items keyed by `pk` and `sk`, expiring by `expires_at`.
 
-Key layout (each concern adds its own item kinds here, with their condition expressions):
+Key layout (each item kind lives in its own dal module, with its condition expressions):
   pk=DEPLOYMENT  sk=DEPLOYMENT   the deployment record (written on first use)
+  pk=EXCLUSION   sk=<region>     a region excluded from ranking until an expiry (dal/exclusions.py)
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class StateTable:
         try:
             self._table.get_item(Key=DEPLOYMENT_KEY, ProjectionExpression=PARTITION_KEY)
         except (ClientError, BotoCoreError) as exc:
-            raise DependencyUnavailable(f"state table {self.name} did not answer: {_reason(exc)}") from exc
+            raise DependencyUnavailable(f"state table {self.name} did not answer: {reason_of(exc)}") from exc
 
 
-def _reason(exc: Exception) -> str:
+def reason_of(exc: Exception) -> str:
+    """An AWS error as `Code: message`, for error messages that say what went wrong."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")

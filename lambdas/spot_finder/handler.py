@@ -1,0 +1,54 @@
+"""Spot finder: rank the worker regions for a spot launch (placement score, price, exclusions).
+
+Invoked by the orchestrator state machine with an optional request; returns the ranking with the
+reasons. EC2 failing to answer raises SpotDataUnavailable, which the state machine retries.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
+
+from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.logic.spot_finder import FindRequest, find_regions
+from spothub_core.observability import logger, metrics, tracer
+from spothub_core.settings import HubSettings, load_settings
+
+
+class SpotFinderSettings(HubSettings):
+    instance_types: list[str] = Field(alias="SPOTHUB_INSTANCE_TYPES", min_length=1)
+
+
+settings = load_settings(SpotFinderSettings)
+exclusions = ExclusionStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+
+
+@cache
+def ec2_for(region: str) -> Any:
+    return boto3.client("ec2", region_name=region)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = FindRequest.model_validate(event or {})
+    result = find_regions(
+        request,
+        worker_regions=settings.worker_regions,
+        default_instance_types=settings.instance_types,
+        scoring_region=settings.hub_region,
+        ec2_for=ec2_for,
+        exclusions=exclusions,
+        now=time.time(),
+    )
+    metrics.add_metric(name="RegionsRanked", unit="Count", value=len(result["ranked"]))
+    logger.info(
+        "ranked regions", extra={"best": result["best"], "ranked": result["ranked"], "left_out": result["left_out"]}
+    )
+    return result

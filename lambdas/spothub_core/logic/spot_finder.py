@@ -1,0 +1,66 @@
+"""The spot finder's decision: observe the candidate regions, rank them, say why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.spot_market import Ec2ClientFor, observe_regions
+from spothub_core.logic.ranking import rank_regions
+
+
+class FindRequest(BaseModel):
+    """What the orchestrator asks; everything optional, defaults from the deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_types: list[str] | None = Field(None, min_length=1)
+    target_capacity: int = Field(1, ge=1, le=1000)
+    allowed_regions: list[str] | None = None
+    denied_regions: list[str] = Field(default_factory=list)
+
+    @field_validator("instance_types", "allowed_regions", "denied_regions")
+    @classmethod
+    def _no_blanks(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not item.strip() for item in value):
+            raise ValueError("must not contain empty names")
+        return value
+
+
+def find_regions(
+    request: FindRequest,
+    *,
+    worker_regions: list[str],
+    default_instance_types: list[str],
+    scoring_region: str,
+    ec2_for: Ec2ClientFor,
+    exclusions: ExclusionStore,
+    now: float,
+) -> dict[str, Any]:
+    instance_types = request.instance_types or default_instance_types
+    unknown = sorted(set(request.allowed_regions or []) - set(worker_regions))
+    ranking = rank_regions(
+        observe_regions(
+            ec2_for,
+            scoring_region=scoring_region,
+            regions=list(worker_regions),
+            instance_types=instance_types,
+            target_capacity=request.target_capacity,
+        ),
+        now=now,
+        exclusions=exclusions.active(now),
+        allowed=request.allowed_regions,
+        denied=request.denied_regions,
+    )
+    return {
+        "best": ranking.best.region if ranking.best else None,
+        "ranked": [asdict(r) for r in ranking.ranked],
+        "left_out": [asdict(r) for r in ranking.left_out]
+        + [{"region": r, "reason": "not a worker region of this deployment"} for r in unknown],
+        "instance_types": instance_types,
+        "target_capacity": request.target_capacity,
+        "observed_at": now,
+    }

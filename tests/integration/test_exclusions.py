@@ -1,0 +1,48 @@
+"""Region exclusions in DynamoDB (moto): active ones read back, late reports never shorten one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spothub_core.dal.exclusions import ExclusionStore
+
+
+@pytest.fixture
+def table() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="state",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield boto3.resource("dynamodb", region_name="us-east-1").Table("state")
+
+
+def test_active_exclusions_are_read_back_and_expired_ones_dropped(table: Any) -> None:
+    store = ExclusionStore(table)
+    assert store.exclude("us-west-2", 2_000.0, "InsufficientInstanceCapacity")
+    assert store.exclude("eu-west-1", 500.0, "MaxSpotInstanceCountExceeded")
+    (active,) = store.active(now=1_000.0)
+    assert (active.region, active.until, active.reason) == ("us-west-2", 2_000.0, "InsufficientInstanceCapacity")
+    item = table.get_item(Key={"pk": "EXCLUSION", "sk": "us-west-2"})["Item"]
+    assert int(item["expires_at"]) == 2_000 + 86_400
+
+
+def test_a_late_report_does_not_shorten_a_newer_exclusion(table: Any) -> None:
+    store = ExclusionStore(table)
+    assert store.exclude("us-west-2", 2_000.0, "newer")
+    assert not store.exclude("us-west-2", 1_500.0, "late")  # arrives after, carries an earlier expiry
+    assert not store.exclude("us-west-2", 2_000.0, "duplicate")
+    assert store.exclude("us-west-2", 2_500.0, "longer")
+    (active,) = store.active(now=1_000.0)
+    assert (active.until, active.reason) == (2_500.0, "longer")

@@ -1,0 +1,38 @@
+"""Launch failures: capacity moves on, transient retries, fatal stops and alerts."""
+
+from __future__ import annotations
+
+import pytest
+
+from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
+
+ASG_NO_CAPACITY = (
+    "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that "
+    "matches your request. Launching EC2 instance failed."
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        ("InsufficientInstanceCapacity", "", LaunchFailure.CAPACITY),
+        ("MaxSpotInstanceCountExceeded", "", LaunchFailure.CAPACITY),
+        ("capacity-not-available", "", LaunchFailure.CAPACITY),
+        (None, ASG_NO_CAPACITY, LaunchFailure.CAPACITY),
+        (None, "Could not launch Spot Instances. There is no Spot capacity available.", LaunchFailure.CAPACITY),
+        ("RequestLimitExceeded", "", LaunchFailure.TRANSIENT),
+        ("ThrottlingException", "Rate exceeded", LaunchFailure.TRANSIENT),
+        ("InternalError", "", LaunchFailure.TRANSIENT),
+        ("InvalidAMIID.NotFound", "The image id '[ami-1]' does not exist", LaunchFailure.FATAL),
+        ("UnauthorizedOperation", "You are not authorized to perform this operation.", LaunchFailure.FATAL),
+        (None, "Launching EC2 instance failed. AccessDenied: not allowed to pass role", LaunchFailure.FATAL),
+        ("SomethingNew", "", LaunchFailure.TRANSIENT),
+        (None, "", LaunchFailure.TRANSIENT),
+    ],
+)
+def test_classification(code: str | None, message: str, expected: LaunchFailure) -> None:
+    assert classify_launch_error(code, message) is expected
+
+
+def test_the_code_wins_over_the_message() -> None:
+    assert classify_launch_error("InsufficientInstanceCapacity", "UnauthorizedOperation") is LaunchFailure.CAPACITY
