@@ -67,6 +67,9 @@ def _sandbox_up(args: argparse.Namespace) -> int:
         print(f"  credentials     {state['aws_access_key_id']} / {state['aws_secret_access_key']}")
         print(f"  regions         hub {state['hub_region']}, workers {', '.join(state['worker_regions'])}")
         print(f"  state file      {sandbox.options.state_dir / 'sandbox.json'}")
+        for name, stack in state["stacks"].items():
+            outputs = ", ".join(f"{key}={value}" for key, value in stack["outputs"].items())
+            print(f"  {name:<15} {outputs}")
         print("Ctrl-C or SIGTERM stops it.", flush=True)
         stop.wait()
     finally:

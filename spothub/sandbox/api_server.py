@@ -84,6 +84,7 @@ def routes_from_emulator(account: str, region: str, rest_api_id: str) -> list[Ap
 def rest_proxy_event(
     *,
     route: ApiRoute,
+    method: str,
     path: str,
     path_parameters: dict[str, str],
     query: dict[str, list[str]],
@@ -103,7 +104,7 @@ def rest_proxy_event(
     return {
         "resource": route.resource,
         "path": path,
-        "httpMethod": route.method,
+        "httpMethod": method,
         "headers": headers or None,
         "multiValueHeaders": {k: [v] for k, v in headers.items()} or None,
         "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
@@ -114,7 +115,7 @@ def rest_proxy_event(
             "accountId": account,
             "apiId": api_id,
             "resourcePath": route.resource,
-            "httpMethod": route.method,
+            "httpMethod": method,
             "path": f"/{stage}{path}",
             "stage": stage,
             "requestId": str(uuid.uuid4()),
@@ -146,8 +147,12 @@ class ApiServer:
         control: ControlHandler,
         access_key_id: str,
         secret_access_key: str,
+        region: str,
+        gateway_responses: dict[str, str] | None = None,
     ) -> None:
         self.stage = stage
+        self._region = region
+        self._gateway_responses = gateway_responses or {}
         self.routes = routes
         server = self
 
@@ -209,7 +214,7 @@ class ApiServer:
         self._http.shutdown()
         self._http.server_close()
 
-    def dispatch(
+    def dispatch(  # noqa: PLR0911 (each early answer is one of API Gateway's own refusals)
         self,
         *,
         method: str,
@@ -221,14 +226,17 @@ class ApiServer:
         source_ip: str,
     ) -> tuple[int, bytes, dict[str, str]]:
         stage_prefix = f"/{self.stage}"
-        if path == stage_prefix or path.startswith(stage_prefix + "/"):
-            path = path[len(stage_prefix) :] or "/"
+        if not (path == stage_prefix or path.startswith(stage_prefix + "/")):
+            return self._gateway_error("MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token")
+        path = path[len(stage_prefix) :] or "/"
         candidates = [(route, params) for route in self.routes if (params := route.match(path)) is not None]
         if not candidates:
-            return _error(403, "Missing Authentication Token")
-        chosen = next(((route, params) for route, params in candidates if route.method in (method, "ANY")), None)
+            return self._gateway_error("MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token")
+        chosen = next(((route, params) for route, params in candidates if route.method == method), None) or next(
+            ((route, params) for route, params in candidates if route.method == "ANY"), None
+        )
         if chosen is None:
-            return _error(403, "Missing Authentication Token")
+            return self._gateway_error("MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token")
         route, params = chosen
         caller = None
         if route.authorization == "AWS_IAM":
@@ -240,11 +248,13 @@ class ApiServer:
                     body=body,
                     access_key_id=self._access_key_id,
                     secret_access_key=self._secret_access_key,
+                    region=self._region,
                 )
             except sigv4.SignatureError as refused:
-                return _error(403, str(refused))
+                return self._gateway_error("INVALID_SIGNATURE", 403, str(refused))
         event = rest_proxy_event(
             route=route,
+            method=method,
             path=path,
             path_parameters=params,
             query=query,
@@ -258,12 +268,12 @@ class ApiServer:
         )
         payload, function_error = self._invoke(route.function_arn, event)
         if function_error:
-            return _error(502, "Internal server error")
+            return self._gateway_error("DEFAULT_5XX", 502, "Internal server error")
         try:
             answer = json.loads(payload)
             status = int(answer["statusCode"])
         except (ValueError, KeyError, TypeError):
-            return _error(502, "Malformed Lambda proxy response")
+            return self._gateway_error("DEFAULT_5XX", 502, "Malformed Lambda proxy response")
         response_headers = {k: str(v) for k, v in (answer.get("headers") or {}).items()}
         for key, values in (answer.get("multiValueHeaders") or {}).items():
             response_headers[key] = ",".join(str(v) for v in values)
@@ -272,6 +282,26 @@ class ApiServer:
         response_headers.setdefault("Content-Type", "application/json")
         return status, data, response_headers
 
+    def _gateway_error(self, response_type: str, status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+        """API Gateway's own error answer: the API's gateway response for the type (or its DEFAULT_4XX /
+        DEFAULT_5XX), rendered as API Gateway renders its $context variables; else its built-in body."""
+        fallback = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"  # noqa: PLR2004
+        template = self._gateway_responses.get(response_type) or self._gateway_responses.get(fallback)
+        if template is None:
+            return status, json.dumps({"message": message}).encode(), {"Content-Type": "application/json"}
+        body = template.replace("$context.error.messageString", json.dumps(message)).replace(
+            "$context.requestId", str(uuid.uuid4())
+        )
+        return status, body.encode(), {"Content-Type": "application/json"}
 
-def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
-    return status, json.dumps({"message": message}).encode(), {"Content-Type": "application/json"}
+
+def gateway_responses_from_emulator(account: str, region: str, rest_api_id: str) -> dict[str, str]:
+    """response type -> application/json template, as the API defines them."""
+    from moto.apigateway.models import apigateway_backends  # noqa: PLC0415
+
+    api = apigateway_backends[account][region].get_rest_api(rest_api_id)
+    return {
+        response_type: response.response_templates["application/json"]
+        for response_type, response in api.gateway_responses.items()
+        if (response.response_templates or {}).get("application/json")
+    }

@@ -115,7 +115,16 @@ def _next_cron(fields: list[str], after: datetime, expression: str) -> datetime:
     raise ScheduleError(f"{expression}: never fires within five years")
 
 
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # AWS cron: 1 = Sunday
+MONTH_NAMES = {name: number for number, name in enumerate(MONTHS, start=1)}
+DAY_NAMES = {name: number for number, name in enumerate(DAYS, start=1)}
+
+
 def _values(field: str, low: int, high: int, expression: str) -> set[int]:
+    names = MONTH_NAMES if high == 12 else DAY_NAMES if high == 7 else {}  # noqa: PLR2004
+    for name, number in names.items():
+        field = field.upper().replace(name, str(number))
     if field in {"*", "?"}:
         return set(range(low, high + 1))
     values: set[int] = set()
@@ -155,7 +164,9 @@ class RuleScheduler:
         backends: Callable[[], Iterable[Any]],
         fire: Callable[[Any, datetime], None],
         tick_seconds: float = 0.2,
+        on_error: Callable[[Exception], None] = lambda _exc: None,
     ) -> None:
+        self._on_error = on_error
         self._clock = clock
         self._backends = backends
         self._fire = fire
@@ -177,7 +188,10 @@ class RuleScheduler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
-            self.run_due()
+            try:
+                self.run_due()
+            except Exception as exc:
+                self._on_error(exc)
 
     def refresh(self) -> None:
         """Schedule rules created since the last tick from now, before the clock jumps past them."""
@@ -202,8 +216,9 @@ class RuleScheduler:
     def _refresh(self, now: datetime) -> None:
         live = {}
         for backend in self._backends():
-            for bus in backend.event_buses.values():
-                for rule in bus.rules.values():
+            # Copies: the emulator's request threads add buses and rules meanwhile.
+            for bus in list(backend.event_buses.values()):
+                for rule in list(bus.rules.values()):
                     if rule.scheduled_expression and rule.state == "ENABLED":
                         live[rule.arn] = rule
         for arn in list(self._scheduled):
@@ -211,4 +226,7 @@ class RuleScheduler:
                 del self._scheduled[arn]
         for arn, rule in live.items():
             if arn not in self._scheduled:
-                self._scheduled[arn] = _Scheduled(rule, next_fire(rule.scheduled_expression, now))
+                try:
+                    self._scheduled[arn] = _Scheduled(rule, next_fire(rule.scheduled_expression, now))
+                except ScheduleError as exc:
+                    self._on_error(exc)

@@ -134,7 +134,13 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:
         sandbox.client("autoscaling", worker.region).set_desired_capacity(
             AutoScalingGroupName="spothub-gpu", DesiredCapacity=0
         )
-    n.eventually(lambda: not sandbox.fleet.running(), "every instance is terminated and its agent stopped")
+    n.eventually(
+        lambda: (
+            not sandbox.fleet.running()
+            and all(i.agent is None or i.agent.poll() is not None for i in sandbox.fleet.instances.values())
+        ),
+        "every instance is terminated and its agent stopped",
+    )
     n.show_timeline()
     print(
         f"\n{'all expectations met' if not n.failures else f'{len(n.failures)} expectations failed'}",

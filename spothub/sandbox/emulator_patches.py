@@ -319,19 +319,20 @@ def _deliver_to_state_machine(arn: str, payload: Any) -> None:
 
 
 def _deliver_to_bus(arn: str, event: dict[str, Any]) -> None:
+    """Hand the event, as it is (id, region, account, time), to the rules of another bus."""
     from moto.events.models import events_backends  # noqa: PLC0415
 
     _, _, _, region, account = arn.split(":")[:5]
-    entry = {
-        "Source": event["source"],
-        "DetailType": event["detail-type"],
-        "Detail": json.dumps(event["detail"]),
-        "Resources": event.get("resources", []),
-        "EventBusName": arn,
-        "Time": _epoch(event["time"]),  # moto keeps event times as epoch seconds
-    }
+    backend = events_backends[account][region]
+    bus = backend.describe_event_bus(arn.rsplit("/", 1)[-1])
+    if _hooks:
+        _hooks.on_event(
+            arn, {key: event[key] for key in ("id", "source", "detail-type", "detail", "resources", "region")}
+        )
+    forwarded = {**event, "time": _epoch(event["time"]), "ingestion-time": time.time()}
     # Synchronous, as moto does it, so the timeline keeps cause before effect.
-    events_backends[account][region].put_events([entry])
+    for rule in list(bus.rules.values()):
+        rule.send_to_targets(forwarded)
 
 
 def _epoch(value: Any) -> float:

@@ -52,6 +52,7 @@ class SimulatedInstance:
     state: str = "running"
     terminate_at: float | None = None
     notices: list[str] = field(default_factory=list)
+    rebalance_sent: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,12 +93,14 @@ class Fleet:
         self._record = record
         self._account = account
         self._agent_dir = agent_dir
-        self._agent_environment = agent_environment
+        # Taken now: the process environment changes while a handler runs (its own variables).
+        self._agent_environment = {**os.environ, **agent_environment}
         self._work_dir = work_dir
         self._lock = threading.RLock()
         self.instances: dict[str, SimulatedInstance] = {}
         self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
         self._tick_lock = threading.Lock()
+        self._stopping = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-fleet", daemon=True)
         market.on_change = self._on_market_change
@@ -107,6 +110,7 @@ class Fleet:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
@@ -131,11 +135,15 @@ class Fleet:
     def launch_for_group(self, group: Any, count: int, propagated_tags: dict[str, str]) -> int:
         """Launch up to `count` instances for a moto Auto Scaling group; returns how many launched."""
         launched = 0
-        for _ in range(count):
-            if not self._launch_one(group, propagated_tags):
-                self._retry_at[(group.region, group.name)] = self._clock.now() + LAUNCH_RETRY_SECONDS
-                break
-            launched += 1
+        # One launcher at a time: the emulator's request threads and the fleet's ticks both launch.
+        with self._lock:
+            if self._stopping:
+                return 0
+            for _ in range(count):
+                if not self._launch_one(group, propagated_tags):
+                    self._retry_at[(group.region, group.name)] = self._clock.now() + LAUNCH_RETRY_SECONDS
+                    break
+                launched += 1
         return launched
 
     def _launch_one(self, group: Any, propagated_tags: dict[str, str]) -> bool:
@@ -259,6 +267,7 @@ class Fleet:
         notice_time = _iso(self._clock.now())
         instance.imds.metadata["events/recommendations/rebalance"] = json.dumps({"noticeTime": notice_time})
         instance.notices.append(f"rebalance recommendation at {notice_time}")
+        instance.rebalance_sent = True
         self._record("rebalance", f"{instance_id} in {instance.zone}", {"instance_id": instance_id})
         self._put_aws_event(
             instance.region,
@@ -354,32 +363,36 @@ class Fleet:
     def _reconcile_groups(self, now: float) -> None:
         from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
 
-        regions = {i.region for i in self.instances.values()} | {key[0] for key in self._retry_at}
-        for region in regions:
-            for group in list(autoscaling_backends[self._account][region].autoscaling_groups.values()):
-                missing = (group.desired_capacity or 0) - len(group.active_instances())
-                if missing <= 0:
-                    self._retry_at.pop((region, group.name), None)
-                    continue
-                if self._retry_at.get((region, group.name), 0) > now:
-                    continue
-                self.launch_for_group(group, missing, group.get_propagated_tags())
+        with self._lock:
+            regions = {i.region for i in self.instances.values()} | {key[0] for key in self._retry_at}
+            for region in regions:
+                for group in list(autoscaling_backends[self._account][region].autoscaling_groups.values()):
+                    missing = (group.desired_capacity or 0) - len(group.active_instances())
+                    if missing <= 0:
+                        self._retry_at.pop((region, group.name), None)
+                        continue
+                    if self._retry_at.get((region, group.name), 0) > now:
+                        continue
+                    self.launch_for_group(group, missing, group.get_propagated_tags())
 
     def _on_market_change(self, pool: Pool) -> None:
-        excess = self._market.over_capacity(pool.zone, pool.instance_type)
-        victims = sorted(
-            (
+        """Capacity changed: the newest spot instances beyond it are interrupted; when the pool is
+        left without free capacity, the rest are told they are at elevated risk (rebalance)."""
+        with self._lock:
+            in_pool = [
                 i
                 for i in self.running(pool.region)
-                if i.zone == pool.zone
-                and i.instance_type == pool.instance_type
-                and i.capacity_type == "spot"
-                and i.state == "running"
-            ),
-            key=lambda i: -i.launched_at,
-        )
-        for instance in victims[:excess]:
+                if i.zone == pool.zone and i.instance_type == pool.instance_type and i.capacity_type == "spot"
+            ]
+            interrupting = sum(1 for i in in_pool if i.state == "interrupting")
+            excess = self._market.over_capacity(pool.zone, pool.instance_type) - interrupting
+            running = sorted((i for i in in_pool if i.state == "running"), key=lambda i: -i.launched_at)
+            victims = running[: max(0, excess)]
+            at_risk = [i for i in running[len(victims) :] if pool.free == 0 and not i.rebalance_sent]
+        for instance in victims:
             self.send_interruption_warning(instance.instance_id)
+        for instance in at_risk:
+            self.send_rebalance_recommendation(instance.instance_id)
         if pool.free > 0:
             for key in [k for k in self._retry_at if k[0] == pool.region]:
                 self._retry_at[key] = 0.0
@@ -389,7 +402,6 @@ class Fleet:
             return
         instance.log_path.parent.mkdir(parents=True, exist_ok=True)
         environment = {
-            **os.environ,
             **self._agent_environment,
             "AWS_DEFAULT_REGION": instance.region,
             "AWS_REGION": instance.region,

@@ -170,9 +170,12 @@ class LambdaRuntime:
                     ).encode()
             elapsed = time.monotonic() - started
             if error_type is None and elapsed > runtime.timeout_s:
-                error_type = "Sandbox.Timeout"
+                error_type = "Sandbox.Timedout"  # the error name Step Functions sees for a Lambda timeout
                 payload = json.dumps(
-                    {"errorMessage": f"{request_id} Task timed out after {runtime.timeout_s:.2f} seconds"}
+                    {
+                        "errorMessage": f"{request_id} Task timed out after {runtime.timeout_s:.2f} seconds",
+                        "errorType": error_type,
+                    }
                 ).encode()
             self.invocations.append(
                 Invocation(runtime.name, request_id, time.time(), round(elapsed * 1000, 2), error_type)

@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from spothub.sandbox import emulator_patches
-from spothub.sandbox.api_server import ApiServer, routes_from_emulator
+from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulator, routes_from_emulator
 from spothub.sandbox.clock import RuleScheduler, SandboxClock
 from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
@@ -136,6 +136,13 @@ class Sandbox:
         if Sandbox._running is not None:
             raise SandboxError("a sandbox is already running in this process; stop it first")
         Sandbox._running = self
+        try:
+            return self._start()
+        except Exception:
+            self.stop()
+            raise
+
+    def _start(self) -> Sandbox:
         started = time.monotonic()
         state_dir = self.options.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +175,12 @@ class Sandbox:
 
         self.market, self.fleet = self._start_market(cdk_out, runtime)
         self._api = self._start_api()
-        self._scheduler = RuleScheduler(self.clock, self._events_backends, self._fire_scheduled_rule)
+        self._scheduler = RuleScheduler(
+            self.clock,
+            self._events_backends,
+            self._fire_scheduled_rule,
+            on_error=lambda exc: self.record("failure", f"scheduler: {exc}", {"error": repr(exc)}),
+        )
         self._scheduler.start()
         self.started_in_s = round(time.monotonic() - synthesized, 3)
         self.synth_s = round(synthesized - started, 3)
@@ -177,17 +189,18 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        if self.fleet:
-            self.fleet.stop()
-        if self._scheduler:
-            self._scheduler.stop()
+        # Inbound first (API, scheduler, emulator), so nothing can launch an instance while the fleet stops.
         if self._api:
             self._api.stop()
-        if self._hooks:
-            self._hooks.executor.shutdown(wait=True, cancel_futures=True)
-        emulator_patches.attach(None)
+        if self._scheduler:
+            self._scheduler.stop()
         if self._moto:
             self._moto.stop()
+        if self._hooks:
+            self._hooks.executor.shutdown(wait=True, cancel_futures=True)
+        if self.fleet:
+            self.fleet.stop()
+        emulator_patches.attach(None)
         state_file = self.options.state_dir / "sandbox.json"
         if self.options.write_state_file and state_file.exists():
             state_file.unlink()
@@ -216,8 +229,11 @@ class Sandbox:
             dynamodb = self.client("dynamodb", deployment.region)
             for table in dynamodb.list_tables()["TableNames"]:
                 keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
-                for item in dynamodb.scan(TableName=table, ProjectionExpression=", ".join(keys))["Items"]:
-                    dynamodb.delete_item(TableName=table, Key=item)
+                for page in dynamodb.get_paginator("scan").paginate(
+                    TableName=table, ProjectionExpression=", ".join(keys)
+                ):
+                    for item in page["Items"]:
+                        dynamodb.delete_item(TableName=table, Key=item)
             self._empty_queues(deployment.region)
         self.clock.set_speed(self.options.speed)
         with self._timeline_lock:
@@ -375,6 +391,8 @@ class Sandbox:
             control=ControlSurface(self).handle,
             access_key_id=ACCESS_KEY_ID,
             secret_access_key=SECRET_ACCESS_KEY,
+            region=self.hub.region,
+            gateway_responses=gateway_responses_from_emulator(ACCOUNT, self.hub.region, rest_api_id),
         )
         api.start()
         return api

@@ -7,6 +7,7 @@ constant time.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ def verify(
     body: bytes,
     access_key_id: str,
     secret_access_key: str,
+    region: str,
     now: datetime | None = None,
 ) -> Caller:
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -52,6 +54,8 @@ def verify(
         raise SignatureError("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'")
     if match["service"] != "execute-api":
         raise SignatureError(f"Credential should be scoped to correct service: 'execute-api', not '{match['service']}'")
+    if match["region"] != region:
+        raise SignatureError(f"Credential should be scoped to a valid region, not '{match['region']}'")
     if match["key"] != access_key_id:
         raise SignatureError("The security token included in the request is invalid.")
     amz_date = lowered.get("x-amz-date", "")
@@ -69,6 +73,10 @@ def verify(
     if missing:
         raise SignatureError(f"Signed headers are missing from the request: {', '.join(missing)}")
 
+    # botocore trusts a signed x-amz-content-sha256 instead of hashing the body: check it is the body's.
+    declared_hash = lowered.get("x-amz-content-sha256")
+    if declared_hash is not None and declared_hash != hashlib.sha256(body).hexdigest():
+        raise SignatureError("The provided x-amz-content-sha256 header does not match what was computed.")
     request = AWSRequest(method=method, url=url, data=body, headers={h: lowered[h] for h in signed_headers})
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(

@@ -584,7 +584,7 @@ def test_moto_forwards_to_another_bus_without_resources_or_time() -> None:
     assert '"Time"' not in forwarded
 
 
-def test_forwarding_to_another_bus_keeps_resources_and_time() -> None:
+def test_forwarding_to_another_bus_keeps_the_event_as_it_was_put() -> None:
     from moto.events.models import events_backends  # noqa: PLC0415
 
     target_region = "us-west-2"
@@ -601,7 +601,9 @@ def test_forwarding_to_another_bus_keeps_resources_and_time() -> None:
     assert received["detail"] == {"job": "j-7"}
     assert received["resources"] == sent["resources"]
     assert received["time"] == "2024-05-01T12:00:00Z"
-    assert received["region"] == target_region
+    # As on AWS, a forwarded event keeps the region and id it was put with.
+    assert received["region"] == sent["region"] != target_region
+    assert received["id"] == sent["id"]
 
 
 # --- EC2 and Auto Scaling: the hooks the market and fleet rely on ---------------------------------------

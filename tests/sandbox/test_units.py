@@ -4,6 +4,7 @@ schedule expressions, the spot market and trace replay, and the API server's rou
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -55,13 +56,35 @@ def verify(
     headers: dict[str, str], *, method: str = "POST", url: str = URL, body: bytes = b'{"capacity": 2}', **kw: Any
 ) -> sigv4.Caller:
     return sigv4.verify(
-        method=method, url=url, headers=headers, body=body, access_key_id=KEY_ID, secret_access_key=SECRET, **kw
+        method=method,
+        url=url,
+        headers=headers,
+        body=body,
+        access_key_id=KEY_ID,
+        secret_access_key=SECRET,
+        **{"region": "us-east-1", **kw},
     )
 
 
 def test_a_request_signed_by_botocore_is_accepted() -> None:
-    caller = verify(signed(region="eu-west-1"))
+    caller = verify(signed(region="eu-west-1"), region="eu-west-1")
     assert caller == sigv4.Caller(access_key_id=KEY_ID, region="eu-west-1")
+
+
+def test_a_signature_scoped_to_another_region_is_refused() -> None:
+    with pytest.raises(sigv4.SignatureError, match="region"):
+        verify(signed(region="eu-west-1"))
+
+
+def test_a_signed_payload_hash_must_be_the_bodys() -> None:
+    for declared in ("UNSIGNED-PAYLOAD", hashlib.sha256(b"another body").hexdigest()):
+        request = AWSRequest(
+            method="POST", url=URL, data=b'{"capacity": 2}', headers={"X-Amz-Content-SHA256": declared}
+        )
+        SigV4Auth(Credentials(KEY_ID, SECRET), "execute-api", "us-east-1").add_auth(request)
+        headers = {**dict(request.headers.items()), "Host": urlsplit(URL).netloc}
+        with pytest.raises(sigv4.SignatureError, match="x-amz-content-sha256"):
+            verify(headers)
 
 
 def test_header_names_are_matched_case_insensitively() -> None:
@@ -203,7 +226,6 @@ def test_cron_day_of_week_two_is_always_a_monday() -> None:
         "cron(0 0 32 * ? *)",
         "cron(0 0 ? 13 * *)",
         "cron(0 0 ? * 8 *)",
-        "cron(0 8 ? * MON *)",  # names are not supported by the sandbox scheduler
         "cron(0 8 L * ? *)",
         "cron(0 12-6 * * ? *)",
     ],
@@ -541,6 +563,22 @@ def test_a_route_matches_its_resource_path(resource: str, path: str, parameters:
     assert route("GET", resource).match(path) == parameters
 
 
+def make_server(**overrides: Any) -> ApiServer:
+    """An API server for stage v1 of api abc123, SigV4 with the test credentials for us-east-1."""
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "stage": "v1",
+        "account": "123456789012",
+        "api_id": "abc123",
+        "control": lambda *_args: (404, {}),
+        "access_key_id": KEY_ID,
+        "secret_access_key": SECRET,
+        "region": "us-east-1",
+    }
+    return ApiServer(**{**settings, **overrides})
+
+
 @pytest.fixture
 def api() -> Any:
     calls: list[tuple[str, dict[str, Any]]] = []
@@ -550,21 +588,13 @@ def api() -> Any:
         calls.append((function_arn, event))
         return answers.get(event["resource"], (json.dumps({"statusCode": 200, "body": "{}"}).encode(), None))
 
-    server = ApiServer(
-        host="127.0.0.1",
-        port=0,
-        stage="v1",
-        account="123456789012",
-        api_id="abc123",
+    server = make_server(
         routes=[
             route("GET", "/status", "AWS_IAM"),
             route("GET", "/spot-instances/{id}", "AWS_IAM"),
             route("ANY", "/open/{proxy+}"),
         ],
         invoke=invoke,
-        control=lambda *_args: (404, {}),
-        access_key_id=KEY_ID,
-        secret_access_key=SECRET,
     )
     server.calls = calls  # type: ignore[attr-defined]
     server.answers = answers  # type: ignore[attr-defined]
@@ -612,7 +642,8 @@ def test_dispatch_builds_the_rest_proxy_event(api: Any) -> None:
     assert status == 200
     ((_arn, event),) = api.calls
     assert event["resource"] == "/open/{proxy+}"
-    assert event["httpMethod"] == "ANY"
+    # An ANY method passes the request's own method, as API Gateway does.
+    assert event["httpMethod"] == event["requestContext"]["httpMethod"] == "POST"
     assert event["pathParameters"] == {"proxy": "a/b"}
     assert event["queryStringParameters"] == {"tag": "b", "one": "1"}
     assert event["multiValueQueryStringParameters"] == {"tag": ["a", "b"], "one": ["1"]}
@@ -639,6 +670,27 @@ def test_dispatch_turns_the_function_answer_into_http(api: Any) -> None:
     assert headers == {"X-One": "1", "X-Many": "a,b", "Content-Type": "application/json"}
 
 
+def test_gateway_responses_of_the_api_shape_its_own_errors() -> None:
+    server = make_server(
+        routes=[route("GET", "/status", "AWS_IAM")],
+        invoke=lambda _arn, _event: (b"{}", "Unhandled"),
+        gateway_responses={
+            "DEFAULT_4XX": '{"error": $context.error.messageString, "request_id": "$context.requestId"}',
+            "DEFAULT_5XX": '{"failure": $context.error.messageString}',
+        },
+    )
+    status, data, _ = server.dispatch(
+        method="GET", path="/v1/status", query={}, headers={}, body=b"", url=URL, source_ip="127.0.0.1"
+    )
+    body = json.loads(data)
+    assert (status, body["error"]) == (403, "Missing Authentication Token")
+    assert body["request_id"]
+    status, data, _ = server.dispatch(
+        method="GET", path="/status", query={}, headers={}, body=b"", url=URL, source_ip="127.0.0.1"
+    )
+    assert status == 403, "a path without the stage is refused, as API Gateway does"
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
@@ -659,6 +711,7 @@ def test_dispatch_answers_502_for_function_errors_and_malformed_answers(
 def test_a_binary_body_reaches_the_function_base64_encoded() -> None:
     event = rest_proxy_event(
         route=route("POST", "/upload"),
+        method="POST",
         path="/upload",
         path_parameters={},
         query={},
