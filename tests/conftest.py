@@ -16,3 +16,9 @@ for key, value in {
 }.items():
     os.environ[key] = value
 os.environ.pop("AWS_PROFILE", None)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run the sandbox tests last: `mock_aws()` (unit and integration tests) resets moto's process-wide
+    backends, which would wipe a running session sandbox."""
+    items.sort(key=lambda item: "tests/sandbox/" in str(item.fspath).replace("\\", "/"))
