@@ -13,7 +13,9 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+from pydantic import BaseModel
 
+from stacks.constructs.api_models import api_gateway_schema
 from stacks.nag import acknowledge
 
 STAGE_NAME = "v1"
@@ -101,15 +103,39 @@ class SpothubRestApi(Construct):
             "The AWS-maintained policy of the account-level role API Gateway uses to write access logs.",
         )
 
-    def add_route(self, method: str, path: str, function: lambda_.IFunction) -> apigw.Method:
-        """Proxy `method path` to `function`, behind AWS_IAM authorization and request validation."""
+    def add_route(
+        self,
+        method: str,
+        path: str,
+        function: lambda_.IFunction,
+        *,
+        request_model: type[BaseModel] | None = None,
+    ) -> apigw.Method:
+        """Proxy `method path` to `function`, behind AWS_IAM authorization and request validation;
+        with `request_model`, API Gateway also checks the JSON body against it."""
         resource = self.api.root.resource_for_path(path)
+        request_models = None
+        model_resource = None
+        if request_model is not None:
+            name = request_model.__name__
+            model_resource = apigw.CfnModel(
+                self,
+                f"Model{name}",
+                rest_api_id=self.api.rest_api_id,
+                content_type="application/json",
+                name=name,
+                schema=api_gateway_schema(request_model),
+            )
+            request_models = {"application/json": apigw.Model.from_model_name(self, f"Model{name}Ref", name)}
         added = resource.add_method(
             method,
             apigw.LambdaIntegration(function, proxy=True),
             authorization_type=apigw.AuthorizationType.IAM,
             request_validator=self.validator,
+            request_models=request_models,
         )
+        if model_resource is not None:
+            added.node.add_dependency(model_resource)
         self.routes.append(Route(method, path, function.node.path))
         return added
 

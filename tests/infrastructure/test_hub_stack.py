@@ -233,3 +233,41 @@ def test_spot_finder_knows_the_instance_types_and_regions(reference: Synthesized
             },
         },
     )
+
+
+def test_a_route_with_a_request_model_makes_api_gateway_check_the_body(tmp_path) -> None:
+    from aws_cdk import App, Stack  # noqa: PLC0415
+    from aws_cdk import aws_lambda as lambda_  # noqa: PLC0415
+    from aws_cdk.assertions import Template  # noqa: PLC0415
+    from pydantic import BaseModel  # noqa: PLC0415
+
+    from stacks.constructs.log_retention import log_retention  # noqa: PLC0415
+    from stacks.constructs.rest_api import SpothubRestApi  # noqa: PLC0415
+
+    class ProvisioningRequest(BaseModel):
+        action: str
+
+    stack = Stack(App(outdir=str(tmp_path)), "Api")
+    api = SpothubRestApi(stack, "RestApi", prefix="spothub", log_retention=log_retention(30))
+    function = lambda_.Function(
+        stack, "Fn", runtime=lambda_.Runtime.PYTHON_3_14, handler="h.h", code=lambda_.Code.from_inline("x")
+    )
+    api.add_route("POST", "/spot-provisioning", function, request_model=ProvisioningRequest)
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::ApiGateway::Model",
+        {
+            "Name": "ProvisioningRequest",
+            "ContentType": "application/json",
+            "Schema": Match.object_like({"$schema": "http://json-schema.org/draft-04/schema#", "required": ["action"]}),
+        },
+    )
+    template.has_resource(
+        "AWS::ApiGateway::Method",
+        {
+            "Properties": Match.object_like(
+                {"HttpMethod": "POST", "RequestModels": {"application/json": "ProvisioningRequest"}}
+            ),
+            "DependsOn": Match.array_with([Match.string_like_regexp("RestApiModelProvisioningRequest")]),
+        },
+    )
