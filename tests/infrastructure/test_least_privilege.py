@@ -87,15 +87,19 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(reference: Synt
                 )
 
 
-def test_status_function_may_only_get_items_from_the_state_table(reference: Synthesized) -> None:
+def _function_actions(reference: Synthesized, role_prefix: str) -> set[str]:
+    """Every action the hub function whose role's logical id starts with `role_prefix` may call."""
     policies = reference.resources("spothub-hub", "AWS::IAM::Policy")
-    (status_policy,) = [p for logical_id, p in policies.items() if logical_id.startswith("PlatformStatusRole")]
-    actions = {
+    (policy,) = [p for logical_id, p in policies.items() if logical_id.startswith(role_prefix)]
+    return {
         action
-        for statement in status_policy["Properties"]["PolicyDocument"]["Statement"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
         for action in _as_list(statement["Action"])
     }
-    assert actions == {
+
+
+def test_status_function_may_only_get_items_from_the_state_table(reference: Synthesized) -> None:
+    assert _function_actions(reference, "PlatformStatusRole") == {
         "dynamodb:GetItem",
         "kms:Decrypt",
         "logs:CreateLogStream",
@@ -107,14 +111,7 @@ def test_status_function_may_only_get_items_from_the_state_table(reference: Synt
 
 
 def test_spot_finder_reads_spot_data_and_queries_exclusions_only(reference: Synthesized) -> None:
-    policies = reference.resources("spothub-hub", "AWS::IAM::Policy")
-    (finder_policy,) = [p for logical_id, p in policies.items() if logical_id.startswith("SpotFinderRole")]
-    actions = {
-        action
-        for statement in finder_policy["Properties"]["PolicyDocument"]["Statement"]
-        for action in _as_list(statement["Action"])
-    }
-    assert actions == {
+    assert _function_actions(reference, "SpotFinderRole") == {
         "dynamodb:Query",
         "ec2:DescribeSpotPriceHistory",
         "ec2:GetSpotPlacementScores",
