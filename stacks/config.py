@@ -315,6 +315,13 @@ def _describe(error: Any) -> str:
     return f"context key '{location}': {message}"
 
 
+def cdk_json_context() -> dict[str, Any]:
+    """The context `cdk.json` gives every `cdk` command (feature flags), for runs of the app without the CLI."""
+    from stacks.paths import REPO_ROOT  # noqa: PLC0415
+
+    return json.loads((REPO_ROOT / "cdk.json").read_text()).get("context", {})
+
+
 def context_keys() -> list[str]:
     """The context keys spothub reads, for documentation and error messages."""
     return [field.alias or name for name, field in SpothubConfig.model_fields.items()]

@@ -101,12 +101,24 @@ MISSING_ATTRIBUTES: dict[tuple[str, str], dict[str, Callable[[Any], str]]] = {
 }
 
 
-def _wrap_create(model: type, adapter: PropertyAdapter) -> None:
+def _wrap_create(
+    model: type,
+    *,
+    adapter: PropertyAdapter | None = None,
+    finish: Callable[[Any, dict[str, Any]], None] | None = None,
+) -> None:
+    """Wrap a moto model's CloudFormation create: `adapter` changes the template's properties before it,
+    `finish` the created model (with the template's properties) after it."""
     original = model.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
     def create(cls: type, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        adapted = {**cloudformation_json, "Properties": adapter(dict(cloudformation_json.get("Properties", {})))}
-        return original(cls, resource_name, adapted, *args, **kwargs)
+        properties = dict(cloudformation_json.get("Properties", {}))
+        if adapter is not None:
+            cloudformation_json = {**cloudformation_json, "Properties": adapter(properties)}
+        created = original(cls, resource_name, cloudformation_json, *args, **kwargs)
+        if finish is not None:
+            finish(created, properties)
+        return created
 
     model.create_from_cloudformation_json = classmethod(create)  # type: ignore[assignment]
 
@@ -147,7 +159,7 @@ def _lambda_function_invoke(self: Any, body: str, request_headers: Any, response
     event = json.loads(body) if body else {}
     invocation_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
     if invocation_type == "Event":
-        _require_hooks().executor.submit(_invoke_async, self, event)
+        invoke_async(self, event)
         return b""
     if invocation_type == "DryRun":
         return b""
@@ -187,17 +199,9 @@ def _invoke_with_retries(function: Any, event: Any) -> None:
     hooks.on_failure("lambda-async", {**details, "dead_letter_queue": target})
 
 
-def _lambda_create_keeping_dead_letter(model: type) -> None:
+def _keep_dead_letter_target(function: Any, properties: dict[str, Any]) -> None:
     # moto drops DeadLetterConfig from the CloudFormation properties; keep it on the function.
-    original = model.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
-
-    def create(cls: type, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        function = original(cls, resource_name, cloudformation_json, *args, **kwargs)
-        dead_letter = cloudformation_json.get("Properties", {}).get("DeadLetterConfig", {})
-        function.spothub_dead_letter_arn = dead_letter.get("TargetArn")
-        return function
-
-    model.create_from_cloudformation_json = classmethod(create)  # type: ignore[assignment]
+    function.spothub_dead_letter_arn = properties.get("DeadLetterConfig", {}).get("TargetArn")
 
 
 def _send_to_sqs(
@@ -449,7 +453,7 @@ def apply() -> None:
 
         for module_name, class_name, adapter in PROPERTY_ADAPTERS.values():
             model = getattr(importlib.import_module(module_name), class_name)
-            _wrap_create(model, adapter)
+            _wrap_create(model, adapter=adapter)
         for (module_name, class_name), attributes in MISSING_ATTRIBUTES.items():
             _add_attributes(getattr(importlib.import_module(module_name), class_name), attributes)
         from spothub.sandbox import cfn_resources  # noqa: PLC0415
@@ -468,7 +472,7 @@ def apply() -> None:
 
         global _original_send_to_targets, _original_put_events  # noqa: PLW0603
         lambda_models.LambdaFunction.invoke = _lambda_function_invoke  # type: ignore[method-assign]
-        _lambda_create_keeping_dead_letter(lambda_models.LambdaFunction)
+        _wrap_create(lambda_models.LambdaFunction, finish=_keep_dead_letter_target)
         _original_send_to_targets = events_models.Rule.send_to_targets
         events_models.Rule.send_to_targets = _rule_send_to_targets  # type: ignore[method-assign]
         _original_put_events = events_models.EventsBackend.put_events

@@ -30,6 +30,7 @@ from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
+from stacks.config import cdk_json_context
 from stacks.paths import REPO_ROOT
 
 ACCOUNT = "123456789012"
@@ -87,13 +88,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def synthesize(outdir: Path, context: dict[str, Any]) -> Path:
     """Run the CDK app as `cdk synth` does: cdk.json's context beneath the given one."""
-    cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
     if outdir.exists():
         shutil.rmtree(outdir)
     env = {
         **os.environ,
         "CDK_OUTDIR": str(outdir),
-        "CDK_CONTEXT_JSON": json.dumps({**cdk_json.get("context", {}), **context}),
+        "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), **context}),
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": os.environ.get(
             "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20"
         ),

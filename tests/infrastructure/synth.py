@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,10 @@ from aws_cdk import App
 from aws_cdk.assertions import Template
 
 from stacks.app_builder import build_stacks
-from stacks.config import SpothubConfig
-from stacks.paths import REPO_ROOT
+from stacks.config import SpothubConfig, cdk_json_context
 
 # The reference deployment: a hub and two worker regions.
 REFERENCE_CONTEXT = {"hubRegion": "us-east-1", "workerRegions": "us-west-2,eu-west-1"}
-
-
-def cdk_json_context() -> dict[str, Any]:
-    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
 
 
 @dataclass

@@ -41,24 +41,23 @@ class ExclusionStore:
 
     def exclude(self, region: str, until: float, reason: str) -> bool:
         """Exclude `region` until `until`; False when a longer exclusion already stands (kept as is)."""
+        until_value = Decimal(str(round(until, 3)))
         try:
             self._table.put_item(
                 Item={
                     PARTITION_KEY: EXCLUSION_PARTITION,
                     SORT_KEY: region,
-                    "until": Decimal(str(round(until, 3))),
+                    "until": until_value,
                     "reason": reason,
                     TTL_ATTRIBUTE: int(until) + TTL_GRACE_SECONDS,
                 },
                 # A late or duplicate capacity report must not shorten an exclusion a newer one set.
                 ConditionExpression="attribute_not_exists(#until) OR #until < :until",
                 ExpressionAttributeNames={"#until": "until"},
-                ExpressionAttributeValues={":until": Decimal(str(round(until, 3)))},
+                ExpressionAttributeValues={":until": until_value},
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response["Error"].get("Code") == "ConditionalCheckFailedException":
                 return False
-            raise DependencyUnavailable(f"exclusion of {region} could not be written: {reason_of(exc)}") from exc
-        except BotoCoreError as exc:
             raise DependencyUnavailable(f"exclusion of {region} could not be written: {reason_of(exc)}") from exc
         return True
