@@ -132,6 +132,12 @@ class SpothubConfig(BaseModel):
     max_instances_per_region: Annotated[int, Field(ge=1, le=100, alias="maxInstancesPerRegion")] = 2
     root_volume_gib: Annotated[int, Field(ge=30, le=16384, alias="rootVolumeGiB")] = 200
     log_retention_days: int = Field(30, alias="logRetentionDays")
+    # The serving replica: an OpenAI-compatible server (SGLang by default) on one GPU, weights cached on EFS.
+    serving_image: str = Field("lmsysorg/sglang:v0.4.6.post1-cu124", alias="servingImage", min_length=3)
+    serving_model: str = Field("Qwen/Qwen2.5-7B-Instruct", alias="servingModel", min_length=1)
+    serving_port: Annotated[int, Field(ge=1024, le=65535, alias="servingPort")] = 30000
+    # How often the worker state machines look at the group and the task (simulated time in the sandbox).
+    poll_seconds: Annotated[int, Field(ge=1, le=600, alias="pollSeconds")] = 15
 
     @field_validator("worker_regions", "instance_types", mode="before")
     @classmethod

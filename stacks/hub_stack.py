@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source, WorkerReport
+from spothub_core.logic.provisioning import ToggleRequest
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import AlertsTopic
 from stacks.constructs.dependency_layer import DependencyLayer
@@ -18,9 +21,23 @@ from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, SpothubFunction
 from stacks.constructs.rest_api import SpothubRestApi
-from stacks.nag import acknowledge
+from stacks.constructs.state_machine import SpothubStateMachine
+from stacks.nag import acknowledge, invoke_versions_rule, nag_resource
 
 EVENT_ARCHIVE_RETENTION = Duration.days(30)
+# Named actions on the deployment's key, for writers of the state table and publishers to the topic.
+KMS_READ_WRITE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+ORCHESTRATOR_DURATIONS = {
+    # A worker reports progress at each step (group scaled, instance in service); silence this long means lost.
+    "LaunchHeartbeatSeconds": 20 * 60,
+    # Boot, image pull and model load of a large model, with margin.
+    "LaunchTimeoutSeconds": 60 * 60,
+    "TeardownTimeoutSeconds": 20 * 60,
+    # No spot region and no on-demand fallback: look again this often.
+    "CapacityRetrySeconds": 5 * 60,
+    # Loops per execution before it continues as a new one (execution history is capped at 25,000 events).
+    "AttemptsPerExecution": 200,
+}
 
 
 class HubStack(Stack):
@@ -90,7 +107,10 @@ class HubStack(Stack):
             )
         )
         self.spot_finder = finder
+        # Read (switch, replicas) and nothing else: the finder decides, the capacity handler writes.
+        self.state_table.grant(finder.function, "dynamodb:GetItem")
 
+        self._add_spot_provisioning()
         self._publish_parameters()
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spothub API (SigV4 signed)")
         CfnOutput(self, "StateTableName", value=self.state_table.table_name)
@@ -119,6 +139,196 @@ class HubStack(Stack):
             environment=environment,
             **kwargs,
         )
+
+    def _add_spot_provisioning(self) -> None:
+        """Toggle, instance details, capacity handler, the orchestrator, and the routes between regions."""
+        config = self.config
+        retention = log_retention(config.log_retention_days)
+        orchestrator_name = f"{config.prefix}-spot-orchestrator"
+        # Built from the name: the capacity handler starts the orchestrator that invokes it (no cycle).
+        orchestrator_arn = self.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=orchestrator_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        orchestrator_executions = orchestrator_arn.replace(":stateMachine:", ":execution:")
+        self.active_instance_parameter = ssm.StringParameter(
+            self,
+            "Param-active-instance",
+            parameter_name=f"{config.ssm_prefix}/active-instance",
+            string_value="none",
+            description=f"spothub {config.prefix}: the serving instance (JSON), written by the capacity handler",
+        )
+
+        toggle = self.hub_function(
+            "ToggleProvisioning",
+            concern="toggle_provisioning",
+            description="POST /spot-provisioning: enable or disable spot provisioning",
+            environment={
+                "SPOTHUB_INSTANCE_TYPES": ",".join(config.instance_types),
+                "SPOTHUB_ORCHESTRATOR_ARN": orchestrator_arn,
+                "SPOTHUB_HUB_BUS": self.bus.event_bus_name,
+            },
+        )
+        self.state_table.grant(
+            toggle.function, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"
+        )
+        self.alerts.key.grant(toggle.function, *KMS_READ_WRITE)
+        self.bus.grant_put_events_to(toggle.function)
+        toggle.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="StartOrchestrator", actions=["states:StartExecution"], resources=[orchestrator_arn]
+            )
+        )
+        toggle.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="StopOrchestrator",
+                actions=["states:StopExecution"],
+                resources=[orchestrator_arn.replace(":stateMachine:", ":execution:") + ":*"],
+            )
+        )
+        self.api.add_route("POST", "/spot-provisioning", toggle.function, request_model=ToggleRequest)
+
+        details = self.hub_function(
+            "InstanceDetails",
+            concern="instance_details",
+            description="GET /spot-instances: where the replicas run",
+        )
+        self.state_table.grant(details.function, "dynamodb:GetItem", "dynamodb:Query")
+        self.alerts.key.grant_decrypt(details.function)
+        self.api.add_route("GET", "/spot-instances", details.function)
+
+        handler_environment = {
+            "SPOTHUB_HUB_BUS": self.bus.event_bus_name,
+            "SPOTHUB_ORCHESTRATOR_ARN": orchestrator_arn,
+            "SPOTHUB_ACTIVE_INSTANCE_PARAMETER": self.active_instance_parameter.parameter_name,
+        }
+        if config.hosted_zone_id and config.endpoint_name:
+            handler_environment["SPOTHUB_HOSTED_ZONE_ID"] = config.hosted_zone_id
+            handler_environment["SPOTHUB_ENDPOINT_NAME"] = config.endpoint_name
+        handler = self.hub_function(
+            "CapacityHandler",
+            concern="capacity_handler",
+            description="Dispatch launches and teardowns to worker regions, consume their reports",
+            environment=handler_environment,
+        )
+        self.capacity_handler = handler
+        self.state_table.grant(
+            handler.function, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"
+        )
+        self.alerts.key.grant(handler.function, *KMS_READ_WRITE)
+        self.bus.grant_put_events_to(handler.function)
+        self.active_instance_parameter.grant_write(handler.function)
+        handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AnswerOrchestrator",
+                actions=["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
+                resources=[orchestrator_arn],
+            )
+        )
+        handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="StartOrchestrator", actions=["states:StartExecution"], resources=[orchestrator_arn]
+            )
+        )
+        if config.hosted_zone_id and config.endpoint_name:
+            handler.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="MoveEndpoint",
+                    actions=["route53:ChangeResourceRecordSets"],
+                    resources=[
+                        self.format_arn(
+                            service="route53",
+                            region="",
+                            account="",
+                            resource="hostedzone",
+                            resource_name=config.hosted_zone_id,
+                        )
+                    ],
+                    conditions={
+                        "ForAllValues:StringEquals": {
+                            "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
+                                config.endpoint_name.rstrip(".").lower()
+                            ]
+                        }
+                    },
+                )
+            )
+
+        self.orchestrator = SpothubStateMachine(
+            self,
+            "SpotOrchestrator",
+            name="spot_orchestrator",
+            state_machine_name=orchestrator_name,
+            substitutions={
+                "SpotFinderArn": self.spot_finder.function.function_arn,
+                "CapacityHandlerArn": handler.function.function_arn,
+                "AlertsTopicArn": self.alerts.topic.topic_arn,
+            },
+            numbers=ORCHESTRATOR_DURATIONS,
+            log_retention=retention,
+        ).state_machine
+        self.spot_finder.function.grant_invoke(self.orchestrator)
+        handler.function.grant_invoke(self.orchestrator)
+        # Named actions, not grant_publish (which adds kms:GenerateDataKey* for the encrypted topic).
+        self.orchestrator.add_to_role_policy(
+            iam.PolicyStatement(sid="Alert", actions=["sns:Publish"], resources=[self.alerts.topic.topic_arn])
+        )
+        self.alerts.key.grant(self.orchestrator, *KMS_READ_WRITE)
+        for function in (self.spot_finder.function, handler.function):
+            acknowledge(
+                self,
+                invoke_versions_rule(function),
+                "grant_invoke adds <function ARN>:* so the orchestrator may invoke this one function's versions.",
+            )
+        acknowledge(
+            toggle,
+            f"AwsSolutions-IAM5[Resource::{nag_resource(self, orchestrator_executions)}:*]",
+            "StopExecution on the executions of this deployment's orchestrator only; their names are not known ahead.",
+        )
+
+        reports = events.Rule(
+            self,
+            "WorkerReports",
+            event_bus=self.bus,
+            description="Worker reports and forwarded launch failures to the capacity handler",
+            event_pattern=events.EventPattern(
+                source=events.Match.any_of(
+                    events.Match.exact_string(str(Source.WORKER)),
+                    events.Match.exact_string(AWS_EVENT_SOURCES[AwsEvent.LAUNCH_UNSUCCESSFUL]),
+                ),
+                detail_type=[r.value for r in WorkerReport] + [AwsEvent.LAUNCH_UNSUCCESSFUL.value],
+            ),
+        )
+        reports.add_target(
+            targets.LambdaFunction(
+                handler.function,
+                dead_letter_queue=self.failed_invocations.queue,
+                retry_attempts=8,
+                max_event_age=Duration.hours(2),
+            )
+        )
+        for region in config.deployed_worker_regions:
+            worker_bus = events.EventBus.from_event_bus_arn(
+                self,
+                f"WorkerBus-{region}",
+                self.format_arn(
+                    service="events", region=region, resource="event-bus", resource_name=config.worker_bus_name
+                ),
+            )
+            rule = events.Rule(
+                self,
+                f"CommandsTo-{region}",
+                event_bus=self.bus,
+                description=f"Launch and teardown commands for {region}",
+                event_pattern=events.EventPattern(
+                    source=[str(Source.HUB)],
+                    detail_type=[c.value for c in HubCommand],
+                    detail={"region": [region]},
+                ),
+            )
+            rule.add_target(targets.EventBus(worker_bus, dead_letter_queue=self.failed_invocations.queue))
 
     def _publish_parameters(self) -> None:
         """The few values agents and operators read, under /spothub/<prefix>/."""

@@ -37,3 +37,15 @@ def _render_part(part: object) -> str:
     if isinstance(part, dict) and "Ref" in part:
         return f"<{part['Ref']}>"
     raise ValueError(f"cannot render {part!r} as part of a cdk-nag resource")
+
+
+def invoke_versions_rule(function: IConstruct) -> str:
+    """The finding `grant_invoke` raises: `<function ARN>:*` covers the function's versions and aliases."""
+    child = function.node.default_child
+    return f"AwsSolutions-IAM5[Resource::<{Stack.of(function).get_logical_id(child)}.Arn>:*]"  # type: ignore[arg-type]
+
+
+STATE_MACHINE_REASON = (
+    "Resource::* is X-Ray (PutTraceSegments, GetSampling*) and CloudWatch Logs delivery (CreateLogDelivery and "
+    "friends), which support no resource-level permissions."
+)

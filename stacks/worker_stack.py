@@ -10,10 +10,14 @@ from constructs import Construct
 
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import AlertsTopic
+from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.event_forwarding import EventForwarding
 from stacks.constructs.failure_queue import FailureQueue
-from stacks.constructs.gpu_capacity import GpuCapacity
+from stacks.constructs.gpu_capacity import MODEL_CACHE_MOUNT, GpuCapacity
 from stacks.constructs.log_retention import log_retention
+from stacks.constructs.python_function import ARCHITECTURE, RUNTIME
+from stacks.constructs.serving_task import ServingTask
+from stacks.constructs.worker_automation import WorkerAutomation
 from stacks.constructs.worker_network import WorkerNetwork
 
 
@@ -47,6 +51,28 @@ class WorkerStack(Stack):
         self.undelivered = FailureQueue(
             self, "UndeliveredEvents", purpose="events that could not reach the hub bus", alerts=self.alerts.topic
         )
+        self.failed_invocations = FailureQueue(
+            self, "FailedInvocations", purpose="Lambda invocations that failed every retry", alerts=self.alerts.topic
+        )
+        self.serving = ServingTask(
+            self,
+            "Serving",
+            config=config,
+            model_cache_mount=MODEL_CACHE_MOUNT,
+            log_group=self.capacity.workload_logs,
+        )
+        self.automation = WorkerAutomation(
+            self,
+            "Automation",
+            config=config,
+            capacity=self.capacity,
+            serving=self.serving,
+            worker_bus=self.bus,
+            hub_bus_arn=self.hub_bus_arn,
+            layer=DependencyLayer(self, "Dependencies", runtime=RUNTIME, architecture=ARCHITECTURE).layer,
+            dead_letter_queue=self.failed_invocations.queue,
+            log_retention=log_retention(config.log_retention_days),
+        )
         EventForwarding(
             self,
             "ForwardToHub",
@@ -60,4 +86,5 @@ class WorkerStack(Stack):
         CfnOutput(self, "ClusterName", value=self.capacity.cluster.cluster_name)
         CfnOutput(self, "ModelCacheFileSystemId", value=self.capacity.model_cache.file_system_id)
         CfnOutput(self, "WorkerBusArn", value=self.bus.event_bus_arn)
+        CfnOutput(self, "ServingTaskFamily", value=self.serving.task_definition.family)
         CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)

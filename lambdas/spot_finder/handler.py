@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
 from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.logic.spot_finder import FindRequest, find_regions
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
@@ -25,7 +26,9 @@ class SpotFinderSettings(HubSettings):
 
 
 settings = load_settings(SpotFinderSettings)
-exclusions = ExclusionStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+table = boto3.resource("dynamodb").Table(settings.state_table_name)
+exclusions = ExclusionStore(table)
+provisioning = ProvisioningStore(table)
 
 
 @cache
@@ -38,8 +41,31 @@ def ec2_for(region: str) -> Any:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FindRequest.model_validate(event or {})
+    switch = provisioning.config()
+    # The operator's choices on the switch apply unless the caller named its own.
+    request = request.model_copy(
+        update={
+            "instance_types": request.instance_types or switch.get("instance_types"),
+            "allowed_regions": request.allowed_regions or switch.get("allowed_regions"),
+            "denied_regions": request.denied_regions or switch.get("denied_regions") or [],
+        }
+    )
+    occupied = {
+        r["region"]: r["replica_id"]
+        for r in provisioning.replicas()
+        if r.get("region") and r["replica_id"] != request.replica_id and r.get("status") in ("serving", "replacing")
+    }
+    occupied.update(
+        {
+            r["target_region"]: r["replica_id"]
+            for r in provisioning.replicas()
+            if r.get("target_region") and r["replica_id"] != request.replica_id and r.get("status") != "stopped"
+        }
+    )
     result = find_regions(
         request,
+        occupied=occupied,
+        on_demand_fallback=settings.capacity_fallback == "on-demand",
         worker_regions=settings.worker_regions,
         default_instance_types=settings.instance_types,
         scoring_region=settings.hub_region,

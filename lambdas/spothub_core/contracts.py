@@ -35,3 +35,33 @@ AWS_EVENT_SOURCES: dict[AwsEvent, str] = {
 
 # The metric namespace of every spothub metric: Lambda metrics and the agent's heartbeat.
 METRICS_NAMESPACE = "Spothub"
+
+
+class HubCommand(StrEnum):
+    """Commands the hub puts on its bus for one worker region (`detail.region`), source `spothub.hub`."""
+
+    LAUNCH_REQUESTED = "Spothub Launch Requested"
+    TEARDOWN_REQUESTED = "Spothub Teardown Requested"
+
+
+class WorkerReport(StrEnum):
+    """Reports a worker region sends back to the hub bus, source `spothub.worker`."""
+
+    LAUNCH_PROGRESS = "Spothub Launch Progress"
+    LAUNCH_SUCCEEDED = "Spothub Launch Succeeded"
+    LAUNCH_FAILED = "Spothub Launch Failed"
+    TEARDOWN_COMPLETED = "Spothub Teardown Completed"
+    CAPACITY_NOTICE = "Spothub Capacity Notice"
+
+
+class TaskError(StrEnum):
+    """Error names the state machines catch (statemachines/*.asl.json): the capacity handler fails task
+    tokens with them, and functions raise exceptions of the same class names (Lambda's errorType)."""
+
+    CAPACITY = "CapacityError"
+    TRANSIENT = "TransientError"
+    FATAL = "FatalError"
+    SUPERSEDED = "Superseded"
+
+
+CONTRACT_VERSION = "1"

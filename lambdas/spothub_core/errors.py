@@ -21,3 +21,21 @@ class Conflict(SpothubError):
 
 class DependencyUnavailable(SpothubError):
     """An AWS service spothub depends on did not answer; retrying later may succeed."""
+
+
+# Raised inside state machine tasks; the class names are the error names the ASL catches
+# (spothub_core.contracts.TaskError), since Lambda reports an exception's class name as its errorType.
+class CapacityError(SpothubError):
+    """The region cannot give us the instance now: exclude it for a while and try the next."""
+
+
+class TransientError(SpothubError):
+    """A call failed, not the capacity: retried with backoff and a cap."""
+
+
+class FatalError(SpothubError):
+    """Retrying cannot help (bad image, missing permission): stop and alert."""
+
+
+class Superseded(SpothubError):
+    """Provisioning changed (disabled, or enabled anew) since this work was started: stop quietly."""

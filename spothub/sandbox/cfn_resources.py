@@ -147,6 +147,27 @@ class ApiGatewayRequestValidator(EmulatedResource):
         return validator.id, {}
 
 
+class ApiGatewayModel(EmulatedResource):
+    """A request model. The sandbox API does not check bodies against it: the handler's pydantic model,
+    from which the schema is generated, answers the same 400s one step later."""
+
+    TYPE = "AWS::ApiGateway::Model"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.apigateway.models import apigateway_backends  # noqa: PLC0415
+
+        schema = properties.get("Schema")
+        model = apigateway_backends[account_id][region].create_model(
+            properties["RestApiId"],
+            properties.get("Name", logical_id),
+            properties.get("ContentType", "application/json"),
+            properties.get("Description", ""),
+            json.dumps(schema) if isinstance(schema, dict) else schema,
+        )
+        return model.name, {}
+
+
 class ApiGatewayGatewayResponse(EmulatedResource):
     TYPE = "AWS::ApiGateway::GatewayResponse"
 
@@ -282,6 +303,28 @@ class EcsClusterCapacityProviderAssociations(EmulatedResource):
             _camel(properties.get("DefaultCapacityProviderStrategy", [])),
         )
         return properties["Cluster"], {}
+
+
+class StepFunctionsStateMachine(EmulatedResource):
+    """moto's own CloudFormation model ignores DefinitionSubstitutions and creates the machine in the
+    backend that only records executions; this one substitutes, and creates it where the emulator's
+    Step Functions API (with its interpreter) finds it."""
+
+    TYPE = "AWS::StepFunctions::StateMachine"
+    ATTRIBUTES = ("Arn", "Name")
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
+
+        definition = properties.get("DefinitionString") or json.dumps(properties.get("Definition", {}))
+        for key, value in (properties.get("DefinitionSubstitutions") or {}).items():
+            definition = definition.replace("${" + key + "}", str(value))
+        name = properties.get("StateMachineName", logical_id)
+        machine = get_backend(account_id, region).create_state_machine(
+            name, definition, properties["RoleArn"], sm_type=properties.get("StateMachineType", "STANDARD")
+        )
+        return machine.arn, {"Arn": machine.arn, "Name": name}
 
 
 def register() -> list[str]:

@@ -50,12 +50,11 @@ class Narrator:
         return self.expect(True, claim, evidence)
 
 
-def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:
+def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: PLR0915 (one narrated story)
     """Play the scenario on a started sandbox; returns the expectations that failed."""
     n = Narrator(sandbox, out)
     hub_region = sandbox.hub.region
     west = sandbox.workers[0].region
-    east = sandbox.workers[-1].region
     if sandbox.fleet is None or sandbox.market is None:
         raise SandboxError("the demo needs the sandbox's market and fleet")
 
@@ -94,59 +93,130 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:
     prices = sandbox.client("ec2", west).describe_spot_price_history(InstanceTypes=["g5.xlarge"])["SpotPriceHistory"]
     n.expect(bool(prices), "DescribeSpotPriceHistory gives the market's prices", f"{len(prices)} zone prices")
 
-    n.chapter(f"A GPU instance launches on spot capacity in {west} and runs the real agent")
-    sandbox.client("autoscaling", west).set_desired_capacity(AutoScalingGroupName="spothub-gpu", DesiredCapacity=1)
-    instance = sandbox.wait_for(lambda: next(iter(sandbox.fleet.running(west)), None), timeout_s=15)
-    n.expect(instance.capacity_type == "spot", "the group launched a spot instance", instance.instance_id)
-    n.eventually(
-        lambda: '"event": "started"' in _read(instance.log_path),
-        "its agent started and read its configuration from IMDS and the instance tags",
+    # Slow enough that a replacement's boot and model load fit inside an interruption's two minutes.
+    sandbox.clock.set_speed(DEMO_SPEED)
+    best, second = _ranked_regions(sandbox)
+
+    n.chapter(f"Enable: {best} ranks first but has no spot capacity left; the replica lands in {second}")
+    for pool in sandbox.market.pools(best):
+        # The placement score still says 10: launch failures, not scores, are the last word.
+        sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=0, placement_score=10)
+    enabled = sandbox.request("POST", "spot-provisioning", {"action": "enable"})
+    n.expect(enabled.status_code == HTTPStatus.OK, "POST /spot-provisioning enable answers 200", enabled.text)
+    placed = _serving(n, sandbox, "the replica is serving")
+    first = placed["instances"][0] if placed else {}
+    n.expect(placed.get("region") == second, f"GET /spot-instances shows it in {second}", _where(placed))
+    excluded = (
+        sandbox.client("dynamodb")
+        .get_item(TableName=sandbox.hub.outputs["StateTableName"], Key={"pk": {"S": "EXCLUSION"}, "sk": {"S": best}})
+        .get("Item", {})
+    )
+    n.expect(
+        bool(excluded),
+        f"the launch in {best} failed for capacity and {best} is excluded for a while",
+        excluded.get("reason", {}).get("S", "")[:120],
+    )
+    again = sandbox.request("POST", "spot-provisioning", {"action": "enable"})
+    n.expect(
+        again.status_code == HTTPStatus.OK and len(_live(sandbox)) == 1,
+        "enabling again keeps one replica",
+        f"{len(_live(sandbox))} running",
+    )
+    bad = sandbox.request("POST", "spot-provisioning", {"action": "start"})
+    n.expect(
+        bad.status_code == HTTPStatus.BAD_REQUEST and "enable" in bad.text,
+        "an unknown action is a 400 naming the allowed values",
+        bad.text[:160],
     )
 
-    n.chapter(f"No spot capacity in {east}: the launch failure reaches the hub")
-    for pool in sandbox.market.pools(east):
+    old = first.get("instance_id", "")
+    old_region = placed.get("region") or second
+    n.chapter(f"{old_region} loses its capacity: interruption warning, replacement elsewhere, then the old one goes")
+    for pool in sandbox.market.pools(best):
+        sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=2, placement_score=9)
+    # Twenty simulated minutes later: the exclusion of the first region (15 minutes) has expired.
+    sandbox.clock.advance(20 * 60)
+    for pool in sandbox.market.pools(old_region):
         sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=0)
-    sandbox.client("autoscaling", east).set_desired_capacity(AutoScalingGroupName="spothub-gpu", DesiredCapacity=1)
+    moved = _serving(n, sandbox, "a replacement is serving", lambda d: d.get("region") not in (None, old_region))
+    n.expect(moved.get("region") == best, f"GET /spot-instances shows the new region, {best}", _where(moved))
     n.eventually(
-        lambda: sandbox.events(f":event-bus/{_hub_bus(sandbox)}", "EC2 Instance Launch Unsuccessful"),
-        "EC2 Instance Launch Unsuccessful is forwarded to the hub bus",
+        lambda: sandbox.fleet.instances[old].state == "terminated", "the interrupted instance is gone", timeout_s=30
     )
-    n.expect(not sandbox.fleet.running(east), f"nothing runs in {east}")
+    n.expect(_healthy_before_gone(sandbox, old), "the replacement was healthy before the old instance was gone")
 
-    n.chapter(f"The market takes {instance.zone} away: interruption warning, then termination")
-    sandbox.market.set_zone(instance.zone, instance.instance_type, capacity=0)
+    n.chapter("Disable with teardown: no instance, every group at 0")
+    disabled = sandbox.request("POST", "spot-provisioning", {"action": "disable", "teardown": True})
+    n.expect(disabled.status_code == HTTPStatus.OK, "POST /spot-provisioning disable answers 200", disabled.text)
+    n.eventually(lambda: not sandbox.fleet.running(), "every instance is terminated", timeout_s=30)
     n.eventually(
-        lambda: sandbox.events(f":event-bus/{_hub_bus(sandbox)}", "EC2 Spot Instance Interruption Warning"),
-        "the interruption warning is forwarded to the hub bus",
+        lambda: all(_desired(sandbox, w.region) == 0 for w in sandbox.workers),
+        "every worker group is at 0",
+        timeout_s=30,
     )
-    sandbox.clock.advance(120)
+    after = sandbox.request("GET", "spot-instances").json()
     n.eventually(
-        lambda: sandbox.fleet.instances[instance.instance_id].state == "terminated",
-        "two simulated minutes later the instance is terminated",
+        lambda: sandbox.request("GET", "spot-instances").json().get("instances") == [],
+        "GET /spot-instances shows provisioning disabled and no instance",
+        timeout_s=30,
     )
-    n.eventually(
-        lambda: any(i.instance_id != instance.instance_id for i in sandbox.fleet.running(west)),
-        "the group replaces it where the market still has capacity",
-    )
-
-    n.chapter("Scale to zero")
-    for worker in sandbox.workers:
-        sandbox.client("autoscaling", worker.region).set_desired_capacity(
-            AutoScalingGroupName="spothub-gpu", DesiredCapacity=0
-        )
-    n.eventually(
-        lambda: (
-            not sandbox.fleet.running()
-            and all(i.agent is None or i.agent.poll() is not None for i in sandbox.fleet.instances.values())
-        ),
-        "every instance is terminated and its agent stopped",
-    )
+    n.expect(after.get("provisioning") == "disabled", "provisioning is disabled", after.get("state", ""))
     n.show_timeline()
     print(
         f"\n{'all expectations met' if not n.failures else f'{len(n.failures)} expectations failed'}",
         file=out,
     )
     return n.failures
+
+
+DEMO_SPEED = 4.0
+
+
+def _ranked_regions(sandbox: Sandbox) -> tuple[str, str]:
+    """The worker regions in the order the spot finder would rank them now (score, then price)."""
+    scores = {
+        s["Region"]: s["Score"]
+        for s in sandbox.market.placement_scores(
+            [p.instance_type for p in sandbox.market.pools()], 1, [w.region for w in sandbox.workers], False
+        )
+    }
+    price = {w.region: min(p.spot_price for p in sandbox.market.pools(w.region)) for w in sandbox.workers}
+    ordered = sorted(scores, key=lambda r: (-scores[r], price.get(r, 0.0), r))
+    return ordered[0], ordered[1]
+
+
+def _serving(n: Narrator, sandbox: Sandbox, claim: str, extra: Callable[[dict], bool] = lambda _d: True) -> dict:
+    def check() -> dict | None:
+        details = sandbox.request("GET", "spot-instances").json()
+        return details if details.get("state") == "serving" and extra(details) else None
+
+    try:
+        details = sandbox.wait_for(check, timeout_s=90)
+    except SandboxError:
+        n.expect(False, claim, json.dumps(sandbox.request("GET", "spot-instances").json())[:400])
+        return {}
+    n.expect(True, claim, (details.get("replicas") or [{}])[0].get("reason") or "")
+    return details
+
+
+def _where(details: dict) -> str:
+    instances = details.get("instances") or [{}]
+    return f"{details.get('region')}: {instances[0].get('instance_id')} {instances[0].get('capacity_type')}"
+
+
+def _live(sandbox: Sandbox) -> list:
+    return [i for i in sandbox.fleet.running() if i.state == "running"] if sandbox.fleet else []
+
+
+def _desired(sandbox: Sandbox, region: str) -> int:
+    groups = sandbox.client("autoscaling", region).describe_auto_scaling_groups()["AutoScalingGroups"]
+    return sum(int(g["DesiredCapacity"]) for g in groups)
+
+
+def _healthy_before_gone(sandbox: Sandbox, old: str) -> bool:
+    succeeded = [e.at for e in sandbox.events(f":event-bus/{_hub_bus(sandbox)}", "Spothub Launch Succeeded")]
+    gone = [e.at for e in sandbox.timeline if e.kind == "terminated" and e.details.get("instance_id") == old]
+    return len(succeeded) >= 2 and bool(gone) and succeeded[-1] <= gone[0]  # noqa: PLR2004
 
 
 def _hub_bus(sandbox: Sandbox) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 import uuid
@@ -240,15 +241,43 @@ def target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
         matches = [match.value for match in parse(target["InputPath"]).find(event)]
         return matches[0] if matches else None
     if "InputTransformer" in target:
-        from moto.events.utils import EventTemplateParser  # noqa: PLC0415
-
         transformer = target["InputTransformer"]
-        return EventTemplateParser.parse(
-            input_template=transformer.get("InputTemplate"),
-            input_paths_map=transformer.get("InputPathsMap", {}),
-            event=event,
-        )
+        return input_transformer(transformer.get("InputTemplate", ""), transformer.get("InputPathsMap", {}), event)
     return event
+
+
+_PLACEHOLDER = re.compile(r"<([A-Za-z0-9_.-]+)>")
+
+
+def input_transformer(template: str, paths: dict[str, str], event: dict[str, Any]) -> Any:
+    """EventBridge's InputTransformer: a placeholder inside quotes takes the raw text, one outside
+    quotes the JSON value (strings quoted). moto's parser inserts raw text everywhere, which turns
+    `{"id": <id>}` into invalid JSON."""
+    from jsonpath_ng.ext import parse  # noqa: PLC0415
+
+    values: dict[str, Any] = {}
+    for name, path in paths.items():
+        matches = parse(path).find(event)
+        values[name] = matches[0].value if matches else None
+    values.setdefault("aws.events.event.json", {k: v for k, v in event.items() if k != "ingestion-time"})
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        value = values[name]
+        quoted = (
+            match.start() > 0 and template[match.start() - 1] == '"' and template[match.end() : match.end() + 1] == '"'
+        )
+        if quoted:
+            return value if isinstance(value, str) else json.dumps(value)
+        return json.dumps(value)
+
+    text = _PLACEHOLDER.sub(substitute, template)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a plain-text template
 
 
 def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
@@ -473,6 +502,8 @@ def apply() -> None:
         global _original_send_to_targets, _original_put_events  # noqa: PLW0603
         lambda_models.LambdaFunction.invoke = _lambda_function_invoke  # type: ignore[method-assign]
         _wrap_create(lambda_models.LambdaFunction, finish=_keep_dead_letter_target)
+        # moto's EventBus has no physical id, so {"Ref": bus} resolved to the model object; AWS gives the name.
+        events_models.EventBus.physical_resource_id = property(lambda bus: bus.name)  # type: ignore[attr-defined]
         _original_send_to_targets = events_models.Rule.send_to_targets
         events_models.Rule.send_to_targets = _rule_send_to_targets  # type: ignore[method-assign]
         _original_put_events = events_models.EventsBackend.put_events
@@ -498,6 +529,10 @@ def apply() -> None:
         global _original_wait_interval  # noqa: PLW0603
         _original_wait_interval = wait_function.WaitFunction._wait_interval
         wait_function.WaitFunction._wait_interval = _wait_interval  # type: ignore[method-assign]
+        # moto walks a RUNNING ECS task to STOPPED, one step per describe; a serving task runs until stopped.
+        from moto.moto_api import state_manager  # noqa: PLC0415
+
+        state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
         # Run state machine definitions in moto's Step Functions interpreter instead of recording them.
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         _applied = True

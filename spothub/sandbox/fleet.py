@@ -5,8 +5,12 @@ or by hand, with the events AWS sends, and terminated two simulated minutes afte
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -53,6 +57,7 @@ class SimulatedInstance:
     terminate_at: float | None = None
     notices: list[str] = field(default_factory=list)
     rebalance_sent: bool = False
+    ecs_cluster: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -236,12 +241,42 @@ class Fleet:
         )
         with self._lock:
             self.instances[instance_id] = instance
+        self._register_with_ecs(instance, group.user_data)
         self._start_agent(instance)
         self._record(
             "launched",
             f"{instance_id} {instance_type} {capacity_type} in {zone} for {group.name}",
             instance.describe(),
         )
+
+    def _register_with_ecs(self, instance: SimulatedInstance, user_data: Any) -> None:
+        """What the ECS container agent does at boot: join the cluster named in the user data."""
+        cluster = ecs_cluster_of(user_data)
+        if cluster is None:
+            return
+        from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+        backend = ecs_backends[self._account][instance.region]
+        if cluster.split("/")[-1] in backend.clusters:
+            backend.register_container_instance(cluster, instance.instance_id)
+            instance.ecs_cluster = cluster
+
+    def _deregister_from_ecs(self, instance: SimulatedInstance) -> None:
+        if not instance.ecs_cluster:
+            return
+        from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+        backend = ecs_backends[self._account][instance.region]
+        name = instance.ecs_cluster.split("/")[-1]
+        for arn, container_instance in list(backend.container_instances.get(name, {}).items()):
+            if container_instance.ec2_instance_id == instance.instance_id:
+                for task in backend.tasks.get(name, {}).values():
+                    if task.container_instance_arn == container_instance.container_instance_arn:
+                        task.last_status = "STOPPED"
+                        task.desired_status = "STOPPED"
+                        task.stopped_reason = "Host EC2 instance terminated"
+                container_instance.status = "INACTIVE"
+                backend.container_instances[name].pop(arn, None)
 
     def _launch_unsuccessful(self, group: Any, zones: list[str]) -> None:
         now = self._clock.now()
@@ -329,6 +364,7 @@ class Fleet:
             self._record("terminated", f"{instance_id} in {instance.zone}", {"instance_id": instance_id})
             if instance.capacity_type == "spot":
                 self._market.release(instance.zone, instance.instance_type)
+            self._deregister_from_ecs(instance)
             self._stop_instance_processes(instance)
 
     def tick(self) -> None:
@@ -453,6 +489,17 @@ class Fleet:
                 }
             ]
         )
+
+
+def ecs_cluster_of(user_data: Any) -> str | None:
+    """The ECS cluster an instance's user data configures (ECS_CLUSTER=...), if any."""
+    if not user_data:
+        return None
+    text = str(user_data)
+    with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+        text = base64.b64decode(text, validate=True).decode()
+    match = re.search(r"^ECS_CLUSTER=(\S+)$", text, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def _distribution(group: Any) -> tuple[list[str], bool]:

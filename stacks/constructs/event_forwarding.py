@@ -1,8 +1,8 @@
 """Forward the AWS events the hub decides on from a worker region's default bus to the hub bus.
 
-Interruption warnings and rebalance recommendations cannot be filtered to our instances here
-(the events carry no tags), so all are forwarded and the hub ignores instances it does not own.
-Launch failures and ECS task changes are filtered to this region's group and cluster.
+Launch failures and ECS task changes, filtered to this region's group and cluster. Spot notices are
+not forwarded raw: they carry no tags, so the region's capacity monitor first decides whether the
+instance is ours and reports only those (worker_automation.py).
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ class EventForwarding(Construct):
         hub_bus = events.EventBus.from_event_bus_arn(self, "HubBus", hub_bus_arn)
         target = targets.EventBus(hub_bus, dead_letter_queue=dead_letter_queue)
         patterns = {
-            "SpotNotices": events.EventPattern(
-                source=[AWS_EVENT_SOURCES[AwsEvent.SPOT_INTERRUPTION_WARNING]],
-                detail_type=[AwsEvent.SPOT_INTERRUPTION_WARNING.value, AwsEvent.REBALANCE_RECOMMENDATION.value],
-            ),
             "LaunchUnsuccessful": events.EventPattern(
                 source=[AWS_EVENT_SOURCES[AwsEvent.LAUNCH_UNSUCCESSFUL]],
                 detail_type=[AwsEvent.LAUNCH_UNSUCCESSFUL.value],

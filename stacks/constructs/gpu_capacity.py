@@ -1,8 +1,12 @@
 """GPU capacity of a worker region: launch template, spot Auto Scaling group, ECS cluster, model cache.
 
-The group starts empty and is scaled by the control plane. Its own Capacity Rebalance is off
-here; whether it takes part in replacing interrupted instances is decided with the hub's
-cross-region replacement (spot provisioning), since both must never replace the same replica.
+The group starts empty and is scaled by the control plane. Its own Capacity Rebalance is off, and
+stays off: the hub replaces a replica make-before-break, in another region when that one has no
+capacity, and only once the replacement's workload is healthy. The group's rebalancing can only
+replace in its own region, does not wait for the model to load, and would terminate the old
+instance on its own schedule: two mechanisms replacing one replica. For the same reason an
+instance with an interruption warning enters Standby (decrementing), so the group does not
+launch a replacement of its own when AWS reclaims it (worker capacity monitor).
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-COG4",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
         "AwsSolutions-IAM5[Resource::*]",
+        "AwsSolutions-IAM5[Resource::<CapacityHandlerFunction71B76F6B.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::<SpotFinderFunction4EEE7C79.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:states:us-east-1:<AWS::AccountId>:execution:spothub-spot-orchestrator:*]",
         "AwsSolutions-SQS3",
     },
     "spothub-worker-us-west-2": {
@@ -28,6 +31,10 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::arn:aws:autoscaling:us-west-2:<AWS::AccountId>:autoScalingGroup:*:"
         "autoScalingGroupName/spothub-gpu]",
         "AwsSolutions-IAM5[Resource::arn:aws:ec2:us-west-2:<AWS::AccountId>:instance/*]",
+        "AwsSolutions-IAM5[Resource::<AutomationInstanceFromAsgFunction88F5E60E.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:task-definition/spothub-serving:*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:states:us-west-2:<AWS::AccountId>:execution:spothub-launch-instance:*]",
+        "AwsSolutions-ECS2",
         "AwsSolutions-IAM5[Resource::arn:aws:ssm:us-east-1:<AWS::AccountId>:parameter/spothub/spothub/*]",
         "AwsSolutions-SQS3",
     },

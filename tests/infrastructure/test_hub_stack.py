@@ -67,6 +67,7 @@ def test_parameters_are_published_under_the_prefix(reference: Synthesized) -> No
     assert names == {
         f"/spothub/spothub/{name}"
         for name in (
+            "active-instance",
             "api-url",
             "hub-region",
             "hub-bus-arn",

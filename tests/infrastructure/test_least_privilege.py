@@ -27,6 +27,30 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "ecs:Poll": "ecs:cluster",
     "ecs:StartTelemetrySession": "ecs:cluster",
     "ecs:PutSystemLogEvents": "ecs:cluster",
+    # Step Functions' log delivery to CloudWatch Logs and X-Ray sampling: no resource-level permissions.
+    "logs:CreateLogDelivery": None,
+    "logs:GetLogDelivery": None,
+    "logs:UpdateLogDelivery": None,
+    "logs:DeleteLogDelivery": None,
+    "logs:ListLogDeliveries": None,
+    "logs:PutResourcePolicy": None,
+    "logs:DescribeResourcePolicies": None,
+    "logs:DescribeLogGroups": None,
+    "xray:GetSamplingRules": None,
+    "xray:GetSamplingTargets": None,
+    # The worker function: describes have no resource-level permissions; the rest is conditioned.
+    "autoscaling:DescribeAutoScalingGroups": None,
+    "autoscaling:DescribeAutoScalingInstances": None,
+    "autoscaling:DescribeScalingActivities": None,
+    "ec2:DescribeInstances": None,
+    "ec2:RunInstances": "ec2:LaunchTemplate",
+    "ec2:CreateTags": "ec2:LaunchTemplate",
+    "ecs:ListTasks": "ecs:cluster",
+    "ecs:DescribeTasks": "ecs:cluster",
+    "ecs:StopTask": "ecs:cluster",
+    "ecs:TagResource": "ecs:cluster",
+    "ecs:ListContainerInstances": "ecs:cluster",
+    "ecs:DescribeContainerInstances": "ecs:cluster",
 }
 MANAGED_POLICIES_ALLOWED = {"AmazonAPIGatewayPushToCloudWatchLogs"}
 
@@ -112,6 +136,7 @@ def test_status_function_may_only_get_items_from_the_state_table(reference: Synt
 
 def test_spot_finder_reads_spot_data_and_queries_exclusions_only(reference: Synthesized) -> None:
     assert _function_actions(reference, "SpotFinderRole") == {
+        "dynamodb:GetItem",
         "dynamodb:Query",
         "ec2:DescribeSpotPriceHistory",
         "ec2:GetSpotPlacementScores",

@@ -65,8 +65,15 @@ def rank_regions(
     exclusions: Iterable[Exclusion] = (),
     allowed: Iterable[str] | None = None,
     denied: Iterable[str] = (),
+    occupied: dict[str, str] | None = None,
+    prefer: str | None = None,
 ) -> Ranking:
-    """Rank the observed regions; `allowed=None` allows every region."""
+    """Rank the observed regions; `allowed=None` allows every region.
+
+    `occupied` maps regions to what already runs there (another replica): left out, so one region's
+    capacity crunch never takes two replicas. `prefer` (a replacement's current region) ranks first
+    when it scores as well as the best: moving then buys nothing but a cold start elsewhere.
+    """
     allowed_set = None if allowed is None else set(allowed)
     denied_set = set(denied)
     active = {}
@@ -82,6 +89,8 @@ def rank_regions(
             left_out.append(LeftOut(region, "denied by the operator"))
         elif allowed_set is not None and region not in allowed_set:
             left_out.append(LeftOut(region, "not in the operator's allowed regions"))
+        elif occupied and region in occupied:
+            left_out.append(LeftOut(region, f"holds {occupied[region]}"))
         elif region in active:
             until, reason = active[region]
             left_out.append(LeftOut(region, f"excluded for {until - now:.0f}s more: {reason}"))
@@ -89,8 +98,17 @@ def rank_regions(
             candidates.append(observation)
 
     ordered = sorted(candidates, key=_order)
+    kept = next((o for o in ordered if o.region == prefer), None)
+    if kept is not None and _order(kept)[0] == _order(ordered[0])[0]:
+        ordered = [kept] + [o for o in ordered if o is not kept]
     ranked = tuple(
-        RankedRegion(o.region, rank, o.placement_score, o.spot_price, _reason(o, rank, ordered))
+        RankedRegion(
+            o.region,
+            rank,
+            o.placement_score,
+            o.spot_price,
+            _kept_reason(o) if o is kept and rank == 1 else _reason(o, rank, ordered),
+        )
         for rank, o in enumerate(ordered, start=1)
     )
     return Ranking(ranked=ranked, left_out=tuple(left_out))
@@ -100,6 +118,12 @@ def _order(observation: RegionObservation) -> tuple[int, float, str]:
     score = observation.placement_score if observation.placement_score is not None else 0
     price = observation.spot_price if observation.spot_price is not None else float("inf")
     return (-score, price, observation.region)
+
+
+def _kept_reason(observation: RegionObservation) -> str:
+    score = "no placement score" if observation.placement_score is None else f"score {observation.placement_score}"
+    price = "no spot price" if observation.spot_price is None else f"${observation.spot_price:.4f}/h"
+    return f"{score}, {price}, kept: scores as well as the best"
 
 
 def _reason(observation: RegionObservation, rank: int, ordered: list[RegionObservation]) -> str:

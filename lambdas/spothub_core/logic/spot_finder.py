@@ -13,7 +13,7 @@ from spothub_core.logic.ranking import rank_regions
 
 
 class FindRequest(BaseModel):
-    """What the orchestrator asks; everything optional, defaults from the deployment."""
+    """What the orchestrator asks; everything optional, defaults from the deployment and the switch."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -21,6 +21,10 @@ class FindRequest(BaseModel):
     target_capacity: int = Field(1, ge=1, le=1000)
     allowed_regions: list[str] | None = None
     denied_regions: list[str] = Field(default_factory=list)
+    # The replica being placed: regions holding the other replicas are left out.
+    replica_id: str | None = None
+    # A replacement's current region, kept when it scores as well as the best.
+    prefer_region: str | None = None
 
     @field_validator("instance_types", "allowed_regions", "denied_regions")
     @classmethod
@@ -39,24 +43,36 @@ def find_regions(
     ec2_for: Ec2ClientFor,
     exclusions: ExclusionStore,
     now: float,
+    occupied: dict[str, str] | None = None,
+    on_demand_fallback: bool = False,
 ) -> dict[str, Any]:
+    """Rank the regions for spot; with `on_demand_fallback`, also name the region an on-demand
+    launch would use when no spot region is left (the best one ignoring spot exclusions)."""
     instance_types = request.instance_types or default_instance_types
     unknown = sorted(set(request.allowed_regions or []) - set(worker_regions))
-    ranking = rank_regions(
-        observe_regions(
-            ec2_for,
-            scoring_region=scoring_region,
-            regions=list(worker_regions),
-            instance_types=instance_types,
-            target_capacity=request.target_capacity,
-        ),
-        now=now,
-        exclusions=exclusions.active(now),
-        allowed=request.allowed_regions,
-        denied=request.denied_regions,
+    observations = observe_regions(
+        ec2_for,
+        scoring_region=scoring_region,
+        regions=list(worker_regions),
+        instance_types=instance_types,
+        target_capacity=request.target_capacity,
     )
+    common = {
+        "now": now,
+        "allowed": request.allowed_regions,
+        "denied": request.denied_regions,
+        "occupied": occupied,
+        "prefer": request.prefer_region,
+    }
+    ranking = rank_regions(observations, exclusions=exclusions.active(now), **common)
+    on_demand_region = None
+    if ranking.best is None and on_demand_fallback:
+        unrestricted = rank_regions(observations, **common)
+        on_demand_region = unrestricted.best.region if unrestricted.best else None
     return {
         "best": ranking.best.region if ranking.best else None,
+        "reason": ranking.best.reason if ranking.best else _no_spot_reason(ranking.left_out, on_demand_region),
+        "on_demand_region": on_demand_region,
         "ranked": [asdict(r) for r in ranking.ranked],
         "left_out": [asdict(r) for r in ranking.left_out]
         + [{"region": r, "reason": "not a worker region of this deployment"} for r in unknown],
@@ -64,3 +80,10 @@ def find_regions(
         "target_capacity": request.target_capacity,
         "observed_at": now,
     }
+
+
+def _no_spot_reason(left_out: Any, on_demand_region: str | None) -> str:
+    why = "; ".join(f"{o.region}: {o.reason}" for o in left_out) or "no worker region answered"
+    if on_demand_region:
+        return f"no spot region left ({why}); on-demand in {on_demand_region}"
+    return f"no spot region left ({why})"

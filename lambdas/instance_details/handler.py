@@ -1,0 +1,31 @@
+"""GET /spot-instances: the replicas, their instances and the provisioning switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.http import build_resolver
+from spothub_core.logic.instance_details import describe
+from spothub_core.observability import logger, tracer
+from spothub_core.settings import HubSettings, load_settings
+
+settings = load_settings(HubSettings)
+store = ProvisioningStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+app = build_resolver()
+
+
+@app.get("/spot-instances")
+@tracer.capture_method
+def get_spot_instances() -> dict[str, Any]:
+    return describe(store)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,264 @@
+"""Spot provisioning state in the state table: the switch, the replicas, launches, instances, teardowns.
+
+Items (pk / sk):
+  PROVISIONING / CONFIG        status enabled|disabled, generation, replicas, instance types, regions
+  REPLICA / <replica_id>       where a replica is: status placing|serving|replacing|stopped, region, instance
+  LAUNCH / <launch_id>         one launch request to a worker region; holds the orchestrator's task token
+  TEARDOWN / <teardown_id>     one teardown request; holds the waiting task token, if any
+  INSTANCE / <instance_id>     an instance spothub placed, with what GET /spot-instances shows
+
+Task tokens never leave this table except to Step Functions: a worker's report names a launch, the
+token is looked up here, and a conditional status change decides which report uses it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import BotoCoreError, ClientError
+
+from spothub_core.dal.state_table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, reason_of
+from spothub_core.errors import DependencyUnavailable
+
+CONFIG_KEY = {PARTITION_KEY: "PROVISIONING", SORT_KEY: "CONFIG"}
+REPLICA = "REPLICA"
+LAUNCH = "LAUNCH"
+TEARDOWN = "TEARDOWN"
+INSTANCE = "INSTANCE"
+# Launch and teardown records are kept a week for the operator's questions, then expire.
+RECORD_TTL_SECONDS = 7 * 86400
+PENDING = "pending"
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    return isinstance(exc, ClientError) and exc.response["Error"].get("Code") == "ConditionalCheckFailedException"
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB's Decimals as int/float, keys dropped."""
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if key in (PARTITION_KEY, SORT_KEY):
+            continue
+        if isinstance(value, Decimal):
+            out[key] = int(value) if value == value.to_integral_value() else float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _number(value: float) -> Decimal:
+    return Decimal(str(round(value, 3)))
+
+
+class ProvisioningStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    # --- the switch ----------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        item = self._call("read the provisioning switch", self._table.get_item, Key=CONFIG_KEY).get("Item")
+        return _plain(item) if item else {"status": "disabled", "generation": 0}
+
+    def write_config(self, config: dict[str, Any], *, expected_generation: int) -> bool:
+        """Replace the switch; False when another toggle changed it since it was read."""
+        try:
+            self._table.put_item(
+                Item={**CONFIG_KEY, **config},
+                # Two toggles racing: only the one that read the current generation writes.
+                ConditionExpression="attribute_not_exists(pk) OR generation = :expected",
+                ExpressionAttributeValues={":expected": expected_generation},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if _conditional_failed(exc):
+                return False
+            raise DependencyUnavailable(f"the provisioning switch could not be written: {reason_of(exc)}") from exc
+        return True
+
+    # --- replicas ------------------------------------------------------------------------------
+
+    def replicas(self) -> list[dict[str, Any]]:
+        return [{"replica_id": i[SORT_KEY], **_plain(i)} for i in self._query(REPLICA)]
+
+    def replica(self, replica_id: str) -> dict[str, Any] | None:
+        item = self._get(REPLICA, replica_id)
+        return {"replica_id": replica_id, **item} if item else None
+
+    def start_placing(self, replica_id: str, *, generation: int, execution: str, now: float) -> bool:
+        """Mark a replica as being placed by `execution`; False when it is already placed or placing
+        in this generation (a second enable, or two enables at once)."""
+        return self._conditional_put(
+            REPLICA,
+            replica_id,
+            {"status": "placing", "generation": generation, "execution": execution, "updated_at": _number(now)},
+            # Closes the race of two enables: only one claims a replica per generation.
+            condition="attribute_not_exists(pk) OR generation < :generation OR #status = :stopped",
+            values={":generation": generation, ":stopped": "stopped"},
+        )
+
+    def start_replacing(self, replica_id: str, *, instance_id: str, execution: str, now: float) -> bool:
+        """Mark a serving replica as being replaced; False when it is not serving on that instance
+        (a duplicate or late notice, or a notice for an instance already replaced)."""
+        return self._conditional_update(
+            REPLICA,
+            replica_id,
+            {"status": "replacing", "execution": execution, "updated_at": _number(now)},
+            # Two notices for one instance (rebalance then interruption, or a redelivery) start one replacement.
+            condition="#status = :serving AND instance_id = :instance",
+            values={":serving": "serving", ":instance": instance_id},
+        )
+
+    def replica_serving(self, replica_id: str, *, generation: int, fields: dict[str, Any]) -> bool:
+        """The replica's new instance is healthy; False when provisioning moved on (disabled since)."""
+        return self._conditional_update(
+            REPLICA,
+            replica_id,
+            {"status": "serving", **fields},
+            # A disable (status stopped) or a new enable (newer generation) while the launch ran must not
+            # be undone by its success.
+            condition="generation = :generation AND #status IN (:placing, :replacing)",
+            values={":generation": generation, ":placing": "placing", ":replacing": "replacing"},
+        )
+
+    def replica_status(self, replica_id: str, status: str, fields: dict[str, Any] | None = None) -> None:
+        self.update_replica(replica_id, {"status": status, **(fields or {})})
+
+    def update_replica(self, replica_id: str, fields: dict[str, Any]) -> None:
+        self._conditional_update(REPLICA, replica_id, fields, condition=None, values={})
+
+    def stop_replicas(self, now: float) -> list[dict[str, Any]]:
+        stopped = []
+        for replica in self.replicas():
+            if replica.get("status") != "stopped":
+                self.replica_status(replica["replica_id"], "stopped", {"updated_at": _number(now)})
+                stopped.append(replica)
+        return stopped
+
+    # --- launches and teardowns (hold task tokens) -----------------------------------------------
+
+    def put_request(self, kind: str, request_id: str, fields: dict[str, Any], *, token: str, now: float) -> bool:
+        """Record a launch or teardown request with the task token that waits for it; a retried
+        dispatch of a still-pending request refreshes its token. False when it was already resolved."""
+        return self._conditional_put(
+            kind,
+            request_id,
+            {
+                **fields,
+                "status": PENDING,
+                "task_token": token,
+                "created_at": _number(now),
+                TTL_ATTRIBUTE: int(now) + RECORD_TTL_SECONDS,
+            },
+            # A late retry of the dispatch must not reopen a request a worker already answered.
+            condition="attribute_not_exists(pk) OR #status = :pending",
+            values={":pending": PENDING},
+        )
+
+    def resolve_request(self, kind: str, request_id: str, status: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Move a pending request to `status`; returns it (with its token) when this call did so,
+        None when it was not pending: a duplicate, late or out-of-order report changes nothing."""
+        try:
+            response = self._table.update_item(
+                Key={PARTITION_KEY: kind, SORT_KEY: request_id},
+                UpdateExpression="SET #status = :status" + "".join(f", #f{i} = :f{i}" for i in range(len(fields))),
+                # Exactly one report resolves a request: the first; the token is used once.
+                ConditionExpression="#status = :pending",
+                ExpressionAttributeNames={"#status": "status", **{f"#f{i}": k for i, k in enumerate(fields)}},
+                ExpressionAttributeValues={
+                    ":status": status,
+                    ":pending": PENDING,
+                    **{f":f{i}": v for i, v in enumerate(fields.values())},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if _conditional_failed(exc):
+                return None
+            raise DependencyUnavailable(f"{kind.lower()} {request_id} could not be updated: {reason_of(exc)}") from exc
+        return _plain(response["Attributes"])
+
+    def request(self, kind: str, request_id: str) -> dict[str, Any] | None:
+        return self._get(kind, request_id)
+
+    def pending(self, kind: str) -> list[dict[str, Any]]:
+        return [{"id": i[SORT_KEY], **_plain(i)} for i in self._query(kind) if i.get("status") == PENDING]
+
+    # --- instances -------------------------------------------------------------------------------
+
+    def put_instance(self, instance_id: str, fields: dict[str, Any]) -> None:
+        self._conditional_update(INSTANCE, instance_id, fields, condition=None, values={})
+
+    def instance(self, instance_id: str) -> dict[str, Any] | None:
+        return self._get(INSTANCE, instance_id)
+
+    def instances(self) -> list[dict[str, Any]]:
+        return [{"instance_id": i[SORT_KEY], **_plain(i)} for i in self._query(INSTANCE)]
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _get(self, kind: str, key: str) -> dict[str, Any] | None:
+        response = self._call(
+            f"read {kind.lower()} {key}", self._table.get_item, Key={PARTITION_KEY: kind, SORT_KEY: key}
+        )
+        item = response.get("Item")
+        return _plain(item) if item else None
+
+    def _query(self, kind: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"KeyConditionExpression": Key(PARTITION_KEY).eq(kind)}
+        while True:
+            page = self._call(f"read {kind.lower()} records", self._table.query, **query)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _conditional_put(
+        self, kind: str, key: str, fields: dict[str, Any], *, condition: str, values: dict[str, Any]
+    ) -> bool:
+        arguments: dict[str, Any] = {
+            "Item": {PARTITION_KEY: kind, SORT_KEY: key, **fields},
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if "#status" in condition:
+            arguments["ExpressionAttributeNames"] = {"#status": "status"}
+        try:
+            self._table.put_item(**arguments)
+        except (ClientError, BotoCoreError) as exc:
+            if _conditional_failed(exc):
+                return False
+            raise DependencyUnavailable(f"{kind.lower()} {key} could not be written: {reason_of(exc)}") from exc
+        return True
+
+    def _conditional_update(
+        self, kind: str, key: str, fields: dict[str, Any], *, condition: str | None, values: dict[str, Any]
+    ) -> bool:
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        arguments: dict[str, Any] = {
+            "Key": {PARTITION_KEY: kind, SORT_KEY: key},
+            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {**{f":f{i}": v for i, v in enumerate(fields.values())}, **values},
+        }
+        if condition:
+            arguments["ConditionExpression"] = condition
+            if "#status" in condition:
+                names["#status"] = "status"
+        try:
+            self._table.update_item(**arguments)
+        except (ClientError, BotoCoreError) as exc:
+            if _conditional_failed(exc):
+                return False
+            raise DependencyUnavailable(f"{kind.lower()} {key} could not be written: {reason_of(exc)}") from exc
+        return True
+
+    @staticmethod
+    def _call(what: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise DependencyUnavailable(f"could not {what}: {reason_of(exc)}") from exc

@@ -1,0 +1,338 @@
+"""The hub's side of the conversation with worker regions: commands out, reports in.
+
+Commands (launch, teardown) are dispatched from the orchestrator's task-token steps: the token is
+stored with the request in the state table, and only the request's id travels. Reports come back on
+the hub bus; each names its request, the token is looked up here, and the first report that moves a
+request out of `pending` is the one that answers Step Functions. Duplicates, late and out-of-order
+reports find nothing pending and change nothing, except that a launch that succeeds after it was
+given up is torn down, so no instance runs unaccounted for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from spothub_core.contracts import HubCommand, Source, TaskError
+from spothub_core.dal.event_bus import put_event
+from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.executions import start_named
+from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
+from spothub_core.dal.state_table import reason_of
+from spothub_core.errors import DependencyUnavailable, Superseded
+from spothub_core.events import (
+    CapacityNotice,
+    LaunchFailed,
+    LaunchProgress,
+    LaunchRequested,
+    LaunchSucceeded,
+    TeardownCompleted,
+    TeardownRequested,
+)
+from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
+
+logger = logging.getLogger(__name__)
+
+# How long a region stays out of the ranking after a failure of each kind.
+EXCLUSION_SECONDS = {"capacity": 15 * 60, "transient": 5 * 60, "timeout": 10 * 60}
+ERROR_BY_CLASS = {"capacity": TaskError.CAPACITY, "transient": TaskError.TRANSIENT, "fatal": TaskError.FATAL}
+
+
+@dataclass(frozen=True)
+class HubServices:
+    store: ProvisioningStore
+    exclusions: ExclusionStore
+    sfn: Any
+    events: Any
+    ssm: Any
+    route53: Any
+    bus_name: str
+    orchestrator_arn: str
+    active_instance_parameter: str
+    hosted_zone_id: str | None = None
+    endpoint_name: str | None = None
+
+
+# --- commands, dispatched from the orchestrator --------------------------------------------------
+
+
+def dispatch_launch(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    config = hub.store.config()
+    if config.get("status") != "enabled" or int(config.get("generation", 0)) != int(request["generation"]):
+        raise Superseded(f"provisioning is {config.get('status')} at generation {config.get('generation')}")
+    command = LaunchRequested(
+        launch_id=request["launch_id"],
+        replica_id=request["replica_id"],
+        region=request["region"],
+        capacity_type=request.get("capacity_type", "spot"),
+    )
+    fields = {**command.model_dump(exclude={"version"}), "generation": int(request["generation"])}
+    if not hub.store.put_request(LAUNCH, command.launch_id, fields, token=request["token"], now=now):
+        raise Superseded(f"launch {command.launch_id} was already answered")
+    hub.store.update_replica(
+        command.replica_id,
+        {"target_region": command.region, "launch_id": command.launch_id, "capacity_type": command.capacity_type},
+    )
+    put_command(hub, HubCommand.LAUNCH_REQUESTED, command.model_dump())
+    return {"launch_id": command.launch_id}
+
+
+def dispatch_teardown(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    command = TeardownRequested(
+        teardown_id=request["teardown_id"],
+        region=request["region"],
+        instance_id=request.get("instance_id"),
+        reason=request.get("reason", ""),
+    )
+    hub.store.put_request(
+        TEARDOWN, command.teardown_id, command.model_dump(exclude={"version"}), token=request["token"], now=now
+    )
+    if command.instance_id:
+        hub.store.put_instance(command.instance_id, {"status": "terminating", "updated_at": int(now)})
+    put_command(hub, HubCommand.TEARDOWN_REQUESTED, command.model_dump())
+    return {"teardown_id": command.teardown_id}
+
+
+def abandon_launch(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """The orchestrator gave up waiting (timeout): exclude the region for a while, cancel the launch there."""
+    launch = hub.store.resolve_request(LAUNCH, request["launch_id"], "abandoned", {"error": request.get("cause", "")})
+    region = request["region"]
+    hub.exclusions.exclude(region, now + EXCLUSION_SECONDS["timeout"], f"launch {request['launch_id']} timed out")
+    _cancel(hub, region, request["launch_id"])
+    return {"abandoned": launch is not None}
+
+
+def record_instance(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """The replacement is healthy: record it, publish it, move the endpoint; return what to retire."""
+    instance = request["instance"]
+    region = request["region"]
+    fields = {
+        "region": region,
+        "instance_id": instance["instance_id"],
+        "capacity_type": instance.get("capacity_type", request.get("capacity_type", "spot")),
+        "placed_at": int(now),
+        "reason": request.get("reason") or "",
+        "target_region": None,
+    }
+    replacing = request.get("replacing") or None
+    if not hub.store.replica_serving(request["replica_id"], generation=int(request["generation"]), fields=fields):
+        # Disabled (or re-enabled) while this launch ran: the new instance is not wanted.
+        return {"retire": {"instance_id": instance["instance_id"], "region": region}, "superseded": True}
+    hub.store.put_instance(
+        instance["instance_id"],
+        {
+            **{k: v for k, v in instance.items() if k != "instance_id"},
+            "region": region,
+            "replica_id": request["replica_id"],
+            "launch_id": request["launch_id"],
+            "status": "serving",
+            "updated_at": int(now),
+        },
+    )
+    _publish_active(hub, region, instance)
+    retire = None
+    if replacing and replacing.get("instance_id") and replacing["instance_id"] != instance["instance_id"]:
+        retire = {"instance_id": replacing["instance_id"], "region": replacing["region"]}
+    return {"retire": retire, "superseded": False}
+
+
+def replica_failed(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    error = request.get("error") or {}
+    hub.store.replica_status(
+        request["replica_id"],
+        "failed",
+        {"error": f"{error.get('Error', 'error')}: {error.get('Cause', '')}"[:1000], "updated_at": int(now)},
+    )
+    return {"replica_id": request["replica_id"], "status": "failed"}
+
+
+def continue_as_new(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """Start a fresh orchestrator execution for a replica whose execution has looped long (history cap)."""
+    name = f"{request['replica_id']}-g{request['generation']}-c{int(now)}"
+    start_execution(hub, name, {**request["state"], "attempt": 0})
+    hub.store.update_replica(request["replica_id"], {"execution": name})
+    return {"continued_as": name}
+
+
+# --- reports, from the hub bus ----------------------------------------------------------------
+
+
+def on_launch_progress(hub: HubServices, report: LaunchProgress, *, now: float) -> str:
+    launch = hub.store.request(LAUNCH, report.launch_id)
+    if not launch or launch.get("status") != "pending":
+        return "ignored: no pending launch"
+    _task_call(hub.sfn.send_task_heartbeat, taskToken=launch["task_token"])
+    return f"heartbeat: {report.step}"
+
+
+def on_launch_succeeded(hub: HubServices, report: LaunchSucceeded, *, now: float) -> str:
+    resolved = hub.store.resolve_request(
+        LAUNCH, report.launch_id, "succeeded", {"instance_id": report.instance.instance_id, "resolved_at": int(now)}
+    )
+    if resolved is None:
+        launch = hub.store.request(LAUNCH, report.launch_id) or {}
+        if launch.get("status") == "succeeded" and launch.get("instance_id") == report.instance.instance_id:
+            return "ignored: duplicate"
+        # Given up (timeout, capacity event first, disabled) yet an instance came up: do not leave it running.
+        _teardown_orphan(hub, report.region, report.instance.instance_id, f"late success of {report.launch_id}")
+        return "late: orphan instance torn down"
+    output = report.model_dump(mode="json")
+    if not _task_call(hub.sfn.send_task_success, taskToken=resolved["task_token"], output=json.dumps(output)):
+        _teardown_orphan(hub, report.region, report.instance.instance_id, f"orchestrator of {report.launch_id} gone")
+        return "orchestrator gone: instance torn down"
+    return "launch succeeded"
+
+
+def on_launch_failed(hub: HubServices, report: LaunchFailed, *, now: float) -> str:
+    return _fail_launch(hub, report.launch_id, report.region, report.error_class, report.code, report.message, now)
+
+
+def on_launch_unsuccessful(hub: HubServices, event: dict[str, Any], *, now: float) -> str:
+    """Auto Scaling could not launch in a worker region (forwarded AWS event): fail that region's pending launch."""
+    region = event.get("region", "")
+    detail = event.get("detail") or {}
+    message = str(detail.get("StatusMessage") or detail.get("Description") or "")
+    failure = classify_launch_error(None, message)
+    pending = [launch for launch in hub.store.pending(LAUNCH) if launch.get("region") == region]
+    if failure is LaunchFailure.CAPACITY:
+        hub.exclusions.exclude(region, now + EXCLUSION_SECONDS["capacity"], f"Auto Scaling: {message[:200]}")
+    if not pending:
+        return "ignored: no pending launch in the region"
+    outcomes = [
+        _fail_launch(hub, launch["id"], region, failure.value, "LaunchUnsuccessful", message, now) for launch in pending
+    ]
+    for launch in pending:
+        _cancel(hub, region, launch["id"])
+    return "; ".join(outcomes)
+
+
+def on_teardown_completed(hub: HubServices, report: TeardownCompleted, *, now: float) -> str:
+    resolved = hub.store.resolve_request(TEARDOWN, report.teardown_id, "completed", {"resolved_at": int(now)})
+    for instance in hub.store.instances():
+        if instance.get("region") != report.region or instance.get("status") == "terminated":
+            continue
+        if report.instance_id is None or instance["instance_id"] == report.instance_id:
+            hub.store.put_instance(instance["instance_id"], {"status": "terminated", "updated_at": int(now)})
+    if resolved is None:
+        return "ignored: no pending teardown"
+    if resolved.get("task_token"):
+        _task_call(hub.sfn.send_task_success, taskToken=resolved["task_token"], output=report.model_dump_json())
+    return "teardown completed"
+
+
+def on_capacity_notice(hub: HubServices, notice: CapacityNotice, *, now: float) -> str:
+    instance = hub.store.instance(notice.instance_id)
+    if not instance:
+        return "ignored: not an instance spothub placed"
+    if instance.get("status") in ("serving", "at-risk"):
+        status = "interrupted" if notice.kind == "interruption" else "at-risk"
+        hub.store.put_instance(notice.instance_id, {"status": status, "notice": notice.kind, "updated_at": int(now)})
+    replica_id = instance.get("replica_id")
+    config = hub.store.config()
+    if not replica_id or config.get("status") != "enabled":
+        return "ignored: provisioning is disabled"
+    name = f"{replica_id}-r-{notice.instance_id}"
+    if not hub.store.start_replacing(replica_id, instance_id=notice.instance_id, execution=name, now=now):
+        return "ignored: the replica is already being replaced or has moved"
+    start_execution(
+        hub,
+        name,
+        {
+            "replica_id": replica_id,
+            "generation": int(config["generation"]),
+            "attempt": 0,
+            "prefer_region": notice.region,
+            "replacing": {"instance_id": notice.instance_id, "region": notice.region, "notice": notice.kind},
+        },
+    )
+    return f"replacement started: {name}"
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def put_command(hub: HubServices, detail_type: str, detail: dict[str, Any]) -> None:
+    put_event(hub.events, hub.bus_name, Source.HUB, detail_type, detail)
+
+
+def start_execution(hub: HubServices, name: str, state: dict[str, Any]) -> bool:
+    return start_named(
+        hub.sfn, hub.orchestrator_arn, name, {"attempt": 0, "prefer_region": None, "replacing": None, **state}
+    )
+
+
+def _fail_launch(  # noqa: PLR0917 (one report's fields)
+    hub: HubServices, launch_id: str, region: str, error_class: str, code: str, message: str, now: float
+) -> str:
+    resolved = hub.store.resolve_request(
+        LAUNCH, launch_id, "failed", {"error": f"{error_class}: {code} {message}"[:1000], "resolved_at": int(now)}
+    )
+    if error_class in EXCLUSION_SECONDS:
+        hub.exclusions.exclude(region, now + EXCLUSION_SECONDS[error_class], f"{error_class}: {code} {message}"[:300])
+    if resolved is None:
+        return "ignored: no pending launch"
+    _task_call(
+        hub.sfn.send_task_failure,
+        taskToken=resolved["task_token"],
+        error=str(ERROR_BY_CLASS.get(error_class, TaskError.TRANSIENT)),
+        cause=f"{region}: {code} {message}"[:32000],
+    )
+    return f"launch failed ({error_class})"
+
+
+def _cancel(hub: HubServices, region: str, launch_id: str) -> None:
+    command = TeardownRequested(
+        teardown_id=f"cancel-{launch_id}", region=region, launch_id=launch_id, reason=f"cancel {launch_id}"
+    )
+    put_command(hub, HubCommand.TEARDOWN_REQUESTED, command.model_dump())
+
+
+def _teardown_orphan(hub: HubServices, region: str, instance_id: str, reason: str) -> None:
+    command = TeardownRequested(
+        teardown_id=f"orphan-{instance_id}", region=region, instance_id=instance_id, reason=reason
+    )
+    put_command(hub, HubCommand.TEARDOWN_REQUESTED, command.model_dump())
+
+
+def _publish_active(hub: HubServices, region: str, instance: dict[str, Any]) -> None:
+    value = json.dumps({"region": region, **{k: instance.get(k) for k in ("instance_id", "public_ip", "private_ip")}})
+    try:
+        hub.ssm.put_parameter(Name=hub.active_instance_parameter, Value=value, Type="String", Overwrite=True)
+        address = instance.get("public_ip") or instance.get("private_ip")
+        if hub.hosted_zone_id and hub.endpoint_name and address:
+            hub.route53.change_resource_record_sets(
+                HostedZoneId=hub.hosted_zone_id,
+                ChangeBatch={
+                    "Comment": f"spothub: {instance['instance_id']} in {region}",
+                    "Changes": [
+                        {
+                            "Action": "UPSERT",
+                            "ResourceRecordSet": {
+                                "Name": hub.endpoint_name,
+                                "Type": "A",
+                                "TTL": 30,
+                                "ResourceRecords": [{"Value": address}],
+                            },
+                        }
+                    ],
+                },
+            )
+    except (ClientError, BotoCoreError) as exc:
+        raise DependencyUnavailable(f"could not publish the active instance: {reason_of(exc)}") from exc
+
+
+def _task_call(method: Any, **kwargs: Any) -> bool:
+    """Answer Step Functions; False when the execution no longer waits (stopped, timed out)."""
+    try:
+        method(**kwargs)
+    except ClientError as exc:
+        code = exc.response["Error"].get("Code", "")
+        if code in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist", "ExecutionDoesNotExist"):
+            logger.info("task token no longer valid", extra={"code": code})
+            return False
+        raise DependencyUnavailable(f"Step Functions refused the answer: {reason_of(exc)}") from exc
+    return True

@@ -1,0 +1,166 @@
+"""POST /spot-provisioning: turn spot provisioning on or off, and what that starts or stops.
+
+Enable writes the switch (a new generation when something changed) and starts one orchestrator
+execution per replica that is not already placed; execution names carry the replica and the
+generation, so a second enable, or two at once, start nothing new. Disable stops the orchestrators;
+with `teardown` it also asks every worker region to stop its tasks and scale its groups to 0.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from spothub_core.contracts import HubCommand, Source
+from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.errors import Conflict, InvalidRequest
+from spothub_core.events import TeardownRequested
+
+MAX_REPLICAS = 10
+
+
+class ToggleRequest(BaseModel):
+    """The body of POST /spot-provisioning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["enable", "disable"] = Field(description="enable or disable spot provisioning")
+    teardown: bool = Field(False, description="with disable: stop the tasks and scale every worker group to 0")
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="serving replicas to keep (default 1)")
+    instance_types: list[str] | None = Field(None, min_length=1, max_length=20)
+    allowed_regions: list[str] | None = Field(None, min_length=1)
+    denied_regions: list[str] | None = None
+
+    @field_validator("instance_types", "allowed_regions", "denied_regions")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not item or item != item.strip() for item in value):
+            raise ValueError("must not contain empty names or surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _teardown_disables(self) -> ToggleRequest:
+        if self.action == "enable" and self.teardown:
+            raise ValueError("teardown applies to disable only")
+        return self
+
+
+@dataclass(frozen=True)
+class Orchestration:
+    """What the toggle may start and stop (Step Functions and the hub bus, in production)."""
+
+    start_execution: Callable[[str, dict[str, Any]], bool]  # (name, input) -> started (False: already ran)
+    stop_execution: Callable[[str, str], None]  # (execution name, cause)
+    put_command: Callable[[str, str, dict[str, Any]], None]  # (detail-type, source, detail)
+
+
+def execution_name(replica_id: str, generation: int) -> str:
+    return f"{replica_id}-g{generation}"
+
+
+def toggle(
+    request: ToggleRequest,
+    *,
+    store: ProvisioningStore,
+    orchestration: Orchestration,
+    worker_regions: list[str],
+    default_instance_types: list[str],
+    now: float,
+) -> dict[str, Any]:
+    if request.action == "enable":
+        _enable(request, store, orchestration, worker_regions, default_instance_types, now)
+        return {"message": "Spot provisioning enabled successfully"}
+    _disable(request, store, orchestration, worker_regions, now)
+    return {"message": "Spot provisioning disabled successfully"}
+
+
+def _enable(  # noqa: PLR0917
+    request: ToggleRequest,
+    store: ProvisioningStore,
+    orchestration: Orchestration,
+    worker_regions: list[str],
+    default_instance_types: list[str],
+    now: float,
+) -> None:
+    unknown = sorted(set((request.allowed_regions or []) + (request.denied_regions or [])) - set(worker_regions))
+    if unknown:
+        raise InvalidRequest(
+            f"not worker regions of this deployment: {', '.join(unknown)} (worker regions: {', '.join(worker_regions)})"
+        )
+    current = store.config()
+    wanted = {
+        "status": "enabled",
+        "replicas": request.replicas
+        or (int(current.get("replicas") or 1) if current.get("status") == "enabled" else 1),
+        "instance_types": request.instance_types or current.get("instance_types") or default_instance_types,
+        "allowed_regions": request.allowed_regions or current.get("allowed_regions"),
+        "denied_regions": current.get("denied_regions") or []
+        if request.denied_regions is None
+        else request.denied_regions,
+    }
+    if wanted["allowed_regions"] is None:
+        wanted.pop("allowed_regions")
+    reachable = set(wanted.get("allowed_regions") or worker_regions) - set(wanted["denied_regions"])
+    if not reachable:
+        raise InvalidRequest("the allowed and denied regions leave no worker region to place a replica in")
+    if wanted["replicas"] > len(reachable):
+        raise InvalidRequest(
+            f"replicas: at most one replica per region, and {len(reachable)} worker regions are allowed"
+        )
+    generation = int(current.get("generation", 0))
+    # A failed replica is retried under a new generation (its execution name is taken).
+    failed = any(r.get("status") == "failed" for r in store.replicas())
+    unchanged = (
+        current.get("status") == "enabled" and not failed and all(current.get(k) == v for k, v in wanted.items())
+    )
+    if not unchanged:
+        if not store.write_config(
+            {**wanted, "generation": generation + 1, "updated_at": int(now)}, expected_generation=generation
+        ):
+            raise Conflict("spot provisioning was changed by another request at the same time; try again")
+        generation += 1
+    for index in range(int(wanted["replicas"])):
+        replica_id = f"replica-{index}"
+        name = execution_name(replica_id, generation)
+        if store.start_placing(replica_id, generation=generation, execution=name, now=now):
+            try:
+                orchestration.start_execution(name, {"replica_id": replica_id, "generation": generation})
+            except Exception:
+                # Not started: leave the replica claimable, so enabling again retries it.
+                store.replica_status(replica_id, "stopped")
+                raise
+
+
+def _disable(
+    request: ToggleRequest,
+    store: ProvisioningStore,
+    orchestration: Orchestration,
+    worker_regions: list[str],
+    now: float,
+) -> None:
+    current = store.config()
+    generation = int(current.get("generation", 0))
+    if current.get("status") == "enabled" and not store.write_config(
+        {
+            **{k: v for k, v in current.items() if k != "updated_at"},
+            "status": "disabled",
+            "generation": generation + 1,
+            "updated_at": int(now),
+        },
+        expected_generation=generation,
+    ):
+        raise Conflict("spot provisioning was changed by another request at the same time; try again")
+    for replica in store.stop_replicas(now):
+        if replica.get("execution"):
+            orchestration.stop_execution(replica["execution"], "spot provisioning disabled")
+    if request.teardown:
+        for region in worker_regions:
+            teardown = TeardownRequested(
+                teardown_id=f"teardown-{region}-{uuid.uuid4().hex[:12]}", region=region, reason="disabled with teardown"
+            )
+            orchestration.put_command(HubCommand.TEARDOWN_REQUESTED, Source.HUB, json.loads(teardown.model_dump_json()))

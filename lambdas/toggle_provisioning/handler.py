@@ -1,0 +1,67 @@
+"""POST /spot-provisioning: enable or disable spot provisioning (optionally tearing everything down)."""
+
+# No `from __future__ import annotations` here: powertools reads the route's parameter types at
+# runtime, through the tracer's wrapper, whose globals cannot resolve a string annotation.
+import time
+from typing import Annotated, Any
+
+import boto3
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
+
+from spothub_core.dal.event_bus import put_event
+from spothub_core.dal.executions import start_named, stop_named
+from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.http import build_resolver
+from spothub_core.logic.provisioning import Orchestration, ToggleRequest, toggle
+from spothub_core.observability import logger, tracer
+from spothub_core.settings import HubSettings, load_settings
+
+
+class ToggleSettings(HubSettings):
+    instance_types: list[str] = Field(alias="SPOTHUB_INSTANCE_TYPES", min_length=1)
+    orchestrator_arn: str = Field(alias="SPOTHUB_ORCHESTRATOR_ARN", min_length=1)
+    hub_bus_name: str = Field(alias="SPOTHUB_HUB_BUS", min_length=1)
+
+
+settings = load_settings(ToggleSettings)
+store = ProvisioningStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+sfn = boto3.client("stepfunctions")
+events = boto3.client("events")
+app = build_resolver()
+
+
+ORCHESTRATOR_DEFAULTS = {"attempt": 0, "prefer_region": None, "replacing": None}
+
+orchestration = Orchestration(
+    start_execution=lambda name, state: start_named(
+        sfn, settings.orchestrator_arn, name, {**ORCHESTRATOR_DEFAULTS, **state}
+    ),
+    stop_execution=lambda name, cause: stop_named(sfn, settings.orchestrator_arn, name, cause),
+    put_command=lambda detail_type, source, detail: put_event(
+        events, settings.hub_bus_name, source, detail_type, detail
+    ),
+)
+
+
+@app.post("/spot-provisioning")
+@tracer.capture_method
+def post_spot_provisioning(request: Annotated[ToggleRequest, Body()]) -> dict[str, Any]:
+    result = toggle(
+        request,
+        store=store,
+        orchestration=orchestration,
+        worker_regions=settings.worker_regions,
+        default_instance_types=settings.instance_types,
+        now=time.time(),
+    )
+    logger.info("spot provisioning toggled", extra={"request": request.model_dump(), "result": result})
+    return result
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

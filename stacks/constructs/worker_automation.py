@@ -1,0 +1,275 @@
+"""A worker region's automation: the instance_from_asg function, the launch, teardown and
+capacity-monitor state machines, and the rules that start them.
+
+Hub commands arrive on the worker bus and reach the function, which starts the matching state
+machine named by the command's id (a command delivered twice starts one execution). Spot notices on
+the default bus start the capacity monitor; its reports, like every worker report, go from the
+worker bus to the hub bus.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source
+from stacks.config import SpothubConfig
+from stacks.constructs.gpu_capacity import GpuCapacity
+from stacks.constructs.python_function import SpothubFunction
+from stacks.constructs.serving_task import ServingTask
+from stacks.constructs.state_machine import SpothubStateMachine
+from stacks.nag import STATE_MACHINE_REASON, acknowledge, invoke_versions_rule, nag_resource
+
+# Poll caps, in polls of `pollSeconds`: instance in service (boot + lifecycle hook), healthy task
+# (image pull + model load), instances gone after a teardown.
+MAX_INSTANCE_POLLS_SECONDS = 30 * 60
+MAX_WORKLOAD_POLLS_SECONDS = 40 * 60
+MAX_TEARDOWN_POLLS_SECONDS = 15 * 60
+
+
+class WorkerAutomation(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: SpothubConfig,
+        capacity: GpuCapacity,
+        serving: ServingTask,
+        worker_bus: events.IEventBus,
+        hub_bus_arn: str,
+        layer: lambda_.ILayerVersion,
+        dead_letter_queue: sqs.IQueue,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        names = {
+            kind: f"{config.prefix}-{kind.replace('_', '-')}"
+            for kind in ("launch_instance", "teardown_instance", "capacity_monitor")
+        }
+        arns = {
+            kind: stack.format_arn(
+                service="states", resource="stateMachine", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
+            )
+            for kind, name in names.items()
+        }
+        self.spothub_function = SpothubFunction(
+            self,
+            "InstanceFromAsg",
+            concern="instance_from_asg",
+            description="Worker tasks: scale the group, claim the instance, run the serving task, tear down",
+            prefix=config.prefix,
+            layer=layer,
+            dead_letter_queue=dead_letter_queue,
+            log_retention=log_retention,
+            timeout_seconds=60,
+            environment={
+                "SPOTHUB_GROUP_NAME": capacity.group_name,
+                "SPOTHUB_CLUSTER_NAME": capacity.cluster.cluster_name,
+                "SPOTHUB_TASK_DEFINITION": serving.task_definition.family,
+                "SPOTHUB_LAUNCH_STATE_MACHINE_ARN": arns["launch_instance"],
+                "SPOTHUB_TEARDOWN_STATE_MACHINE_ARN": arns["teardown_instance"],
+            },
+        )
+        self.function = self.spothub_function.function
+        self._grant(stack, capacity, serving, arns)
+
+        poll = config.poll_seconds
+        numbers = {
+            "launch_instance": {
+                "PollSeconds": poll,
+                "MaxInstancePolls": max(1, MAX_INSTANCE_POLLS_SECONDS // poll),
+                "MaxWorkloadPolls": max(1, MAX_WORKLOAD_POLLS_SECONDS // poll),
+            },
+            "teardown_instance": {"PollSeconds": poll, "MaxTeardownPolls": max(1, MAX_TEARDOWN_POLLS_SECONDS // poll)},
+            "capacity_monitor": {},
+        }
+        self.state_machines: dict[str, sfn.StateMachine] = {}
+        for kind, name in names.items():
+            machine = SpothubStateMachine(
+                self,
+                kind.title().replace("_", ""),
+                name=kind,
+                state_machine_name=name,
+                substitutions={
+                    "InstanceFromAsgArn": self.function.function_arn,
+                    "WorkerBusName": worker_bus.event_bus_name,
+                },
+                numbers=numbers[kind],
+                log_retention=log_retention,
+            ).state_machine
+            self.function.grant_invoke(machine)
+            worker_bus.grant_put_events_to(machine)
+            acknowledge(
+                machine,
+                invoke_versions_rule(self.function),
+                "grant_invoke adds <function ARN>:* so the state machine may invoke this one function's versions.",
+            )
+            acknowledge(machine, "AwsSolutions-IAM5[Resource::*]", STATE_MACHINE_REASON)
+            self.state_machines[kind] = machine
+
+        commands = events.Rule(
+            self,
+            "HubCommands",
+            event_bus=worker_bus,
+            description="Launch and teardown commands from the hub",
+            event_pattern=events.EventPattern(source=[str(Source.HUB)], detail_type=[c.value for c in HubCommand]),
+        )
+        commands.add_target(
+            targets.LambdaFunction(
+                self.function, dead_letter_queue=dead_letter_queue, retry_attempts=8, max_event_age=Duration.hours(2)
+            )
+        )
+        for kind, notice in (
+            ("interruption", AwsEvent.SPOT_INTERRUPTION_WARNING),
+            ("rebalance", AwsEvent.REBALANCE_RECOMMENDATION),
+        ):
+            rule = events.Rule(
+                self,
+                f"SpotNotice-{kind}",
+                description=f"{notice.value} for any instance in the region: the capacity monitor picks ours",
+                event_pattern=events.EventPattern(source=[AWS_EVENT_SOURCES[notice]], detail_type=[notice.value]),
+            )
+            rule.add_target(
+                targets.SfnStateMachine(
+                    self.state_machines["capacity_monitor"],
+                    input=events.RuleTargetInput.from_object(
+                        {
+                            "instance_id": events.EventField.from_path("$.detail.instance-id"),
+                            "kind": kind,
+                            "notice_id": events.EventField.from_path("$.id"),
+                            "region": events.EventField.from_path("$.region"),
+                        }
+                    ),
+                    dead_letter_queue=dead_letter_queue,
+                )
+            )
+        reports = events.Rule(
+            self,
+            "ReportsToHub",
+            event_bus=worker_bus,
+            description="Worker reports to the hub bus",
+            event_pattern=events.EventPattern(source=[str(Source.WORKER)]),
+        )
+        hub_bus = events.EventBus.from_event_bus_arn(self, "HubBus", hub_bus_arn)
+        reports.add_target(targets.EventBus(hub_bus, dead_letter_queue=dead_letter_queue))
+
+    def _grant(self, stack: Stack, capacity: GpuCapacity, serving: ServingTask, arns: dict[str, str]) -> None:
+        group_arn = stack.format_arn(
+            service="autoscaling",
+            resource="autoScalingGroup",
+            resource_name=f"*:autoScalingGroupName/{capacity.group_name}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        cluster_arn = capacity.cluster.cluster_arn
+        launch_executions = arns["launch_instance"].replace(":stateMachine:", ":execution:") + ":*"
+        any_instance = stack.format_arn(service="ec2", resource="instance", resource_name="*")
+        task_definitions = stack.format_arn(
+            service="ecs", resource="task-definition", resource_name=f"{serving.task_definition.family}:*"
+        )
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadGroupsAndInstances",
+                actions=[
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeScalingActivities",
+                    "ec2:DescribeInstances",
+                ],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                sid="SizeOwnGroup",
+                actions=[
+                    "autoscaling:SetDesiredCapacity",
+                    "autoscaling:UpdateAutoScalingGroup",
+                    "autoscaling:TerminateInstanceInAutoScalingGroup",
+                    "autoscaling:EnterStandby",
+                ],
+                resources=[group_arn],
+            ),
+            # UpdateAutoScalingGroup re-submits the mixed instances policy, which names the launch template.
+            iam.PolicyStatement(
+                sid="UseOwnLaunchTemplate",
+                actions=["ec2:RunInstances", "ec2:CreateTags"],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "ec2:LaunchTemplate": stack.format_arn(
+                            service="ec2",
+                            resource="launch-template",
+                            resource_name=capacity.launch_template.launch_template_id or "*",
+                        )
+                    }
+                },
+            ),
+            iam.PolicyStatement(
+                sid="PassOwnRoles",
+                actions=["iam:PassRole"],
+                resources=[capacity.role.role_arn, serving.task_definition.task_role.role_arn]
+                + ([serving.task_definition.execution_role.role_arn] if serving.task_definition.execution_role else []),
+            ),
+            iam.PolicyStatement(
+                sid="ClaimOwnInstances",
+                actions=["ec2:CreateTags"],
+                resources=[stack.format_arn(service="ec2", resource="instance", resource_name="*")],
+                conditions={"StringEquals": {"aws:ResourceTag/aws:autoscaling:groupName": capacity.group_name}},
+            ),
+            iam.PolicyStatement(
+                sid="ServingTasks",
+                actions=["ecs:StartTask"],
+                resources=[
+                    stack.format_arn(
+                        service="ecs", resource="task-definition", resource_name=f"{serving.task_definition.family}:*"
+                    )
+                ],
+                conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+            ),
+            iam.PolicyStatement(
+                sid="ClusterTasks",
+                actions=[
+                    "ecs:ListTasks",
+                    "ecs:DescribeTasks",
+                    "ecs:StopTask",
+                    "ecs:TagResource",
+                    "ecs:ListContainerInstances",
+                    "ecs:DescribeContainerInstances",
+                ],
+                resources=["*"],
+                conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+            ),
+            iam.PolicyStatement(
+                sid="StartOwnStateMachines",
+                actions=["states:StartExecution"],
+                resources=[arns["launch_instance"], arns["teardown_instance"]],
+            ),
+            iam.PolicyStatement(
+                sid="ListLaunches", actions=["states:ListExecutions"], resources=[arns["launch_instance"]]
+            ),
+            iam.PolicyStatement(sid="StopLaunches", actions=["states:StopExecution"], resources=[launch_executions]),
+        ]
+        for statement in statements:
+            self.function.add_to_role_policy(statement)
+        reasons = {
+            "AwsSolutions-IAM5[Resource::*]": "Describe calls (groups, instances, scaling activities) have no "
+            "resource-level permissions; ec2:RunInstances/CreateTags only with this region's launch template; ECS "
+            "task calls only in this cluster (ecs:cluster condition); X-Ray.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, group_arn)}]": "The group's ARN embeds a UUID unknown "
+            "before deployment; the name pins it to this region's spothub group.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, any_instance)}]": "Instance ids are unknown ahead; "
+            "CreateTags is limited to instances of the spothub group by tag condition.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, task_definitions)}]": "Every revision of the "
+            "serving task definition family, in this cluster only.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, launch_executions)}]": "StopExecution on this "
+            "region's launch executions (cancel, teardown); their names are the launch ids.",
+        }
+        for rule, reason in reasons.items():
+            acknowledge(self.spothub_function, rule, reason)

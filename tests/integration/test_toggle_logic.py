@@ -1,0 +1,209 @@
+"""POST /spot-provisioning's logic against DynamoDB (moto): what enable and disable start, stop and refuse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from pydantic import ValidationError
+
+from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.errors import DependencyUnavailable, InvalidRequest
+from spothub_core.logic.provisioning import Orchestration, ToggleRequest, toggle
+
+NOW = 1_700_000_000.0
+WORKER_REGIONS = ["us-west-2", "eu-west-1"]
+DEFAULT_TYPES = ["g5.xlarge"]
+
+
+class FakeOrchestration:
+    """Records what the toggle starts, stops and puts; start_execution can be made to fail."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, dict[str, Any]]] = []
+        self.stopped: list[tuple[str, str]] = []
+        self.commands: list[tuple[str, str, dict[str, Any]]] = []
+        self.start_error: Exception | None = None
+
+    def start_execution(self, name: str, state: dict[str, Any]) -> bool:
+        if self.start_error is not None:
+            raise self.start_error
+        self.started.append((name, state))
+        return True
+
+    def stop_execution(self, name: str, cause: str) -> None:
+        self.stopped.append((name, cause))
+
+    def put_command(self, detail_type: str, source: str, detail: dict[str, Any]) -> None:
+        self.commands.append((detail_type, source, detail))
+
+    def as_orchestration(self) -> Orchestration:
+        return Orchestration(
+            start_execution=self.start_execution, stop_execution=self.stop_execution, put_command=self.put_command
+        )
+
+
+@pytest.fixture
+def store() -> Iterator[ProvisioningStore]:
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName="state",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield ProvisioningStore(boto3.resource("dynamodb", region_name="us-east-1").Table("state"))
+
+
+@pytest.fixture
+def fake() -> FakeOrchestration:
+    return FakeOrchestration()
+
+
+def run(store: ProvisioningStore, fake: FakeOrchestration, **body: Any) -> dict[str, Any]:
+    return toggle(
+        ToggleRequest(**body),
+        store=store,
+        orchestration=fake.as_orchestration(),
+        worker_regions=WORKER_REGIONS,
+        default_instance_types=DEFAULT_TYPES,
+        now=NOW,
+    )
+
+
+# --- enable ----------------------------------------------------------------------------------------
+
+
+def test_enable_starts_one_execution_for_the_first_replica(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    answer = run(store, fake, action="enable")
+    assert answer == {"message": "Spot provisioning enabled successfully"}
+    assert fake.started == [("replica-0-g1", {"replica_id": "replica-0", "generation": 1})]
+
+
+def test_enable_writes_the_switch_with_the_defaults(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    config = store.config()
+    assert (config["status"], config["generation"], config["replicas"]) == ("enabled", 1, 1)
+    assert config["instance_types"] == DEFAULT_TYPES
+    assert store.replica("replica-0")["status"] == "placing"  # type: ignore[index]
+
+
+def test_enabling_twice_starts_nothing_new(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    run(store, fake, action="enable")
+    assert [name for name, _ in fake.started] == ["replica-0-g1"]
+    assert store.config()["generation"] == 1
+
+
+def test_enable_with_two_replicas_starts_two_executions(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable", replicas=2)
+    assert [name for name, _ in fake.started] == ["replica-0-g1", "replica-1-g1"]
+
+
+def test_more_replicas_than_worker_regions_is_invalid(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    with pytest.raises(InvalidRequest, match="at most one replica per region"):
+        run(store, fake, action="enable", replicas=3)
+    assert fake.started == []
+    assert store.config()["status"] == "disabled"
+
+
+def test_more_replicas_than_allowed_regions_is_invalid(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    with pytest.raises(InvalidRequest):
+        run(store, fake, action="enable", replicas=2, allowed_regions=["us-west-2"])
+
+
+def test_allowing_a_region_that_is_not_a_worker_region_is_invalid(
+    store: ProvisioningStore, fake: FakeOrchestration
+) -> None:
+    with pytest.raises(InvalidRequest, match="not worker regions of this deployment: ap-south-1"):
+        run(store, fake, action="enable", allowed_regions=["us-west-2", "ap-south-1"])
+    assert fake.started == []
+    assert store.config() == {"status": "disabled", "generation": 0}
+
+
+def test_a_failed_start_leaves_the_replica_stopped_so_enabling_again_retries(
+    store: ProvisioningStore, fake: FakeOrchestration
+) -> None:
+    fake.start_error = DependencyUnavailable("Step Functions did not answer")
+    with pytest.raises(DependencyUnavailable):
+        run(store, fake, action="enable")
+    assert store.replica("replica-0")["status"] == "stopped"  # type: ignore[index]
+
+    fake.start_error = None
+    run(store, fake, action="enable")
+    assert [name for name, _ in fake.started] == ["replica-0-g1"]
+    assert store.replica("replica-0")["status"] == "placing"  # type: ignore[index]
+
+
+# --- disable ---------------------------------------------------------------------------------------
+
+
+def test_disable_stops_the_running_execution(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    answer = run(store, fake, action="disable")
+    assert answer == {"message": "Spot provisioning disabled successfully"}
+    assert fake.stopped == [("replica-0-g1", "spot provisioning disabled")]
+    config = store.config()
+    assert (config["status"], config["generation"]) == ("disabled", 2)
+    assert store.replica("replica-0")["status"] == "stopped"  # type: ignore[index]
+    assert fake.commands == []
+
+
+def test_disabling_while_disabled_does_nothing(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="disable")
+    assert (fake.started, fake.stopped, fake.commands) == ([], [], [])
+    assert store.config() == {"status": "disabled", "generation": 0}
+
+
+def test_disabling_twice_stops_the_execution_once(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    run(store, fake, action="disable")
+    run(store, fake, action="disable")
+    assert len(fake.stopped) == 1
+    assert store.config()["generation"] == 2
+
+
+def test_disable_with_teardown_asks_every_worker_region_once(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    run(store, fake, action="disable", teardown=True)
+    assert [detail_type for detail_type, _, _ in fake.commands] == ["Spothub Teardown Requested"] * 2
+    assert sorted(detail["region"] for _, _, detail in fake.commands) == sorted(WORKER_REGIONS)
+    assert {source for _, source, _ in fake.commands} == {"spothub.hub"}
+    assert all(detail["teardown_id"].startswith(f"teardown-{detail['region']}-") for _, _, detail in fake.commands)
+
+
+def test_enable_after_disable_starts_a_new_generation(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    run(store, fake, action="disable")
+    run(store, fake, action="enable")
+    assert [name for name, _ in fake.started] == ["replica-0-g1", "replica-0-g3"]
+
+
+# --- the request body ------------------------------------------------------------------------------
+
+
+def test_an_unknown_action_names_the_valid_ones() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ToggleRequest(action="restart")  # type: ignore[arg-type]
+    assert "'enable'" in str(caught.value)
+    assert "'disable'" in str(caught.value)
+
+
+def test_an_unknown_field_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        ToggleRequest.model_validate({"action": "enable", "regions": ["us-west-2"]})
+
+
+def test_teardown_with_enable_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="teardown applies to disable only"):
+        ToggleRequest(action="enable", teardown=True)
+
+
+def test_teardown_with_disable_is_accepted() -> None:
+    assert ToggleRequest(action="disable", teardown=True).teardown is True
