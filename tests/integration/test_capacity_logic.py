@@ -7,13 +7,10 @@ succeeds after it was given up is torn down.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from unittest.mock import MagicMock
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import LAUNCH, ProvisioningStore
@@ -34,21 +31,6 @@ BUS = "spothub-hub"
 ORCHESTRATOR = "arn:aws:states:us-east-1:123456789012:stateMachine:spothub-orchestrator"
 PARAMETER = "/spothub/active-instance"
 REGION = "us-west-2"
-
-
-@pytest.fixture
-def table() -> Iterator[Any]:
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName="state",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield boto3.resource("dynamodb", region_name="us-east-1").Table("state")
 
 
 def services(table: Any, **overrides: Any) -> HubServices:

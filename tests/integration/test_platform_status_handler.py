@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.integration.conftest import STATE_TABLE_KEYS
 from tests.lambda_events import FakeLambdaContext, rest_proxy_event
 
 TABLE = "spothub-state"
@@ -32,15 +33,7 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     }.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        boto3.client("dynamodb").create_table(TableName=TABLE, **STATE_TABLE_KEYS)
         sys.modules.pop("platform_status.handler", None)
         yield importlib.import_module("platform_status.handler")
     sys.modules.pop("platform_status.handler", None)

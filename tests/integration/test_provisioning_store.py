@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
 
 NOW = 1_700_000_000.0
 ENABLED = {"status": "enabled", "generation": 1, "replicas": 1, "instance_types": ["g5.xlarge"]}
-
-
-@pytest.fixture
-def table() -> Iterator[Any]:
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName="state",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield boto3.resource("dynamodb", region_name="us-east-1").Table("state")
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from pydantic import ValidationError
 
 from spothub_core.dal.provisioning import ProvisioningStore
@@ -47,18 +44,8 @@ class FakeOrchestration:
 
 
 @pytest.fixture
-def store() -> Iterator[ProvisioningStore]:
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName="state",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield ProvisioningStore(boto3.resource("dynamodb", region_name="us-east-1").Table("state"))
+def store(table: Any) -> ProvisioningStore:
+    return ProvisioningStore(table)
 
 
 @pytest.fixture
