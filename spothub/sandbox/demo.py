@@ -131,11 +131,10 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
 
     old = first.get("instance_id", "")
     old_region = placed.get("region") or second
-    n.chapter(f"{old_region} loses its capacity: interruption warning, replacement elsewhere, then the old one goes")
-    for pool in sandbox.market.pools(best):
-        sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=2, placement_score=9)
-    # Twenty simulated minutes later: the exclusion of the first region (15 minutes) has expired.
-    sandbox.clock.advance(20 * 60)
+    n.chapter(
+        f"{old_region} loses its capacity: interruption warning, a replacement in {best} (on-demand, since {best} "
+        "is still excluded for spot), then the old one goes"
+    )
     for pool in sandbox.market.pools(old_region):
         sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=0)
     moved = _serving(n, sandbox, "a replacement is serving", lambda d: d.get("region") not in (None, old_region))

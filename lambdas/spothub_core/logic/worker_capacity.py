@@ -118,8 +118,15 @@ def _set_size(worker: WorkerRegion, group: dict[str, Any], *, desired: int, on_d
     if policy is not None:
         distribution = policy.get("InstancesDistribution", {})
         if int(distribution.get("OnDemandBaseCapacity", 0)) != on_demand:
-            # The whole policy is sent back: an update replaces it, overrides included.
-            updated = {**policy, "InstancesDistribution": {**distribution, "OnDemandBaseCapacity": on_demand}}
+            # The whole policy is sent back: an update replaces it, overrides included. Describe names the
+            # launch template by id and by name; an update must name it one way only.
+            template = policy["LaunchTemplate"]
+            spec = {k: v for k, v in template["LaunchTemplateSpecification"].items() if k != "LaunchTemplateName"}
+            updated = {
+                **policy,
+                "LaunchTemplate": {**template, "LaunchTemplateSpecification": spec},
+                "InstancesDistribution": {**distribution, "OnDemandBaseCapacity": on_demand},
+            }
             _aws(
                 "set the on-demand base",
                 worker.autoscaling.update_auto_scaling_group,
