@@ -16,11 +16,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
-from botocore.exceptions import BotoCoreError, ClientError
-
-from spothub_core.dal.state_table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, reason_of
-from spothub_core.errors import DependencyUnavailable
+from spothub_core.dal.state_table import (
+    PARTITION_KEY,
+    SORT_KEY,
+    TTL_ATTRIBUTE,
+    call,
+    conditional_write,
+    query_partition,
+)
 
 CONFIG_KEY = {PARTITION_KEY: "PROVISIONING", SORT_KEY: "CONFIG"}
 REPLICA = "REPLICA"
@@ -30,10 +33,6 @@ INSTANCE = "INSTANCE"
 # Launch and teardown records are kept a week for the operator's questions, then expire.
 RECORD_TTL_SECONDS = 7 * 86400
 PENDING = "pending"
-
-
-def _conditional_failed(exc: Exception) -> bool:
-    return isinstance(exc, ClientError) and exc.response["Error"].get("Code") == "ConditionalCheckFailedException"
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -60,23 +59,20 @@ class ProvisioningStore:
     # --- the switch ----------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
-        item = self._call("read the provisioning switch", self._table.get_item, Key=CONFIG_KEY).get("Item")
+        item = call("read the provisioning switch", self._table.get_item, Key=CONFIG_KEY).get("Item")
         return _plain(item) if item else {"status": "disabled", "generation": 0}
 
     def write_config(self, config: dict[str, Any], *, expected_generation: int) -> bool:
         """Replace the switch; False when another toggle changed it since it was read."""
-        try:
-            self._table.put_item(
-                Item={**CONFIG_KEY, **config},
-                # Two toggles racing: only the one that read the current generation writes.
-                ConditionExpression="attribute_not_exists(pk) OR generation = :expected",
-                ExpressionAttributeValues={":expected": expected_generation},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            if _conditional_failed(exc):
-                return False
-            raise DependencyUnavailable(f"the provisioning switch could not be written: {reason_of(exc)}") from exc
-        return True
+        written = conditional_write(
+            "write the provisioning switch",
+            self._table.put_item,
+            Item={**CONFIG_KEY, **config},
+            # Two toggles racing: only the one that read the current generation writes.
+            ConditionExpression="attribute_not_exists(pk) OR generation = :expected",
+            ExpressionAttributeValues={":expected": expected_generation},
+        )
+        return written is not None
 
     # --- replicas ------------------------------------------------------------------------------
 
@@ -102,32 +98,38 @@ class ProvisioningStore:
     def start_replacing(self, replica_id: str, *, instance_id: str, execution: str, now: float) -> bool:
         """Mark a serving replica as being replaced; False when it is not serving on that instance
         (a duplicate or late notice, or a notice for an instance already replaced)."""
-        return self._conditional_update(
-            REPLICA,
-            replica_id,
-            {"status": "replacing", "execution": execution, "updated_at": _number(now)},
-            # Two notices for one instance (rebalance then interruption, or a redelivery) start one replacement.
-            condition="#status = :serving AND instance_id = :instance",
-            values={":serving": "serving", ":instance": instance_id},
+        return (
+            self._update(
+                REPLICA,
+                replica_id,
+                {"status": "replacing", "execution": execution, "updated_at": _number(now)},
+                # Two notices for one instance (rebalance then interruption, or a redelivery) start one replacement.
+                condition="#status = :serving AND instance_id = :instance",
+                values={":serving": "serving", ":instance": instance_id},
+            )
+            is not None
         )
 
     def replica_serving(self, replica_id: str, *, generation: int, fields: dict[str, Any]) -> bool:
         """The replica's new instance is healthy; False when provisioning moved on (disabled since)."""
-        return self._conditional_update(
-            REPLICA,
-            replica_id,
-            {"status": "serving", **fields},
-            # A disable (status stopped) or a new enable (newer generation) while the launch ran must not
-            # be undone by its success.
-            condition="generation = :generation AND #status IN (:placing, :replacing)",
-            values={":generation": generation, ":placing": "placing", ":replacing": "replacing"},
+        return (
+            self._update(
+                REPLICA,
+                replica_id,
+                {"status": "serving", **fields},
+                # A disable (status stopped) or a new enable (newer generation) while the launch ran must not
+                # be undone by its success.
+                condition="generation = :generation AND #status IN (:placing, :replacing)",
+                values={":generation": generation, ":placing": "placing", ":replacing": "replacing"},
+            )
+            is not None
         )
 
     def replica_status(self, replica_id: str, status: str, fields: dict[str, Any] | None = None) -> None:
         self.update_replica(replica_id, {"status": status, **(fields or {})})
 
     def update_replica(self, replica_id: str, fields: dict[str, Any]) -> None:
-        self._conditional_update(REPLICA, replica_id, fields, condition=None, values={})
+        self._update(REPLICA, replica_id, fields, condition=None, values={})
 
     def stop_replicas(self, now: float) -> list[dict[str, Any]]:
         stopped = []
@@ -160,25 +162,14 @@ class ProvisioningStore:
     def resolve_request(self, kind: str, request_id: str, status: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """Move a pending request to `status`; returns it (with its token) when this call did so,
         None when it was not pending: a duplicate, late or out-of-order report changes nothing."""
-        try:
-            response = self._table.update_item(
-                Key={PARTITION_KEY: kind, SORT_KEY: request_id},
-                UpdateExpression="SET #status = :status" + "".join(f", #f{i} = :f{i}" for i in range(len(fields))),
-                # Exactly one report resolves a request: the first; the token is used once.
-                ConditionExpression="#status = :pending",
-                ExpressionAttributeNames={"#status": "status", **{f"#f{i}": k for i, k in enumerate(fields)}},
-                ExpressionAttributeValues={
-                    ":status": status,
-                    ":pending": PENDING,
-                    **{f":f{i}": v for i, v in enumerate(fields.values())},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            if _conditional_failed(exc):
-                return None
-            raise DependencyUnavailable(f"{kind.lower()} {request_id} could not be updated: {reason_of(exc)}") from exc
-        return _plain(response["Attributes"])
+        # Exactly one report resolves a request: the first; the token is used once.
+        return self._update(
+            kind,
+            request_id,
+            {"status": status, **fields},
+            condition="#status = :pending",
+            values={":pending": PENDING},
+        )
 
     def request(self, kind: str, request_id: str) -> dict[str, Any] | None:
         return self._get(kind, request_id)
@@ -189,7 +180,7 @@ class ProvisioningStore:
     # --- instances -------------------------------------------------------------------------------
 
     def put_instance(self, instance_id: str, fields: dict[str, Any]) -> None:
-        self._conditional_update(INSTANCE, instance_id, fields, condition=None, values={})
+        self._update(INSTANCE, instance_id, fields, condition=None, values={})
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:
         return self._get(INSTANCE, instance_id)
@@ -200,21 +191,13 @@ class ProvisioningStore:
     # --- internals -------------------------------------------------------------------------------
 
     def _get(self, kind: str, key: str) -> dict[str, Any] | None:
-        response = self._call(
-            f"read {kind.lower()} {key}", self._table.get_item, Key={PARTITION_KEY: kind, SORT_KEY: key}
+        item = call(f"read {kind.lower()} {key}", self._table.get_item, Key={PARTITION_KEY: kind, SORT_KEY: key}).get(
+            "Item"
         )
-        item = response.get("Item")
         return _plain(item) if item else None
 
     def _query(self, kind: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        query: dict[str, Any] = {"KeyConditionExpression": Key(PARTITION_KEY).eq(kind)}
-        while True:
-            page = self._call(f"read {kind.lower()} records", self._table.query, **query)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return query_partition(self._table, kind, f"read {kind.lower()} records")
 
     def _conditional_put(
         self, kind: str, key: str, fields: dict[str, Any], *, condition: str, values: dict[str, Any]
@@ -226,39 +209,23 @@ class ProvisioningStore:
         }
         if "#status" in condition:
             arguments["ExpressionAttributeNames"] = {"#status": "status"}
-        try:
-            self._table.put_item(**arguments)
-        except (ClientError, BotoCoreError) as exc:
-            if _conditional_failed(exc):
-                return False
-            raise DependencyUnavailable(f"{kind.lower()} {key} could not be written: {reason_of(exc)}") from exc
-        return True
+        return conditional_write(f"write {kind.lower()} {key}", self._table.put_item, **arguments) is not None
 
-    def _conditional_update(
+    def _update(
         self, kind: str, key: str, fields: dict[str, Any], *, condition: str | None, values: dict[str, Any]
-    ) -> bool:
+    ) -> dict[str, Any] | None:
+        """SET `fields` (under `condition`); the item as it is now, None when the condition failed."""
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         arguments: dict[str, Any] = {
             "Key": {PARTITION_KEY: kind, SORT_KEY: key},
             "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": {**{f":f{i}": v for i, v in enumerate(fields.values())}, **values},
+            "ReturnValues": "ALL_NEW",
         }
         if condition:
             arguments["ConditionExpression"] = condition
             if "#status" in condition:
                 names["#status"] = "status"
-        try:
-            self._table.update_item(**arguments)
-        except (ClientError, BotoCoreError) as exc:
-            if _conditional_failed(exc):
-                return False
-            raise DependencyUnavailable(f"{kind.lower()} {key} could not be written: {reason_of(exc)}") from exc
-        return True
-
-    @staticmethod
-    def _call(what: str, method: Any, **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise DependencyUnavailable(f"could not {what}: {reason_of(exc)}") from exc
+        response = conditional_write(f"write {kind.lower()} {key}", self._table.update_item, **arguments)
+        return None if response is None else _plain(response["Attributes"])

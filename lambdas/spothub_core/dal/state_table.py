@@ -3,12 +3,14 @@
 Key layout (each item kind lives in its own dal module, with its condition expressions):
   pk=DEPLOYMENT  sk=DEPLOYMENT   the deployment record (written on first use)
   pk=EXCLUSION   sk=<region>     a region excluded from ranking until an expiry (dal/exclusions.py)
+  pk=PROVISIONING, REPLICA, LAUNCH, TEARDOWN, INSTANCE          spot provisioning (dal/provisioning.py)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_core.errors import DependencyUnavailable
@@ -44,3 +46,34 @@ def reason_of(exc: Exception) -> str:
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
     return type(exc).__name__
+
+
+def call(what: str, method: Any, **arguments: Any) -> Any:
+    """Call DynamoDB; a failure becomes DependencyUnavailable saying what could not be done."""
+    try:
+        return method(**arguments)
+    except (ClientError, BotoCoreError) as exc:
+        raise DependencyUnavailable(f"could not {what}: {reason_of(exc)}") from exc
+
+
+def conditional_write(what: str, method: Any, **arguments: Any) -> Any | None:
+    """Call a conditional put or update; None when its condition failed (the race it guards was lost),
+    its response otherwise. Other failures become DependencyUnavailable."""
+    try:
+        return method(**arguments)
+    except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and exc.response["Error"].get("Code") == "ConditionalCheckFailedException":
+            return None
+        raise DependencyUnavailable(f"could not {what}: {reason_of(exc)}") from exc
+
+
+def query_partition(table: Any, partition: str, what: str) -> list[dict[str, Any]]:
+    """Every item of one partition, page after page."""
+    items: list[dict[str, Any]] = []
+    query: dict[str, Any] = {"KeyConditionExpression": Key(PARTITION_KEY).eq(partition)}
+    while True:
+        page = call(what, table.query, **query)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
