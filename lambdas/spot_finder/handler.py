@@ -50,17 +50,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "denied_regions": request.denied_regions or switch.get("denied_regions") or [],
         }
     )
+    others = [r for r in provisioning.replicas() if r["replica_id"] != request.replica_id]
+    # Where the other replicas serve, and where they are being launched.
     occupied = {
-        r["region"]: r["replica_id"]
-        for r in provisioning.replicas()
-        if r.get("region") and r["replica_id"] != request.replica_id and r.get("status") in ("serving", "replacing")
+        r["region"]: r["replica_id"] for r in others if r.get("region") and r.get("status") in ("serving", "replacing")
     }
     occupied.update(
-        {
-            r["target_region"]: r["replica_id"]
-            for r in provisioning.replicas()
-            if r.get("target_region") and r["replica_id"] != request.replica_id and r.get("status") != "stopped"
-        }
+        {r["target_region"]: r["replica_id"] for r in others if r.get("target_region") and r.get("status") != "stopped"}
     )
     result = find_regions(
         request,

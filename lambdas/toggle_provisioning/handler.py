@@ -15,7 +15,7 @@ from spothub_core.dal.event_bus import put_event
 from spothub_core.dal.executions import start_named, stop_named
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.http import build_resolver
-from spothub_core.logic.provisioning import Orchestration, ToggleRequest, toggle
+from spothub_core.logic.provisioning import Orchestration, ToggleRequest, orchestrator_input, toggle
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -33,12 +33,8 @@ events = boto3.client("events")
 app = build_resolver()
 
 
-ORCHESTRATOR_DEFAULTS = {"attempt": 0, "prefer_region": None, "replacing": None}
-
 orchestration = Orchestration(
-    start_execution=lambda name, state: start_named(
-        sfn, settings.orchestrator_arn, name, {**ORCHESTRATOR_DEFAULTS, **state}
-    ),
+    start_execution=lambda name, state: start_named(sfn, settings.orchestrator_arn, name, orchestrator_input(state)),
     stop_execution=lambda name, cause: stop_named(sfn, settings.orchestrator_arn, name, cause),
     put_command=lambda detail_type, source, detail: put_event(
         events, settings.hub_bus_name, source, detail_type, detail

@@ -34,6 +34,7 @@ from spothub_core.events import (
     TeardownRequested,
 )
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
+from spothub_core.logic.provisioning import orchestrator_input
 
 logger = logging.getLogger(__name__)
 
@@ -260,9 +261,7 @@ def put_command(hub: HubServices, detail_type: str, detail: dict[str, Any]) -> N
 
 
 def start_execution(hub: HubServices, name: str, state: dict[str, Any]) -> bool:
-    return start_named(
-        hub.sfn, hub.orchestrator_arn, name, {"attempt": 0, "prefer_region": None, "replacing": None, **state}
-    )
+    return start_named(hub.sfn, hub.orchestrator_arn, name, orchestrator_input(state))
 
 
 def _fail_launch(  # noqa: PLR0917 (one report's fields)

@@ -59,6 +59,11 @@ class Orchestration:
     put_command: Callable[[str, str, dict[str, Any]], None]  # (detail-type, source, detail)
 
 
+def orchestrator_input(state: dict[str, Any]) -> dict[str, Any]:
+    """The orchestrator's input: every field its ASL reads, with the defaults of a first placement."""
+    return {"attempt": 0, "prefer_region": None, "replacing": None, **state}
+
+
 def execution_name(replica_id: str, generation: int) -> str:
     return f"{replica_id}-g{generation}"
 
@@ -147,7 +152,7 @@ def _disable(
     generation = int(current.get("generation", 0))
     if current.get("status") == "enabled" and not store.write_config(
         {
-            **{k: v for k, v in current.items() if k != "updated_at"},
+            **current,
             "status": "disabled",
             "generation": generation + 1,
             "updated_at": int(now),

@@ -120,15 +120,19 @@ def _order(observation: RegionObservation) -> tuple[int, float, str]:
     return (-score, price, observation.region)
 
 
-def _kept_reason(observation: RegionObservation) -> str:
+def _facts(observation: RegionObservation) -> tuple[str, str]:
     score = "no placement score" if observation.placement_score is None else f"score {observation.placement_score}"
     price = "no spot price" if observation.spot_price is None else f"${observation.spot_price:.4f}/h"
+    return score, price
+
+
+def _kept_reason(observation: RegionObservation) -> str:
+    score, price = _facts(observation)
     return f"{score}, {price}, kept: scores as well as the best"
 
 
 def _reason(observation: RegionObservation, rank: int, ordered: list[RegionObservation]) -> str:
-    score = "no placement score" if observation.placement_score is None else f"score {observation.placement_score}"
-    price = "no spot price" if observation.spot_price is None else f"${observation.spot_price:.4f}/h"
+    score, price = _facts(observation)
     if rank == 1:
         ties = [o for o in ordered[1:] if o.placement_score == observation.placement_score]
         decided = ", cheapest of the best-scored" if ties else ", best placement score"
