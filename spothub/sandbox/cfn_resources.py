@@ -20,6 +20,12 @@ NOT_EMULATED: dict[str, str] = {
     "AWS::ApiGateway::Account": "account-wide setting of API Gateway's CloudWatch role; the sandbox API logs locally",
 }
 
+# Types moto does support, but not as the sandbox needs, so the sandbox's model replaces moto's; and why.
+REPLACES_MOTO: dict[str, str] = {
+    "AWS::StepFunctions::StateMachine": "moto ignores DefinitionSubstitutions and creates the machine where "
+    "executions are only recorded, not run",
+}
+
 # Every resource the sandbox created, as (type, physical id), for the deployer's report.
 CREATED: list[tuple[str, str]] = []
 

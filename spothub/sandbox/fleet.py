@@ -353,6 +353,11 @@ class Fleet:
         self._record("agent-started", instance_id, {"instance_id": instance_id})
         return instance.describe()
 
+    def terminate_all(self) -> None:
+        """Terminate every instance still running, whatever its group thinks (Standby included)."""
+        for instance in self.running():
+            self._terminate(instance)
+
     def on_terminated(self, instance_ids: list[str]) -> None:
         """The emulator terminated these instances (scale-in, interruption, by hand)."""
         for instance_id in instance_ids:

@@ -222,6 +222,8 @@ class Sandbox:
             for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
                 group.set_desired_capacity(0)
         if self.fleet is not None:
+            # Instances in Standby (after an interruption warning) do not count in a group's size.
+            self.fleet.terminate_all()
             self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
         if self.market is not None:
             self.market.restore()

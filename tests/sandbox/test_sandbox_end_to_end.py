@@ -566,9 +566,18 @@ def test_the_market_taking_a_pool_away_interrupts_its_instance(fresh_sandbox: Sa
     market.set_zone(instance.zone, instance.instance_type, capacity=0)
 
     (warning, *_) = fresh_sandbox.wait_for(
-        lambda: fresh_sandbox.events(hub_bus(fresh_sandbox), "EC2 Spot Instance Interruption Warning"), POLL_S
+        lambda: fresh_sandbox.events(
+            f"{FULL_REGION}:{ACCOUNT}:event-bus/default", "EC2 Spot Instance Interruption Warning"
+        ),
+        POLL_S,
     )
     assert warning.details["event"]["detail"] == {"instance-id": instance.instance_id, "instance-action": "terminate"}
+    # The region's capacity monitor finds the instance in spothub's group and reports it to the hub.
+    (notice, *_) = fresh_sandbox.wait_for(
+        lambda: fresh_sandbox.events(hub_bus(fresh_sandbox), "Spothub Capacity Notice"), POLL_S
+    )
+    assert notice.details["event"]["detail"]["instance_id"] == instance.instance_id
+    assert notice.details["event"]["detail"]["kind"] == "interruption"
     action = json.loads(instance.imds.lookup("/latest/meta-data/spot/instance-action") or "{}")
     assert action["action"] == "terminate"
     assert instance.state == "interrupting"
@@ -656,10 +665,19 @@ def test_the_control_surface_drives_market_clock_and_instances(fresh_sandbox: Sa
     )
     assert notice.status_code == 200
     assert "noticeTime" in notice.json()
-    (forwarded, *_) = fresh_sandbox.wait_for(
-        lambda: fresh_sandbox.events(hub_bus(fresh_sandbox), "EC2 Instance Rebalance Recommendation"), POLL_S
+    (sent, *_) = fresh_sandbox.wait_for(
+        lambda: fresh_sandbox.events(
+            f"{instance.region}:{ACCOUNT}:event-bus/default", "EC2 Instance Rebalance Recommendation"
+        ),
+        POLL_S,
     )
-    assert forwarded.details["event"]["detail"] == {"instance-id": instance.instance_id}
+    assert sent.details["event"]["detail"] == {"instance-id": instance.instance_id}
+    # The region's capacity monitor reports it to the hub as one of spothub's instances.
+    (reported, *_) = fresh_sandbox.wait_for(
+        lambda: fresh_sandbox.events(hub_bus(fresh_sandbox), "Spothub Capacity Notice"), POLL_S
+    )
+    assert reported.details["event"]["detail"]["instance_id"] == instance.instance_id
+    assert reported.details["event"]["detail"]["kind"] == "rebalance"
 
     timeline = _control(fresh_sandbox, "GET", "timeline").json()
     kinds = [entry["kind"] for entry in timeline]
