@@ -20,7 +20,9 @@ from pydantic import Field
 from spothub_core.contracts import HubCommand, Source
 from spothub_core.dal.executions import start_named
 from spothub_core.events import COMMAND_MODELS
-from spothub_core.logic import worker_capacity as worker_logic
+from spothub_core.logic import capacity_monitor, launch_instance, teardown_instance
+from spothub_core.logic.launch_errors import describe_error
+from spothub_core.logic.worker_region import WorkerRegion
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import BaseSettings, load_settings
 
@@ -35,7 +37,7 @@ class WorkerSettings(BaseSettings):
 
 
 settings = load_settings(WorkerSettings)
-worker = worker_logic.WorkerRegion(
+worker = WorkerRegion(
     region=settings.region,
     group_name=settings.group_name,
     cluster_name=settings.cluster_name,
@@ -48,14 +50,15 @@ worker = worker_logic.WorkerRegion(
 )
 
 ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "scale_out": lambda e: worker_logic.scale_out(worker, e["launch_id"], e.get("capacity_type", "spot")),
-    "claim_instance": lambda e: worker_logic.claim_instance(worker, e["launch_id"], e["replica_id"], e["since"]),
-    "start_workload": lambda e: worker_logic.start_workload(worker, e["launch_id"], e["instance_id"]),
-    "workload_status": lambda e: worker_logic.workload_status(worker, e["task_arn"], e["instance_id"]),
-    "cleanup": lambda e: worker_logic.cleanup(worker, e["launch_id"], e.get("error")),
-    "teardown": lambda e: worker_logic.teardown(worker, e.get("instance_id"), e.get("launch_id")),
-    "teardown_status": lambda e: worker_logic.teardown_status(worker, e.get("waiting_for") or []),
-    "identify": lambda e: worker_logic.identify(worker, e["instance_id"], e["kind"]),
+    "scale_out": lambda e: launch_instance.scale_out(worker, e["launch_id"], e.get("capacity_type", "spot")),
+    "claim_instance": lambda e: launch_instance.claim_instance(worker, e["launch_id"], e["replica_id"], e["since"]),
+    "start_workload": lambda e: launch_instance.start_workload(worker, e["launch_id"], e["instance_id"]),
+    "workload_status": lambda e: launch_instance.workload_status(worker, e["task_arn"], e["instance_id"]),
+    "describe_failure": lambda e: describe_error(e.get("error")),
+    "cleanup": lambda e: launch_instance.cleanup(worker, e["launch_id"]),
+    "teardown": lambda e: teardown_instance.teardown(worker, e.get("instance_id"), e.get("launch_id")),
+    "teardown_status": lambda e: teardown_instance.teardown_status(worker, e.get("waiting_for") or []),
+    "identify": lambda e: capacity_monitor.identify(worker, e["instance_id"], e["kind"]),
 }
 STATE_MACHINE_BY_COMMAND = {
     HubCommand.LAUNCH_REQUESTED: (settings.launch_state_machine_arn, "launch_id"),

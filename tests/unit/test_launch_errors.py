@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
+from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error, describe_error
 
 ASG_NO_CAPACITY = (
     "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that "
@@ -36,3 +36,29 @@ def test_classification(code: str | None, message: str, expected: LaunchFailure)
 
 def test_the_code_wins_over_the_message() -> None:
     assert classify_launch_error("InsufficientInstanceCapacity", "UnauthorizedOperation") is LaunchFailure.CAPACITY
+
+
+@pytest.mark.parametrize(
+    ("error", "expected_class"),
+    [
+        ({"Error": "CapacityError", "Cause": "no spot capacity"}, "capacity"),
+        ({"Error": "FatalError", "Cause": "bad AMI"}, "fatal"),
+        ({"Error": "TransientError", "Cause": "throttled"}, "transient"),
+        ({"Error": "fatal", "Cause": "CannotPullContainerError"}, "fatal"),  # a worker task's own failure class
+        ({"Error": "States.Timeout", "Cause": ""}, "transient"),
+        ({"Error": "Lambda.ServiceException", "Cause": ""}, "transient"),
+        (None, "transient"),
+    ],
+)
+def test_a_caught_error_is_described_in_the_class_the_hub_acts_on(
+    error: dict[str, str] | None, expected_class: str
+) -> None:
+    described = describe_error(error)
+    assert described["error_class"] == expected_class
+    if error:
+        assert described["code"] == error["Error"]
+        assert described["message"] == error["Cause"]
+
+
+def test_a_described_cause_is_bounded() -> None:
+    assert len(describe_error({"Error": "FatalError", "Cause": "x" * 5000})["message"]) == 1000

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Any
+
+from spothub_core.errors import CapacityError, FatalError, TransientError
 
 
 class LaunchFailure(StrEnum):
@@ -88,3 +91,25 @@ def classify_launch_error(code: str | None, message: str = "") -> LaunchFailure:
     if any(phrase in lowered for phrase in _CAPACITY_PHRASES):
         return LaunchFailure.CAPACITY
     return LaunchFailure.TRANSIENT
+
+
+# A task's exception reaches the state machine named by its class (Lambda's errorType).
+_CLASS_OF_TASK_ERROR = {
+    CapacityError.__name__: LaunchFailure.CAPACITY,
+    TransientError.__name__: LaunchFailure.TRANSIENT,
+    FatalError.__name__: LaunchFailure.FATAL,
+}
+
+
+def describe_error(error: dict[str, Any] | None) -> dict[str, Any]:
+    """A state machine's caught error ({Error, Cause}) as the failure the hub acts on. The worker's own
+    failure results use the class values as names; anything else (timeouts, Lambda errors) is transient."""
+    if not error:
+        return {"error_class": LaunchFailure.TRANSIENT.value, "code": "Unknown", "message": ""}
+    name = str(error.get("Error", ""))
+    failure = _CLASS_OF_TASK_ERROR.get(name) or next((f for f in LaunchFailure if f.value == name), None)
+    return {
+        "error_class": (failure or LaunchFailure.TRANSIENT).value,
+        "code": name,
+        "message": str(error.get("Cause", ""))[:1000],
+    }
