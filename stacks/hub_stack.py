@@ -13,6 +13,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source, WorkerReport
+from spothub_core.logic.instance_health import Heartbeat, Registration
 from spothub_core.logic.provisioning import ToggleRequest
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import AlertsTopic
@@ -199,6 +200,16 @@ class HubStack(Stack):
         self.alerts.key.grant_decrypt(details.function)
         self.api.add_route("GET", "/spot-instances", details.function)
 
+        agents = self.hub_function(
+            "AgentApi",
+            concern="agent_api",
+            description="POST /agents/{instance_id}/register and /heartbeat: the instances' agents check in",
+        )
+        self.state_table.grant(agents.function, "dynamodb:UpdateItem")
+        self.alerts.key.grant(agents.function, *KMS_READ_WRITE)
+        self.api.add_route("POST", "/agents/{instance_id}/register", agents.function, request_model=Registration)
+        self.api.add_route("POST", "/agents/{instance_id}/heartbeat", agents.function, request_model=Heartbeat)
+
         handler_environment = {
             "SPOTHUB_HUB_BUS": self.bus.event_bus_name,
             "SPOTHUB_ORCHESTRATOR_ARN": orchestrator_arn,
@@ -292,10 +303,11 @@ class HubStack(Stack):
             self,
             "WorkerReports",
             event_bus=self.bus,
-            description="Worker reports and forwarded launch failures to the capacity handler",
+            description="Worker and agent reports and forwarded launch failures to the capacity handler",
             event_pattern=events.EventPattern(
                 source=events.Match.any_of(
                     events.Match.exact_string(str(Source.WORKER)),
+                    events.Match.exact_string(str(Source.AGENT)),
                     events.Match.exact_string(AWS_EVENT_SOURCES[AwsEvent.LAUNCH_UNSUCCESSFUL]),
                 ),
                 detail_type=[r.value for r in WorkerReport] + [AwsEvent.LAUNCH_UNSUCCESSFUL.value],

@@ -14,6 +14,7 @@ from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.event_forwarding import EventForwarding
 from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.gpu_capacity import MODEL_CACHE_MOUNT, GpuCapacity
+from stacks.constructs.instance_remediation import InstanceRemediation
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME
 from stacks.constructs.serving_task import ServingTask
@@ -61,6 +62,7 @@ class WorkerStack(Stack):
             model_cache_mount=MODEL_CACHE_MOUNT,
             log_group=self.capacity.workload_logs,
         )
+        layer = DependencyLayer(self, "Dependencies", runtime=RUNTIME, architecture=ARCHITECTURE).layer
         self.automation = WorkerAutomation(
             self,
             "Automation",
@@ -69,7 +71,18 @@ class WorkerStack(Stack):
             serving=self.serving,
             worker_bus=self.bus,
             hub_bus_arn=self.hub_bus_arn,
-            layer=DependencyLayer(self, "Dependencies", runtime=RUNTIME, architecture=ARCHITECTURE).layer,
+            alerts_topic=self.alerts.topic,
+            layer=layer,
+            dead_letter_queue=self.failed_invocations.queue,
+            log_retention=log_retention(config.log_retention_days),
+        )
+        self.remediation = InstanceRemediation(
+            self,
+            "Remediation",
+            config=config,
+            group_name=self.capacity.group_name,
+            worker_bus=self.bus,
+            layer=layer,
             dead_letter_queue=self.failed_invocations.queue,
             log_retention=log_retention(config.log_retention_days),
         )

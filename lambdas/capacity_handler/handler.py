@@ -3,8 +3,8 @@
 Two kinds of callers, told apart by the event's shape:
 - the orchestrator state machine, with `{"action": ...}` (dispatch a launch or teardown with its task
   token, record a healthy instance, give up a launch, mark a replica failed, continue as new);
-- EventBridge, with worker reports and forwarded AWS events from the hub bus, dispatched by a registry
-  keyed on (source, detail-type); kinds it does not know are logged and ignored.
+- EventBridge, with worker and agent reports and forwarded AWS events from the hub bus, dispatched by a
+  registry keyed on (source, detail-type); kinds it does not know are logged and ignored.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pydantic import BaseModel, Field
 
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, Source, WorkerReport
 from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.events import REPORT_MODELS
-from spothub_core.logic import capacity
+from spothub_core.logic import capacity, instance_health
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -50,6 +51,8 @@ hub = capacity.HubServices(
     endpoint_name=settings.endpoint_name or None,
 )
 
+health = InstanceHealthStore(table)
+
 ACTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "dispatch_launch": capacity.dispatch_launch,
     "dispatch_teardown": capacity.dispatch_teardown,
@@ -60,9 +63,9 @@ ACTIONS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def _report(kind: WorkerReport, consume: Callable[..., str]) -> Callable[[dict[str, Any], float], str]:
+def _report(kind: WorkerReport, consume: Callable[..., str], *services: Any) -> Callable[[dict[str, Any], float], str]:
     model: type[BaseModel] = REPORT_MODELS[kind]
-    return lambda event, now: consume(hub, model.model_validate(event["detail"]), now=now)
+    return lambda event, now: consume(*(services or (hub,)), model.model_validate(event["detail"]), now=now)
 
 
 EVENT_CONSUMERS: dict[tuple[str, str], Callable[[dict[str, Any], float], str]] = {
@@ -75,6 +78,14 @@ EVENT_CONSUMERS: dict[tuple[str, str], Callable[[dict[str, Any], float], str]] =
         WorkerReport.TEARDOWN_COMPLETED, capacity.on_teardown_completed
     ),
     (Source.WORKER, WorkerReport.CAPACITY_NOTICE): _report(WorkerReport.CAPACITY_NOTICE, capacity.on_capacity_notice),
+    # The agent sees the same notices first hand; whichever arrives second finds the replacement started.
+    (Source.AGENT, WorkerReport.CAPACITY_NOTICE): _report(WorkerReport.CAPACITY_NOTICE, capacity.on_capacity_notice),
+    (Source.AGENT, WorkerReport.DRAIN_COMPLETED): _report(
+        WorkerReport.DRAIN_COMPLETED, instance_health.on_drain_completed, health
+    ),
+    (Source.WORKER, WorkerReport.INSTANCE_UNHEALTHY): _report(
+        WorkerReport.INSTANCE_UNHEALTHY, instance_health.on_instance_unhealthy, hub, health
+    ),
     (AWS_EVENT_SOURCES[AwsEvent.LAUNCH_UNSUCCESSFUL], AwsEvent.LAUNCH_UNSUCCESSFUL): lambda event, now: (
         capacity.on_launch_unsuccessful(hub, event, now=now)
     ),

@@ -8,6 +8,7 @@ import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.http import build_resolver
 from spothub_core.logic.instance_details import describe
@@ -15,14 +16,16 @@ from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
 settings = load_settings(HubSettings)
-store = ProvisioningStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+table = boto3.resource("dynamodb").Table(settings.state_table_name)
+store = ProvisioningStore(table)
+health = InstanceHealthStore(table)
 app = build_resolver()
 
 
 @app.get("/spot-instances")
 @tracer.capture_method
 def get_spot_instances() -> dict[str, Any]:
-    return describe(store)
+    return describe(store, health)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -34,6 +34,7 @@ class WorkerSettings(BaseSettings):
     task_definition: str = Field(alias="SPOTHUB_TASK_DEFINITION", min_length=1)
     launch_state_machine_arn: str = Field(alias="SPOTHUB_LAUNCH_STATE_MACHINE_ARN", min_length=1)
     teardown_state_machine_arn: str = Field(alias="SPOTHUB_TEARDOWN_STATE_MACHINE_ARN", min_length=1)
+    alerts_topic_arn: str = Field(alias="SPOTHUB_ALERTS_TOPIC_ARN", min_length=1)
 
 
 settings = load_settings(WorkerSettings)
@@ -47,6 +48,9 @@ worker = WorkerRegion(
     ecs=boto3.client("ecs"),
     sfn=boto3.client("stepfunctions"),
     launch_state_machine_arn=settings.launch_state_machine_arn,
+    cloudwatch=boto3.client("cloudwatch"),
+    prefix=settings.prefix,
+    alerts_topic_arn=settings.alerts_topic_arn,
 )
 
 ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

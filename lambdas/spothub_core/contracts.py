@@ -24,6 +24,7 @@ class AwsEvent(StrEnum):
     REBALANCE_RECOMMENDATION = "EC2 Instance Rebalance Recommendation"
     LAUNCH_UNSUCCESSFUL = "EC2 Instance Launch Unsuccessful"
     ECS_TASK_STATE_CHANGE = "ECS Task State Change"
+    ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
 
 
 AWS_EVENT_SOURCES: dict[AwsEvent, str] = {
@@ -31,10 +32,18 @@ AWS_EVENT_SOURCES: dict[AwsEvent, str] = {
     AwsEvent.REBALANCE_RECOMMENDATION: "aws.ec2",
     AwsEvent.LAUNCH_UNSUCCESSFUL: "aws.autoscaling",
     AwsEvent.ECS_TASK_STATE_CHANGE: "aws.ecs",
+    AwsEvent.ALARM_STATE_CHANGE: "aws.cloudwatch",
 }
 
 # The metric namespace of every spothub metric: Lambda metrics and the agent's heartbeat.
 METRICS_NAMESPACE = "Spothub"
+
+
+class AgentMetric(StrEnum):
+    """The agent's metrics, dimensioned by Prefix and InstanceId; per-instance alarms watch them."""
+
+    READY = "AgentReady"  # every heartbeat: 1 when the workload is healthy, 0 when not (yet)
+    GPU_XID_ERRORS = "GpuXidErrors"  # XID errors NVML counted since the last heartbeat
 
 
 class HubCommand(StrEnum):
@@ -45,13 +54,16 @@ class HubCommand(StrEnum):
 
 
 class WorkerReport(StrEnum):
-    """Reports a worker region sends back to the hub bus, source `spothub.worker`."""
+    """Reports to the hub bus: from a worker region's automation (source `spothub.worker`) or from the
+    agent on an instance (source `spothub.agent`: capacity notices and drain outcomes)."""
 
     LAUNCH_PROGRESS = "Spothub Launch Progress"
     LAUNCH_SUCCEEDED = "Spothub Launch Succeeded"
     LAUNCH_FAILED = "Spothub Launch Failed"
     TEARDOWN_COMPLETED = "Spothub Teardown Completed"
     CAPACITY_NOTICE = "Spothub Capacity Notice"
+    DRAIN_COMPLETED = "Spothub Drain Completed"
+    INSTANCE_UNHEALTHY = "Spothub Instance Unhealthy"
 
 
 class TaskError(StrEnum):

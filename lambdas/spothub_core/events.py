@@ -89,6 +89,30 @@ class CapacityNotice(_Detail):
     launch_id: str | None = None
 
 
+class DrainCompleted(_Detail):
+    """The agent's account of draining an instance after an interruption warning."""
+
+    region: str
+    instance_id: str
+    notice_id: str
+    outcome: Literal["drained", "timed_out", "failed"]
+    exit_code: int | None = None
+    last_lines: list[str] = Field(default_factory=list)
+    seconds: float | None = None
+
+
+class InstanceUnhealthy(_Detail):
+    """A worker region's remediation: an alarm on one of spothub's instances (silent agent, GPU errors)."""
+
+    region: str
+    instance_id: str
+    notice_id: str  # the alarm and the time it fired: one remediation per firing
+    reason: str
+    alarm_name: str = ""
+    replica_id: str | None = None
+    launch_id: str | None = None
+
+
 COMMAND_MODELS: dict[HubCommand, type[_Detail]] = {
     HubCommand.LAUNCH_REQUESTED: LaunchRequested,
     HubCommand.TEARDOWN_REQUESTED: TeardownRequested,
@@ -100,4 +124,6 @@ REPORT_MODELS: dict[WorkerReport, type[_Detail]] = {
     WorkerReport.LAUNCH_FAILED: LaunchFailed,
     WorkerReport.TEARDOWN_COMPLETED: TeardownCompleted,
     WorkerReport.CAPACITY_NOTICE: CapacityNotice,
+    WorkerReport.DRAIN_COMPLETED: DrainCompleted,
+    WorkerReport.INSTANCE_UNHEALTHY: InstanceUnhealthy,
 }

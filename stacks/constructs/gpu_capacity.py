@@ -296,6 +296,11 @@ class GpuCapacity(Construct):
         hub_parameter_path = stack.format_arn(
             service="ssm", region=config.hub_region, resource="parameter", resource_name=f"spothub/{config.prefix}"
         )
+        # The hub's API id is not known here (another stack, another region): any API of the account in the
+        # hub region, but only the agent routes' method and path.
+        agent_routes = stack.format_arn(
+            service="execute-api", region=config.hub_region, resource="*", resource_name="*/POST/agents/*"
+        )
         statements = [
             iam.PolicyStatement(
                 sid="CompleteOwnLaunchLifecycle",
@@ -303,6 +308,7 @@ class GpuCapacity(Construct):
                 resources=[group_arn],
             ),
             iam.PolicyStatement(sid="ReportToHub", actions=["events:PutEvents"], resources=[hub_bus_arn]),
+            iam.PolicyStatement(sid="CheckInWithHub", actions=["execute-api:Invoke"], resources=[agent_routes]),
             iam.PolicyStatement(
                 sid="ReadHubParameters",
                 actions=["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
@@ -339,4 +345,6 @@ class GpuCapacity(Construct):
             "instance with Session Manager.",
             hub_parameters: "Read-only access to this deployment's published parameters in the hub region, and "
             "no others.",
+            agent_routes: "The hub API's id is unknown to a worker stack (another region); only POST on the agent "
+            "routes (register, heartbeat) of the hub region's APIs, any stage.",
         }

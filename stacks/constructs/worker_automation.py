@@ -15,6 +15,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -22,6 +23,7 @@ from constructs import Construct
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source
 from stacks.config import SpothubConfig
 from stacks.constructs.gpu_capacity import GpuCapacity
+from stacks.constructs.instance_remediation import instance_alarms_arn
 from stacks.constructs.python_function import SpothubFunction
 from stacks.constructs.serving_task import ServingTask
 from stacks.constructs.state_machine import SpothubStateMachine
@@ -45,6 +47,7 @@ class WorkerAutomation(Construct):
         serving: ServingTask,
         worker_bus: events.IEventBus,
         hub_bus_arn: str,
+        alerts_topic: sns.ITopic,
         layer: lambda_.ILayerVersion,
         dead_letter_queue: sqs.IQueue,
         log_retention: logs.RetentionDays,
@@ -77,10 +80,11 @@ class WorkerAutomation(Construct):
                 "SPOTHUB_TASK_DEFINITION": serving.task_definition.family,
                 "SPOTHUB_LAUNCH_STATE_MACHINE_ARN": arns["launch_instance"],
                 "SPOTHUB_TEARDOWN_STATE_MACHINE_ARN": arns["teardown_instance"],
+                "SPOTHUB_ALERTS_TOPIC_ARN": alerts_topic.topic_arn,
             },
         )
         self.function = self.spothub_function.function
-        self._grant(stack, capacity, serving, arns)
+        self._grant(stack, config.prefix, capacity, serving, arns)
 
         poll = config.poll_seconds
         numbers = {
@@ -162,7 +166,9 @@ class WorkerAutomation(Construct):
         hub_bus = events.EventBus.from_event_bus_arn(self, "HubBus", hub_bus_arn)
         reports.add_target(targets.EventBus(hub_bus, dead_letter_queue=dead_letter_queue))
 
-    def _grant(self, stack: Stack, capacity: GpuCapacity, serving: ServingTask, arns: dict[str, str]) -> None:
+    def _grant(
+        self, stack: Stack, prefix: str, capacity: GpuCapacity, serving: ServingTask, arns: dict[str, str]
+    ) -> None:
         group_arn = stack.format_arn(
             service="autoscaling",
             resource="autoScalingGroup",
@@ -171,6 +177,7 @@ class WorkerAutomation(Construct):
         )
         cluster_arn = capacity.cluster.cluster_arn
         launch_executions = arns["launch_instance"].replace(":stateMachine:", ":execution:") + ":*"
+        instance_alarms = instance_alarms_arn(stack, prefix)
         any_instance = stack.format_arn(service="ec2", resource="instance", resource_name="*")
         task_definitions = stack.format_arn(
             service="ecs", resource="task-definition", resource_name=f"{serving.task_definition.family}:*"
@@ -255,6 +262,11 @@ class WorkerAutomation(Construct):
                 sid="ListLaunches", actions=["states:ListExecutions"], resources=[arns["launch_instance"]]
             ),
             iam.PolicyStatement(sid="StopLaunches", actions=["states:StopExecution"], resources=[launch_executions]),
+            iam.PolicyStatement(
+                sid="InstanceAlarms",
+                actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+                resources=[instance_alarms],
+            ),
         ]
         for statement in statements:
             self.function.add_to_role_policy(statement)
@@ -270,6 +282,8 @@ class WorkerAutomation(Construct):
             "serving task definition family, in this cluster only.",
             f"AwsSolutions-IAM5[Resource::{nag_resource(stack, launch_executions)}]": "StopExecution on this "
             "region's launch executions (cancel, teardown); their names are the launch ids.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, instance_alarms)}]": "Per-instance alarms are named "
+            "by instance id, unknown ahead; the name prefix pins them to this deployment.",
         }
         for rule, reason in reasons.items():
             acknowledge(self.spothub_function, rule, reason)

@@ -36,6 +36,8 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::arn:aws:states:us-west-2:<AWS::AccountId>:execution:spothub-launch-instance:*]",
         "AwsSolutions-ECS2",
         "AwsSolutions-IAM5[Resource::arn:aws:ssm:us-east-1:<AWS::AccountId>:parameter/spothub/spothub/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:execute-api:us-east-1:<AWS::AccountId>:*/*/POST/agents/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:us-west-2:<AWS::AccountId>:alarm:spothub-agent-*]",
         "AwsSolutions-SQS3",
     },
 }

@@ -6,7 +6,6 @@ so DynamoDB removes stale items; readers still filter on `until`, since TTL dele
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from spothub_core.dal.state_table import (
@@ -15,6 +14,7 @@ from spothub_core.dal.state_table import (
     TTL_ATTRIBUTE,
     conditional_write,
     query_partition,
+    to_number,
 )
 from spothub_core.logic.ranking import Exclusion
 
@@ -33,7 +33,7 @@ class ExclusionStore:
 
     def exclude(self, region: str, until: float, reason: str) -> bool:
         """Exclude `region` until `until`; False when a longer exclusion already stands (kept as is)."""
-        until_value = Decimal(str(round(until, 3)))
+        until_value = to_number(until)
         written = conditional_write(
             f"write the exclusion of {region}",
             self._table.put_item,

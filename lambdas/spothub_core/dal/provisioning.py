@@ -13,7 +13,6 @@ token is looked up here, and a conditional status change decides which report us
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from spothub_core.dal.state_table import (
@@ -22,7 +21,10 @@ from spothub_core.dal.state_table import (
     TTL_ATTRIBUTE,
     call,
     conditional_write,
+    plain_item,
     query_partition,
+    to_number,
+    update_fields,
 )
 
 CONFIG_KEY = {PARTITION_KEY: "PROVISIONING", SORT_KEY: "CONFIG"}
@@ -35,23 +37,6 @@ RECORD_TTL_SECONDS = 7 * 86400
 PENDING = "pending"
 
 
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    """DynamoDB's Decimals as int/float, keys dropped."""
-    out: dict[str, Any] = {}
-    for key, value in item.items():
-        if key in (PARTITION_KEY, SORT_KEY):
-            continue
-        if isinstance(value, Decimal):
-            out[key] = int(value) if value == value.to_integral_value() else float(value)
-        else:
-            out[key] = value
-    return out
-
-
-def _number(value: float) -> Decimal:
-    return Decimal(str(round(value, 3)))
-
-
 class ProvisioningStore:
     def __init__(self, table: Any) -> None:
         self._table = table
@@ -60,7 +45,7 @@ class ProvisioningStore:
 
     def config(self) -> dict[str, Any]:
         item = call("read the provisioning switch", self._table.get_item, Key=CONFIG_KEY).get("Item")
-        return _plain(item) if item else {"status": "disabled", "generation": 0}
+        return plain_item(item) if item else {"status": "disabled", "generation": 0}
 
     def write_config(self, config: dict[str, Any], *, expected_generation: int) -> bool:
         """Replace the switch; False when another toggle changed it since it was read."""
@@ -77,7 +62,7 @@ class ProvisioningStore:
     # --- replicas ------------------------------------------------------------------------------
 
     def replicas(self) -> list[dict[str, Any]]:
-        return [{"replica_id": i[SORT_KEY], **_plain(i)} for i in self._query(REPLICA)]
+        return [{"replica_id": i[SORT_KEY], **plain_item(i)} for i in self._query(REPLICA)]
 
     def replica(self, replica_id: str) -> dict[str, Any] | None:
         item = self._get(REPLICA, replica_id)
@@ -89,7 +74,7 @@ class ProvisioningStore:
         return self._conditional_put(
             REPLICA,
             replica_id,
-            {"status": "placing", "generation": generation, "execution": execution, "updated_at": _number(now)},
+            {"status": "placing", "generation": generation, "execution": execution, "updated_at": to_number(now)},
             # Closes the race of two enables: only one claims a replica per generation.
             condition="attribute_not_exists(pk) OR generation < :generation OR #status = :stopped",
             values={":generation": generation, ":stopped": "stopped"},
@@ -102,7 +87,7 @@ class ProvisioningStore:
             self._update(
                 REPLICA,
                 replica_id,
-                {"status": "replacing", "execution": execution, "updated_at": _number(now)},
+                {"status": "replacing", "execution": execution, "updated_at": to_number(now)},
                 # Two notices for one instance (rebalance then interruption, or a redelivery) start one replacement.
                 condition="#status = :serving AND instance_id = :instance",
                 values={":serving": "serving", ":instance": instance_id},
@@ -135,7 +120,7 @@ class ProvisioningStore:
         stopped = []
         for replica in self.replicas():
             if replica.get("status") != "stopped":
-                self.replica_status(replica["replica_id"], "stopped", {"updated_at": _number(now)})
+                self.replica_status(replica["replica_id"], "stopped", {"updated_at": to_number(now)})
                 stopped.append(replica)
         return stopped
 
@@ -151,7 +136,7 @@ class ProvisioningStore:
                 **fields,
                 "status": PENDING,
                 "task_token": token,
-                "created_at": _number(now),
+                "created_at": to_number(now),
                 TTL_ATTRIBUTE: int(now) + RECORD_TTL_SECONDS,
             },
             # A late retry of the dispatch must not reopen a request a worker already answered.
@@ -175,7 +160,7 @@ class ProvisioningStore:
         return self._get(kind, request_id)
 
     def pending(self, kind: str) -> list[dict[str, Any]]:
-        return [{"id": i[SORT_KEY], **_plain(i)} for i in self._query(kind) if i.get("status") == PENDING]
+        return [{"id": i[SORT_KEY], **plain_item(i)} for i in self._query(kind) if i.get("status") == PENDING]
 
     # --- instances -------------------------------------------------------------------------------
 
@@ -186,7 +171,7 @@ class ProvisioningStore:
         return self._get(INSTANCE, instance_id)
 
     def instances(self) -> list[dict[str, Any]]:
-        return [{"instance_id": i[SORT_KEY], **_plain(i)} for i in self._query(INSTANCE)]
+        return [{"instance_id": i[SORT_KEY], **plain_item(i)} for i in self._query(INSTANCE)]
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -194,7 +179,7 @@ class ProvisioningStore:
         item = call(f"read {kind.lower()} {key}", self._table.get_item, Key={PARTITION_KEY: kind, SORT_KEY: key}).get(
             "Item"
         )
-        return _plain(item) if item else None
+        return plain_item(item) if item else None
 
     def _query(self, kind: str) -> list[dict[str, Any]]:
         return query_partition(self._table, kind, f"read {kind.lower()} records")
@@ -215,17 +200,12 @@ class ProvisioningStore:
         self, kind: str, key: str, fields: dict[str, Any], *, condition: str | None, values: dict[str, Any]
     ) -> dict[str, Any] | None:
         """SET `fields` (under `condition`); the item as it is now, None when the condition failed."""
-        names = {f"#f{i}": name for i, name in enumerate(fields)}
-        arguments: dict[str, Any] = {
-            "Key": {PARTITION_KEY: kind, SORT_KEY: key},
-            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {**{f":f{i}": v for i, v in enumerate(fields.values())}, **values},
-            "ReturnValues": "ALL_NEW",
-        }
-        if condition:
-            arguments["ConditionExpression"] = condition
-            if "#status" in condition:
-                names["#status"] = "status"
-        response = conditional_write(f"write {kind.lower()} {key}", self._table.update_item, **arguments)
-        return None if response is None else _plain(response["Attributes"])
+        return update_fields(
+            self._table,
+            {PARTITION_KEY: kind, SORT_KEY: key},
+            fields,
+            what=f"write {kind.lower()} {key}",
+            condition=condition,
+            names={"#status": "status"} if condition and "#status" in condition else None,
+            values=values,
+        )

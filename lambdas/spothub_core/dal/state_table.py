@@ -8,6 +8,7 @@ Key layout (each item kind lives in its own dal module, with its condition expre
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
@@ -77,3 +78,45 @@ def query_partition(table: Any, partition: str, what: str) -> list[dict[str, Any
         if "LastEvaluatedKey" not in page:
             return items
         query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB's Decimals as int/float, keys dropped."""
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if key in (PARTITION_KEY, SORT_KEY):
+            continue
+        if isinstance(value, Decimal):
+            out[key] = int(value) if value == value.to_integral_value() else float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_number(value: float) -> Decimal:
+    return Decimal(str(round(value, 3)))
+
+
+def update_fields(
+    table: Any,
+    key: dict[str, str],
+    fields: dict[str, Any],
+    *,
+    what: str,
+    condition: str | None = None,
+    names: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """SET `fields` on one item (under `condition`); the item as it is now, None when the condition failed."""
+    field_names = {f"#f{i}": name for i, name in enumerate(fields)}
+    arguments: dict[str, Any] = {
+        "Key": key,
+        "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+        "ExpressionAttributeNames": {**field_names, **(names or {})},
+        "ExpressionAttributeValues": {**{f":f{i}": v for i, v in enumerate(fields.values())}, **(values or {})},
+        "ReturnValues": "ALL_NEW",
+    }
+    if condition:
+        arguments["ConditionExpression"] = condition
+    response = conditional_write(what, table.update_item, **arguments)
+    return None if response is None else plain_item(response["Attributes"])

@@ -232,12 +232,20 @@ def on_capacity_notice(hub: HubServices, notice: CapacityNotice, *, now: float) 
     if instance.get("status") in ("serving", "at-risk"):
         status = "interrupted" if notice.kind == "interruption" else "at-risk"
         hub.store.put_instance(notice.instance_id, {"status": status, "notice": notice.kind, "updated_at": int(now)})
+    return start_replacement(hub, instance, notice.instance_id, notice.region, notice.kind, now=now)
+
+
+def start_replacement(
+    hub: HubServices, instance: dict[str, Any], instance_id: str, region: str, why: str, *, now: float
+) -> str:
+    """Replace a serving instance, make before break: a new launch, preferring the same region, then the
+    old instance retired once the new one is healthy. One replacement per replica at a time."""
     replica_id = instance.get("replica_id")
     config = hub.store.config()
     if not replica_id or config.get("status") != "enabled":
         return "ignored: provisioning is disabled"
-    name = f"{replica_id}-r-{notice.instance_id}"
-    if not hub.store.start_replacing(replica_id, instance_id=notice.instance_id, execution=name, now=now):
+    name = f"{replica_id}-r-{instance_id}"
+    if not hub.store.start_replacing(replica_id, instance_id=instance_id, execution=name, now=now):
         return "ignored: the replica is already being replaced or has moved"
     start_execution(
         hub,
@@ -246,8 +254,8 @@ def on_capacity_notice(hub: HubServices, notice: CapacityNotice, *, now: float) 
             "replica_id": replica_id,
             "generation": int(config["generation"]),
             "attempt": 0,
-            "prefer_region": notice.region,
-            "replacing": {"instance_id": notice.instance_id, "region": notice.region, "notice": notice.kind},
+            "prefer_region": region,
+            "replacing": {"instance_id": instance_id, "region": region, "notice": why},
         },
     )
     return f"replacement started: {name}"

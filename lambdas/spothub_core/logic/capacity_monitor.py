@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from spothub_core.logic.worker_region import LAUNCH_TAG, REPLICA_TAG, WorkerRegion, aws_call, instances, tags_of
+from spothub_core.logic.worker_region import (
+    LAUNCH_TAG,
+    REPLICA_TAG,
+    WorkerRegion,
+    aws_call,
+    group_member,
+    instances,
+    tags_of,
+)
 
 
 def identify(worker: WorkerRegion, instance_id: str, kind: str) -> dict[str, Any]:
     """Is this instance one of ours? On an interruption warning, also take it out of the group's count
     (Standby, decrementing), so the group does not replace it: the hub does, possibly elsewhere."""
-    members_of = aws_call(
-        "describe the instance's group",
-        worker.autoscaling.describe_auto_scaling_instances,
-        InstanceIds=[instance_id],
-    ).get("AutoScalingInstances", [])
-    member = next((m for m in members_of if m.get("AutoScalingGroupName") == worker.group_name), None)
+    member = group_member(worker, instance_id)
     if member is None:
         return {"ours": False}
     tags = tags_of(instances(worker, [instance_id]).get(instance_id, {}))

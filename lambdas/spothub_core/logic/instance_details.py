@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 
 INSTANCE_FIELDS = (
@@ -18,10 +19,12 @@ INSTANCE_FIELDS = (
 )
 # Replica statuses, most urgent first: the overall state is the first any replica is in.
 STATE_ORDER = ("failed", "replacing", "placing", "serving", "stopped")
+RECENT_REMEDIATIONS = 20
 
 
-def describe(store: ProvisioningStore) -> dict[str, Any]:
+def describe(store: ProvisioningStore, health: InstanceHealthStore) -> dict[str, Any]:
     config = store.config()
+    agents = health.agents()
     replicas = sorted(store.replicas(), key=lambda r: r["replica_id"])
     live = [i for i in store.instances() if i.get("status") not in ("terminated",)]
     live.sort(key=lambda i: (i.get("status") != "serving", str(i.get("launched_at") or "")))
@@ -32,7 +35,14 @@ def describe(store: ProvisioningStore) -> dict[str, Any]:
         state = "stopped" if live else "idle"
     return {
         "region": next((r for r in serving_regions if r), None),
-        "instances": [{**{f: i.get(f) for f in INSTANCE_FIELDS}, "region": i.get("region")} for i in live],
+        "instances": [
+            {
+                **{f: i.get(f) for f in INSTANCE_FIELDS},
+                "region": i.get("region"),
+                **_agent(agents.get(i["instance_id"])),
+            }
+            for i in live
+        ],
         "provisioning": "enabled" if config.get("status") == "enabled" else "disabled",
         "state": state,
         "replicas": [
@@ -49,4 +59,15 @@ def describe(store: ProvisioningStore) -> dict[str, Any]:
             for r in replicas
         ],
         "settings": {k: config.get(k) for k in ("replicas", "instance_types", "allowed_regions", "denied_regions")},
+        "remediations": [
+            {k: r.get(k) for k in ("instance_id", "region", "reason", "alarm_name", "at")}
+            for r in health.remediations()[-RECENT_REMEDIATIONS:]
+        ],
     }
+
+
+def _agent(agent: dict[str, Any] | None) -> dict[str, Any]:
+    """What the instance's agent last said: when, whether the workload is ready, the GPUs' health."""
+    if not agent:
+        return {"last_seen": None, "ready": None}
+    return {"last_seen": agent.get("last_seen"), "ready": agent.get("ready"), "gpu": agent.get("gpu")}

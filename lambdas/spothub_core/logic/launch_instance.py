@@ -21,6 +21,7 @@ from spothub_core.logic.worker_region import (
     claimed_by,
     container_instance,
     facts,
+    group_member,
     instances,
     members,
     on_demand_count,
@@ -28,9 +29,11 @@ from spothub_core.logic.worker_region import (
     set_size,
     started_by,
     tags_of,
+    watch,
 )
 
 FATAL_STOP_CODES = ("CannotPullContainerError", "CannotCreateContainerError", "InvalidImage")
+CLAIMABLE = ("Pending:Wait", "InService")
 
 
 class WorkloadNotReady(TransientError):
@@ -54,11 +57,14 @@ def claim_instance(worker: WorkerRegion, launch_id: str, replica_id: str, since:
     _group, live = members(worker)
     mine = claimed_by(live, launch_id)
     if mine:
+        watch(worker, mine[0]["InstanceId"])
         return {"status": "ready", "instance": facts(mine[0]["ec2"])}
     failure = _failed_activity(worker, since)
     if failure is not None:
         return {"status": "failed", **failure}
-    unclaimed = [m for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG) and m.get("LifecycleState") == "InService"]
+    # Pending:Wait is claimable: the agent completes the launch lifecycle action only once the workload this
+    # launch starts on the instance is healthy, so waiting for InService here would wait forever.
+    unclaimed = [m for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG) and m.get("LifecycleState") in CLAIMABLE]
     if not unclaimed:
         pending = [m["InstanceId"] for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG)]
         return {"status": "waiting", "pending": pending}
@@ -69,6 +75,7 @@ def claim_instance(worker: WorkerRegion, launch_id: str, replica_id: str, since:
         Resources=[newest["InstanceId"]],
         Tags=[{"Key": LAUNCH_TAG, "Value": launch_id}, {"Key": REPLICA_TAG, "Value": replica_id}],
     )
+    watch(worker, newest["InstanceId"])
     return {"status": "ready", "instance": facts(newest["ec2"])}
 
 
@@ -128,8 +135,13 @@ def workload_status(worker: WorkerRegion, task_arn: str, instance_id: str) -> di
         }
     if task.get("lastStatus") == "RUNNING" and task.get("healthStatus", "UNKNOWN") in ("HEALTHY", "UNKNOWN"):
         instance = instances(worker, [instance_id]).get(instance_id)
-        if instance is None:
+        member = group_member(worker, instance_id)
+        lifecycle = member.get("LifecycleState") if member else None
+        if instance is None or lifecycle is None or lifecycle.startswith("Terminat"):
+            # Gone while starting: interrupted, or the agent abandoned the lifecycle action (unhealthy workload).
             return {"status": "failed", "error_class": "capacity", "code": "InstanceGone", "message": instance_id}
+        if lifecycle != "InService":
+            return {"status": "starting", "last_status": "RUNNING", "health": f"instance {lifecycle}"}
         return {"status": "healthy", "instance": facts(instance, task_arn)}
     return {"status": "starting", "last_status": task.get("lastStatus"), "health": task.get("healthStatus")}
 

@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_core.dal.state_table import reason_of
 from spothub_core.errors import CapacityError, FatalError, TransientError
+from spothub_core.logic import instance_alarms
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
 
 LAUNCH_TAG = "spothub:launch-id"
@@ -34,6 +35,9 @@ class WorkerRegion:
     ecs: Any
     sfn: Any
     launch_state_machine_arn: str = ""
+    cloudwatch: Any = None
+    prefix: str = ""
+    alerts_topic_arn: str = ""
 
 
 def aws_call(what: str, method: Any, **kwargs: Any) -> Any:
@@ -188,15 +192,46 @@ def stop_tasks(worker: WorkerRegion, *, launch_id: str | None = None, instance_i
         )
 
 
-def terminate(worker: WorkerRegion, instance_id: str) -> None:
+def group_member(worker: WorkerRegion, instance_id: str) -> dict[str, Any] | None:
+    """The instance as a member of this region's spothub group (LifecycleState and all); None when it is not."""
     members_of = aws_call(
         "describe the instance's group", worker.autoscaling.describe_auto_scaling_instances, InstanceIds=[instance_id]
     ).get("AutoScalingInstances", [])
-    if not members_of:
+    return next((m for m in members_of if m.get("AutoScalingGroupName") == worker.group_name), None)
+
+
+def watch(worker: WorkerRegion, instance_id: str) -> None:
+    """Alarm on the instance's agent (silence, GPU errors), to the alerts topic and remediation."""
+    if worker.cloudwatch is not None:
+        aws_call(
+            "create the instance's alarms",
+            instance_alarms.watch,
+            cloudwatch=worker.cloudwatch,
+            prefix=worker.prefix,
+            instance_id=instance_id,
+            alarm_actions=[worker.alerts_topic_arn] if worker.alerts_topic_arn else [],
+        )
+
+
+def unwatch(worker: WorkerRegion, instance_id: str) -> None:
+    if worker.cloudwatch is not None:
+        aws_call(
+            "delete the instance's alarms",
+            instance_alarms.unwatch,
+            cloudwatch=worker.cloudwatch,
+            prefix=worker.prefix,
+            instance_id=instance_id,
+        )
+
+
+def terminate(worker: WorkerRegion, instance_id: str) -> None:
+    unwatch(worker, instance_id)
+    member = group_member(worker, instance_id)
+    if member is None:
         return  # already gone: a teardown is done when the instance is
     # A Standby instance (interruption warning) no longer counts in the desired capacity: decrementing
     # again would make the group terminate the replacement.
-    decrement = members_of[0].get("LifecycleState") != "Standby"
+    decrement = member.get("LifecycleState") != "Standby"
     try:
         worker.autoscaling.terminate_instance_in_auto_scaling_group(
             InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement

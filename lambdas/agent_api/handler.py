@@ -1,0 +1,45 @@
+"""POST /agents/{instance_id}/register and /heartbeat: the agents on the instances check in.
+
+Called by the agent with its instance role (IAM auth; the role may invoke these two routes only).
+A heartbeat from an agent the control plane does not know is a 404: the agent registers, then beats.
+"""
+
+# No `from __future__ import annotations` here: powertools reads the route's parameter types at runtime.
+import time
+from typing import Annotated, Any
+
+import boto3
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from spothub_core.dal.instance_health import InstanceHealthStore
+from spothub_core.http import build_resolver
+from spothub_core.logic.instance_health import INSTANCE_ID_PATTERN, Heartbeat, Registration, heartbeat, register
+from spothub_core.observability import logger, tracer
+from spothub_core.settings import HubSettings, load_settings
+
+settings = load_settings(HubSettings)
+health = InstanceHealthStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+app = build_resolver()
+InstanceId = Annotated[str, Path(pattern=INSTANCE_ID_PATTERN)]
+
+
+@app.post("/agents/<instance_id>/register")
+@tracer.capture_method
+def post_register(instance_id: InstanceId, registration: Annotated[Registration, Body()]) -> dict[str, Any]:
+    result = register(health, instance_id, registration, now=time.time())
+    logger.info("agent registered", extra={"instance_id": instance_id, **registration.model_dump()})
+    return result
+
+
+@app.post("/agents/<instance_id>/heartbeat")
+@tracer.capture_method
+def post_heartbeat(instance_id: InstanceId, beat: Annotated[Heartbeat, Body()]) -> dict[str, Any]:
+    return heartbeat(health, instance_id, beat, now=time.time())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
