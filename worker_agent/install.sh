@@ -7,6 +7,7 @@ set -euo pipefail
 AGENT_HOME="${AGENT_HOME:-/opt/spothub-agent}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
+# The agent needs Python 3.11 or later (it uses the standard library of 3.11: enum.StrEnum, datetime.UTC).
 python=""
 for candidate in python3.12 python3.11; do
   if command -v "$candidate" >/dev/null 2>&1; then python="$candidate"; break; fi
@@ -15,16 +16,25 @@ if [ -z "$python" ]; then
   dnf install -y python3.11 python3.11-pip
   python=python3.11
 fi
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "spothub-agent: $python is older than 3.11" >&2; exit 1; }
 
 mkdir -p "$AGENT_HOME"
 if [ "$here" != "$AGENT_HOME" ]; then
   cp -r "$here/spothub_agent" "$here/requirements.txt" "$here/spothub-agent.service" "$AGENT_HOME/"
+  # The event contracts (spothub_core/contracts.py, standard library only) ship beside the agent.
+  if [ -d "$here/spothub_core" ]; then cp -r "$here/spothub_core" "$AGENT_HOME/"; fi
+  if [ -f "$here/requirements-gpu.txt" ]; then cp "$here/requirements-gpu.txt" "$AGENT_HOME/"; fi
 fi
 "$python" -m venv "$AGENT_HOME/venv"
 "$AGENT_HOME/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$AGENT_HOME/requirements.txt"
-if lspci 2>/dev/null | grep -qi nvidia; then
-  "$AGENT_HOME/venv/bin/python" -m pip install --quiet --disable-pip-version-check nvidia-ml-py || true
+if lspci 2>/dev/null | grep -qi nvidia && [ -f "$AGENT_HOME/requirements-gpu.txt" ]; then
+  # Optional: without it the agent reports GPU health as unavailable, with the reason.
+  "$AGENT_HOME/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$AGENT_HOME/requirements-gpu.txt" || true
 fi
+# Fail the install, not the service at its first start, when the bundle is incomplete.
+PYTHONPATH="$AGENT_HOME" "$AGENT_HOME/venv/bin/python" -c 'import spothub_agent.agent'
 
 install -m 0644 "$AGENT_HOME/spothub-agent.service" /etc/systemd/system/spothub-agent.service
 systemctl daemon-reload

@@ -7,10 +7,12 @@ its stack and answered with a 500 that carries only the request id.
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from spothub_core.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound, SpothubError
@@ -34,6 +36,7 @@ def error_response(status: HTTPStatus, message: str, details: list[dict[str, Any
 def build_resolver() -> APIGatewayRestResolver:
     """An API Gateway REST proxy resolver with pydantic validation and spothub's error mapping."""
     app = APIGatewayRestResolver(enable_validation=True)
+    app.use(middlewares=[_json_object_body])
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
@@ -62,6 +65,20 @@ def build_resolver() -> APIGatewayRestResolver:
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error, request id {request_id}")
 
     return app
+
+
+def _json_object_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+    """A body, when there is one, must be a JSON object: powertools would validate an array's first
+    element as if it were the body."""
+    body = app.current_event.body
+    if body:
+        try:
+            parsed = json.loads(app.current_event.decoded_body)
+        except ValueError:
+            parsed = {}  # malformed JSON: the validation's own 400 says so
+        if not isinstance(parsed, dict):
+            return error_response(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
+    return next_middleware(app)
 
 
 def _describe_validation_error(error: dict[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,8 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
     )
     n.expect(_healthy_before_gone(sandbox, old), "the replacement was healthy before the old instance was gone")
 
+    _instance_health_chapters(n, sandbox, moved)
+
     n.chapter("Disable with teardown: no instance, every group at 0")
     disabled = sandbox.request("POST", "spot-provisioning", {"action": "disable", "teardown": True})
     n.expect(disabled.status_code == HTTPStatus.OK, "POST /spot-provisioning disable answers 200", disabled.text)
@@ -169,6 +171,69 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
 
 
 DEMO_SPEED = 4.0
+# Fast enough that three silent minutes pass in seconds, while the clock runs (a jump is not silence).
+SILENCE_SPEED = 60.0
+
+
+def _instance_health_chapters(n: Narrator, sandbox: Sandbox, placed: dict) -> None:
+    instance_id = (placed.get("instances") or [{}])[0].get("instance_id", "")
+    n.chapter("Every instance enters service only once its workload is healthy")
+    launched = [e for e in sandbox.timeline if e.kind == "launched" and instance_id in e.summary]
+    completed = [e for e in sandbox.timeline if e.kind == "lifecycle" and instance_id in e.summary]
+    n.expect(
+        bool(launched) and "Pending:Wait" in launched[0].summary,
+        "the group held the new instance on its launch lifecycle hook (Pending:Wait)",
+    )
+    n.expect(
+        bool(completed) and "CONTINUE" in completed[0].summary,
+        "its agent completed the lifecycle action once the workload answered its health check",
+        completed[0].summary if completed else "",
+    )
+    n.eventually(
+        lambda: _agent_seen(sandbox, instance_id),
+        "GET /spot-instances shows the agent's last heartbeat and its GPU health",
+        timeout_s=30,
+    )
+
+    n.chapter(f"The agent on {instance_id} goes silent: alarm, remediation, a replacement")
+    sandbox.fleet.kill_agent(instance_id)  # type: ignore[union-attr]
+    sandbox.clock.set_speed(SILENCE_SPEED)
+    try:
+        n.eventually(
+            lambda: [
+                e
+                for e in sandbox.timeline
+                if e.kind == "alarm" and instance_id in e.summary and "-> ALARM" in e.summary
+            ],
+            "the heartbeat alarm fires after three silent minutes",
+            timeout_s=40,
+        )
+    finally:
+        sandbox.clock.set_speed(DEMO_SPEED)
+    replaced = _serving(
+        n,
+        sandbox,
+        "a replacement is serving",
+        lambda d: (d.get("instances") or [{}])[0].get("instance_id") != instance_id,
+        timeout_s=240,
+    )
+    reasons = [r for r in replaced.get("remediations", []) if r.get("instance_id") == instance_id]
+    n.expect(
+        bool(reasons) and "heartbeats" in reasons[0].get("reason", ""),
+        "the remediation is recorded with its reason",
+        reasons[0].get("reason", "") if reasons else "",
+    )
+    n.eventually(
+        lambda: sandbox.fleet.instances[instance_id].state == "terminated",  # type: ignore[union-attr]
+        "the silent instance is gone",
+        timeout_s=60,
+    )
+
+
+def _agent_seen(sandbox: Sandbox, instance_id: str) -> dict | None:
+    instances = sandbox.request("GET", "spot-instances").json().get("instances") or []
+    mine = next((i for i in instances if i.get("instance_id") == instance_id), {})
+    return {k: mine.get(k) for k in ("last_seen", "ready", "gpu")} if mine.get("last_seen") else None
 
 
 def _ranked_regions(sandbox: Sandbox) -> tuple[str, str]:
@@ -184,13 +249,19 @@ def _ranked_regions(sandbox: Sandbox) -> tuple[str, str]:
     return ordered[0], ordered[1]
 
 
-def _serving(n: Narrator, sandbox: Sandbox, claim: str, extra: Callable[[dict], bool] = lambda _d: True) -> dict:
+def _serving(
+    n: Narrator,
+    sandbox: Sandbox,
+    claim: str,
+    extra: Callable[[dict], bool] = lambda _d: True,
+    timeout_s: float = 90,
+) -> dict:
     def check() -> dict | None:
         details = sandbox.request("GET", "spot-instances").json()
         return details if details.get("state") == "serving" and extra(details) else None
 
     try:
-        details = sandbox.wait_for(check, timeout_s=90)
+        details = sandbox.wait_for(check, timeout_s=timeout_s, interval_s=0.3)
     except SandboxError:
         n.expect(False, claim, json.dumps(sandbox.request("GET", "spot-instances").json())[:400])
         return {}

@@ -416,6 +416,66 @@ def _terminate_instances(self: Any, instance_ids: list[str]) -> Any:
     return terminated
 
 
+# Auto Scaling counts pending instances (Pending:Wait on a launch hook included) toward the desired
+# capacity; moto counts InService only, so a group held by its hook would launch again and again.
+COUNTED_LIFECYCLE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+
+
+def _active_instances(self: Any) -> list[Any]:
+    return [s for s in self.instance_states if s.lifecycle_state in COUNTED_LIFECYCLE_STATES]
+
+
+def _complete_lifecycle_action(self: Any) -> Any:
+    # moto has no CompleteLifecycleAction; the fleet holds launch lifecycle actions.
+    from moto.autoscaling.exceptions import ValidationError  # noqa: PLC0415
+    from moto.core.responses import EmptyResult  # noqa: PLC0415
+
+    from spothub.sandbox.fleet import LifecycleActionError  # noqa: PLC0415
+
+    try:
+        _require_fleet().complete_lifecycle_action(
+            self._get_param("AutoScalingGroupName"),
+            self._get_param("LifecycleHookName"),
+            self._get_param("InstanceId"),
+            self._get_param("LifecycleActionResult"),
+        )
+    except LifecycleActionError as exc:
+        raise ValidationError(str(exc)) from exc
+    return EmptyResult()
+
+
+def _record_lifecycle_action_heartbeat(self: Any) -> Any:
+    from moto.autoscaling.exceptions import ValidationError  # noqa: PLC0415
+    from moto.core.responses import EmptyResult  # noqa: PLC0415
+
+    from spothub.sandbox.fleet import LifecycleActionError  # noqa: PLC0415
+
+    try:
+        _require_fleet().record_lifecycle_action_heartbeat(
+            self._get_param("AutoScalingGroupName"), self._get_param("LifecycleHookName"), self._get_param("InstanceId")
+        )
+    except LifecycleActionError as exc:
+        raise ValidationError(str(exc)) from exc
+    return EmptyResult()
+
+
+def _require_fleet() -> Any:
+    fleet = _require_hooks().fleet
+    if fleet is None:
+        raise RuntimeError("the sandbox runs no fleet: lifecycle actions need one")
+    return fleet
+
+
+# --- CloudWatch: datapoints arrive at simulated time, so alarms evaluate by the sandbox clock ---------
+
+
+def _put_metric_data(self: Any, namespace: str, metric_data: list[dict[str, Any]]) -> None:
+    clock = _hooks.clock if _hooks else None
+    if clock is not None:
+        metric_data = [{**metric, "Timestamp": clock.datetime()} for metric in metric_data]
+    _original_put_metric_data(self, namespace, metric_data)
+
+
 def _get_spot_placement_scores(self: Any) -> Any:
     # moto has no GetSpotPlacementScores; the market answers it.
     from moto.core.responses import ActionResult  # noqa: PLC0415
@@ -470,6 +530,7 @@ _original_put_events: Any = None
 _original_replace_instances: Any = None
 _original_terminate_instances: Any = None
 _original_describe_spot_price_history: Any = None
+_original_put_metric_data: Any = None
 
 
 def apply() -> None:
@@ -508,20 +569,7 @@ def apply() -> None:
         events_models.Rule.send_to_targets = _rule_send_to_targets  # type: ignore[method-assign]
         _original_put_events = events_models.EventsBackend.put_events
         events_models.EventsBackend.put_events = _events_put_events  # type: ignore[method-assign]
-        from moto.autoscaling import models as autoscaling_models  # noqa: PLC0415
-        from moto.ec2.models import instances as instance_models  # noqa: PLC0415
-        from moto.ec2.responses import EC2Response  # noqa: PLC0415
-
-        global _original_replace_instances, _original_terminate_instances  # noqa: PLW0603
-        global _original_describe_spot_price_history  # noqa: PLW0603
-        group_model = autoscaling_models.FakeAutoScalingGroup
-        _original_replace_instances = group_model.replace_autoscaling_group_instances
-        group_model.replace_autoscaling_group_instances = _group_replace_instances  # type: ignore[method-assign]
-        _original_terminate_instances = instance_models.InstanceBackend.terminate_instances
-        instance_models.InstanceBackend.terminate_instances = _terminate_instances  # type: ignore[method-assign]
-        EC2Response.get_spot_placement_scores = _get_spot_placement_scores  # type: ignore[attr-defined]
-        _original_describe_spot_price_history = EC2Response.describe_spot_price_history
-        EC2Response.describe_spot_price_history = _describe_spot_price_history  # type: ignore[method-assign]
+        _patch_capacity_apis()
         from moto.stepfunctions.parser.asl.component.state.wait.wait_function import (  # noqa: PLC0415
             wait_function,
         )
@@ -536,3 +584,34 @@ def apply() -> None:
         # Run state machine definitions in moto's Step Functions interpreter instead of recording them.
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         _applied = True
+
+
+def _patch_capacity_apis() -> None:
+    """Auto Scaling, EC2 and CloudWatch: launches through the market and fleet, lifecycle actions,
+    placement scores and prices, metrics by the sandbox clock."""
+    from moto.autoscaling import models as autoscaling_models  # noqa: PLC0415
+    from moto.ec2.models import instances as instance_models  # noqa: PLC0415
+    from moto.ec2.responses import EC2Response  # noqa: PLC0415
+
+    global _original_replace_instances, _original_terminate_instances  # noqa: PLW0603
+    global _original_describe_spot_price_history  # noqa: PLW0603
+    group_model = autoscaling_models.FakeAutoScalingGroup
+    _original_replace_instances = group_model.replace_autoscaling_group_instances
+    group_model.replace_autoscaling_group_instances = _group_replace_instances  # type: ignore[method-assign]
+    _original_terminate_instances = instance_models.InstanceBackend.terminate_instances
+    instance_models.InstanceBackend.terminate_instances = _terminate_instances  # type: ignore[method-assign]
+    EC2Response.get_spot_placement_scores = _get_spot_placement_scores  # type: ignore[attr-defined]
+    group_model.active_instances = _active_instances  # type: ignore[method-assign]
+    from moto.autoscaling.responses import AutoScalingResponse  # noqa: PLC0415
+
+    AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action  # type: ignore[attr-defined]
+    AutoScalingResponse.record_lifecycle_action_heartbeat = (  # type: ignore[attr-defined]
+        _record_lifecycle_action_heartbeat
+    )
+    _original_describe_spot_price_history = EC2Response.describe_spot_price_history
+    EC2Response.describe_spot_price_history = _describe_spot_price_history  # type: ignore[method-assign]
+    from moto.cloudwatch.models import CloudWatchBackend  # noqa: PLC0415
+
+    global _original_put_metric_data  # noqa: PLW0603
+    _original_put_metric_data = CloudWatchBackend.put_metric_data
+    CloudWatchBackend.put_metric_data = _put_metric_data  # type: ignore[method-assign]

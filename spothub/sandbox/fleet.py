@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +29,19 @@ from spothub.sandbox.market import Pool, SpotMarket
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
 
 INTERRUPTION_NOTICE_SECONDS = 120
+MODEL_SERVER = Path(__file__).with_name("model_server.py")
+# The agent's pace in the sandbox, in real seconds: fast enough that every simulated minute of a clock
+# sped up to 60x still sees heartbeats, and a notice is seen within a poll.
+AGENT_PACE = {
+    "SPOTHUB_AGENT_HEARTBEAT_SECONDS": "0.25",
+    "SPOTHUB_AGENT_POLL_SECONDS": "0.2",
+    "SPOTHUB_AGENT_HEALTHY_WITHIN_SECONDS": "120",
+    "SPOTHUB_AGENT_LIFECYCLE_HEARTBEAT_SECONDS": "5",
+    "SPOTHUB_AGENT_BACKOFF_BASE_SECONDS": "0.2",
+    "SPOTHUB_AGENT_BACKOFF_CAP_SECONDS": "2",
+}
+# How long the simulated model takes to load, in real seconds.
+MODEL_LOAD_SECONDS = 1.0
 # How long a group waits (simulated) before trying again after a launch failed, as Auto Scaling does.
 LAUNCH_RETRY_SECONDS = 60
 INSUFFICIENT_CAPACITY = (
@@ -34,7 +49,23 @@ INSUFFICIENT_CAPACITY = (
     "matches your request. Launching EC2 instance failed."
 )
 
+LAUNCH_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
 Recorder = Callable[[str, str, dict[str, Any]], Any]
+
+
+class LifecycleActionError(ValueError):
+    """No active lifecycle action matches the request (Auto Scaling's ValidationError)."""
+
+
+@dataclass
+class LifecycleAction:
+    """An instance held in Pending:Wait by a launch lifecycle hook until its agent completes it."""
+
+    hook_name: str
+    timeout_s: int
+    default_result: str
+    deadline: float
 
 
 def _iso(epoch: float) -> str:
@@ -58,6 +89,8 @@ class SimulatedInstance:
     notices: list[str] = field(default_factory=list)
     rebalance_sent: bool = False
     ecs_cluster: str | None = None
+    lifecycle_action: LifecycleAction | None = None
+    workload_port: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -187,13 +220,34 @@ class Fleet:
         moto_instance = reservation.instances[0]
         moto_instance.lifecycle = "spot" if capacity_type == "spot" else None
         moto_instance.autoscaling_group = group
+        hook = self._launch_hook(group)
         group.instance_states.append(
-            InstanceState(moto_instance, protected_from_scale_in=group.new_instances_protected_from_scale_in)
+            InstanceState(
+                moto_instance,
+                lifecycle_state="Pending:Wait" if hook else "InService",
+                protected_from_scale_in=group.new_instances_protected_from_scale_in,
+            )
         )
+        action = None
+        if hook is not None:
+            timeout = int(hook.heartbeat_timeout)
+            action = LifecycleAction(hook.name, timeout, hook.default_result, self._clock.now() + timeout)
         self._started(
-            moto_instance, group, zone=zone, instance_type=instance_type, capacity_type=capacity_type, tags=tags
+            moto_instance,
+            group,
+            zone=zone,
+            instance_type=instance_type,
+            capacity_type=capacity_type,
+            tags=tags,
+            lifecycle_action=action,
         )
         return True
+
+    @staticmethod
+    def _launch_hook(group: Any) -> Any:
+        hooks = group.autoscaling_backend.lifecycle_hooks.values()
+        launch_hooks = [h for h in hooks if h.lifecycle_transition == LAUNCH_TRANSITION]
+        return next((h for h in launch_hooks if h.auto_scaling_group_name == group.name), None)
 
     def _started(
         self,
@@ -204,6 +258,7 @@ class Fleet:
         instance_type: str,
         capacity_type: str,
         tags: dict[str, str],
+        lifecycle_action: LifecycleAction | None,
     ) -> None:
         instance_id = moto_instance.id
         identity = {
@@ -238,6 +293,7 @@ class Fleet:
             launched_at=self._clock.now(),
             imds=imds,
             log_path=self._work_dir / "instances" / f"{instance_id}.log",
+            lifecycle_action=lifecycle_action,
         )
         with self._lock:
             self.instances[instance_id] = instance
@@ -245,7 +301,8 @@ class Fleet:
         self._start_agent(instance)
         self._record(
             "launched",
-            f"{instance_id} {instance_type} {capacity_type} in {zone} for {group.name}",
+            f"{instance_id} {instance_type} {capacity_type} in {zone} for {group.name}"
+            + (f", Pending:Wait on {lifecycle_action.hook_name}" if lifecycle_action else ""),
             instance.describe(),
         )
 
@@ -294,6 +351,50 @@ class Fleet:
         }
         self._record("launch-failed", f"{group.region}/{group.name}: no spot capacity in {', '.join(zones)}", detail)
         self._put_aws_event(group.region, AwsEvent.LAUNCH_UNSUCCESSFUL, detail, [group.arn])
+
+    # --- launch lifecycle actions: what Auto Scaling does with a launch hook ----------------------------
+
+    def complete_lifecycle_action(self, group_name: str, hook_name: str, instance_id: str, result: str) -> None:
+        """CONTINUE puts the instance in service; ABANDON terminates it (the group launches another)."""
+        if result not in ("CONTINUE", "ABANDON"):
+            raise LifecycleActionError(f"LifecycleActionResult must be CONTINUE or ABANDON, not {result!r}")
+        instance = self._pending_action(group_name, hook_name, instance_id)
+        self._end_lifecycle_action(instance, result, f"completed by the instance: {result}")
+
+    def record_lifecycle_action_heartbeat(self, group_name: str, hook_name: str, instance_id: str) -> None:
+        instance = self._pending_action(group_name, hook_name, instance_id)
+        action = instance.lifecycle_action
+        assert action is not None  # noqa: S101 (checked by _pending_action)
+        action.deadline = self._clock.now() + action.timeout_s
+
+    def _pending_action(self, group_name: str, hook_name: str, instance_id: str) -> SimulatedInstance:
+        with self._lock:
+            instance = self.instances.get(instance_id)
+        action = instance.lifecycle_action if instance else None
+        if instance is None or action is None or instance.group != group_name or action.hook_name != hook_name:
+            raise LifecycleActionError(f"No active Lifecycle Action found with instance ID {instance_id}")
+        return instance
+
+    def _end_lifecycle_action(self, instance: SimulatedInstance, result: str, why: str) -> None:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        instance.lifecycle_action = None
+        self._record("lifecycle", f"{instance.instance_id}: {why}", {"instance_id": instance.instance_id})
+        if result == "ABANDON":
+            self._terminate(instance)
+            return
+        group = autoscaling_backends[self._account][instance.region].autoscaling_groups.get(instance.group)
+        for state in group.instance_states if group is not None else []:
+            if state.instance.id == instance.instance_id and state.lifecycle_state == "Pending:Wait":
+                state.lifecycle_state = "InService"
+
+    def _expire_lifecycle_actions(self, now: float) -> None:
+        for instance in self.running():
+            action = instance.lifecycle_action
+            if action is not None and action.deadline <= now:
+                self._end_lifecycle_action(
+                    instance, action.default_result, f"heartbeat timeout of {action.hook_name}: {action.default_result}"
+                )
 
     # --- notices and terminations ------------------------------------------------------------------
 
@@ -380,6 +481,7 @@ class Fleet:
             due = [i for i in self.running() if i.terminate_at is not None and i.terminate_at <= now]
             for instance in due:
                 self._terminate(instance)
+            self._expire_lifecycle_actions(now)
             self._reconcile_groups(now)
 
     # --- internals ---------------------------------------------------------------------------------------
@@ -442,14 +544,22 @@ class Fleet:
         if self._agent_dir is None:
             return
         instance.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not instance.workload_port:
+            instance.workload_port = _free_port()
+        # The workload runs as a local process (the agent's process runner), standing in for the ECS task.
+        workload = [sys.executable, str(MODEL_SERVER), "--port", str(instance.workload_port)]
+        workload += ["--load-seconds", str(MODEL_LOAD_SECONDS)]
         environment = {
             **self._agent_environment,
+            **AGENT_PACE,
             "AWS_DEFAULT_REGION": instance.region,
             "AWS_REGION": instance.region,
             "PYTHONPATH": str(self._agent_dir),
             "PYTHONUNBUFFERED": "1",
             "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
             "SPOTHUB_AGENT_STATE_DIR": str(self._work_dir / "instances" / instance.instance_id),
+            "SPOTHUB_AGENT_WORKLOAD_COMMAND": json.dumps(workload),
+            "SPOTHUB_AGENT_HEALTH_URL": f"http://127.0.0.1:{instance.workload_port}/health",
         }
         with instance.log_path.open("ab") as log:
             instance.agent = subprocess.Popen(
@@ -463,12 +573,19 @@ class Fleet:
 
     @staticmethod
     def _stop_instance_processes(instance: SimulatedInstance) -> None:
+        """The instance powers off: its agent, and whatever ran on it (the workload, even when the agent was
+        killed and left it behind), found by the instance's IMDS endpoint in their environment."""
         if instance.agent and instance.agent.poll() is None:
             instance.agent.terminate()
             try:
                 instance.agent.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 instance.agent.kill()
+        marker = f"SPOTHUB_IMDS_ENDPOINT={instance.imds.endpoint}".encode()
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            with contextlib.suppress(OSError, ValueError):
+                if marker in environ.read_bytes().split(b"\0"):
+                    os.kill(int(environ.parent.name), signal.SIGKILL)
         instance.imds.stop()
 
     def _get(self, instance_id: str) -> SimulatedInstance:
@@ -494,6 +611,12 @@ class Fleet:
                 }
             ]
         )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def ecs_cluster_of(user_data: Any) -> str | None:

@@ -192,17 +192,24 @@ def _load_handler(runtime: FunctionRuntime) -> Any:
 
 
 class _environment:
+    """The function's variables for the length of an invocation. Only those keys change and come back:
+    other threads (moto's, botocore's config lookups: `if key in environ: environ[key]`) read the
+    environment meanwhile, so it is never cleared, not even for an instant."""
+
     def __init__(self, variables: dict[str, str]) -> None:
         self._variables = variables
-        self._saved: dict[str, str] = {}
+        self._saved: dict[str, str | None] = {}
 
     def __enter__(self) -> None:
-        self._saved = dict(os.environ)
+        self._saved = {key: os.environ.get(key) for key in self._variables}
         os.environ.update(self._variables)
 
     def __exit__(self, *_exc: object) -> None:
-        os.environ.clear()
-        os.environ.update(self._saved)
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class _modules_of:

@@ -57,8 +57,9 @@ class Trace:
     data: list[int]
 
 
-def derived_score(free: int, target: int) -> int:
-    """1 when nothing is free; rising to 10 when three times the target is free."""
+def derived_score(free: float, target: int) -> int:
+    """1 when nothing is free; rising to 10 when three times the target is free. `free` may be an
+    average (the replay scores a region by its recent mean capacity)."""
     if free <= 0:
         return 1
     return max(1, min(10, round(1 + 9 * min(1.0, free / (3 * max(1, target))))))
@@ -77,15 +78,13 @@ def load_traces(directory: Path, shapes: dict[str, str], shape: str | None = Non
             continue
         if match["shape"] not in shapes:
             raise ValueError(f"{file.name}: shape {match['shape']} is not in the prices file")
-        document = json.loads(file.read_text())
-        traces.append(
-            Trace(
-                zone=match["zone"],
-                instance_type=shapes[match["shape"]],
-                gap_seconds=float(document["metadata"]["gap_seconds"]),
-                data=[int(v) for v in document["data"]],
-            )
-        )
+        try:
+            document = json.loads(file.read_text())
+            gap_seconds = float(document["metadata"]["gap_seconds"])
+            data = [int(v) for v in document["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{file.name}: not a trace file ({type(exc).__name__}: {exc})") from exc
+        traces.append(Trace(match["zone"], shapes[match["shape"]], gap_seconds, data))
     if not traces:
         raise ValueError(f"no trace files in {directory}" + (f" for shape {shape}" if shape else ""))
     return traces

@@ -24,6 +24,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from spothub.sandbox import emulator_patches
+from spothub.sandbox.alarms import AlarmEvaluator
 from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulator, routes_from_emulator
 from spothub.sandbox.clock import RuleScheduler, SandboxClock
 from spothub.sandbox.deployer import Deployer, StackDeployment
@@ -124,6 +125,8 @@ class Sandbox:
         self._moto: Any = None
         self._api: ApiServer | None = None
         self._scheduler: RuleScheduler | None = None
+        self.alarms: AlarmEvaluator | None = None
+        self._saved_environment: dict[str, str | None] = {}
         self._hooks: emulator_patches.Hooks | None = None
         self.market: SpotMarket | None = None
         self.fleet: Fleet | None = None
@@ -162,6 +165,10 @@ class Sandbox:
         self._moto = ThreadedMotoServer(ip_address=self.options.host, port=aws_port, verbose=False)
         self._moto.start()
         self.aws_endpoint_url = f"http://{self.options.host}:{aws_port}"
+        # What every function sees stays in the process environment between invocations, so that the
+        # per-invocation swap never removes a key another thread is reading (see lambda_runtime).
+        self._saved_environment = {key: os.environ.get(key) for key in self.function_environment()}
+        os.environ.update(self.function_environment())
         runtime = LambdaRuntime(state_dir / "work", self.function_environment())
         self._hooks = emulator_patches.Hooks(
             lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure, clock=self.clock
@@ -175,6 +182,9 @@ class Sandbox:
 
         self.market, self.fleet = self._start_market(cdk_out, runtime)
         self._api = self._start_api()
+        self._publish_local_api_url()
+        self.alarms = AlarmEvaluator(self.clock, ACCOUNT, sorted({d.region for d in self.deployments}), self.record)
+        self.alarms.start()
         self._scheduler = RuleScheduler(
             self.clock,
             self._events_backends,
@@ -194,6 +204,8 @@ class Sandbox:
             self._api.stop()
         if self._scheduler:
             self._scheduler.stop()
+        if self.alarms:
+            self.alarms.stop()
         if self._moto:
             self._moto.stop()
         if self._hooks:
@@ -201,6 +213,12 @@ class Sandbox:
         if self.fleet:
             self.fleet.stop()
         emulator_patches.attach(None)
+        for key, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environment = {}
         state_file = self.options.state_dir / "sandbox.json"
         if self.options.write_state_file and state_file.exists():
             state_file.unlink()
@@ -227,6 +245,7 @@ class Sandbox:
             self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
         if self.market is not None:
             self.market.restore()
+        self._forget_alarms_and_metrics()
         for deployment in self.deployments:
             dynamodb = self.client("dynamodb", deployment.region)
             for table in dynamodb.list_tables()["TableNames"]:
@@ -240,6 +259,16 @@ class Sandbox:
         self.clock.set_speed(self.options.speed)
         with self._timeline_lock:
             self.timeline.clear()
+
+    def _forget_alarms_and_metrics(self) -> None:
+        from moto.cloudwatch.models import cloudwatch_backends  # noqa: PLC0415
+
+        for region in {d.region for d in self.deployments}:
+            backend = cloudwatch_backends[ACCOUNT][region]
+            backend.alarms.clear()
+            backend.metric_data.clear()
+        if self.alarms is not None:
+            self.alarms.reset()
 
     @staticmethod
     def _empty_queues(region: str) -> None:
@@ -398,6 +427,15 @@ class Sandbox:
         )
         api.start()
         return api
+
+    def _publish_local_api_url(self) -> None:
+        """Agents read the API's URL from SSM: the sandbox's API answers on localhost, not execute-api."""
+        ssm = self.client("ssm", self.hub.region)
+        published = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Contains", "Values": ["/api-url"]}]
+        )["Parameters"]
+        for parameter in published:
+            ssm.put_parameter(Name=parameter["Name"], Value=self.api_url, Type="String", Overwrite=True)
 
     def _start_market(self, cdk_out: Path, runtime: LambdaRuntime) -> tuple[SpotMarket, Fleet]:
         from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415

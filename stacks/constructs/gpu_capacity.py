@@ -24,10 +24,10 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from spothub_core.contracts import METRICS_NAMESPACE
+from stacks.agent_bundle import stage_agent_bundle
 from stacks.config import SpothubConfig
 from stacks.constructs.log_retention import log_retention
 from stacks.nag import acknowledge, nag_resource
-from stacks.paths import WORKER_AGENT_DIR
 
 LAUNCH_HOOK_NAME = "spothub-workload-healthy"
 # Boot, image pull and model load of a large model; the agent can extend it with heartbeats.
@@ -83,9 +83,7 @@ class GpuCapacity(Construct):
         wildcard_resources = self._grant_agent_permissions(config, stack, hub_bus_arn)
         self.model_cache.grant(self.role, "elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")
 
-        agent_bundle = s3_assets.Asset(
-            self, "AgentBundle", path=str(WORKER_AGENT_DIR), exclude=["**/__pycache__", "**/*.pyc", "tests"]
-        )
+        agent_bundle = s3_assets.Asset(self, "AgentBundle", path=str(stage_agent_bundle()))
         # The one object, not the whole bootstrap bucket (what Asset.grant_read would give).
         self.role.add_to_principal_policy(
             iam.PolicyStatement(

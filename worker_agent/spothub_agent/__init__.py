@@ -1,6 +1,8 @@
-"""The thin agent on spothub's GPU instances. Standard library and boto3 only.
+"""The thin agent on spothub's GPU instances: standard library and boto3 only (nvidia-ml-py optional).
 
-Kept compatible with the Python of the instance image (3.9 and later).
+Runs on Python 3.11 or later (install.sh installs 3.11 where the image has neither 3.12 nor 3.11).
+Imports the event contracts from `spothub_core.contracts`, a standard-library-only module that the
+agent bundle ships beside this package.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,8 +1,6 @@
-"""Entry point of the systemd service: read configuration, then run until stopped.
-
-The watchers (interruption notices, lifecycle completion, heartbeat) are added by the agent
-issue; until then the service proves the install path: it starts, reads its identity and
-tags, logs them, and stops cleanly on SIGTERM.
+"""Entry point of the systemd service: identity and tags from IMDS, settings from SSM and the
+environment, then the agent's loops until SIGTERM. Exits non-zero only when it cannot tell which
+instance it is on (systemd restarts it); a control plane that does not answer never stops it.
 """
 
 from __future__ import annotations
@@ -15,25 +13,37 @@ import sys
 import threading
 
 from spothub_agent import __version__
+from spothub_agent.agent import Agent
+from spothub_agent.aws import AwsClients, read_parameter
 from spothub_agent.config import ConfigError, describe, load_config
-from spothub_agent.imds import Imds, ImdsError
+from spothub_agent.imds import DEFAULT_ENDPOINT, Imds, ImdsError
+from spothub_agent.settings import SettingsError, load_settings
 
 log = logging.getLogger("spothub_agent")
 
 
 def main() -> int:
     logging.basicConfig(level=os.environ.get("SPOTHUB_AGENT_LOG_LEVEL", "INFO"), format="%(message)s")
+    for library in ("botocore", "boto3", "urllib3"):  # their INFO lines would break the one-JSON-per-line log
+        logging.getLogger(library).setLevel(logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    imds = Imds(os.environ.get("SPOTHUB_IMDS_ENDPOINT", "http://169.254.169.254"))
+    imds = Imds(os.environ.get("SPOTHUB_IMDS_ENDPOINT", DEFAULT_ENDPOINT))
     try:
         config = load_config(imds)
     except (ConfigError, ImdsError) as exc:
         log.error(json.dumps({"event": "config_failed", "reason": str(exc)}))
         return 1
     log.info(json.dumps({"event": "started", "version": __version__, **describe(config)}))
-    stop.wait()
+    aws = AwsClients(config.region, config.hub_region)
+    try:
+        settings = load_settings(lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/agent-config"), os.environ, stop)
+    except SettingsError as exc:
+        log.error(json.dumps({"event": "config_failed", "reason": str(exc)}))
+        return 1
+    log.info(json.dumps({"event": "configured", **settings.describe()}, default=str))
+    Agent(config, settings, imds, aws).run(stop)
     log.info(json.dumps({"event": "stopped", "instance_id": config.instance_id}))
     return 0
 

@@ -11,6 +11,10 @@ HUB_REGION_TAG = "spothub:hub-region"
 LIFECYCLE_HOOK_TAG = "spothub:lifecycle-hook"
 MODEL_CACHE_TAG = "spothub:model-cache"
 GROUP_TAG = "aws:autoscaling:groupName"
+# Set by the worker region on the instance it claims for a launch (read again at notice time).
+REPLICA_TAG = "spothub:replica"
+LAUNCH_TAG = "spothub:launch-id"
+CAPACITY_TYPES = ("spot", "on-demand")
 
 
 class ConfigError(RuntimeError):
@@ -28,6 +32,8 @@ class AgentConfig:
     auto_scaling_group: str
     lifecycle_hook: str
     model_cache: str
+    account_id: str = ""
+    capacity_type: str = ""  # spot or on-demand (IMDS instance-life-cycle); "" when IMDS does not say
 
     @property
     def ssm_prefix(self) -> str:
@@ -35,8 +41,10 @@ class AgentConfig:
 
 
 def load_config(imds: Imds) -> AgentConfig:
+    """Identity, tags and purchase option from IMDS; raises ConfigError naming what is missing."""
     identity = imds.identity()
     tags = imds.tags()
+    life_cycle = (imds.get("instance-life-cycle") or "").strip()
     missing = [tag for tag in (PREFIX_TAG, HUB_REGION_TAG, GROUP_TAG, LIFECYCLE_HOOK_TAG) if not tags.get(tag)]
     if missing:
         raise ConfigError(
@@ -53,6 +61,8 @@ def load_config(imds: Imds) -> AgentConfig:
         auto_scaling_group=tags[GROUP_TAG],
         lifecycle_hook=tags[LIFECYCLE_HOOK_TAG],
         model_cache=tags.get(MODEL_CACHE_TAG, ""),
+        account_id=str(identity.get("accountId", "")),
+        capacity_type=life_cycle if life_cycle in CAPACITY_TYPES else "",
     )
 
 

@@ -17,6 +17,7 @@ from spothub_core.dal.state_table import (
     conditional_write,
     plain_item,
     query_partition,
+    to_item_value,
     to_number,
     update_fields,
 )
@@ -64,7 +65,7 @@ class InstanceHealthStore:
                 "notice_id": notice_id,
                 "at": to_number(now),
                 TTL_ATTRIBUTE: int(now) + REMEDIATION_TTL_SECONDS,
-                **fields,
+                **to_item_value(fields),
             },
             # The alarm's event delivered twice (or by two paths) records, and so remediates, once.
             ConditionExpression="attribute_not_exists(pk)",
@@ -78,7 +79,7 @@ class InstanceHealthStore:
     def _set(
         self, instance_id: str, fields: dict[str, Any], *, now: float, condition: str | None, touch: bool = True
     ) -> bool:
-        values = {**fields, TTL_ATTRIBUTE: int(now) + AGENT_TTL_SECONDS}
+        values = {**to_item_value(fields), TTL_ATTRIBUTE: int(now) + AGENT_TTL_SECONDS}
         if touch:
             values["last_seen"] = to_number(now)
         written = update_fields(

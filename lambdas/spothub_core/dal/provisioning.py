@@ -35,6 +35,8 @@ INSTANCE = "INSTANCE"
 # Launch and teardown records are kept a week for the operator's questions, then expire.
 RECORD_TTL_SECONDS = 7 * 86400
 PENDING = "pending"
+# Attribute names written as placeholders in condition expressions.
+CONDITION_NAMES = {"#status": "status", "#execution": "execution"}
 
 
 class ProvisioningStore:
@@ -106,6 +108,38 @@ class ProvisioningStore:
                 # be undone by its success.
                 condition="generation = :generation AND #status IN (:placing, :replacing)",
                 values={":generation": generation, ":placing": "placing", ":replacing": "replacing"},
+            )
+            is not None
+        )
+
+    def keep_serving(
+        self, replica_id: str, *, generation: int, instance_id: str, execution: str, watch: str, fields: dict[str, Any]
+    ) -> bool:
+        """A spot-only replacement (`execution`) found no spot: the replica serves on `instance_id` again, now
+        watched by `watch`. True also when this was done before (a retry); False when the replica moved on."""
+        return (
+            self._update(
+                REPLICA,
+                replica_id,
+                {"status": "serving", "execution": watch, **fields},
+                # The race: while the spot-only replacement ran, the operator may have disabled (stopped) or
+                # re-enabled (placing, a newer generation, another execution), or the replacement failed (failed).
+                # Unconditionally, such a replica would be put back to serving and watched again. Only the
+                # replacement that still holds the replica hands it back, on the instance it was replacing; a
+                # retry of this write finds it handed back already (serving, under the watch's name).
+                condition=(
+                    "generation = :generation AND instance_id = :instance"
+                    " AND ((#status = :replacing AND #execution = :execution)"
+                    " OR (#status = :serving AND #execution = :watch))"
+                ),
+                values={
+                    ":generation": generation,
+                    ":instance": instance_id,
+                    ":replacing": "replacing",
+                    ":serving": "serving",
+                    ":execution": execution,
+                    ":watch": watch,
+                },
             )
             is not None
         )
@@ -206,6 +240,6 @@ class ProvisioningStore:
             fields,
             what=f"write {kind.lower()} {key}",
             condition=condition,
-            names={"#status": "status"} if condition and "#status" in condition else None,
+            names={k: v for k, v in CONDITION_NAMES.items() if k in (condition or "")} or None,
             values=values,
         )

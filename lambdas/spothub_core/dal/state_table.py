@@ -8,6 +8,7 @@ Key layout (each item kind lives in its own dal module, with its condition expre
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -81,16 +82,29 @@ def query_partition(table: Any, partition: str, what: str) -> list[dict[str, Any
 
 
 def plain_item(item: dict[str, Any]) -> dict[str, Any]:
-    """DynamoDB's Decimals as int/float, keys dropped."""
-    out: dict[str, Any] = {}
-    for key, value in item.items():
-        if key in (PARTITION_KEY, SORT_KEY):
-            continue
-        if isinstance(value, Decimal):
-            out[key] = int(value) if value == value.to_integral_value() else float(value)
-        else:
-            out[key] = value
-    return out
+    """DynamoDB's Decimals as int/float (nested ones too), keys dropped."""
+    return {key: _plain(value) for key, value in item.items() if key not in (PARTITION_KEY, SORT_KEY)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_item_value(value: Any) -> Any:
+    """A JSON-shaped value (floats anywhere inside) as DynamoDB takes it: floats become Decimals."""
+    return json.loads(json.dumps(value, default=_decimal_as_json), parse_float=Decimal)
+
+
+def _decimal_as_json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def to_number(value: float) -> Decimal:

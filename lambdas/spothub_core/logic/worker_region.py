@@ -244,12 +244,17 @@ def terminate(worker: WorkerRegion, instance_id: str) -> None:
 
 
 def release_launch(worker: WorkerRegion, launch_id: str) -> None:
-    """Undo what a launch took: stop its task, terminate its instance, or shrink the group back."""
+    """Undo what a launch took: stop its task, terminate its instance, shrink the group back."""
     stop_tasks(worker, launch_id=launch_id)
-    group, live = members(worker)
+    _group, live = members(worker)
     mine = claimed_by(live, launch_id)
+    if not mine:
+        # Not claimed yet (the claim timed out or never ran). One launch is in flight per region, so the
+        # unclaimed instances are this launch's: terminate them by name. Lowering the desired capacity instead
+        # would let Auto Scaling choose, and it may choose another launch's serving instance.
+        mine = [m for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG)]
     for member in mine:
         terminate(worker, member["InstanceId"])
-    if not mine:
-        others = claimed(live, but=launch_id)
-        set_size(worker, group, desired=len(others), on_demand=on_demand_count(others))
+    group, live = members(worker)
+    others = claimed(live, but=launch_id)
+    set_size(worker, group, desired=len(others), on_demand=on_demand_count(others))
