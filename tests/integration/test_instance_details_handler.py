@@ -1,0 +1,270 @@
+"""GET /spot-instances through the real handler, against DynamoDB in moto.
+
+The state table is filled through the dal the way the toggle and the capacity handler fill it: the
+switch, replicas being placed, serving or replaced, and the instances recorded when they became healthy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spothub_core.dal.instance_health import InstanceHealthStore
+from spothub_core.dal.provisioning import ProvisioningStore
+from tests.integration.conftest import HUB_ENVIRONMENT, STATE_TABLE_KEYS, load_handler, set_environment
+from tests.lambda_events import FakeLambdaContext, rest_proxy_event
+
+NOW = 1_700_000_000.0
+TABLE = HUB_ENVIRONMENT["SPOTHUB_STATE_TABLE"]
+INSTANCE_KEYS = {
+    "instance_id",
+    "public_ip",
+    "private_ip",
+    "capacity_type",
+    "availability_zone",
+    "instance_type",
+    "launched_at",
+    "status",
+}
+REPLICA_KEYS = {"replica_id", "status", "region", "instance_id", "capacity_type", "reason", "target_region", "error"}
+
+
+@pytest.fixture
+def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    set_environment(monkeypatch, {**HUB_ENVIRONMENT, "POWERTOOLS_SERVICE_NAME": "spothub-instance-details"})
+    with mock_aws():
+        boto3.client("dynamodb").create_table(TableName=TABLE, **STATE_TABLE_KEYS)
+        yield load_handler("instance_details.handler")
+
+
+@pytest.fixture
+def store(handler: ModuleType) -> ProvisioningStore:
+    return ProvisioningStore(boto3.resource("dynamodb").Table(TABLE))
+
+
+def get(handler: ModuleType) -> tuple[int, dict[str, Any]]:
+    response = handler.lambda_handler(rest_proxy_event("GET", "/spot-instances"), FakeLambdaContext())
+    assert response["multiValueHeaders"]["Content-Type"] == ["application/json"]
+    return response["statusCode"], json.loads(response["body"])
+
+
+def enable(store: ProvisioningStore, *, replicas: int = 1, generation: int = 1) -> None:
+    config = {"status": "enabled", "generation": generation, "replicas": replicas, "instance_types": ["g5.xlarge"]}
+    assert store.write_config({**config, "denied_regions": []}, expected_generation=generation - 1)
+    for index in range(replicas):
+        replica_id = f"replica-{index}"
+        assert store.start_placing(replica_id, generation=generation, execution=f"{replica_id}-g{generation}", now=NOW)
+
+
+def place(
+    store: ProvisioningStore, replica_id: str, region: str, instance_id: str, *, launched_at: str, generation: int = 1
+) -> None:
+    """What the capacity handler records when a replica's instance is healthy (record_instance)."""
+    store.update_replica(replica_id, {"target_region": region, "launch_id": f"{replica_id}-g1-0"})
+    assert store.replica_serving(
+        replica_id,
+        generation=generation,
+        fields={
+            "region": region,
+            "instance_id": instance_id,
+            "capacity_type": "spot",
+            "placed_at": int(NOW),
+            "reason": "score 9, $0.4000/h, best placement score",
+            "target_region": None,
+        },
+    )
+    store.put_instance(
+        instance_id,
+        {
+            "instance_type": "g5.xlarge",
+            "availability_zone": f"{region}a",
+            "capacity_type": "spot",
+            "private_ip": "10.0.0.7",
+            "public_ip": "203.0.113.7",
+            "launched_at": launched_at,
+            "task_arn": f"arn:aws:ecs:{region}:123456789012:task/spothub/abc",
+            "region": region,
+            "replica_id": replica_id,
+            "launch_id": f"{replica_id}-g1-0",
+            "status": "serving",
+            "updated_at": int(NOW),
+        },
+    )
+
+
+def heartbeat(handler: ModuleType, instance_id: str, *, gpu: dict[str, Any]) -> InstanceHealthStore:
+    """What the agent API records: a registration, then a heartbeat a minute later."""
+    health = InstanceHealthStore(boto3.resource("dynamodb").Table(TABLE))
+    health.register(instance_id, {"region": "us-west-2", "status": "registered"}, now=NOW)
+    assert health.heartbeat(instance_id, {"ready": True, "gpu": gpu}, now=NOW + 60)
+    return health
+
+
+def test_nothing_enabled_is_idle_with_no_instances(handler: ModuleType) -> None:
+    status, body = get(handler)
+    assert status == 200
+    assert {k: body[k] for k in ("region", "instances", "provisioning", "state", "replicas")} == {
+        "region": None,
+        "instances": [],
+        "provisioning": "disabled",
+        "state": "idle",
+        "replicas": [],
+    }
+
+
+def test_a_replica_being_placed_has_no_region_and_no_instance_yet(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store)
+    store.update_replica("replica-0", {"target_region": "us-west-2"})
+    status, body = get(handler)
+    assert status == 200
+    assert (body["region"], body["instances"], body["provisioning"], body["state"]) == (None, [], "enabled", "placing")
+    (replica,) = body["replicas"]
+    assert set(replica) == REPLICA_KEYS
+    assert (replica["replica_id"], replica["status"], replica["target_region"]) == ("replica-0", "placing", "us-west-2")
+    assert replica["instance_id"] is None
+
+
+def test_a_placed_replica_shows_its_region_its_instance_and_why(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    status, body = get(handler)
+    assert status == 200
+    assert (body["region"], body["provisioning"], body["state"]) == ("us-west-2", "enabled", "serving")
+    (instance,) = body["instances"]
+    assert set(instance) >= INSTANCE_KEYS
+    assert {k: instance[k] for k in INSTANCE_KEYS} == {
+        "instance_id": "i-0aaa",
+        "public_ip": "203.0.113.7",
+        "private_ip": "10.0.0.7",
+        "capacity_type": "spot",
+        "availability_zone": "us-west-2a",
+        "instance_type": "g5.xlarge",
+        "launched_at": "2023-11-14T22:10:00Z",
+        "status": "serving",
+    }
+    assert "task_arn" not in instance
+    (replica,) = body["replicas"]
+    assert replica == {
+        "replica_id": "replica-0",
+        "status": "serving",
+        "region": "us-west-2",
+        "instance_id": "i-0aaa",
+        "capacity_type": "spot",
+        "reason": "score 9, $0.4000/h, best placement score",
+        "target_region": None,
+        "error": None,
+    }
+    assert body["settings"]["instance_types"] == ["g5.xlarge"]
+    assert body["settings"]["replicas"] == 1
+
+
+def test_an_instance_shows_what_its_agent_last_said_and_remediations_are_listed(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    health = heartbeat(handler, "i-0aaa", gpu={"count": 1, "xid_errors": 0})
+    health.record_remediation(
+        "i-0old",
+        "spothub-agent-gpu-i-0old@t",
+        {"region": "eu-west-1", "reason": "GPU XID errors", "alarm_name": "a"},
+        now=NOW,
+    )
+    _, body = get(handler)
+    (instance,) = body["instances"]
+    assert (instance["last_seen"], instance["ready"]) == (NOW + 60, True)
+    assert set(instance["gpu"]) == {"count", "xid_errors"}
+    assert body["remediations"] == [
+        {"instance_id": "i-0old", "region": "eu-west-1", "reason": "GPU XID errors", "alarm_name": "a", "at": NOW}
+    ]
+
+
+def test_the_agents_gpu_numbers_stay_numbers(handler: ModuleType, store: ProvisioningStore) -> None:
+    # Numbers nested in a map come back from DynamoDB as Decimals, which the JSON encoder would write as strings.
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    heartbeat(handler, "i-0aaa", gpu={"count": 1, "xid_errors": 0, "gpus": [{"temperature_c": 61}]})
+    _, body = get(handler)
+    (instance,) = body["instances"]
+    assert instance["gpu"] == {"count": 1, "xid_errors": 0, "gpus": [{"temperature_c": 61}]}
+
+
+def test_an_instance_whose_agent_never_reported_has_no_last_seen(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    _, body = get(handler)
+    (instance,) = body["instances"]
+    assert (instance["last_seen"], instance["ready"]) == (None, None)
+    assert body["remediations"] == []
+
+
+def test_terminated_instances_are_not_listed(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    store.put_instance("i-0old", {"region": "eu-west-1", "status": "terminated", "launched_at": "2023-11-13T00:00:00Z"})
+    _, body = get(handler)
+    assert [i["instance_id"] for i in body["instances"]] == ["i-0aaa"]
+
+
+def test_a_replacement_in_flight_lists_the_serving_instance_first(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store, replicas=2)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    place(store, "replica-1", "eu-west-1", "i-0bbb", launched_at="2023-11-14T22:00:00Z")
+    store.put_instance("i-0bbb", {"status": "at-risk"})
+    assert store.start_replacing("replica-1", instance_id="i-0bbb", execution="replica-1-r-i-0bbb", now=NOW)
+    _, body = get(handler)
+    assert body["state"] == "replacing"
+    assert [(i["instance_id"], i["status"]) for i in body["instances"]] == [
+        ("i-0aaa", "serving"),
+        ("i-0bbb", "at-risk"),
+    ]
+    assert [(r["replica_id"], r["status"]) for r in body["replicas"]] == [
+        ("replica-0", "serving"),
+        ("replica-1", "replacing"),
+    ]
+    assert body["region"] == "us-west-2"
+
+
+def test_a_failed_replica_makes_the_state_failed_with_its_error(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store, replicas=2)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    store.replica_status("replica-1", "failed", {"error": "FatalError: InvalidAMIID.NotFound"})
+    _, body = get(handler)
+    assert body["state"] == "failed"
+    failed = next(r for r in body["replicas"] if r["replica_id"] == "replica-1")
+    assert (failed["status"], failed["error"]) == ("failed", "FatalError: InvalidAMIID.NotFound")
+
+
+def test_disabled_with_an_instance_still_running_is_stopped(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    assert store.write_config({"status": "disabled", "generation": 2}, expected_generation=1)
+    store.stop_replicas(NOW)
+    _, body = get(handler)
+    assert (body["provisioning"], body["state"]) == ("disabled", "stopped")
+    assert [i["instance_id"] for i in body["instances"]] == ["i-0aaa"]
+    assert body["region"] is None
+
+
+def test_an_unreadable_state_table_is_503_without_a_traceback(handler: ModuleType) -> None:
+    boto3.client("dynamodb").delete_table(TableName=TABLE)
+    status, body = get(handler)
+    assert status == 503
+    assert body["message"].startswith("could not read the provisioning switch: ResourceNotFoundException")
+    assert "Traceback" not in json.dumps(body)
+
+
+def test_another_method_is_a_json_404(handler: ModuleType) -> None:
+    response = handler.lambda_handler(rest_proxy_event("DELETE", "/spot-instances"), FakeLambdaContext())
+    assert response["statusCode"] == 404
+    assert json.loads(response["body"])["message"] == "no route DELETE /spot-instances"
