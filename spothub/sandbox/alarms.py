@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from spothub.sandbox.clock import SandboxClock
+from spothub.sandbox.clock import SandboxClock, Ticker
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -54,18 +54,20 @@ class AlarmEvaluator:
         self._first_seen: dict[tuple[str, str], float] = {}
         self._jump_from: float | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sandbox-alarms", daemon=True)
+        self._ticker = Ticker(
+            "sandbox-alarms",
+            self.evaluate,
+            EVALUATE_EVERY_S,
+            lambda exc: record("failure", f"alarm evaluation: {exc}", {"error": repr(exc)}),
+        )
         clock.before_advance(self._jump_starts)
         clock.on_advance(self._jump_ends)
 
     def start(self) -> None:
-        self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._ticker.stop()
 
     def reset(self) -> None:
         with self._lock:
@@ -178,10 +180,3 @@ class AlarmEvaluator:
             with self._lock:
                 self._jumps.append((self._jump_from, self._clock.now()))
             self._jump_from = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(EVALUATE_EVERY_S):
-            try:
-                self.evaluate()
-            except Exception as exc:
-                self._record("failure", f"alarm evaluation: {exc}", {"error": repr(exc)})

@@ -149,6 +149,35 @@ def _values(field: str, low: int, high: int, expression: str) -> set[int]:
     return values
 
 
+class Ticker:
+    """A daemon thread that calls `step` every `interval_s` real seconds until stopped; an error in one
+    step goes to `on_error` and the next step runs anyway."""
+
+    def __init__(
+        self, name: str, step: Callable[[], object], interval_s: float, on_error: Callable[[Exception], None]
+    ) -> None:
+        self._step = step
+        self._interval_s = interval_s
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._step()
+            except Exception as exc:
+                self._on_error(exc)
+
+
 @dataclass
 class _Scheduled:
     rule: Any
@@ -166,32 +195,20 @@ class RuleScheduler:
         tick_seconds: float = 0.2,
         on_error: Callable[[Exception], None] = lambda _exc: None,
     ) -> None:
-        self._on_error = on_error
         self._clock = clock
         self._backends = backends
         self._fire = fire
-        self._tick = tick_seconds
         self._scheduled: dict[str, _Scheduled] = {}
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="sandbox-scheduler", daemon=True)
+        self._ticker = Ticker("sandbox-scheduler", self.run_due, tick_seconds, on_error)
         clock.before_advance(self.refresh)
         clock.on_advance(self.run_due)
 
     def start(self) -> None:
-        self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._tick):
-            try:
-                self.run_due()
-            except Exception as exc:
-                self._on_error(exc)
+        self._ticker.stop()
 
     def refresh(self) -> None:
         """Schedule rules created since the last tick from now, before the clock jumps past them."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spothub.sandbox.clock import SandboxClock
+from spothub.sandbox.clock import SandboxClock, Ticker
 from spothub.sandbox.imds import InstanceMetadataServer
 from spothub.sandbox.market import Pool, SpotMarket
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
@@ -139,19 +139,18 @@ class Fleet:
         self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
         self._tick_lock = threading.Lock()
         self._stopping = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sandbox-fleet", daemon=True)
+        self._ticker = Ticker(
+            "sandbox-fleet", self.tick, 0.2, lambda exc: record("failure", f"fleet tick: {exc}", {"error": repr(exc)})
+        )
         market.on_change = self._on_market_change
         clock.on_advance(self.tick)
 
     def start(self) -> None:
-        self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
         self._stopping = True
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._ticker.stop()
         with self._lock:
             for instance in self.instances.values():
                 self._stop_instance_processes(instance)
@@ -485,13 +484,6 @@ class Fleet:
             self._reconcile_groups(now)
 
     # --- internals ---------------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                self.tick()
-            except Exception as exc:
-                self._record("failure", f"fleet tick: {exc}", {"error": repr(exc)})
 
     def _terminate(self, instance: SimulatedInstance) -> None:
         from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
