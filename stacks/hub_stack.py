@@ -13,6 +13,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source, WorkerReport
+from spothub_core.logic.capacity import CAPACITY_RETRY_SECONDS, SPOT_RETURN_SECONDS
 from spothub_core.logic.instance_health import Heartbeat, Registration
 from spothub_core.logic.provisioning import ToggleRequest
 from stacks.config import SpothubConfig
@@ -34,8 +35,10 @@ ORCHESTRATOR_DURATIONS = {
     # Boot, image pull and model load of a large model, with margin.
     "LaunchTimeoutSeconds": 60 * 60,
     "TeardownTimeoutSeconds": 20 * 60,
-    # No spot region and no on-demand fallback: look again this often.
-    "CapacityRetrySeconds": 5 * 60,
+    # No spot region and no on-demand fallback: look again this often (the replay reads the same constant).
+    "CapacityRetrySeconds": CAPACITY_RETRY_SECONDS,
+    # A replica serving on on-demand looks for spot again this often.
+    "SpotReturnSeconds": SPOT_RETURN_SECONDS,
     # Loops per execution before it continues as a new one (execution history is capped at 25,000 events).
     "AttemptsPerExecution": 200,
 }

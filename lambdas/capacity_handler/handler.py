@@ -2,7 +2,8 @@
 
 Two kinds of callers, told apart by the event's shape:
 - the orchestrator state machine, with `{"action": ...}` (dispatch a launch or teardown with its task
-  token, record a healthy instance, give up a launch, mark a replica failed, continue as new);
+  token, record a healthy instance, give up a launch, mark a replica failed, continue as new, return a
+  replica on on-demand to spot, keep it on on-demand when no spot region is left);
 - EventBridge, with worker and agent reports and forwarded AWS events from the hub bus, dispatched by a
   registry keyed on (source, detail-type); kinds it does not know are logged and ignored.
 """
@@ -60,6 +61,8 @@ ACTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "record_instance": capacity.record_instance,
     "replica_failed": capacity.replica_failed,
     "continue_as_new": capacity.continue_as_new,
+    "return_to_spot": capacity.return_to_spot,
+    "keep_on_demand": capacity.keep_on_demand,
 }
 
 

@@ -147,13 +147,6 @@ def serve(store: ProvisioningStore, replica_id: str, region: str, instance_id: s
     store.put_instance(instance_id, {"region": region, "replica_id": replica_id, "status": "serving"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spothub_core.logic.provisioning._enable: enabling again with changed settings (here instance_types) while "
-    "a replica serves re-places it under the new generation with ProvisioningStore.start_placing, a put_item that "
-    "drops the replica's instance_id and region, and starts <replica>-g2 with replacing=None, so the serving instance "
-    "is never retired once the new one is healthy: it keeps running unaccounted for",
-)
 def test_new_settings_while_a_replica_serves_keep_track_of_its_instance(
     handler: ModuleType, store: ProvisioningStore
 ) -> None:
@@ -170,11 +163,6 @@ def test_new_settings_while_a_replica_serves_keep_track_of_its_instance(
     assert replica.get("instance_id") == "i-0aaa" or retiring
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spothub_core.logic.provisioning._enable: lowering replicas (2 -> 1) only loops over the replicas to keep; "
-    "replica-1 stays 'serving' on its instance at the old generation, never stopped nor torn down",
-)
 def test_fewer_replicas_stop_the_replicas_above_the_count(handler: ModuleType, store: ProvisioningStore) -> None:
     post(handler, {"action": "enable", "replicas": 2})
     serve(store, "replica-0", "us-west-2", "i-0aaa")

@@ -73,13 +73,17 @@ class ProvisioningStore:
     def start_placing(self, replica_id: str, *, generation: int, execution: str, now: float) -> bool:
         """Mark a replica as being placed by `execution`; False when it is already placed or placing
         in this generation (a second enable, or two enables at once)."""
-        return self._conditional_put(
-            REPLICA,
-            replica_id,
-            {"status": "placing", "generation": generation, "execution": execution, "updated_at": to_number(now)},
-            # Closes the race of two enables: only one claims a replica per generation.
-            condition="attribute_not_exists(pk) OR generation < :generation OR #status = :stopped",
-            values={":generation": generation, ":stopped": "stopped"},
+        return (
+            self._update(
+                REPLICA,
+                replica_id,
+                {"status": "placing", "generation": generation, "execution": execution, "updated_at": to_number(now)},
+                # Closes the race of two enables: only one claims a replica per generation. An update, not a put:
+                # a replica re-placed under new settings keeps the instance it serves on until it is replaced.
+                condition="attribute_not_exists(pk) OR generation < :generation OR #status = :stopped",
+                values={":generation": generation, ":stopped": "stopped"},
+            )
+            is not None
         )
 
     def start_replacing(self, replica_id: str, *, instance_id: str, execution: str, now: float) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 # How long a region stays out of the ranking after a failure of each kind.
 EXCLUSION_SECONDS = {"capacity": 15 * 60, "transient": 5 * 60, "timeout": 10 * 60}
+# No spot region and no on-demand fallback: the orchestrator looks again this often (WaitForCapacity).
+CAPACITY_RETRY_SECONDS = 5 * 60
+# A replica serving on on-demand looks for spot again this often (WaitForSpot), to return to it.
+SPOT_RETURN_SECONDS = 5 * 60
 ERROR_BY_CLASS = {"capacity": TaskError.CAPACITY, "transient": TaskError.TRANSIENT, "fatal": TaskError.FATAL}
 
 
@@ -152,11 +157,71 @@ def replica_failed(hub: HubServices, request: dict[str, Any], *, now: float) -> 
 
 
 def continue_as_new(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
-    """Start a fresh orchestrator execution for a replica whose execution has looped long (history cap)."""
+    """Start a fresh orchestrator execution for a replica whose execution has looped long (history cap).
+
+    A spot watch (`state.watch_spot`) goes on only while it still watches: its replica serves on
+    on-demand under this generation and this execution; otherwise it ends here (`continued_as` None)."""
+    if request["state"].get("watch_spot") and not _watches(
+        hub.store.config(), hub.store.replica(request["replica_id"]) or {}, request
+    ):
+        return {"continued_as": None}
     name = f"{request['replica_id']}-g{request['generation']}-c{int(now)}"
     start_execution(hub, name, {**request["state"], "attempt": 0})
     hub.store.update_replica(request["replica_id"], {"execution": name})
     return {"continued_as": name}
+
+
+def return_to_spot(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """A replica serving on on-demand found a spot region: replace its on-demand instance, make before
+    break, with a spot-only replacement (it never falls back to on-demand; with no spot region left it
+    ends in `keep_on_demand`). Nothing starts when the replica no longer serves on on-demand under this
+    generation and this watch (replaced, disabled, re-enabled meanwhile); the watch then ends."""
+    replica = hub.store.replica(request["replica_id"]) or {}
+    instance_id = replica.get("instance_id")
+    # One name per look: a retried invocation of the same look reuses it, a later look never does.
+    name = f"{request['replica_id']}-s-{instance_id}-{_epoch(request.get('looked_at'), now)}"
+    retried = replica.get("status") == "replacing" and replica.get("execution") == name
+    if not (retried or _watches(hub.store.config(), replica, request)):
+        return {"started": False, "outcome": "ignored: the replica no longer serves on on-demand under this watch"}
+    outcome = start_replacement(
+        hub,
+        {**(hub.store.instance(instance_id) or {}), "replica_id": request["replica_id"]},
+        instance_id,
+        replica["region"],
+        "return-to-spot",
+        now=now,
+        spot_only=True,
+        name=name,
+    )
+    return {"started": outcome.startswith("replacement started"), "outcome": outcome}
+
+
+def keep_on_demand(hub: HubServices, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """A spot-only replacement found no spot region: the replica keeps serving on its on-demand instance
+    (back from `replacing` to `serving`), and a new execution watches for spot again."""
+    replica_id = request["replica_id"]
+    generation = int(request["generation"])
+    instance_id = request["replacing"]["instance_id"]
+    watch = f"{request['execution']}-w"
+    instance = hub.store.instance(instance_id) or {}
+    kept = hub.store.keep_serving(
+        replica_id,
+        generation=generation,
+        instance_id=instance_id,
+        execution=request["execution"],
+        watch=watch,
+        # What the spot-only launches overwrote (dispatch_launch notes its target), back to the instance's.
+        fields={
+            "capacity_type": instance.get("capacity_type") or "on-demand",
+            "launch_id": instance.get("launch_id"),
+            "target_region": None,
+            "updated_at": int(now),
+        },
+    )
+    if not kept:
+        return {"kept": False, "watch": None}
+    start_execution(hub, watch, {"replica_id": replica_id, "generation": generation, "watch_spot": True})
+    return {"kept": True, "watch": watch}
 
 
 # --- reports, from the hub bus ----------------------------------------------------------------
@@ -236,17 +301,32 @@ def on_capacity_notice(hub: HubServices, notice: CapacityNotice, *, now: float) 
 
 
 def start_replacement(
-    hub: HubServices, instance: dict[str, Any], instance_id: str, region: str, why: str, *, now: float
+    hub: HubServices,
+    instance: dict[str, Any],
+    instance_id: str,
+    region: str,
+    why: str,
+    *,
+    now: float,
+    spot_only: bool = False,
+    name: str | None = None,
 ) -> str:
     """Replace a serving instance, make before break: a new launch, preferring the same region, then the
-    old instance retired once the new one is healthy. One replacement per replica at a time."""
+    old instance retired once the new one is healthy. One replacement per replica at a time.
+
+    `spot_only`: the replacement launches spot or nothing (a return to spot). `name`: the caller's own
+    execution name for this one request; a retry of it finds the replica replacing under that very name
+    and starts the execution again (a no-op by name when the first try did start it)."""
     replica_id = instance.get("replica_id")
     config = hub.store.config()
     if not replica_id or config.get("status") != "enabled":
         return "ignored: provisioning is disabled"
-    name = f"{replica_id}-r-{instance_id}"
+    retried = name is not None
+    name = name or f"{replica_id}-r-{instance_id}"
     if not hub.store.start_replacing(replica_id, instance_id=instance_id, execution=name, now=now):
-        return "ignored: the replica is already being replaced or has moved"
+        replica = hub.store.replica(replica_id) or {}
+        if not (retried and replica.get("status") == "replacing" and replica.get("execution") == name):
+            return "ignored: the replica is already being replaced or has moved"
     start_execution(
         hub,
         name,
@@ -256,6 +336,7 @@ def start_replacement(
             "attempt": 0,
             "prefer_region": region,
             "replacing": {"instance_id": instance_id, "region": region, "notice": why},
+            "spot_only": spot_only,
         },
     )
     return f"replacement started: {name}"
@@ -278,10 +359,11 @@ def _fail_launch(  # noqa: PLR0917 (one report's fields)
     resolved = hub.store.resolve_request(
         LAUNCH, launch_id, "failed", {"error": f"{error_class}: {code} {message}"[:1000], "resolved_at": int(now)}
     )
+    if resolved is None:
+        # A duplicate, or a late report for a launch that ended otherwise (it may serve in that region now).
+        return "ignored: no pending launch"
     if error_class in EXCLUSION_SECONDS:
         hub.exclusions.exclude(region, now + EXCLUSION_SECONDS[error_class], f"{error_class}: {code} {message}"[:300])
-    if resolved is None:
-        return "ignored: no pending launch"
     _task_call(
         hub.sfn.send_task_failure,
         taskToken=resolved["task_token"],
@@ -289,6 +371,26 @@ def _fail_launch(  # noqa: PLR0917 (one report's fields)
         cause=f"{region}: {code} {message}"[:32000],
     )
     return f"launch failed ({error_class})"
+
+
+def _watches(config: dict[str, Any], replica: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Whether the spot watch making `request` still has something to watch: its replica serves on
+    on-demand, under the current generation and under this very execution (else the watch is stale)."""
+    generation = int(request["generation"])
+    return (
+        config.get("status") == "enabled"
+        and int(config.get("generation", 0)) == generation
+        and int(replica.get("generation", -1)) == generation
+        and replica.get("status") == "serving"
+        and replica.get("capacity_type") == "on-demand"
+        and bool(replica.get("instance_id"))
+        and replica.get("execution") == request["execution"]
+    )
+
+
+def _epoch(timestamp: str | None, default: float) -> int:
+    """Epoch seconds of a Step Functions timestamp (ISO 8601, `Z` or an offset); `default` without one."""
+    return int(datetime.fromisoformat(timestamp).timestamp()) if timestamp else int(default)
 
 
 def _cancel(hub: HubServices, region: str, launch_id: str) -> None:

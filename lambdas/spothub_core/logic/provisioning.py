@@ -27,7 +27,8 @@ MAX_REPLICAS = 10
 class ToggleRequest(BaseModel):
     """The body of POST /spot-provisioning."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "teardown": "yes" is a 400, not a teardown of every region.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     action: Literal["enable", "disable"] = Field(description="enable or disable spot provisioning")
     teardown: bool = Field(False, description="with disable: stop the tasks and scale every worker group to 0")
@@ -60,8 +61,19 @@ class Orchestration:
 
 
 def orchestrator_input(state: dict[str, Any]) -> dict[str, Any]:
-    """The orchestrator's input: every field its ASL reads, with the defaults of a first placement."""
-    return {"attempt": 0, "prefer_region": None, "replacing": None, **state}
+    """The orchestrator's input: every field its ASL reads, with the defaults of a first placement.
+
+    `spot_only`: launch spot or nothing (a return to spot); `watch_spot`: start by watching for spot, for
+    a replica already serving on on-demand; `looks`: the spot watch's looks in this execution."""
+    return {
+        "attempt": 0,
+        "prefer_region": None,
+        "replacing": None,
+        "spot_only": False,
+        "watch_spot": False,
+        "looks": 0,
+        **state,
+    }
 
 
 def execution_name(replica_id: str, generation: int) -> str:
@@ -129,16 +141,53 @@ def _enable(  # noqa: PLR0917
         ):
             raise Conflict("spot provisioning was changed by another request at the same time; try again")
         generation += 1
+    replicas = {r["replica_id"]: r for r in store.replicas()}
     for index in range(int(wanted["replicas"])):
         replica_id = f"replica-{index}"
         name = execution_name(replica_id, generation)
+        serving = _serving_instance(replicas.get(replica_id))
         if store.start_placing(replica_id, generation=generation, execution=name, now=now):
+            state: dict[str, Any] = {"replica_id": replica_id, "generation": generation}
+            if serving:
+                # Re-placed under new settings while serving: make before break, as any replacement.
+                state |= {"replacing": serving, "prefer_region": serving["region"]}
             try:
-                orchestration.start_execution(name, {"replica_id": replica_id, "generation": generation})
+                orchestration.start_execution(name, state)
             except Exception:
                 # Not started: leave the replica claimable, so enabling again retries it.
                 store.replica_status(replica_id, "stopped")
                 raise
+    for replica_id, replica in replicas.items():
+        if _index(replica_id) >= int(wanted["replicas"]) and replica.get("status") != "stopped":
+            _retire_replica(replica, store, orchestration, now)
+
+
+def _serving_instance(replica: dict[str, Any] | None) -> dict[str, str] | None:
+    if replica and replica.get("instance_id") and replica.get("region") and replica.get("status") != "stopped":
+        return {"instance_id": replica["instance_id"], "region": replica["region"]}
+    return None
+
+
+def _index(replica_id: str) -> int:
+    return int(replica_id.rsplit("-", 1)[-1])
+
+
+def _retire_replica(
+    replica: dict[str, Any], store: ProvisioningStore, orchestration: Orchestration, now: float
+) -> None:
+    """A replica above the wanted count: stop its orchestrator and tear its instance down."""
+    store.replica_status(replica["replica_id"], "stopped", {"updated_at": int(now)})
+    if replica.get("execution"):
+        orchestration.stop_execution(replica["execution"], "fewer replicas wanted")
+    serving = _serving_instance(replica)
+    if serving:
+        teardown = TeardownRequested(
+            teardown_id=f"retire-{serving['instance_id']}",
+            region=serving["region"],
+            instance_id=serving["instance_id"],
+            reason=f"{replica['replica_id']} is no longer wanted",
+        )
+        orchestration.put_command(HubCommand.TEARDOWN_REQUESTED, Source.HUB, json.loads(teardown.model_dump_json()))
 
 
 def _disable(

@@ -25,6 +25,8 @@ class FindRequest(BaseModel):
     replica_id: str | None = None
     # A replacement's current region, kept when it scores as well as the best.
     prefer_region: str | None = None
+    # Spot or nothing (a replica on on-demand looking for spot again): no on-demand region is offered.
+    spot_only: bool = False
 
     @field_validator("instance_types", "allowed_regions", "denied_regions")
     @classmethod
@@ -47,7 +49,8 @@ def find_regions(
     on_demand_fallback: bool = False,
 ) -> dict[str, Any]:
     """Rank the regions for spot; with `on_demand_fallback`, also name the region an on-demand
-    launch would use when no spot region is left (the best one ignoring spot exclusions)."""
+    launch would use when no spot region is left (the best one ignoring spot exclusions), unless the
+    request is `spot_only`."""
     instance_types = request.instance_types or default_instance_types
     unknown = sorted(set(request.allowed_regions or []) - set(worker_regions))
     observations = observe_regions(
@@ -66,7 +69,7 @@ def find_regions(
     }
     ranking = rank_regions(observations, exclusions=exclusions.active(now), **common)
     on_demand_region = None
-    if ranking.best is None and on_demand_fallback:
+    if ranking.best is None and on_demand_fallback and not request.spot_only:
         unrestricted = rank_regions(observations, **common)
         on_demand_region = unrestricted.best.region if unrestricted.best else None
     return {
