@@ -8,6 +8,8 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export JSII_DEPRECATED := quiet
 DEMO_CONTEXT := -c hubRegion=us-east-1 -c workerRegions=us-west-2,eu-west-1
+# The spot capacity traces the replay benchmark reads (shared/ next to the repository).
+TRACES ?= ../shared/traces
 
 .PHONY: install demo test lint format synth sandbox bench clean
 
@@ -50,8 +52,12 @@ synth: install
 	$(CDK) synth --quiet $(DEMO_CONTEXT)
 	$(BIN)/spothub summary --cdk-out cdk.out
 
+# The sandbox figures, then the replay: a table per folder of ../shared/traces and the speed benchmark.
 bench: install
 	$(BIN)/python benchmarks/sandbox_bench.py
+	@for traces in $(TRACES)/*/; do echo; $(BIN)/spothub replay --traces $$traces || exit 1; done
+	@echo
+	$(BIN)/python benchmarks/replay_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .spothub .pytest_cache .ruff_cache

@@ -98,6 +98,27 @@ def _sandbox_demo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from spothub.replay.report import render_table, replay  # noqa: PLC0415
+    from spothub.replay.traces import ReplayInputError, load_trace_set  # noqa: PLC0415
+
+    try:
+        if args.replicas < 1:
+            raise ReplayInputError(f"--replicas must be at least 1, not {args.replicas}")
+        if args.cold_start < 0:
+            raise ReplayInputError(f"--cold-start cannot be negative, not {args.cold_start:g}")
+        traces = load_trace_set(Path(args.traces), shape=args.shape, prices=Path(args.prices))
+    except ReplayInputError as exc:
+        print(f"spothub replay: {exc}", file=sys.stderr)
+        return 2
+    cold_start = int(args.cold_start) if args.cold_start.is_integer() else args.cold_start
+    result = replay(traces, replicas=args.replicas, cold_start_s=cold_start)
+    print(json.dumps(result) if args.json else render_table(result, traces))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spothub",
@@ -127,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--state-dir", default=str(STATE_DIR), help=f"where sandbox.json and work files go (default: {STATE_DIR})"
         )
         command.set_defaults(handler=handler)
+
+    from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE  # noqa: PLC0415
+
+    replay = commands.add_parser(
+        "replay", help="replay spot capacity traces through production's policy and the baselines"
+    )
+    replay.add_argument("--traces", required=True, help="a folder of <zone>_<shape>.json trace files")
+    replay.add_argument("--shape", default=DEFAULT_SHAPE, help=f"the shape to replay (default: {DEFAULT_SHAPE})")
+    replay.add_argument("--replicas", type=int, default=1, help="ready replicas wanted (default: 1)")
+    replay.add_argument(
+        "--cold-start", type=float, default=300.0, help="seconds from launch to ready: boot and model load (300)"
+    )
+    replay.add_argument("--prices", default=str(DEFAULT_PRICES), help=f"prices file (default: {DEFAULT_PRICES})")
+    replay.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    replay.set_defaults(handler=_replay)
     return parser
 
 
