@@ -281,6 +281,7 @@ class Fleet:
             },
             tags=tags,
             identity=identity,
+            live_tags=lambda: {t["key"]: t["value"] for t in moto_instance.get_tags()},
         ).start()
         instance = SimulatedInstance(
             instance_id=instance_id,

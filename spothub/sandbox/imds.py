@@ -7,6 +7,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,9 +21,12 @@ class InstanceMetadataServer:
         tags: dict[str, str],
         identity: dict[str, Any],
         host: str = "127.0.0.1",
+        live_tags: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.metadata = dict(metadata)
         self.tags = dict(tags)
+        # The instance's tags as they are now (IMDS shows tags added after launch, e.g. a launch's claim).
+        self._live_tags = live_tags
         self.identity = dict(identity)
         self.tokens: dict[str, float] = {}
         self.token_requests = 0
@@ -84,10 +88,11 @@ class InstanceMetadataServer:
         if not path.startswith(prefix):
             return None
         key = path[len(prefix) :]
+        tags = {**self.tags, **self._live_tags()} if self._live_tags else self.tags
         if key == "tags/instance":
-            return "\n".join(self.tags) if self.tags else None
+            return "\n".join(tags) if tags else None
         if key.startswith("tags/instance/"):
-            return self.tags.get(key[len("tags/instance/") :])
+            return tags.get(key[len("tags/instance/") :])
         return self.metadata.get(key)
 
     def start(self) -> InstanceMetadataServer:

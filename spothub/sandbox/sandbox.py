@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -236,6 +237,9 @@ class Sandbox:
         queues, an empty timeline. For tests that share one sandbox."""
         from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
 
+        # The state machines first, so that no launch or cleanup of before acts on what comes after.
+        self._forget_executions()
+        self._settle()
         for worker in self.workers:
             for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
                 group.set_desired_capacity(0)
@@ -245,6 +249,9 @@ class Sandbox:
             self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
         if self.market is not None:
             self.market.restore()
+        # What the terminations set off (reports, their handlers) lands before the tables are emptied.
+        self._settle()
+        self._forget_executions()
         self._forget_alarms_and_metrics()
         for deployment in self.deployments:
             dynamodb = self.client("dynamodb", deployment.region)
@@ -259,6 +266,29 @@ class Sandbox:
         self.clock.set_speed(self.options.speed)
         with self._timeline_lock:
             self.timeline.clear()
+
+    def _settle(self, quiet_s: float = 1.0, timeout_s: float = 15.0) -> None:
+        """Wait until nothing has happened for `quiet_s` (no event, launch or termination on the timeline)."""
+        deadline = time.monotonic() + timeout_s
+        seen, quiet_since = len(self.timeline), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
+            time.sleep(0.1)
+            if len(self.timeline) != seen:
+                seen, quiet_since = len(self.timeline), time.monotonic()
+
+    def _forget_executions(self) -> None:
+        """Stop what runs and forget every execution: execution names (replica-0-g1, launch ids) are
+        idempotency keys, and a name left from before the reset would make a new start a no-op."""
+        from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
+
+        for region in {d.region for d in self.deployments}:
+            backend = get_backend(ACCOUNT, region)
+            for machine in backend.state_machines:
+                for execution in list(machine.executions):
+                    if execution.status == "RUNNING":
+                        with contextlib.suppress(Exception):
+                            backend.stop_execution(execution.execution_arn)
+                machine.executions.clear()
 
     def _forget_alarms_and_metrics(self) -> None:
         from moto.cloudwatch.models import cloudwatch_backends  # noqa: PLC0415

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,23 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def fresh_sandbox(sandbox: Sandbox) -> Sandbox:
-    """The session's sandbox, as just deployed: no instances, default market, empty tables and queues."""
+    """The session's sandbox, as just deployed: no instances, default market, empty tables and queues.
+
+    Execution names carry the provisioning generation (`replica-0-g<N>`, launches `replica-0-g<N>-<attempt>`)
+    and are idempotency keys, while a reset empties the state table (back to generation 0). So each test
+    starts from a generation no earlier test of the session used, as a deployment enabled and disabled
+    before would: a leftover of an earlier test can never answer for this test's launch.
+    """
     sandbox.reset()
+    table = sandbox.client("dynamodb", sandbox.hub.region)
+    generation = time.time_ns() // 1_000_000  # milliseconds: tests are seconds apart
+    table.put_item(
+        TableName=sandbox.hub.outputs["StateTableName"],
+        Item={
+            "pk": {"S": "PROVISIONING"},
+            "sk": {"S": "CONFIG"},
+            "status": {"S": "disabled"},
+            "generation": {"N": str(generation)},
+        },
+    )
     return sandbox

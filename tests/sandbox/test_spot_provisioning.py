@@ -68,19 +68,9 @@ def state_table(sandbox: Sandbox) -> Any:
 
 @pytest.fixture
 def spot(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
-    """A fresh sandbox with no execution running, provisioning disabled, the clock at SPEED.
-
-    Execution names carry the replica's generation (`replica-0-g<N>`, launches `replica-0-g<N>-<attempt>`)
-    and the emulator keeps every execution for the session, while a reset empties the state table (back
-    to generation 0). So each test starts from a generation no earlier test of the session used, as a
-    deployment that was enabled and disabled before would.
-    """
-    if stop_running_executions(fresh_sandbox):
-        fresh_sandbox.reset()  # what the stopped executions may have launched meanwhile
-    generation = time.time_ns() // 1_000_000  # milliseconds: tests are seconds apart
-    state_table(fresh_sandbox).put_item(
-        Item={"pk": "PROVISIONING", "sk": "CONFIG", "status": "disabled", "generation": generation}
-    )
+    """A fresh sandbox (a generation no earlier test used, see conftest) with no execution running,
+    provisioning disabled, the clock at SPEED."""
+    stop_running_executions(fresh_sandbox)
     fresh_sandbox.clock.set_speed(SPEED)
     yield fresh_sandbox
     # Nothing of this test may go on in the next one (a launch claiming its instance, a retry).
