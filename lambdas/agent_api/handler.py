@@ -15,7 +15,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.http import build_resolver
-from spothub_core.logic.instance_health import INSTANCE_ID_PATTERN, Heartbeat, Registration, heartbeat, register
+from spothub_core.logic.instance_health import (
+    INSTANCE_ID_PATTERN,
+    Heartbeat,
+    Registration,
+    check_caller,
+    heartbeat,
+    register,
+)
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -28,6 +35,7 @@ InstanceId = Annotated[str, Path(pattern=INSTANCE_ID_PATTERN)]
 @app.post("/agents/<instance_id>/register")
 @tracer.capture_method
 def post_register(instance_id: InstanceId, registration: Annotated[Registration, Body()]) -> dict[str, Any]:
+    check_caller(app.current_event.request_context.identity.user_arn, instance_id)
     result = register(health, instance_id, registration, now=time.time())
     logger.info("agent registered", extra={"instance_id": instance_id, **registration.model_dump()})
     return result
@@ -36,6 +44,7 @@ def post_register(instance_id: InstanceId, registration: Annotated[Registration,
 @app.post("/agents/<instance_id>/heartbeat")
 @tracer.capture_method
 def post_heartbeat(instance_id: InstanceId, beat: Annotated[Heartbeat, Body()]) -> dict[str, Any]:
+    check_caller(app.current_event.request_context.identity.user_arn, instance_id)
     return heartbeat(health, instance_id, beat, now=time.time())
 
 

@@ -15,6 +15,10 @@ class NotFound(SpothubError):
     """The thing asked for does not exist."""
 
 
+class Forbidden(SpothubError):
+    """The caller is authenticated but may not act on this resource."""
+
+
 class Conflict(SpothubError):
     """The request races another change or contradicts the current state."""
 

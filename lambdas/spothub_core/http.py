@@ -15,12 +15,13 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from spothub_core.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound, SpothubError
+from spothub_core.errors import Conflict, DependencyUnavailable, Forbidden, InvalidRequest, NotFound, SpothubError
 from spothub_core.observability import logger
 
 STATUS_BY_ERROR: dict[type[SpothubError], HTTPStatus] = {
     InvalidRequest: HTTPStatus.BAD_REQUEST,
     NotFound: HTTPStatus.NOT_FOUND,
+    Forbidden: HTTPStatus.FORBIDDEN,
     Conflict: HTTPStatus.CONFLICT,
     DependencyUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }

@@ -3,16 +3,19 @@ instances. The agent keeps no authority: it reports; the hub decides to replace.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from spothub_core.dal.instance_health import InstanceHealthStore
-from spothub_core.errors import NotFound
+from spothub_core.errors import Forbidden, NotFound
 from spothub_core.events import DrainCompleted, InstanceUnhealthy
 from spothub_core.logic.capacity import HubServices, start_replacement
 
 INSTANCE_ID_PATTERN = r"^i-[0-9a-f]{8,17}$"
+# An EC2 instance profile's session: arn:aws:sts::<account>:assumed-role/<role>/<instance id>.
+_INSTANCE_SESSION = re.compile(r"^arn:[^:]+:sts::\d+:assumed-role/[^/]+/(i-[0-9a-f]{8,17})$")
 
 
 class _Body(BaseModel):
@@ -41,6 +44,15 @@ class Heartbeat(_Body):
     workload: WorkloadHealth = WorkloadHealth()
     gpu: dict[str, Any] = Field(default_factory=dict)
     drained: bool = False
+
+
+def check_caller(caller_arn: str | None, instance_id: str) -> None:
+    """An instance speaks only for itself: a caller signed with an instance profile's credentials (its
+    session is named by its instance id) may not register or beat for another instance. Other principals
+    with the right to invoke the route (operators, tests) are let through."""
+    session = _INSTANCE_SESSION.match(caller_arn or "")
+    if session and session.group(1) != instance_id:
+        raise Forbidden(f"instance {session.group(1)} may not speak for {instance_id}")
 
 
 def register(store: InstanceHealthStore, instance_id: str, registration: Registration, *, now: float) -> dict[str, Any]:
