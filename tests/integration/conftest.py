@@ -16,6 +16,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from stacks.paths import STATEMACHINES_DIR
+
 ACCOUNT = "123456789012"
 STATE_TABLE_KEYS = {
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
@@ -174,3 +176,19 @@ class ApiCalls:
             self._client.meta.events.unregister(event, self._replies[operation])
         self._replies[operation] = reply
         self._client.meta.events.register(event, reply)
+
+
+def asl_actions(machine: str) -> set[str]:
+    """The `action` of every Lambda task payload in statemachines/<machine>.asl.json."""
+    return set(_actions(json.loads((STATEMACHINES_DIR / f"{machine}.asl.json").read_text(encoding="utf-8"))))
+
+
+def _actions(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("Payload"), dict) and "action" in node["Payload"]:
+            yield node["Payload"]["action"]
+        for value in node.values():
+            yield from _actions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _actions(value)

@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     STATE_TABLE_KEYS,
     ApiCalls,
     BusRecorder,
+    asl_actions,
     create_state_machine,
     eventbridge_event,
     executions,
@@ -356,20 +357,9 @@ def test_continue_as_new_starts_a_fresh_orchestrator_execution(handler: ModuleTy
 
 
 def test_every_orchestrator_action_in_the_asl_is_registered(handler: ModuleType) -> None:
-    named = set(_actions(json.loads((STATEMACHINES / "spot_orchestrator.asl.json").read_text(encoding="utf-8"))))
+    named = asl_actions("spot_orchestrator")
     assert named
     assert named <= set(handler.ACTIONS)
-
-
-def _actions(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("Payload"), dict) and "action" in node["Payload"]:
-            yield node["Payload"]["action"]
-        for value in node.values():
-            yield from _actions(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _actions(value)
 
 
 def test_an_unknown_action_is_an_error_naming_the_known_ones(handler: ModuleType) -> None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from spothub_core.errors import CapacityError, FatalError, TransientError
 from tests.integration.conftest import (
     ApiCalls,
+    asl_actions,
     create_state_machine,
     eventbridge_event,
     executions,
@@ -164,20 +165,9 @@ def serving(handler: ModuleType, launch_id: str = LAUNCH_ID) -> tuple[str, str]:
 def test_every_task_the_worker_state_machines_call_is_an_action(handler: ModuleType) -> None:
     named: set[str] = set()
     for machine in ("launch_instance", "teardown_instance", "capacity_monitor"):
-        named |= set(_actions(json.loads((STATEMACHINES / f"{machine}.asl.json").read_text(encoding="utf-8"))))
+        named |= asl_actions(machine)
     assert {"scale_out", "claim_instance", "teardown", "identify"} <= named
     assert named <= set(handler.ACTIONS)
-
-
-def _actions(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("Payload"), dict) and "action" in node["Payload"]:
-            yield node["Payload"]["action"]
-        for value in node.values():
-            yield from _actions(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _actions(value)
 
 
 # --- launch_instance: scale_out -------------------------------------------------------------------
