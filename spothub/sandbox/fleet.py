@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 from spothub.sandbox.clock import SandboxClock, Ticker
 from spothub.sandbox.imds import InstanceMetadataServer
 from spothub.sandbox.market import Pool, SpotMarket
+from spothub.sandbox.ports import free_port
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
 
 INTERRUPTION_NOTICE_SECONDS = 120
@@ -538,7 +538,7 @@ class Fleet:
             return
         instance.log_path.parent.mkdir(parents=True, exist_ok=True)
         if not instance.workload_port:
-            instance.workload_port = _free_port()
+            instance.workload_port = free_port()
         # The workload runs as a local process (the agent's process runner), standing in for the ECS task.
         workload = [sys.executable, str(MODEL_SERVER), "--port", str(instance.workload_port)]
         workload += ["--load-seconds", str(MODEL_LOAD_SECONDS)]
@@ -604,12 +604,6 @@ class Fleet:
                 }
             ]
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ecs_cluster_of(user_data: Any) -> str | None:

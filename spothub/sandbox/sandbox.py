@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
+from spothub.sandbox.ports import free_port
 from stacks.config import cdk_json_context
 from stacks.paths import REPO_ROOT
 
@@ -80,12 +80,6 @@ def agent_bundle(cdk_out: Path) -> Path:
         if (candidate / "spothub_agent" / "__main__.py").is_file():
             return candidate
     raise SandboxError(f"{cdk_out} holds no worker agent bundle")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def synthesize(outdir: Path, context: dict[str, Any]) -> Path:

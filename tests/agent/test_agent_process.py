@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import boto3
 import pytest
 
 from spothub.sandbox.imds import InstanceMetadataServer
+from spothub.sandbox.ports import free_port
 from stacks.paths import LAMBDAS_DIR, WORKER_AGENT_DIR
 from tests.agent.conftest import (
     API_URL_PARAMETER,
@@ -58,12 +58,6 @@ server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Health)
 print("serving on", sys.argv[1], flush=True)
 server.serve_forever()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
