@@ -1,6 +1,6 @@
-"""The agent bundle the launch template installs: worker_agent/ plus the one module of event contracts
-(lambdas/spothub_core/contracts.py, standard library only), so the agent names its events from the same
-module as the control plane instead of a copy."""
+"""The agent bundle the launch template installs: worker_agent/ plus the control plane's standard-library-only
+modules it shares (lambdas/spothub_core/contracts.py, the event contracts; timings.py, the launch's budgets),
+so the agent names its events and sizes its waits from the same modules as the control plane, not copies."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from stacks.paths import LAMBDAS_DIR, REPO_ROOT, WORKER_AGENT_DIR
 
 AGENT_BUNDLE_CACHE = REPO_ROOT / ".build" / "agent-bundle"
-SHIPPED_MODULES = ("contracts.py",)
+SHIPPED_MODULES = ("contracts.py", "timings.py")
 _IGNORED = ("__pycache__", "*.pyc", "tests")
 
 
@@ -34,7 +34,7 @@ def stage_agent_bundle(cache: Path = AGENT_BUNDLE_CACHE) -> Path:
     shutil.copytree(WORKER_AGENT_DIR, bundle, ignore=shutil.ignore_patterns(*_IGNORED))
     package = bundle / "spothub_core"
     package.mkdir()
-    (package / "__init__.py").write_text('"""The event contracts, shipped with the agent."""\n')
+    (package / "__init__.py").write_text('"""The event contracts and timings, shipped with the agent."""\n')
     for module in contracts:
         shutil.copy2(module, package / module.name)
     with contextlib.suppress(OSError):  # another synth staged the same bundle first

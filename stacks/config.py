@@ -15,14 +15,12 @@ from typing import Annotated, Any, Literal
 from aws_cdk.region_info import RegionInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The shape the API checks in POST /spot-provisioning too.
+from spothub_core.logic.provisioning import INSTANCE_TYPE_PATTERN
+from spothub_core.timings import WORKER_POLL_SECONDS
+
 KNOWN_REGIONS: frozenset[str] = frozenset(r.name for r in RegionInfo.regions)
 
-# family (letters, a generation digit, attribute letters) "." size, e.g. p4d.24xlarge, g6e.xlarge,
-# u-6tb1.metal, c7gn.metal-48xl. Lower case only: EC2 rejects "P3.2XLARGE".
-INSTANCE_TYPE_PATTERN = re.compile(
-    r"^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\."
-    r"(nano|micro|small|medium|large|[0-9]*xlarge|metal(-[0-9]+xl)?)$"
-)
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 HOSTED_ZONE_PATTERN = re.compile(r"^Z[A-Z0-9]{1,32}$")
@@ -117,8 +115,9 @@ class SpothubConfig(BaseModel):
     worker_regions: list[str] = Field(default_factory=lambda: ["us-east-2", "us-west-2"], alias="workerRegions")
     hub_as_worker: bool = Field(False, alias="hubAsWorker")
     # Several types of similar size diversify the spot pools the Auto Scaling group can draw from.
+    # A10G, L4 and L40S (Ampere, Ada): bf16, which the default model is served in. No g4dn: a T4 has no bf16.
     instance_types: list[str] = Field(
-        default_factory=lambda: ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], alias="instanceTypes", min_length=1
+        default_factory=lambda: ["g5.xlarge", "g6.xlarge", "g6e.xlarge"], alias="instanceTypes", min_length=1
     )
     capacity_fallback: Literal["on-demand", "none"] = Field("on-demand", alias="capacityFallback")
     account: str | None = None
@@ -136,8 +135,9 @@ class SpothubConfig(BaseModel):
     serving_image: str = Field("lmsysorg/sglang:v0.4.6.post1-cu124", alias="servingImage", min_length=3)
     serving_model: str = Field("Qwen/Qwen2.5-7B-Instruct", alias="servingModel", min_length=1)
     serving_port: Annotated[int, Field(ge=1024, le=65535, alias="servingPort")] = 30000
-    # How often the worker state machines look at the group and the task (simulated time in the sandbox).
-    poll_seconds: Annotated[int, Field(ge=1, le=600, alias="pollSeconds")] = 15
+    # How often the worker state machines look at the group and the task (simulated time in the sandbox). Not
+    # below 10 s: each poll's call adds to its wait, and the launch's budgets nest only while that share is small.
+    poll_seconds: Annotated[int, Field(ge=10, le=600, alias="pollSeconds")] = WORKER_POLL_SECONDS
 
     @field_validator("worker_regions", "instance_types", mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -12,8 +12,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from spothub_core import timings
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source, WorkerReport
-from spothub_core.logic.capacity import CAPACITY_RETRY_SECONDS, SPOT_RETURN_SECONDS
 from spothub_core.logic.instance_health import Heartbeat, Registration
 from spothub_core.logic.provisioning import ToggleRequest
 from stacks.config import SpothubConfig
@@ -29,16 +29,13 @@ from stacks.nag import acknowledge, invoke_versions_rule, nag_resource
 EVENT_ARCHIVE_RETENTION = Duration.days(30)
 # Named actions on the deployment's key, for writers of the state table and publishers to the topic.
 KMS_READ_WRITE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+# Why each has its value: spothub_core.timings, where they nest with the worker's and the agent's budgets.
 ORCHESTRATOR_DURATIONS = {
-    # A worker reports progress at each step (group scaled, instance in service); silence this long means lost.
-    "LaunchHeartbeatSeconds": 20 * 60,
-    # Boot, image pull and model load of a large model, with margin.
-    "LaunchTimeoutSeconds": 60 * 60,
-    "TeardownTimeoutSeconds": 20 * 60,
-    # No spot region and no on-demand fallback: look again this often (the replay reads the same constant).
-    "CapacityRetrySeconds": CAPACITY_RETRY_SECONDS,
-    # A replica serving on on-demand looks for spot again this often.
-    "SpotReturnSeconds": SPOT_RETURN_SECONDS,
+    "LaunchHeartbeatSeconds": timings.LAUNCH_HEARTBEAT_SECONDS,
+    "LaunchTimeoutSeconds": timings.LAUNCH_TIMEOUT_SECONDS,
+    "TeardownTimeoutSeconds": timings.TEARDOWN_TIMEOUT_SECONDS,
+    "CapacityRetrySeconds": timings.CAPACITY_RETRY_SECONDS,
+    "SpotReturnSeconds": timings.SPOT_RETURN_SECONDS,
     # Loops per execution before it continues as a new one (execution history is capped at 25,000 events).
     "AttemptsPerExecution": 200,
 }
@@ -69,13 +66,16 @@ class HubStack(Stack):
         )
 
         self.bus = events.EventBus(self, "HubBus", event_bus_name=config.hub_bus_name)
-        self.bus.archive(
+        archive = self.bus.archive(
             "Archive",
             archive_name=f"{config.prefix}-hub-archive",
             description="Every event on the hub bus, for replay after an incident",
             event_pattern=events.EventPattern(account=[self.account]),
             retention=EVENT_ARCHIVE_RETENTION,
         )
+        # aws-cdk-lib writes KmsKeyIdentifier "" for the AWS-owned key, which some regions refuse at deployment;
+        # without the property the archive uses the AWS-owned key all the same.
+        cast(events.CfnArchive, archive.node.default_child).add_property_deletion_override("KmsKeyIdentifier")
 
         self.failed_invocations = FailureQueue(
             self, "FailedInvocations", purpose="Lambda invocations that failed every retry", alerts=self.alerts.topic
@@ -217,6 +217,8 @@ class HubStack(Stack):
             "SPOTHUB_HUB_BUS": self.bus.event_bus_name,
             "SPOTHUB_ORCHESTRATOR_ARN": orchestrator_arn,
             "SPOTHUB_ACTIVE_INSTANCE_PARAMETER": self.active_instance_parameter.parameter_name,
+            "SPOTHUB_ALERTS_TOPIC_ARN": self.alerts.topic.topic_arn,
+            "SPOTHUB_INSTANCE_TYPES": ",".join(config.instance_types),
         }
         if config.hosted_zone_id and config.endpoint_name:
             handler_environment["SPOTHUB_HOSTED_ZONE_ID"] = config.hosted_zone_id
@@ -234,13 +236,7 @@ class HubStack(Stack):
         self.alerts.key.grant(handler.function, *KMS_READ_WRITE)
         self.bus.grant_put_events_to(handler.function)
         self.active_instance_parameter.grant_write(handler.function)
-        handler.function.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="AnswerOrchestrator",
-                actions=["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
-                resources=[orchestrator_arn],
-            )
-        )
+        self._grant_answers_and_alerts(handler)
         handler.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="StartOrchestrator", actions=["states:StartExecution"], resources=[orchestrator_arn]
@@ -344,6 +340,28 @@ class HubStack(Stack):
                 ),
             )
             rule.add_target(targets.EventBus(worker_bus, dead_letter_queue=self.failed_invocations.queue))
+
+    def _grant_answers_and_alerts(self, handler: SpothubFunction) -> None:
+        """The capacity handler answers the orchestrator's task tokens and alerts the operator of quotas."""
+        # Task-token answers support no resource-level permission (Service Authorization Reference): scoped to
+        # the orchestrator's ARN, AWS denies them. The token itself names the one task they answer.
+        handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AnswerOrchestrator",
+                actions=["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
+                resources=["*"],
+            )
+        )
+        # A quota that stops launches is the operator's to raise (the topic's key: KMS_READ_WRITE, granted above).
+        handler.function.add_to_role_policy(
+            iam.PolicyStatement(sid="AlertOperator", actions=["sns:Publish"], resources=[self.alerts.topic.topic_arn])
+        )
+        acknowledge(
+            handler,
+            "AwsSolutions-IAM5[Resource::*]",
+            "states:SendTaskSuccess/SendTaskFailure/SendTaskHeartbeat support no resource-level permissions (the "
+            "task token names the task); X-Ray PutTraceSegments/PutTelemetryRecords neither.",
+        )
 
     def _publish_parameters(self) -> None:
         """The few values agents and operators read, under /spothub/<prefix>/."""

@@ -22,7 +22,7 @@ fi
 mkdir -p "$AGENT_HOME"
 if [ "$here" != "$AGENT_HOME" ]; then
   cp -r "$here/spothub_agent" "$here/requirements.txt" "$here/spothub-agent.service" "$AGENT_HOME/"
-  # The event contracts (spothub_core/contracts.py, standard library only) ship beside the agent.
+  # The event contracts and timings (spothub_core/contracts.py, timings.py; standard library only) ship beside the agent.
   if [ -d "$here/spothub_core" ]; then cp -r "$here/spothub_core" "$AGENT_HOME/"; fi
   if [ -f "$here/requirements-gpu.txt" ]; then cp "$here/requirements-gpu.txt" "$AGENT_HOME/"; fi
 fi

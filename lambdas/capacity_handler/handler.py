@@ -34,6 +34,8 @@ class CapacityHandlerSettings(HubSettings):
     active_instance_parameter: str = Field(alias="SPOTHUB_ACTIVE_INSTANCE_PARAMETER", min_length=1)
     hosted_zone_id: str | None = Field(None, alias="SPOTHUB_HOSTED_ZONE_ID")
     endpoint_name: str | None = Field(None, alias="SPOTHUB_ENDPOINT_NAME")
+    alerts_topic_arn: str = Field(alias="SPOTHUB_ALERTS_TOPIC_ARN", min_length=1)
+    instance_types: list[str] = Field(alias="SPOTHUB_INSTANCE_TYPES", min_length=1)
 
 
 settings = load_settings(CapacityHandlerSettings)
@@ -50,6 +52,10 @@ hub = capacity.HubServices(
     active_instance_parameter=settings.active_instance_parameter,
     hosted_zone_id=settings.hosted_zone_id or None,
     endpoint_name=settings.endpoint_name or None,
+    alerts=boto3.client("sns"),
+    alerts_topic_arn=settings.alerts_topic_arn,
+    instance_types=tuple(settings.instance_types),
+    prefix=settings.prefix,
 )
 
 health = InstanceHealthStore(table)

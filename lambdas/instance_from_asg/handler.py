@@ -58,6 +58,7 @@ ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "claim_instance": lambda e: launch_instance.claim_instance(worker, e["launch_id"], e["replica_id"], e["since"]),
     "start_workload": lambda e: launch_instance.start_workload(worker, e["launch_id"], e["instance_id"]),
     "workload_status": lambda e: launch_instance.workload_status(worker, e["task_arn"], e["instance_id"]),
+    "watch_instance": lambda e: launch_instance.watch_instance(worker, e["instance_id"]),
     "describe_failure": lambda e: describe_error(e.get("error")),
     "cleanup": lambda e: launch_instance.cleanup(worker, e["launch_id"]),
     "teardown": lambda e: teardown_instance.teardown(worker, e.get("instance_id"), e.get("launch_id")),

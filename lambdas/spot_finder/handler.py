@@ -16,7 +16,7 @@ from pydantic import Field
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.logic.spot_finder import FindRequest, find_regions
+from spothub_core.logic.spot_finder import FindRequest, find_regions, occupied_regions
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -50,14 +50,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "denied_regions": request.denied_regions or switch.get("denied_regions") or [],
         }
     )
-    others = [r for r in provisioning.replicas() if r["replica_id"] != request.replica_id]
-    # Where the other replicas serve, and where they are being launched.
-    occupied = {
-        r["region"]: r["replica_id"] for r in others if r.get("region") and r.get("status") in ("serving", "replacing")
-    }
-    occupied.update(
-        {r["target_region"]: r["replica_id"] for r in others if r.get("target_region") and r.get("status") != "stopped"}
-    )
+    occupied = occupied_regions(request.replica_id, provisioning.replicas(), provisioning.reservations())
     result = find_regions(
         request,
         occupied=occupied,

@@ -74,6 +74,12 @@ class TaskError(StrEnum):
     TRANSIENT = "TransientError"
     FATAL = "FatalError"
     SUPERSEDED = "Superseded"
+    REGION_TAKEN = "RegionTaken"
 
+
+# The serving task's container, by its name in the task definition (stacks/constructs/serving_task.py). The ECS
+# agent labels the container it starts `com.amazonaws.ecs.container-name=<this>`, which the worker agent watches.
+SERVING_CONTAINER_NAME = "server"
+ECS_CONTAINER_NAME_LABEL = "com.amazonaws.ecs.container-name"
 
 CONTRACT_VERSION = "1"

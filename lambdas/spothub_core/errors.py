@@ -33,6 +33,10 @@ class CapacityError(SpothubError):
     """The region cannot give us the instance now: exclude it for a while and try the next."""
 
 
+class QuotaError(SpothubError):
+    """An account quota (vCPU limit, spot request count) is reached in the region: exclude it for hours, alert."""
+
+
 class TransientError(SpothubError):
     """A call failed, not the capacity: retried with backoff and a cap."""
 
@@ -43,3 +47,7 @@ class FatalError(SpothubError):
 
 class Superseded(SpothubError):
     """Provisioning changed (disabled, or enabled anew) since this work was started: stop quietly."""
+
+
+class RegionTaken(SpothubError):
+    """Another replica reserved the region first (both ranked it best at once): look again, elsewhere."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spothub_core.contracts import CONTRACT_VERSION, HubCommand, WorkerReport
 
 CapacityType = Literal["spot", "on-demand"]
-ErrorClass = Literal["capacity", "transient", "fatal"]
+ErrorClass = Literal["capacity", "quota", "transient", "fatal"]
 
 
 class _Detail(BaseModel):

@@ -53,6 +53,13 @@ def build_resolver() -> APIGatewayRestResolver:
         logger.info("request refused", extra={"status": status.value, "reason": str(exc)})
         return error_response(status, str(exc))
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(exc: UnicodeDecodeError) -> Response:
+        # Raised where the validation decodes the body, before any middleware of ours could look at it.
+        if not _body_is_utf8(app):
+            return error_response(HTTPStatus.BAD_REQUEST, "the request body is not valid UTF-8 text")
+        return _unexpected(exc)
+
     @app.not_found
     def _no_route(_exc: Exception) -> Response:
         return error_response(
@@ -80,6 +87,14 @@ def _json_object_body(app: APIGatewayRestResolver, next_middleware: NextMiddlewa
         if not isinstance(parsed, dict):
             return error_response(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
     return next_middleware(app)
+
+
+def _body_is_utf8(app: APIGatewayRestResolver) -> bool:
+    try:
+        app.current_event.decoded_body  # noqa: B018 (decoding is the check)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _describe_validation_error(error: dict[str, Any]) -> dict[str, Any]:

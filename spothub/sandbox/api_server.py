@@ -21,6 +21,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from spothub.sandbox import sigv4
+from spothub.sandbox.iam.actions import Authorization
+from spothub.sandbox.iam.enforcer import Enforcer
+from spothub.sandbox.iam.principals import SECRET_ACCESS_KEY
 
 LAMBDA_URI = re.compile(r"arn:[^:]+:apigateway:[^:]+:lambda:path/[^/]+/functions/(?P<function>arn:[^/]+)/invocations")
 CONTROL_PREFIX = "/_sandbox/"
@@ -95,6 +98,7 @@ def rest_proxy_event(
     api_id: str,
     caller: sigv4.Caller | None,
     source_ip: str,
+    caller_arn: str | None = None,
 ) -> dict[str, Any]:
     try:
         text_body: str | None = body.decode() if body else None
@@ -124,7 +128,7 @@ def rest_proxy_event(
             "identity": {
                 "sourceIp": source_ip,
                 "accessKey": caller.access_key_id if caller else None,
-                "userArn": f"arn:aws:iam::{account}:user/sandbox" if caller else None,
+                "userArn": caller_arn,
                 "caller": caller.access_key_id if caller else None,
             },
         },
@@ -149,6 +153,7 @@ class ApiServer:
         secret_access_key: str,
         region: str,
         gateway_responses: dict[str, str] | None = None,
+        iam: Enforcer | None = None,
     ) -> None:
         self.stage = stage
         self._region = region
@@ -202,6 +207,8 @@ class ApiServer:
         self._api_id = api_id
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
+        # Role sessions (an instance's agent) sign with keys of their own and are authorized per route.
+        self._iam = iam
         self._http = ThreadingHTTPServer((host, port), Handler)
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
@@ -249,9 +256,14 @@ class ApiServer:
                     access_key_id=self._access_key_id,
                     secret_access_key=self._secret_access_key,
                     region=self._region,
+                    other_secrets=self._role_secret,
                 )
             except sigv4.SignatureError as refused:
                 return self._gateway_error("INVALID_SIGNATURE", 403, str(refused))
+        source_arn = f"arn:aws:execute-api:{self._region}:{self._account}:{self._api_id}/{self.stage}/{method}{path}"
+        refusal = self._authorize(caller, source_arn, route.function_arn)
+        if refusal is not None:
+            return self._gateway_error(*refusal)
         event = rest_proxy_event(
             route=route,
             method=method,
@@ -265,6 +277,7 @@ class ApiServer:
             api_id=self._api_id,
             caller=caller,
             source_ip=source_ip,
+            caller_arn=self._caller_arn(caller),
         )
         payload, function_error = self._invoke(route.function_arn, event)
         if function_error:
@@ -281,6 +294,40 @@ class ApiServer:
         data = base64.b64decode(raw) if answer.get("isBase64Encoded") else str(raw).encode()
         response_headers.setdefault("Content-Type", "application/json")
         return status, data, response_headers
+
+    def _role_secret(self, access_key_id: str) -> str | None:
+        if self._iam is None or self._iam.principals.session(access_key_id) is None:
+            return None
+        return SECRET_ACCESS_KEY
+
+    def _caller_arn(self, caller: sigv4.Caller | None) -> str | None:
+        if caller is None:
+            return None
+        session = self._iam.principals.session(caller.access_key_id) if self._iam else None
+        return session.caller.arn if session else f"arn:aws:iam::{self._account}:user/sandbox"
+
+    def _authorize(
+        self, caller: sigv4.Caller | None, source_arn: str, function_arn: str
+    ) -> tuple[str, int, str] | None:
+        """The caller's execute-api:Invoke (role sessions; the sandbox's own key is the administrator), then
+        API Gateway's lambda:InvokeFunction, which the function's resource policy must allow.
+        None when allowed, else the gateway error (response type, status, message) API Gateway answers."""
+        if self._iam is None:
+            return None
+        session = self._iam.principals.session(caller.access_key_id) if caller else None
+        if session is not None:
+            decision = self._iam.authorize_role(
+                session.role_arn, session.session_name, Authorization("execute-api:Invoke", [source_arn])
+            )
+            if not decision.allowed:
+                message = f"User: {session.caller.arn} is not authorized to perform: execute-api:Invoke on resource: "
+                return "ACCESS_DENIED", 403, message + source_arn
+        context = {"aws:SourceArn": source_arn, "aws:SourceAccount": self._account}
+        decision = self._iam.authorize_service(
+            "apigateway.amazonaws.com", Authorization("lambda:InvokeFunction", [function_arn], context)
+        )
+        # API Gateway answers a function it may not invoke with a 500 and writes the reason to its logs.
+        return None if decision.allowed else ("DEFAULT_5XX", 500, "Internal server error")
 
     def _gateway_error(self, response_type: str, status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
         """API Gateway's own error answer: the API's gateway response for the type (or its DEFAULT_4XX /

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 
 MOTO_VERSION = "5.2.5"
@@ -295,6 +297,7 @@ def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_i
         arn = target["Arn"]
         service = arn.split(":")[2]
         try:
+            _authorize_target(self.arn, target)
             if service == "events" and ":event-bus/" in arn:
                 _deliver_to_bus(arn, event)
                 continue
@@ -320,14 +323,49 @@ def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_i
             _delivery_failed(self.arn, target, event, exc)
 
 
+class TargetAccessDenied(PermissionError):
+    """EventBridge may not deliver to this target: the target's role or the resource's policy says no."""
+
+
+# What EventBridge does with a target: the IAM action, and whether it acts through the target's role
+# (RoleArn) or as the service principal the resource's policy must name.
+_TARGET_ACTIONS = {
+    "events": ("events:PutEvents", True),
+    "states": ("states:StartExecution", True),
+    "lambda": ("lambda:InvokeFunction", False),
+    "sqs": ("sqs:SendMessage", False),
+}
+
+
+def _authorize_target(rule_arn: str, target: dict[str, Any], resource: str | None = None) -> None:
+    enforcer = iam_enforcer.current()
+    resource = resource or target["Arn"]
+    if enforcer is None or not resource.split(":")[4]:  # moto's archives are rules with an account-less target
+        return
+    service = resource.split(":")[2]
+    action, through_role = _TARGET_ACTIONS.get(service, (f"{service}:*", False))
+    context = {"aws:SourceArn": rule_arn, "aws:SourceAccount": rule_arn.split(":")[4]}
+    authorization = Authorization(action, [resource], context)
+    if through_role and target.get("RoleArn"):
+        decision = enforcer.authorize_role(target["RoleArn"], "events-target", authorization)
+    else:
+        decision = enforcer.authorize_service("events.amazonaws.com", authorization)
+    if not decision.allowed:
+        raise TargetAccessDenied(f"EventBridge may not {action} on {resource}: {decision.reason}")
+
+
 def _delivery_failed(rule_arn: str, target: dict[str, Any], event: dict[str, Any], exc: Exception) -> None:
     dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
     if dead_letter:
-        _send_to_sqs(
-            dead_letter,
-            json.dumps(event),
-            {"ERROR_CODE": type(exc).__name__, "ERROR_MESSAGE": str(exc)[:256], "RULE_ARN": rule_arn},
-        )
+        try:
+            _authorize_target(rule_arn, target, dead_letter)
+            _send_to_sqs(
+                dead_letter,
+                json.dumps(event),
+                {"ERROR_CODE": type(exc).__name__, "ERROR_MESSAGE": str(exc)[:256], "RULE_ARN": rule_arn},
+            )
+        except TargetAccessDenied as denied:  # the event is lost, as on AWS: say so
+            dead_letter, exc = None, denied
     if _hooks:
         _hooks.on_failure(
             "rule-target",
@@ -570,6 +608,9 @@ def apply() -> None:
         _original_put_events = events_models.EventsBackend.put_events
         events_models.EventsBackend.put_events = _events_put_events  # type: ignore[method-assign]
         _patch_capacity_apis()
+        from spothub.sandbox import ecs_placement  # noqa: PLC0415
+
+        ecs_placement.apply()  # ECS placement against registered CPU, memory and GPUs
         from moto.stepfunctions.parser.asl.component.state.wait.wait_function import (  # noqa: PLC0415
             wait_function,
         )

@@ -5,12 +5,9 @@ or by hand, with the events AWS sends, and terminated two simulated minutes afte
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from spothub.sandbox.clock import SandboxClock, Ticker
+from spothub.sandbox.ecs_placement import ecs_config, register_resources, registered_resources
+from spothub.sandbox.iam.actions import Authorization
+from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.imds import InstanceMetadataServer
 from spothub.sandbox.market import Pool, SpotMarket
 from spothub.sandbox.ports import free_port
@@ -89,6 +89,7 @@ class SimulatedInstance:
     notices: list[str] = field(default_factory=list)
     rebalance_sent: bool = False
     ecs_cluster: str | None = None
+    role_arn: str | None = None  # the instance profile's role
     lifecycle_action: LifecycleAction | None = None
     workload_port: int = 0
 
@@ -125,6 +126,7 @@ class Fleet:
         agent_dir: Path | None,
         agent_environment: dict[str, str],
         work_dir: Path,
+        iam: Enforcer | None = None,
     ) -> None:
         self._clock = clock
         self._market = market
@@ -134,6 +136,8 @@ class Fleet:
         # Taken now: the process environment changes while a handler runs (its own variables).
         self._agent_environment = {**os.environ, **agent_environment}
         self._work_dir = work_dir
+        # The instance's own role: what its agent and its ECS agent may do (None: the sandbox's key).
+        self._iam = iam
         self._lock = threading.RLock()
         self.instances: dict[str, SimulatedInstance] = {}
         self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
@@ -294,6 +298,7 @@ class Fleet:
             imds=imds,
             log_path=self._work_dir / "instances" / f"{instance_id}.log",
             lifecycle_action=lifecycle_action,
+            role_arn=instance_profile_role(group),
         )
         with self._lock:
             self.instances[instance_id] = instance
@@ -307,16 +312,45 @@ class Fleet:
         )
 
     def _register_with_ecs(self, instance: SimulatedInstance, user_data: Any) -> None:
-        """What the ECS container agent does at boot: join the cluster named in the user data."""
-        cluster = ecs_cluster_of(user_data)
-        if cluster is None:
+        """What the ECS container agent does at boot: join the cluster named in the user data, registering
+        the resources the agent finds on an instance of this type (ecs_placement)."""
+        config = ecs_config(user_data)
+        cluster = config.get("ECS_CLUSTER")
+        if not cluster:
             return
         from moto.ecs.models import ecs_backends  # noqa: PLC0415
 
         backend = ecs_backends[self._account][instance.region]
         if cluster.split("/")[-1] in backend.clusters:
-            backend.register_container_instance(cluster, instance.instance_id)
+            cluster_arn = backend.clusters[cluster.split("/")[-1]].arn
+            if not self._instance_may(instance, "ecs:RegisterContainerInstance", [cluster_arn]):
+                return
+            container_instance = backend.register_container_instance(cluster, instance.instance_id)
+            register_resources(container_instance, registered_resources(instance.instance_type, config))
             instance.ecs_cluster = cluster
+            # What the ECS agent calls next, with the instance's role: a refusal leaves the instance unusable.
+            own = container_instance.container_instance_arn
+            for action, resources in (
+                ("ecs:DiscoverPollEndpoint", ["*"]),
+                ("ecs:Poll", [own]),
+                ("ecs:StartTelemetrySession", [own]),
+                ("ecs:PutSystemLogEvents", [cluster_arn, own]),
+                ("ecs:SubmitTaskStateChange", [cluster_arn]),
+                ("ecs:SubmitContainerStateChange", [cluster_arn]),
+            ):
+                self._instance_may(instance, action, resources, {"ecs:cluster": cluster_arn})
+
+    def _instance_may(
+        self, instance: SimulatedInstance, action: str, resources: list[str], context: dict[str, str] | None = None
+    ) -> bool:
+        """Authorize a call the instance makes with its role (the ECS agent's, which the sandbox makes for it)."""
+        if self._iam is None or instance.role_arn is None:
+            return True
+        authorization = Authorization(action, resources, dict(context or {}))
+        decision = self._iam.authorize_role(instance.role_arn, instance.instance_id, authorization)
+        if not decision.allowed:
+            self._record("failure", f"{instance.instance_id}: {action} refused: {decision.reason}", {"action": action})
+        return decision.allowed
 
     def _deregister_from_ecs(self, instance: SimulatedInstance) -> None:
         if not instance.ecs_cluster:
@@ -554,6 +588,9 @@ class Fleet:
             "SPOTHUB_AGENT_WORKLOAD_COMMAND": json.dumps(workload),
             "SPOTHUB_AGENT_HEALTH_URL": f"http://127.0.0.1:{instance.workload_port}/health",
         }
+        if self._iam is not None and instance.role_arn:
+            # The agent calls as the instance profile's role, session named by the instance id (as on EC2).
+            environment.update(self._iam.principals.credentials_for(instance.role_arn, instance.instance_id))
         with instance.log_path.open("ab") as log:
             instance.agent = subprocess.Popen(
                 [sys.executable, "-m", "spothub_agent"],
@@ -606,15 +643,24 @@ class Fleet:
         )
 
 
-def ecs_cluster_of(user_data: Any) -> str | None:
-    """The ECS cluster an instance's user data configures (ECS_CLUSTER=...), if any."""
-    if not user_data:
+def instance_profile_role(group: Any) -> str | None:
+    """The role of the instance profile the group's launch template names, if any."""
+    template = group.ec2_launch_template
+    if template is None:
         return None
-    text = str(user_data)
-    with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-        text = base64.b64decode(text, validate=True).decode()
-    match = re.search(r"^ECS_CLUSTER=(\S+)$", text, re.MULTILINE)
-    return match.group(1) if match else None
+    version = template.get_version(getattr(group, "launch_template_version", None) or "$Default")
+    profile = (version.data or {}).get("IamInstanceProfile") or {}
+    from moto.iam.models import iam_backends  # noqa: PLC0415
+
+    backend = iam_backends[group.account_id]["aws"]
+    with contextlib.suppress(Exception):
+        found = (
+            backend.get_instance_profile_by_arn(profile["Arn"])
+            if "Arn" in profile
+            else backend.get_instance_profile(profile["Name"])
+        )
+        return found.roles[0].arn if found.roles else None
+    return None
 
 
 def _distribution(group: Any) -> tuple[list[str], bool]:

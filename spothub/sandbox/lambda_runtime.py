@@ -27,10 +27,13 @@ import time
 import traceback
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import boto3
 
 # One invocation at a time, re-entrant so a cold start inside an invocation does not deadlock.
 _INVOCATION_LOCK = threading.RLock()
@@ -74,15 +77,23 @@ class FunctionRuntime:
     modules: dict[str, ModuleType] | None = None
     handler_callable: Any = None
     top_level: set[str] = field(default_factory=set)
+    boto3_session: Any = None
 
 
 class LambdaRuntime:
     """Runs functions deployed in the emulator; `base_environment` is what every function sees
     beneath its own variables (the emulator endpoint, credentials)."""
 
-    def __init__(self, work_dir: Path, base_environment: dict[str, str]) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        base_environment: dict[str, str],
+        credentials: Callable[[str, str], dict[str, str]] | None = None,
+    ) -> None:
         self._work_dir = work_dir
         self._base_environment = base_environment
+        # (role ARN, session name) -> the variables that make the function's SDK calls as its own role.
+        self._credentials = credentials
         self._functions: dict[str, FunctionRuntime] = {}
         self.invocations: list[Invocation] = []
 
@@ -114,6 +125,7 @@ class LambdaRuntime:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.function_name}",
             "_HANDLER": function.handler,
             **{k: str(v) for k, v in function.environment_vars.items()},
+            **(self._credentials(function.role, function.function_name) if self._credentials else {}),
         }
         code_dir = self._code_dir(function.code_bytes)
         current = self._functions.get(function.function_arn)
@@ -153,7 +165,7 @@ class LambdaRuntime:
                 deadline=started + runtime.timeout_s,
             )
             error_type: str | None = None
-            with _environment(runtime.environment), _modules_of(runtime):
+            with _environment(runtime.environment), _modules_of(runtime), _boto3_session_of(runtime):
                 try:
                     handler = _load_handler(runtime)
                     result = handler(event, context)
@@ -210,6 +222,23 @@ class _environment:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class _boto3_session_of:
+    """Give the function its own boto3 default session: boto3 caches the credentials it resolves in it, and a
+    function's SDK calls must carry the function's own role (see spothub.sandbox.iam.principals)."""
+
+    def __init__(self, runtime: FunctionRuntime) -> None:
+        self._runtime = runtime
+        self._outside: Any = None
+
+    def __enter__(self) -> None:
+        self._outside = boto3.DEFAULT_SESSION
+        boto3.DEFAULT_SESSION = self._runtime.boto3_session
+
+    def __exit__(self, *_exc: object) -> None:
+        self._runtime.boto3_session = boto3.DEFAULT_SESSION
+        boto3.DEFAULT_SESSION = self._outside
 
 
 class _modules_of:

@@ -29,6 +29,9 @@ from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulato
 from spothub.sandbox.clock import RuleScheduler, SandboxClock
 from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
+from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam.enforcer import Enforcer
+from spothub.sandbox.iam.principals import Principals
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
 from spothub.sandbox.ports import free_port
@@ -61,6 +64,8 @@ class SandboxOptions:
     traces: Path | None = None  # replay spot capacity from this trace directory
     shape: str | None = None  # the trace shape to replay when the directory holds several
     run_agents: bool = True
+    # Refuse what the deployed IAM policies do not allow (AccessDenied); False only records the refusals.
+    enforce_iam: bool = True
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Sandbox:
         self.fleet: Fleet | None = None
         self.aws_endpoint_url = ""
         self.origin = self.clock.now()
+        self.principals = Principals(ACCESS_KEY_ID)
+        self.iam = Enforcer(self.principals, enforce=self.options.enforce_iam)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -152,6 +159,8 @@ class Sandbox:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the emulator's per-request access log
 
         emulator_patches.apply()
+        iam_enforcer.apply()
+        iam_enforcer.attach(self.iam)
         from moto.moto_api._internal.models import moto_api_backend  # noqa: PLC0415
 
         moto_api_backend.reset()  # a clean account, whatever ran in this process before
@@ -164,7 +173,7 @@ class Sandbox:
         # per-invocation swap never removes a key another thread is reading (see lambda_runtime).
         self._saved_environment = {key: os.environ.get(key) for key in self.function_environment()}
         os.environ.update(self.function_environment())
-        runtime = LambdaRuntime(state_dir / "work", self.function_environment())
+        runtime = LambdaRuntime(state_dir / "work", self.function_environment(), self.principals.credentials_for)
         self._hooks = emulator_patches.Hooks(
             lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure, clock=self.clock
         )
@@ -208,6 +217,7 @@ class Sandbox:
         if self.fleet:
             self.fleet.stop()
         emulator_patches.attach(None)
+        iam_enforcer.attach(None)
         for key, value in self._saved_environment.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -368,17 +378,26 @@ class Sandbox:
     # --- the API, as a user calls it -------------------------------------------------------------
 
     def request(
-        self, method: str, path: str, body: Any = None, *, signed: bool = True, secret: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        signed: bool = True,
+        secret: str | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> requests.Response:
-        """Call the sandbox API; signed with SigV4 by the sandbox credentials unless told otherwise."""
+        """Call the sandbox API; signed with SigV4 by the sandbox credentials unless told otherwise
+        (`credentials`: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of a role session, see `principals`)."""
         url = self.api_url + path.lstrip("/")
         data = json.dumps(body).encode() if body is not None else b""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if signed:
             signable = AWSRequest(method=method, url=url, data=data, headers=headers)
-            SigV4Auth(Credentials(ACCESS_KEY_ID, secret or SECRET_ACCESS_KEY), "execute-api", self.hub.region).add_auth(
-                signable
-            )
+            key, default_secret = ACCESS_KEY_ID, SECRET_ACCESS_KEY
+            if credentials:
+                key, default_secret = credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"]
+            SigV4Auth(Credentials(key, secret or default_secret), "execute-api", self.hub.region).add_auth(signable)
             headers = dict(signable.headers.items())
         return requests.request(method, url, data=data, headers=headers, timeout=60)
 
@@ -448,6 +467,7 @@ class Sandbox:
             secret_access_key=SECRET_ACCESS_KEY,
             region=self.hub.region,
             gateway_responses=gateway_responses_from_emulator(ACCOUNT, self.hub.region, rest_api_id),
+            iam=self.iam,
         )
         api.start()
         return api
@@ -485,6 +505,7 @@ class Sandbox:
             agent_dir=agent_bundle(cdk_out) if self.options.run_agents else None,
             agent_environment=self.function_environment(),
             work_dir=self.options.state_dir / "work",
+            iam=self.iam,
         )
         self._started_hooks().market = market
         self._started_hooks().fleet = fleet

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +45,10 @@ def verify(
     secret_access_key: str,
     region: str,
     now: datetime | None = None,
+    other_secrets: Callable[[str], str | None] | None = None,
 ) -> Caller:
+    """Check a request's SigV4 signature. Signed by `access_key_id`, or by another key whose secret
+    `other_secrets` knows (a role session's)."""
     lowered = {k.lower(): v for k, v in headers.items()}
     authorization = lowered.get("authorization")
     if not authorization:
@@ -57,7 +61,10 @@ def verify(
     if match["region"] != region:
         raise SignatureError(f"Credential should be scoped to a valid region, not '{match['region']}'")
     if match["key"] != access_key_id:
-        raise SignatureError("The security token included in the request is invalid.")
+        other = other_secrets(match["key"]) if other_secrets else None
+        if other is None:
+            raise SignatureError("The security token included in the request is invalid.")
+        secret_access_key = other
     amz_date = lowered.get("x-amz-date", "")
     try:
         signed_at = datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=UTC)
@@ -91,4 +98,4 @@ def verify(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method."
         )
-    return Caller(access_key_id=access_key_id, region=match["region"])
+    return Caller(access_key_id=match["key"], region=match["region"])

@@ -24,16 +24,50 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from spothub_core.contracts import METRICS_NAMESPACE
+from spothub_core.timings import LAUNCH_HOOK_TIMEOUT_SECONDS
 from stacks.agent_bundle import stage_agent_bundle
 from stacks.config import SpothubConfig
 from stacks.constructs.log_retention import log_retention
+from stacks.constructs.serving_task import SERVING_UID
 from stacks.nag import acknowledge, nag_resource
 
 LAUNCH_HOOK_NAME = "spothub-workload-healthy"
-# Boot, image pull and model load of a large model; the agent can extend it with heartbeats.
-LAUNCH_HOOK_TIMEOUT = Duration.minutes(30)
+# Boot, then the agent's health budget (spothub_core.timings); a live agent extends it with heartbeats.
+LAUNCH_HOOK_TIMEOUT = Duration.seconds(LAUNCH_HOOK_TIMEOUT_SECONDS)
 MODEL_CACHE_MOUNT = "/mnt/model-cache"
+HF_CACHE = f"{MODEL_CACHE_MOUNT}/huggingface"  # the serving container's HF_HOME, /model-cache/huggingface
 AGENT_HOME = "/opt/spothub-agent"
+# Memory the ECS agent leaves out of what it registers: the host's own processes (ECS and spothub agents,
+# Docker, the EFS and SSM agents). Placement only: the serving container's reservation is soft.
+ECS_RESERVED_MEMORY_MIB = 256
+IMDS_ADDRESS = "169.254.169.254/32"
+# Run at every boot by cloud-init (whose final stage the ECS agent starts after), and once by the user data.
+IMDS_BLOCK_SCRIPT = "/var/lib/cloud/scripts/per-boot/10-spothub-block-imds.sh"
+
+
+def block_imds_for_serving_user() -> list[str]:
+    """User data lines that drop what the serving container's user sends to the instance metadata service.
+
+    A host-network container shares the instance's network namespace: the hop limit of 1 does not stop it,
+    and AWS's documented rule (`iptables -I DOCKER-USER --in-interface docker+ -d 169.254.169.254 -j DROP`)
+    matches bridged traffic only, while ECS_AWSVPC_BLOCK_IMDS is for awsvpc tasks. What a host-network
+    container sends is locally generated traffic: it goes through the OUTPUT chain, where iptables'
+    `owner` match sees the sending process's UID (no user namespaces: the container's UID is the host's).
+    So the container runs as SERVING_UID (not root, no-new-privileges: it cannot change its UID or the
+    firewall) and this rule drops its packets to IMDS; the ECS agent and the spothub agent run as root and
+    keep IMDS. The task's own credentials come from 169.254.170.2 (ECS_ENABLE_TASK_IAM_ROLE_NETWORK_HOST),
+    redirected to the ECS agent before this filter. IMDS over IPv6 is off (the launch template's default).
+    """
+    rule = f"--destination {IMDS_ADDRESS} -m owner --uid-owner {SERVING_UID} --jump DROP"
+    return [
+        f"mkdir -p {IMDS_BLOCK_SCRIPT.rsplit('/', 1)[0]}",
+        f"cat >{IMDS_BLOCK_SCRIPT} <<'IMDS'",
+        "#!/bin/bash",
+        f"iptables --check OUTPUT {rule} 2>/dev/null || iptables --insert OUTPUT 1 {rule}",
+        "IMDS",
+        f"chmod 755 {IMDS_BLOCK_SCRIPT}",
+        IMDS_BLOCK_SCRIPT,
+    ]
 
 
 class GpuCapacity(Construct):
@@ -108,11 +142,18 @@ class GpuCapacity(Construct):
             f"ECS_CLUSTER={self.cluster.cluster_name}",
             "ECS_ENABLE_GPU_SUPPORT=true",
             "ECS_ENABLE_TASK_IAM_ROLE=true",
+            # The serving task uses host networking: without this, ECS does not give it its task role.
+            "ECS_ENABLE_TASK_IAM_ROLE_NETWORK_HOST=true",
+            f"ECS_RESERVED_MEMORY={ECS_RESERVED_MEMORY_MIB}",
             "ECS",
-            "dnf install -y amazon-efs-utils awscli-2 unzip",
+            "dnf install -y amazon-efs-utils awscli-2 unzip iptables-nft",
+            *block_imds_for_serving_user(),
             f"mkdir -p {MODEL_CACHE_MOUNT}",
             f"echo '{self.model_cache.file_system_id}:/ {MODEL_CACHE_MOUNT} efs _netdev,tls,iam 0 0' >>/etc/fstab",
             f"mount {MODEL_CACHE_MOUNT}",
+            # The serving container runs as SERVING_UID and writes the weights cache (earlier root-owned files too).
+            f"install -d -o {SERVING_UID} -g {SERVING_UID} {HF_CACHE}",
+            f"find {HF_CACHE} ! -user {SERVING_UID} -exec chown -h {SERVING_UID}:{SERVING_UID} {{}} +",
         )
         bundle_file = user_data.add_s3_download_command(
             bucket=agent_bundle.bucket, bucket_key=agent_bundle.s3_object_key, local_file=f"{AGENT_HOME}.zip"
@@ -252,6 +293,15 @@ class GpuCapacity(Construct):
         """What the ECS container agent calls, per the AmazonEC2ContainerServiceforEC2Role policy,
         narrowed to this cluster."""
         cluster_arn = self.cluster.cluster_arn
+        stack = Stack.of(self)
+        self.container_instances_arn = stack.format_arn(
+            service="ecs", resource="container-instance", resource_name=f"{self.cluster.cluster_name}/*"
+        )
+        acknowledge(
+            self,
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, self.container_instances_arn)}]",
+            "Container instance ids are assigned at registration; the cluster name pins them to this cluster.",
+        )
         for statement in (
             iam.PolicyStatement(
                 sid="EcsAgentOwnCluster",
@@ -266,9 +316,16 @@ class GpuCapacity(Construct):
             ),
             iam.PolicyStatement(
                 sid="EcsAgentPollOwnCluster",
-                actions=["ecs:Poll", "ecs:StartTelemetrySession", "ecs:PutSystemLogEvents"],
+                actions=["ecs:Poll", "ecs:StartTelemetrySession"],
                 resources=["*"],
                 conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+            ),
+            # PutSystemLogEvents is authorized on the cluster AND the container instance, and the cluster
+            # carries no ecs:cluster key: a condition on it would refuse every call.
+            iam.PolicyStatement(
+                sid="EcsAgentSystemLogs",
+                actions=["ecs:PutSystemLogEvents"],
+                resources=[cluster_arn, self.container_instances_arn],
             ),
             iam.PolicyStatement(
                 sid="EcsAgentDiscovery",

@@ -18,6 +18,7 @@ from constructs import Construct
 from stacks.paths import STATEMACHINES_DIR
 
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
 
 
 def load_definition(name: str, numbers: dict[str, int]) -> str:
@@ -48,7 +49,15 @@ class SpothubStateMachine(Construct):
         missing = placeholders(name) - set(substitutions) - set(numbers)
         if missing:
             raise ValueError(f"statemachines/{name}.asl.json needs substitutions for {sorted(missing)}")
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+        # Under /aws/vendedlogs/: CloudWatch Logs then needs no resource policy statement for Step Functions'
+        # log delivery; outside it, every log group grows the account's one policy (5,120 characters at most).
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"{VENDED_LOGS_PREFIX}{state_machine_name}",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

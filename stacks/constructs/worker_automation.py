@@ -21,6 +21,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source
+from spothub_core.timings import MAX_INSTANCE_POLLS_SECONDS, MAX_TEARDOWN_POLLS_SECONDS, MAX_WORKLOAD_POLLS_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.gpu_capacity import GpuCapacity
 from stacks.constructs.instance_remediation import instance_alarms_arn
@@ -29,11 +30,18 @@ from stacks.constructs.serving_task import ServingTask
 from stacks.constructs.state_machine import SpothubStateMachine
 from stacks.nag import STATE_MACHINE_REASON, acknowledge, invoke_versions_rule, nag_resource
 
-# Poll caps, in polls of `pollSeconds`: instance in service (boot + lifecycle hook), healthy task
-# (image pull + model load), instances gone after a teardown.
-MAX_INSTANCE_POLLS_SECONDS = 30 * 60
-MAX_WORKLOAD_POLLS_SECONDS = 40 * 60
-MAX_TEARDOWN_POLLS_SECONDS = 15 * 60
+
+def poll_numbers(poll: int) -> dict[str, dict[str, int]]:
+    """The worker state machines' numbers: poll caps (spothub_core.timings) in polls of `poll` seconds."""
+    return {
+        "launch_instance": {
+            "PollSeconds": poll,
+            "MaxInstancePolls": max(1, MAX_INSTANCE_POLLS_SECONDS // poll),
+            "MaxWorkloadPolls": max(1, MAX_WORKLOAD_POLLS_SECONDS // poll),
+        },
+        "teardown_instance": {"PollSeconds": poll, "MaxTeardownPolls": max(1, MAX_TEARDOWN_POLLS_SECONDS // poll)},
+        "capacity_monitor": {},
+    }
 
 
 class WorkerAutomation(Construct):
@@ -86,16 +94,7 @@ class WorkerAutomation(Construct):
         self.function = self.spothub_function.function
         self._grant(stack, config.prefix, capacity, serving, arns)
 
-        poll = config.poll_seconds
-        numbers = {
-            "launch_instance": {
-                "PollSeconds": poll,
-                "MaxInstancePolls": max(1, MAX_INSTANCE_POLLS_SECONDS // poll),
-                "MaxWorkloadPolls": max(1, MAX_WORKLOAD_POLLS_SECONDS // poll),
-            },
-            "teardown_instance": {"PollSeconds": poll, "MaxTeardownPolls": max(1, MAX_TEARDOWN_POLLS_SECONDS // poll)},
-            "capacity_monitor": {},
-        }
+        numbers = poll_numbers(config.poll_seconds)
         self.state_machines: dict[str, sfn.StateMachine] = {}
         for kind, name in names.items():
             machine = SpothubStateMachine(
@@ -176,6 +175,9 @@ class WorkerAutomation(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         cluster_arn = capacity.cluster.cluster_arn
+        cluster_tasks = stack.format_arn(
+            service="ecs", resource="task", resource_name=f"{capacity.cluster.cluster_name}/*"
+        )
         launch_executions = arns["launch_instance"].replace(":stateMachine:", ":execution:") + ":*"
         instance_alarms = instance_alarms_arn(stack, prefix)
         any_instance = stack.format_arn(service="ec2", resource="instance", resource_name="*")
@@ -240,18 +242,23 @@ class WorkerAutomation(Construct):
                 ],
                 conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
             ),
+            # Only actions whose requests carry ecs:cluster (Service Authorization Reference) can be narrowed by it.
             iam.PolicyStatement(
                 sid="ClusterTasks",
-                actions=[
-                    "ecs:ListTasks",
-                    "ecs:DescribeTasks",
-                    "ecs:StopTask",
-                    "ecs:TagResource",
-                    "ecs:ListContainerInstances",
-                    "ecs:DescribeContainerInstances",
-                ],
+                actions=["ecs:ListTasks", "ecs:DescribeTasks", "ecs:StopTask", "ecs:DescribeContainerInstances"],
                 resources=["*"],
                 conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+            ),
+            # ListContainerInstances is authorized on the cluster itself and carries no ecs:cluster key.
+            iam.PolicyStatement(
+                sid="ClusterInstances", actions=["ecs:ListContainerInstances"], resources=[cluster_arn]
+            ),
+            # Tags given to StartTask are authorized as TagResource on the new task, with ecs:CreateAction.
+            iam.PolicyStatement(
+                sid="TagTasksAtStart",
+                actions=["ecs:TagResource"],
+                resources=[cluster_tasks],
+                conditions={"StringEquals": {"ecs:CreateAction": "StartTask"}},
             ),
             iam.PolicyStatement(
                 sid="StartOwnStateMachines",
@@ -280,6 +287,8 @@ class WorkerAutomation(Construct):
             "CreateTags is limited to instances of the spothub group by tag condition.",
             f"AwsSolutions-IAM5[Resource::{nag_resource(stack, task_definitions)}]": "Every revision of the "
             "serving task definition family, in this cluster only.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, cluster_tasks)}]": "Tags at StartTask on this "
+            "cluster's tasks (ids unknown ahead), only as part of StartTask (ecs:CreateAction).",
             f"AwsSolutions-IAM5[Resource::{nag_resource(stack, launch_executions)}]": "StopExecution on this "
             "region's launch executions (cancel, teardown); their names are the launch ids.",
             f"AwsSolutions-IAM5[Resource::{nag_resource(stack, instance_alarms)}]": "Per-instance alarms are named "

@@ -29,7 +29,8 @@ def test_defaults_without_agent_config_or_environment() -> None:
     assert settings.healthy_within_s == 1500.0
     assert settings.drain_command == ()
     assert settings.workload.runner == "docker-attach"
-    assert settings.workload.container_filter == "label=com.amazonaws.ecs.container-name=serving"
+    # The container of the serving task definition (contracts.SERVING_CONTAINER_NAME), by the ECS agent's label.
+    assert settings.workload.container_filter == "label=com.amazonaws.ecs.container-name=server"
     assert settings.state_dir == Path("/var/lib/spothub-agent")
 
 

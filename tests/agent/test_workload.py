@@ -15,7 +15,7 @@ import pytest
 
 from spothub_agent.docker_runner import DockerWorkload
 from spothub_agent.process_runner import ProcessWorkload, process_start_ticks
-from spothub_agent.settings import WorkloadSpec
+from spothub_agent.settings import DEFAULT_CONTAINER_FILTER, WorkloadSpec
 from spothub_agent.state import AgentState
 from spothub_agent.workload import http_ok
 from tests.agent.conftest import INSTANCE_ID, HealthServer, wait_for, workload_command
@@ -157,7 +157,7 @@ def fake_docker(tmp_path: Path, containers: list[dict], **extra: object) -> tupl
     return str(executable), state
 
 
-SERVING = "label=com.amazonaws.ecs.container-name=serving"
+SERVING = DEFAULT_CONTAINER_FILTER  # what the default runner, docker-attach, looks for
 
 
 def test_attach_watches_the_newest_running_container_ecs_started_and_never_starts_one(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::arn:aws:ec2:us-west-2:<AWS::AccountId>:instance/*]",
         "AwsSolutions-IAM5[Resource::<AutomationInstanceFromAsgFunction88F5E60E.Arn>:*]",
         "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:task-definition/spothub-serving:*]",
+        # Tags at StartTask (ecs:CreateAction) on the cluster's new tasks; the ECS agent's system logs.
+        "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:task/<GpuCapacityClusterE3A60131>/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:"
+        "container-instance/<GpuCapacityClusterE3A60131>/*]",
         "AwsSolutions-IAM5[Resource::arn:aws:states:us-west-2:<AWS::AccountId>:execution:spothub-launch-instance:*]",
         "AwsSolutions-ECS2",
         "AwsSolutions-IAM5[Resource::arn:aws:ssm:us-east-1:<AWS::AccountId>:parameter/spothub/spothub/*]",
@@ -70,6 +74,17 @@ def test_every_acknowledgment_is_reviewed_and_has_a_reason(reference: Synthesize
         assert set(acknowledged) == expected, stack_name
         for rule, reason in acknowledged.items():
             assert len(reason) >= 40, f"{stack_name}: {rule} needs a real reason, got {reason!r}"
+
+
+def test_the_task_token_wildcard_is_acknowledged_on_the_capacity_handler_with_its_reason(
+    reference: Synthesized,
+) -> None:
+    resources = reference.templates["spothub-hub"]["Resources"]
+    (policy,) = [
+        k for k, r in resources.items() if k.startswith("CapacityHandlerRole") and r["Type"] == "AWS::IAM::Policy"
+    ]
+    reasons = _acknowledged({"Resources": {policy: resources[policy]}})
+    assert "states:SendTaskSuccess" in reasons["AwsSolutions-IAM5[Resource::*]"]
 
 
 def test_an_unacknowledged_finding_stops_synthesis(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def test_spot_finder_knows_the_instance_types_and_regions(reference: Synthesized
             "Environment": {
                 "Variables": Match.object_like(
                     {
-                        "SPOTHUB_INSTANCE_TYPES": "g5.xlarge,g6.xlarge,g4dn.xlarge",
+                        "SPOTHUB_INSTANCE_TYPES": "g5.xlarge,g6.xlarge,g6e.xlarge",
                         "SPOTHUB_WORKER_REGIONS": "us-west-2,eu-west-1",
                     }
                 )
@@ -272,3 +272,54 @@ def test_a_route_with_a_request_model_makes_api_gateway_check_the_body(tmp_path)
             "DependsOn": Match.array_with([Match.string_like_regexp("RestApiModelProvisioningRequest")]),
         },
     )
+
+
+def test_the_hub_archive_names_no_empty_kms_key(reference: Synthesized) -> None:
+    # aws-cdk-lib writes KmsKeyIdentifier "" (an AWS-owned key); some regions refuse the empty string.
+    (archive,) = reference.resources(reference.config.hub_stack_name(), "AWS::Events::Archive").values()
+    assert "KmsKeyIdentifier" not in archive["Properties"]
+
+
+def _statements_of(synthesized: Synthesized, stack_name: str, role_prefix: str) -> list[dict]:
+    return [
+        statement
+        for logical_id, policy in synthesized.resources(stack_name, "AWS::IAM::Policy").items()
+        if logical_id.startswith(role_prefix)
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def test_task_token_answers_are_granted_on_every_resource(reference: Synthesized) -> None:
+    # SendTaskSuccess/Failure/Heartbeat support no resource-level permission (Service Authorization Reference):
+    # scoped to the state machine's ARN, AWS denies them.
+    statements = _statements_of(reference, reference.config.hub_stack_name(), "CapacityHandler")
+    (answer,) = [s for s in statements if "states:SendTaskSuccess" in s["Action"]]
+    assert sorted(answer["Action"]) == ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]
+    assert answer["Resource"] == "*"
+
+
+def test_the_capacity_handler_may_alert_the_operator(reference: Synthesized) -> None:
+    statements = _statements_of(reference, reference.config.hub_stack_name(), "CapacityHandler")
+    (publish,) = [s for s in statements if s["Action"] == "sns:Publish"]
+    assert publish["Resource"]["Ref"].startswith("AlertsTopic")
+    (handler,) = [
+        f
+        for f in reference.resources(reference.config.hub_stack_name(), "AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == "capacity_handler.handler.lambda_handler"
+    ]
+    env = handler["Properties"]["Environment"]["Variables"]
+    assert "AlertsTopic" in json.dumps(env["SPOTHUB_ALERTS_TOPIC_ARN"])
+    assert env["SPOTHUB_INSTANCE_TYPES"] == ",".join(reference.config.instance_types)
+
+
+def test_state_machine_logs_are_vended_log_groups(reference: Synthesized, hub_as_worker: Synthesized) -> None:
+    # Outside /aws/vendedlogs/, each log group grows the account's CloudWatch Logs resource policy (5,120 characters).
+    for synthesized in (reference, hub_as_worker):
+        for name, template in synthesized.templates.items():
+            resources = template["Resources"]
+            for machine in synthesized.resources(name, "AWS::StepFunctions::StateMachine").values():
+                properties = machine["Properties"]
+                (destination,) = properties["LoggingConfiguration"]["Destinations"]
+                log_group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+                log_group_name = resources[log_group_id]["Properties"]["LogGroupName"]
+                assert log_group_name == f"/aws/vendedlogs/states/{properties['StateMachineName']}", name

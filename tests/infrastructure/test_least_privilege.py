@@ -38,6 +38,10 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "logs:DescribeLogGroups": None,
     "xray:GetSamplingRules": None,
     "xray:GetSamplingTargets": None,
+    # Task-token answers: the token names the task; no resource-level permissions.
+    "states:SendTaskSuccess": None,
+    "states:SendTaskFailure": None,
+    "states:SendTaskHeartbeat": None,
     # The worker function: describes have no resource-level permissions; the rest is conditioned.
     "autoscaling:DescribeAutoScalingGroups": None,
     "autoscaling:DescribeAutoScalingInstances": None,

@@ -101,7 +101,7 @@ def test_group_is_spot_only_price_capacity_optimized_and_starts_empty(reference:
                         "Overrides": [
                             {"InstanceType": "g5.xlarge"},
                             {"InstanceType": "g6.xlarge"},
-                            {"InstanceType": "g4dn.xlarge"},
+                            {"InstanceType": "g6e.xlarge"},
                         ],
                     },
                 },

@@ -23,6 +23,7 @@ from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
 from spothub_core.errors import Superseded
+from spothub_core.timings import QUOTA_EXCLUSION_SECONDS
 from tests.integration.conftest import (
     HUB_ENVIRONMENT,
     STATE_TABLE_KEYS,
@@ -88,11 +89,14 @@ def handler(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[ModuleTyp
             "SPOTHUB_ORCHESTRATOR_ARN": ORCHESTRATOR_ARN,
             "SPOTHUB_ACTIVE_INSTANCE_PARAMETER": PARAMETER,
             "SPOTHUB_ENDPOINT_NAME": ENDPOINT,
+            "SPOTHUB_INSTANCE_TYPES": "g5.xlarge,g6.xlarge",
         },
     )
     with mock_aws():
         boto3.client("dynamodb").create_table(TableName=TABLE, **STATE_TABLE_KEYS)
         boto3.client("events").create_event_bus(Name=HUB_BUS)
+        topic = boto3.client("sns").create_topic(Name="spothub-alerts")["TopicArn"]
+        monkeypatch.setenv("SPOTHUB_ALERTS_TOPIC_ARN", topic)
         create_state_machine(ORCHESTRATOR)
         zone = boto3.client("route53").create_hosted_zone(Name=ZONE, CallerReference="spothub-tests")["HostedZone"]
         monkeypatch.setenv("SPOTHUB_HOSTED_ZONE_ID", zone["Id"].split("/")[-1])
@@ -500,6 +504,110 @@ def test_a_duplicate_failure_sends_no_second_answer_and_keeps_the_exclusion(
     assert len(sfn.of("SendTaskFailure")) == 1
     assert placing.request(LAUNCH, "replica-0-g1-0") == launch
     assert excluded(exclusions)[REGION] >= 900
+
+
+VCPU_LIMIT_OF_ZERO = (
+    "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the instance bucket that "
+    "the specified instance type belongs to. Please visit http://aws.amazon.com/contact-us/ec2-request to request "
+    "an adjustment to this limit."
+)
+
+
+@pytest.fixture
+def alerts(handler: ModuleType) -> ApiCalls:
+    """What the handler publishes on the alerts topic."""
+    return ApiCalls(handler.hub.alerts, "Publish")
+
+
+def quota_failed(launch_id: str = "replica-0-g1-0") -> dict[str, Any]:
+    return {
+        "launch_id": launch_id,
+        "region": REGION,
+        "error_class": "quota",
+        "code": "LaunchUnsuccessful",
+        "message": VCPU_LIMIT_OF_ZERO,
+    }
+
+
+def launch_unsuccessful(message: str, region: str = REGION) -> dict[str, Any]:
+    detail = {"StatusCode": "Failed", "StatusMessage": message, "AutoScalingGroupName": "spothub-gpu"}
+    return eventbridge_event("aws.autoscaling", "EC2 Instance Launch Unsuccessful", detail, region=region)
+
+
+@pytest.mark.usefixtures("placing")
+def test_a_quota_failure_excludes_the_region_for_hours_and_tells_the_operator_which_quota_once(
+    handler: ModuleType,
+    sfn: ApiCalls,
+    exclusions: ExclusionStore,
+    alerts: ApiCalls,
+    clock: Clock,
+) -> None:
+    dispatch_launch(handler)
+    assert deliver(handler, "Spothub Launch Failed", quota_failed()) == "launch failed (quota)"
+    # The orchestrator moves on to the next region, as from a capacity error.
+    assert [a["error"] for a in sfn.of("SendTaskFailure")] == ["CapacityError"]
+    assert excluded(exclusions) == {REGION: QUOTA_EXCLUSION_SECONDS}
+    (alert,) = alerts.of("Publish")
+    assert alert["TopicArn"] == handler.settings.alerts_topic_arn
+    assert REGION in alert["Subject"] and len(alert["Subject"]) <= 100
+    message = alert["Message"]
+    assert "All G and VT Spot Instance Requests" in message and "L-3819A6DF" in message
+    assert f"https://console.aws.amazon.com/servicequotas/home/services/ec2/quotas/L-3819A6DF?region={REGION}" in (
+        message
+    )
+    assert "On-Demand" not in message  # the launch was a spot launch
+    assert VCPU_LIMIT_OF_ZERO in message
+    # The same failure again: as a duplicate report, and as Auto Scaling's own event a little later.
+    clock.now += 30
+    assert deliver(handler, "Spothub Launch Failed", quota_failed()) == "ignored: no pending launch"
+    outcome = handler.lambda_handler(launch_unsuccessful(VCPU_LIMIT_OF_ZERO), FakeLambdaContext())
+    assert outcome == {"outcome": "ignored: no pending launch in the region"}
+    assert len(alerts.of("Publish")) == 1, "one alert per exclusion"
+    assert excluded(exclusions)[REGION] >= QUOTA_EXCLUSION_SECONDS
+
+
+def test_a_quota_reached_again_after_its_exclusion_ended_is_alerted_again(
+    handler: ModuleType, exclusions: ExclusionStore, alerts: ApiCalls, clock: Clock
+) -> None:
+    message = (
+        "Launching a new EC2 instance. Status Reason: Max spot instance count exceeded. Launching EC2 instance failed."
+    )
+    handler.lambda_handler(launch_unsuccessful(message), FakeLambdaContext())
+    assert excluded(exclusions) == {REGION: QUOTA_EXCLUSION_SECONDS}
+    clock.now += QUOTA_EXCLUSION_SECONDS + 1
+    handler.lambda_handler(launch_unsuccessful(message), FakeLambdaContext())
+    assert len(alerts.of("Publish")) == 2
+
+
+def test_an_on_demand_launch_over_its_quota_names_the_on_demand_quota(
+    handler: ModuleType, placing: ProvisioningStore, alerts: ApiCalls
+) -> None:
+    act(
+        handler,
+        "dispatch_launch",
+        token=TOKEN,
+        replica_id="replica-0",
+        generation=1,
+        region=REGION,
+        capacity_type="on-demand",
+        launch_id="replica-0-g1-0",
+    )
+    deliver(handler, "Spothub Launch Failed", quota_failed())
+    (alert,) = alerts.of("Publish")
+    assert "Running On-Demand G and VT instances" in alert["Message"] and "L-DB2E81BA" in alert["Message"]
+    assert "Spot Instance Requests" not in alert["Message"]
+
+
+def test_a_capacity_failure_alerts_no_one(
+    handler: ModuleType, placing: ProvisioningStore, exclusions: ExclusionStore, alerts: ApiCalls
+) -> None:
+    dispatch_launch(handler)
+    deliver(handler, "Spothub Launch Failed", failed("capacity"))
+    handler.lambda_handler(
+        launch_unsuccessful("There is no Spot capacity available that matches your request."), FakeLambdaContext()
+    )
+    assert alerts.of("Publish") == []
+    assert excluded(exclusions) == {REGION: 900}
 
 
 def test_a_failure_for_an_unknown_launch_answers_no_task(

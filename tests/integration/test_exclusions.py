@@ -25,3 +25,16 @@ def test_a_late_report_does_not_shorten_a_newer_exclusion(table: Any) -> None:
     assert store.exclude("us-west-2", 2_500.0, "longer")
     (active,) = store.active(now=1_000.0)
     assert (active.until, active.reason) == (2_500.0, "longer")
+
+
+def test_exclude_once_says_whether_this_write_began_an_exclusion_of_its_kind(table: Any) -> None:
+    store = ExclusionStore(table)
+    assert store.exclude("us-west-2", 1_500.0, "capacity")  # a shorter exclusion of another kind
+    assert store.exclude_once("us-west-2", 22_600.0, "quota: vCPU limit", kind="quota", now=1_000.0)
+    # The same failure again, a little later: it extends the exclusion, but began nothing.
+    assert not store.exclude_once("us-west-2", 22_630.0, "quota: vCPU limit", kind="quota", now=1_030.0)
+    assert not store.exclude_once("us-west-2", 22_000.0, "quota: late", kind="quota", now=1_040.0)
+    (active,) = store.active(now=1_050.0)
+    assert (active.until, active.reason) == (22_630.0, "quota: vCPU limit")
+    # Once it has ended, the quota reached again is a new exclusion.
+    assert store.exclude_once("us-west-2", 45_000.0, "quota: vCPU limit", kind="quota", now=23_000.0)

@@ -193,6 +193,43 @@ def test_scale_out_for_a_second_launch_keeps_the_first_launchs_instance(handler:
     assert group()["DesiredCapacity"] == 2
 
 
+def running_launch(handler: ModuleType, launch_id: str) -> None:
+    """A launch_instance execution of that name, running (moto runs no definition: it stays RUNNING)."""
+    boto3.client("stepfunctions", region_name=REGION).start_execution(
+        stateMachineArn=handler.settings.launch_state_machine_arn, name=launch_id, input="{}"
+    )
+
+
+def test_scale_out_counts_another_launch_still_in_flight(handler: ModuleType) -> None:
+    # Another launch runs and has not claimed an instance yet: its instance is still to come, or unclaimed.
+    running_launch(handler, "replica-1-g1-0")
+    running_launch(handler, LAUNCH_ID)
+    assert run(handler, "scale_out", launch_id=LAUNCH_ID, capacity_type="spot")["desired"] == 2
+    assert group()["DesiredCapacity"] == 2
+    # The other launch scaling out after it asks for no third instance.
+    assert run(handler, "scale_out", launch_id="replica-1-g1-0", capacity_type="spot")["desired"] == 2
+    assert group()["DesiredCapacity"] == 2
+
+
+def test_a_launch_in_flight_that_claimed_its_instance_is_counted_once(handler: ModuleType) -> None:
+    running_launch(handler, "replica-1-g1-0")
+    launched(handler, "replica-1-g1-0", "replica-1")
+    assert run(handler, "scale_out", launch_id=LAUNCH_ID, capacity_type="spot")["desired"] == 2
+
+
+def test_cleanup_of_an_unclaimed_launch_keeps_an_instance_for_another_launch_in_flight(handler: ModuleType) -> None:
+    running_launch(handler, "replica-1-g1-0")
+    run(handler, "scale_out", launch_id="replica-1-g1-0", capacity_type="spot")
+    running_launch(handler, LAUNCH_ID)
+    run(handler, "scale_out", launch_id=LAUNCH_ID, capacity_type="spot")
+    assert len(in_service()) == 2
+    run(handler, "cleanup", launch_id=LAUNCH_ID, error={"Error": "InstanceTimedOut", "Cause": "claim timed out"})
+    assert group()["DesiredCapacity"] == 1
+    (left,) = in_service()
+    claim = run(handler, "claim_instance", launch_id="replica-1-g1-0", replica_id="replica-1", since=LONG_AGO)
+    assert (claim["status"], claim["instance"]["instance_id"]) == ("ready", left)
+
+
 def test_an_on_demand_launch_raises_the_groups_on_demand_base(handler: ModuleType) -> None:
     assert run(handler, "scale_out", launch_id=LAUNCH_ID, capacity_type="on-demand")["on_demand_base"] == 1
     distribution = group()["MixedInstancesPolicy"]["InstancesDistribution"]
@@ -247,13 +284,29 @@ def alarms() -> dict[str, dict[str, Any]]:
     return {a["AlarmName"]: a for a in found}
 
 
-def test_a_claimed_instance_is_watched_by_its_agent_alarms(handler: ModuleType) -> None:
-    instance_id = launched(handler)
+def test_a_claimed_instance_is_not_watched_yet(handler: ModuleType) -> None:
+    # Claimed on its lifecycle hook, before its agent beats: a heartbeat alarm (missing data breaching) would fire.
+    launched(handler)
+    assert alarms() == {}
+
+
+def test_an_instance_in_service_with_a_healthy_workload_is_watched_by_its_agent_alarms(handler: ModuleType) -> None:
+    instance_id, task_arn = serving(handler)
+    assert run(handler, "workload_status", task_arn=task_arn, instance_id=instance_id)["status"] == "healthy"
+    assert alarms() == {}
+    assert run(handler, "watch_instance", instance_id=instance_id) == {"watched": instance_id}
     watched = alarms()
     assert set(watched) == {f"spothub-agent-heartbeat-{instance_id}", f"spothub-agent-gpu-{instance_id}"}
     for alarm in watched.values():
         assert alarm["AlarmActions"] == [handler.settings.alerts_topic_arn]
         assert {"Name": "InstanceId", "Value": instance_id} in alarm["Dimensions"]
+
+
+def test_the_launch_arms_the_alarms_only_after_the_workload_is_healthy() -> None:
+    states = json.loads((STATEMACHINES / "launch_instance.asl.json").read_text())["States"]
+    healthy = next(c["Next"] for c in states["WorkloadHealthy"]["Choices"] if c.get("StringEquals") == "healthy")
+    assert states[healthy]["Parameters"]["Payload"]["action"] == "watch_instance"
+    assert states[healthy]["Next"] == "ReportSucceeded"
 
 
 def test_claiming_again_returns_the_same_instance(handler: ModuleType) -> None:
@@ -422,6 +475,7 @@ def test_describe_failure_names_the_class_the_hub_acts_on(handler: ModuleType) -
 
 def test_teardown_of_an_instance_stops_its_task_and_terminates_it(handler: ModuleType) -> None:
     instance_id, _task = serving(handler)
+    run(handler, "watch_instance", instance_id=instance_id)
     assert run(handler, "teardown", instance_id=instance_id, launch_id=None) == {"waiting_for": [instance_id]}
     assert tasks() == []
     assert ec2_instance(instance_id)["State"]["Name"] == "terminated"
@@ -468,6 +522,68 @@ def test_tearing_down_an_instance_twice_is_harmless(handler: ModuleType) -> None
     instance_id = launched(handler)
     run(handler, "teardown", instance_id=instance_id, launch_id=None)
     assert run(handler, "teardown", instance_id=instance_id, launch_id=None) == {"waiting_for": [instance_id]}
+
+
+MIN_SIZE_REFUSAL = (
+    "Currently, desiredSize equals minSize (1). Terminating instance without replacement will violate group's min"
+    " size constraint. Either set shouldDecrementDesiredCapacity flag to false or lower group's min size."
+)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(MIN_SIZE_REFUSAL, id="min-size"),
+        pytest.param("1 validation error detected: Value at 'instanceId' failed to satisfy constraint", id="other"),
+    ],
+)
+def test_a_teardown_auto_scaling_refuses_is_no_success_while_the_instance_runs(
+    handler: ModuleType, message: str
+) -> None:
+    instance_id = launched(handler)
+    ApiCalls(handler.worker.autoscaling).answer(
+        "TerminateInstanceInAutoScalingGroup", error=("ValidationError", message)
+    )
+    with pytest.raises(FatalError, match=f"terminate {instance_id}: .*ValidationError") as raised:
+        run(handler, "teardown", instance_id=instance_id, launch_id=None)
+    assert type(raised.value).__name__ == "FatalError"  # the teardown fails: no "completed" report reaches the hub
+    assert ec2_instance(instance_id)["State"]["Name"] == "running"
+    assert instance_id in in_service()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param("Instance Id not found - No managed instance found for instance ID: {}", id="not-found"),
+        pytest.param("The instance {} is not part of Auto Scaling group spothub-gpu.", id="not-in-the-group"),
+    ],
+)
+def test_a_teardown_of_an_instance_the_group_no_longer_has_is_done(handler: ModuleType, message: str) -> None:
+    instance_id = launched(handler)
+    # It left the group between the look and the terminate call.
+    ApiCalls(handler.worker.autoscaling).answer(
+        "TerminateInstanceInAutoScalingGroup", error=("ValidationError", message.format(instance_id))
+    )
+    assert run(handler, "teardown", instance_id=instance_id, launch_id=None) == {"waiting_for": [instance_id]}
+
+
+def test_a_teardown_of_an_instance_already_terminating_asks_nothing_more(handler: ModuleType) -> None:
+    instance_id = launched(handler)
+    autoscaling = ApiCalls(handler.worker.autoscaling, "TerminateInstanceInAutoScalingGroup")
+    member = {"InstanceId": instance_id, "AutoScalingGroupName": GROUP, "LifecycleState": "Terminating:Wait"}
+    autoscaling.answer("DescribeAutoScalingInstances", {"AutoScalingInstances": [member]})
+    assert run(handler, "teardown", instance_id=instance_id, launch_id=None) == {"waiting_for": [instance_id]}
+    assert autoscaling.of("TerminateInstanceInAutoScalingGroup") == []
+
+
+def test_a_teardown_of_an_instance_between_states_is_retried(handler: ModuleType) -> None:
+    instance_id = launched(handler)
+    ApiCalls(handler.worker.autoscaling).answer(
+        "TerminateInstanceInAutoScalingGroup",
+        error=("ValidationError", f"The instance {instance_id} is not in InService or Standby."),
+    )
+    with pytest.raises(TransientError, match="not in InService or Standby"):
+        run(handler, "teardown", instance_id=instance_id, launch_id=None)
 
 
 # --- capacity_monitor: identify ---------------------------------------------------------------------

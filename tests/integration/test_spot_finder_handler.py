@@ -156,6 +156,21 @@ def test_a_region_holding_another_replica_is_left_out(
     assert find(handler, {"replica_id": "replica-1"})["best"] == EU
 
 
+def test_a_region_another_replica_reserved_is_left_out_before_it_launches_there(
+    handler: ModuleType, scores: ApiCalls, store: ProvisioningStore
+) -> None:
+    for replica_id in ("replica-0", "replica-1"):
+        assert store.start_placing(replica_id, generation=1, execution=f"{replica_id}-g1", now=time.time())
+    # replica-1 reserved the best region a moment ago; its launch is not dispatched yet (no target noted).
+    assert store.reserve_region(EU, replica_id="replica-1", launch_id="replica-1-g1-0", now=time.time())
+    result = find(handler, {"replica_id": "replica-0"})
+    assert result["best"] == WEST
+    assert result["left_out"] == [{"region": EU, "reason": "holds replica-1"}]
+    # Left behind by a replica since stopped, the reservation keeps no one out.
+    store.replica_status("replica-1", "stopped")
+    assert find(handler, {"replica_id": "replica-0"})["best"] == EU
+
+
 def test_a_replacement_keeps_its_region_when_it_scores_as_well(handler: ModuleType, scores: ApiCalls) -> None:
     placement_scores(scores, {EU: 7, WEST: 7})
     result = find(handler, {"replica_id": "replica-0", "prefer_region": WEST})

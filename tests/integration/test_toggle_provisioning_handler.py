@@ -338,6 +338,11 @@ def test_a_string_for_teardown_is_400_not_a_teardown(handler: ModuleType, bus: B
             "replicas: at most one replica per region, and 1 worker regions are allowed",
             id="replicas-beyond-the-allowed-regions",
         ),
+        pytest.param(
+            {"action": "enable", "instance_types": ["g5.xlarge", "p5.48xlarge"]},
+            "instance type p5.48xlarge is not in this deployment's instanceTypes [g5.xlarge, g6.xlarge]",
+            id="type-not-deployed",
+        ),
     ],
 )
 def test_optional_fields_are_checked_against_the_deployment(
@@ -348,6 +353,33 @@ def test_optional_fields_are_checked_against_the_deployment(
     assert message in answer["message"]
     assert store.config()["status"] == "disabled"
     assert executions(ORCHESTRATOR_ARN) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        pytest.param("p9.imaginary", "'p9.imaginary' is not an EC2 instance type name", id="no-such-size"),
+        pytest.param("g5xlarge", "'g5xlarge' is not an EC2 instance type name", id="no-dot"),
+        pytest.param("G5.XLARGE", "'G5.XLARGE' is not an EC2 instance type name", id="upper-case"),
+        pytest.param("g5." + "1" * 291 + "xlarge", "is 300 characters long; at most 32", id="300-characters"),
+    ],
+)
+def test_an_instance_type_that_is_no_instance_type_name_is_400_saying_why(
+    handler: ModuleType, store: ProvisioningStore, name: str, problem: str
+) -> None:
+    status, answer = post(handler, {"action": "enable", "instance_types": ["g5.xlarge", name]})
+    assert (status, fields(answer)) == (400, {"instance_types"})
+    (detail,) = answer["details"]
+    assert problem in detail["problem"]
+    assert "like g5.xlarge" in detail["problem"] or "at most" in detail["problem"]
+    assert store.config()["status"] == "disabled"
+    assert executions(ORCHESTRATOR_ARN) == {}
+
+
+def test_enable_with_a_subset_of_the_deployments_types_keeps_it(handler: ModuleType, store: ProvisioningStore) -> None:
+    status, _ = post(handler, {"action": "enable", "instance_types": ["g6.xlarge"]})
+    assert status == 200
+    assert store.config()["instance_types"] == ["g6.xlarge"]
 
 
 def test_teardown_with_enable_is_400(handler: ModuleType) -> None:

@@ -39,3 +39,19 @@ def fresh_sandbox(sandbox: Sandbox) -> Sandbox:
         },
     )
     return sandbox
+
+
+@pytest.fixture(autouse=True)
+def _no_call_aws_would_refuse(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A sandbox test fails when any principal made a call its IAM policies (or the resource's policy) do not
+    allow, unless it is marked `access_denied_expected` (a test of the refusal itself)."""
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    running: Sandbox = request.getfixturevalue("sandbox")
+    running.iam.forget()
+    yield
+    denials = list(running.iam.denials)
+    running.iam.forget()
+    if request.node.get_closest_marker("access_denied_expected") is None:
+        assert not denials, "calls AWS would refuse:\n" + "\n".join(d.line() for d in denials[:20])

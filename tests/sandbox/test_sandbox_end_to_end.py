@@ -94,6 +94,9 @@ class Resources:
             iam = self.sandbox.client("iam")
             name = unique("spothub-test-role")
             self._role_arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+            # These tests exercise the sandbox's mechanics, not least privilege (test_iam_enforcement.py).
+            everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            iam.put_role_policy(RoleName=name, PolicyName="everything", PolicyDocument=json.dumps(everything))
             self._undo.append(lambda: iam.delete_role(RoleName=name))
         return self._role_arn
 
@@ -103,6 +106,10 @@ class Resources:
         url = sqs.create_queue(QueueName=unique("spothub-test"))["QueueUrl"]
         self._undo.append(lambda: sqs.delete_queue(QueueUrl=url))
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        # EventBridge sends to a queue (a target, a dead-letter queue) only where the queue's policy lets it.
+        from_rules = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage"}
+        policy = {"Version": "2012-10-17", "Statement": [{**from_rules, "Resource": arn}]}
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
         return url, arn
 
     def function(self, handler: str, record_queue_url: str | None = None, region: str | None = None) -> str:
@@ -120,6 +127,10 @@ class Resources:
             Timeout=30,
         )["FunctionArn"]
         self._undo.append(lambda: client.delete_function(FunctionName=name))
+        # EventBridge invokes a function only where the function's policy lets it.
+        client.add_permission(
+            FunctionName=name, StatementId="events", Action="lambda:InvokeFunction", Principal="events.amazonaws.com"
+        )
         return arn
 
     def state_machine(self, definition: dict[str, Any], region: str | None = None) -> str:

@@ -309,6 +309,32 @@ def test_enable_places_a_replica_and_publishes_where_it_runs(spot: Sandbox) -> N
     assert failures(spot) == []
 
 
+def test_two_replicas_enabled_at_once_serve_in_two_regions(spot: Sandbox) -> None:
+    regions = sorted(w.region for w in spot.workers)
+    assert len(regions) == 2, f"this test needs two worker regions: {regions}"
+    # Both orchestrators rank the regions before either holds one: both find the same best region.
+    toggle(spot, action="enable", replicas=2)
+
+    def both_serve() -> dict[str, Any] | None:
+        details = spot_instances(spot)
+        placed = [r for r in details["replicas"] if r["status"] == "serving" and r["instance_id"]]
+        return details if len(placed) == 2 else None
+
+    details = eventually(spot, both_serve, "both replicas serve", timeout_s=PLACEMENT_S, interval_s=0.25)
+    orchestrators_done(spot)
+
+    replicas = {r["replica_id"]: r for r in details["replicas"]}
+    assert sorted(r["region"] for r in replicas.values()) == regions, f"one replica per region: {replicas}"
+    assert len({r["instance_id"] for r in replicas.values()}) == 2, replicas
+    assert sorted(live_instances(spot)) == sorted(r["instance_id"] for r in replicas.values()), "nothing else runs"
+    for region in regions:
+        assert desired(spot, region) == 1, f"{region}'s group holds one instance: {desired(spot, region)}"
+    # Each region is reserved by the replica that serves there.
+    reserved = {region: item["replica_id"] for region, item in items(spot, "RESERVATION").items()}
+    assert reserved == {r["region"]: replica_id for replica_id, r in replicas.items()}, reserved
+    assert failures(spot) == []
+
+
 # --- 2. a capacity error moves the replica to the next region -------------------------------------------
 
 

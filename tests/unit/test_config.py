@@ -13,8 +13,18 @@ def test_defaults_describe_a_hub_and_two_workers() -> None:
     assert config.hub_region == "us-east-1"
     assert config.deployed_worker_regions == ["us-east-2", "us-west-2"]
     assert config.capacity_fallback == "on-demand"
-    assert config.instance_types == ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
+    assert config.instance_types == ["g5.xlarge", "g6.xlarge", "g6e.xlarge"]
     assert config.ssm_prefix == "/spothub/spothub"
+
+
+# GPU families with bf16 (Ampere and later): A10G, L4, L40S, A100, H100/H200. Not T4 (g4dn), V100 (p3), K80 (p2).
+BF16_FAMILIES = ("g5", "g6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en")
+
+
+def test_every_default_instance_type_serves_the_default_model_in_bf16() -> None:
+    config = SpothubConfig.from_context({})
+    assert "Qwen2.5" in config.serving_model  # published in bf16
+    assert all(t.split(".")[0] in BF16_FAMILIES for t in config.instance_types), config.instance_types
 
 
 def test_command_line_strings_and_cdk_json_values_mean_the_same() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -28,6 +29,7 @@ def make_app():
             "conflict": Conflict("widget is being changed"),
             "down": DependencyUnavailable("state table did not answer"),
             "bug": ZeroDivisionError("division by zero"),
+            "decoding": UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
         }
         raise errors[kind]
 
@@ -58,8 +60,9 @@ def test_domain_errors_map_to_their_status(kind: str, status: int, message: str)
     assert body["message"] == message
 
 
-def test_unexpected_errors_are_500_with_the_request_id_only() -> None:
-    code, body = call("GET", "/raise/bug")
+@pytest.mark.parametrize("kind", ["bug", "decoding"])
+def test_unexpected_errors_are_500_with_the_request_id_only(kind: str) -> None:
+    code, body = call("GET", f"/raise/{kind}")
     assert code == 500
     assert body == {"error": "Internal Server Error", "message": "internal error, request id req-1"}
 
@@ -86,3 +89,15 @@ def test_unknown_route_is_404_naming_it() -> None:
 def test_valid_request_passes_through() -> None:
     code, body = call("POST", "/widgets", {"name": "a", "size": 2})
     assert (code, body) == (200, {"name": "a", "size": 2})
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe{}", b'{"name": "caf\xe9", "size": 2}'])
+def test_a_body_that_is_not_utf8_is_400_saying_so(raw: bytes) -> None:
+    # API Gateway hands a body that is not valid UTF-8 to the function base64-encoded.
+    event = {**rest_proxy_event("POST", "/widgets"), "body": base64.b64encode(raw).decode(), "isBase64Encoded": True}
+    response = make_app().resolve(event, FakeLambdaContext(aws_request_id="req-1"))
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"]) == {
+        "error": "Bad Request",
+        "message": "the request body is not valid UTF-8 text",
+    }

@@ -16,7 +16,6 @@ ASG_NO_CAPACITY = (
     ("code", "message", "expected"),
     [
         ("InsufficientInstanceCapacity", "", LaunchFailure.CAPACITY),
-        ("MaxSpotInstanceCountExceeded", "", LaunchFailure.CAPACITY),
         ("capacity-not-available", "", LaunchFailure.CAPACITY),
         (None, ASG_NO_CAPACITY, LaunchFailure.CAPACITY),
         (None, "Could not launch Spot Instances. There is no Spot capacity available.", LaunchFailure.CAPACITY),
@@ -32,6 +31,48 @@ ASG_NO_CAPACITY = (
 )
 def test_classification(code: str | None, message: str, expected: LaunchFailure) -> None:
     assert classify_launch_error(code, message) is expected
+
+
+# What a new account's zero G and VT spot vCPU quota looks like, from EC2 and in Auto Scaling's prose.
+VCPU_LIMIT_OF_ZERO = (
+    "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the instance bucket that "
+    "the specified instance type belongs to. Please visit http://aws.amazon.com/contact-us/ec2-request to request "
+    "an adjustment to this limit."
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        pytest.param("VcpuLimitExceeded", VCPU_LIMIT_OF_ZERO, id="vcpu-limit"),
+        pytest.param("MaxSpotInstanceCountExceeded", "Max spot instance count exceeded", id="spot-count"),
+        pytest.param("InstanceLimitExceeded", "", id="instance-limit"),
+        pytest.param(
+            None,
+            f"Launching a new EC2 instance. Status Reason: {VCPU_LIMIT_OF_ZERO} Launching EC2 instance failed.",
+            id="asg-vcpu-limit",
+        ),
+        pytest.param(
+            None,
+            "Launching a new EC2 instance. Status Reason: Max spot instance count exceeded. Launching EC2 instance "
+            "failed.",
+            id="asg-spot-count",
+        ),
+        pytest.param(
+            None,
+            "Could not launch On-Demand Instances. VcpuLimitExceeded - You have requested more vCPU capacity than "
+            "your current vCPU limit of 0 allows. Launching EC2 instance failed.",
+            id="asg-code-in-prose",
+        ),
+    ],
+)
+def test_an_account_quota_is_not_a_capacity_shortage(code: str | None, message: str) -> None:
+    assert classify_launch_error(code, message) is LaunchFailure.QUOTA
+
+
+def test_a_quota_class_reported_by_a_worker_task_is_kept() -> None:
+    assert describe_error({"Error": "quota", "Cause": VCPU_LIMIT_OF_ZERO})["error_class"] == "quota"
+    assert describe_error({"Error": "QuotaError", "Cause": VCPU_LIMIT_OF_ZERO})["error_class"] == "quota"
 
 
 def test_the_code_wins_over_the_message() -> None:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from spothub_core.logic.capacity import CAPACITY_RETRY_SECONDS, SPOT_RETURN_SECONDS
+from spothub_core.contracts import TaskError
 from spothub_core.logic.provisioning import orchestrator_input
+from spothub_core.timings import CAPACITY_RETRY_SECONDS, SPOT_RETURN_SECONDS
 from stacks.constructs.state_machine import load_definition, placeholders
 from stacks.hub_stack import ORCHESTRATOR_DURATIONS
 from stacks.paths import STATEMACHINES_DIR
@@ -152,7 +153,7 @@ def test_every_placeholder_is_filled_by_the_hub_stack() -> None:
     assert filled["States"]["WaitForCapacity"]["Seconds"] == CAPACITY_RETRY_SECONDS
 
 
-def test_the_wait_seconds_come_from_the_capacity_logic() -> None:
+def test_the_wait_seconds_come_from_the_timings_module() -> None:
     assert ORCHESTRATOR_DURATIONS["SpotReturnSeconds"] == SPOT_RETURN_SECONDS
     assert ORCHESTRATOR_DURATIONS["CapacityRetrySeconds"] == CAPACITY_RETRY_SECONDS
 
@@ -231,3 +232,12 @@ def test_the_watch_continues_as_a_new_watch_with_its_counter_reset() -> None:
     assert payload["action"] == "continue_as_new"
     assert payload["state"]["watch_spot"] is True
     assert payload["state"]["looks"] == 0
+
+
+def test_a_region_another_replica_reserved_first_sends_the_launch_to_look_again() -> None:
+    catchers = {tuple(c["ErrorEquals"]): c for c in STATES["Launch"]["Catch"]}
+    taken = catchers[(str(TaskError.REGION_TAKEN),)]
+    # Straight to the next attempt: no exclusion (the region is fine) and no wait (another region may be free).
+    assert taken["Next"] == "NextAttempt"
+    assert STATES["NextAttempt"]["Next"] == "HistoryLeft"
+    assert STATES["HistoryLeft"]["Default"] == "FindRegion"

@@ -12,7 +12,7 @@ from spothub.replay.policies.production import Spothub
 from spothub.replay.simulator import ON_DEMAND, SPOT, WARNING_S, Action, Simulator
 from spothub.replay.traces import TraceSet, trace_set
 from spothub_core.logic import ranking
-from spothub_core.logic.capacity import EXCLUSION_SECONDS, SPOT_RETURN_SECONDS
+from spothub_core.timings import EXCLUSION_SECONDS, SPOT_RETURN_SECONDS
 
 SPOT_PRICES = {"us-east-1": 0.5, "us-east-2": 0.3, "us-west-2": 0.9}
 

@@ -19,9 +19,16 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_agent.logs import warn
+from spothub_core.contracts import ECS_CONTAINER_NAME_LABEL, SERVING_CONTAINER_NAME
+from spothub_core.timings import (
+    AGENT_HEALTHY_WITHIN_SECONDS,
+    AGENT_HEARTBEAT_SECONDS,
+    AGENT_LIFECYCLE_HEARTBEAT_SECONDS,
+)
 
 DEFAULT_HEALTH_URL = "http://127.0.0.1:30000/health"
-DEFAULT_CONTAINER_FILTER = "label=com.amazonaws.ecs.container-name=serving"
+# The serving container ECS started, by the label the ECS agent puts on it.
+DEFAULT_CONTAINER_FILTER = f"label={ECS_CONTAINER_NAME_LABEL}={SERVING_CONTAINER_NAME}"
 DEFAULT_STATE_DIR = Path("/var/lib/spothub-agent")
 
 # The spot interruption warning comes two minutes before the instance is reclaimed.
@@ -59,13 +66,13 @@ class WorkloadSpec:
 @dataclass(frozen=True)
 class Settings:
     health_url: str = DEFAULT_HEALTH_URL  # "" means: healthy while the workload runs
-    healthy_within_s: float = 1500.0
+    healthy_within_s: float = float(AGENT_HEALTHY_WITHIN_SECONDS)
     drain_command: tuple[str, ...] = ()  # a string in the JSON runs through /bin/sh -c
     drain_timeout_s: float = 15.0
     grace_s: float = 90.0
-    heartbeat_s: float = 60.0
+    heartbeat_s: float = float(AGENT_HEARTBEAT_SECONDS)
     poll_s: float = 5.0
-    lifecycle_heartbeat_s: float = 300.0
+    lifecycle_heartbeat_s: float = float(AGENT_LIFECYCLE_HEARTBEAT_SECONDS)
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
     last_lines: int = 20

@@ -6,6 +6,8 @@ Items (pk / sk):
   LAUNCH / <launch_id>         one launch request to a worker region; holds the orchestrator's task token
   TEARDOWN / <teardown_id>     one teardown request; holds the waiting task token, if any
   INSTANCE / <instance_id>     an instance spothub placed, with what GET /spot-instances shows
+  RESERVATION / <region>       the replica that holds a region (held|released): from before its launch is
+                               dispatched there until it leaves, its launch fails, or it stops
 
 Task tokens never leave this table except to Step Functions: a worker's report names a launch, the
 token is looked up here, and a conditional status change decides which report uses it.
@@ -13,6 +15,7 @@ token is looked up here, and a conditional status change decides which report us
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from spothub_core.dal.state_table import (
@@ -32,11 +35,17 @@ REPLICA = "REPLICA"
 LAUNCH = "LAUNCH"
 TEARDOWN = "TEARDOWN"
 INSTANCE = "INSTANCE"
+RESERVATION = "RESERVATION"
 # Launch and teardown records are kept a week for the operator's questions, then expire.
 RECORD_TTL_SECONDS = 7 * 86400
 PENDING = "pending"
 # Attribute names written as placeholders in condition expressions.
 CONDITION_NAMES = {"#status": "status", "#execution": "execution"}
+
+
+class ReservationStatus(StrEnum):
+    HELD = "held"
+    RELEASED = "released"
 
 
 class ProvisioningStore:
@@ -210,6 +219,74 @@ class ProvisioningStore:
 
     def instances(self) -> list[dict[str, Any]]:
         return [{"instance_id": i[SORT_KEY], **plain_item(i)} for i in self._query(INSTANCE)]
+
+    # --- region reservations: one replica per region, also while launches are in flight -------------
+
+    def reserve_region(
+        self, region: str, *, replica_id: str, launch_id: str, now: float, taking_over: str | None = None
+    ) -> bool:
+        """Hold `region` for `replica_id`'s launch `launch_id`; False when another replica holds it.
+        `taking_over`: the launch of a reservation left behind (its replica stopped), replaced only as it was."""
+        condition = "attribute_not_exists(pk) OR #status = :released OR replica_id = :replica"
+        values: dict[str, Any] = {":released": ReservationStatus.RELEASED.value, ":replica": replica_id}
+        if taking_over is not None:
+            condition += " OR launch_id = :stale"
+            values[":stale"] = taking_over
+        return (
+            self._update(
+                RESERVATION,
+                region,
+                {
+                    "status": ReservationStatus.HELD.value,
+                    "replica_id": replica_id,
+                    "launch_id": launch_id,
+                    "reserved_at": to_number(now),
+                },
+                # Replicas that ranked at once target the same best region: only the first holds it, the others
+                # look again. The holder renews its own (a retried dispatch, a replacement where it serves); two
+                # takeovers of one left-behind reservation: only the first still finds the launch it names.
+                condition=condition,
+                values=values,
+            )
+            is not None
+        )
+
+    def release_region(self, region: str, *, launch_id: str, now: float) -> bool:
+        """Let other replicas have `region`, if `launch_id` still holds it; False when it does not."""
+        return (
+            self._update(
+                RESERVATION,
+                region,
+                {"status": ReservationStatus.RELEASED.value, "released_at": to_number(now)},
+                # A late or duplicate release must not free a region reserved again since (a newer launch,
+                # another replica).
+                condition="#status = :held AND launch_id = :launch",
+                values={":held": ReservationStatus.HELD.value, ":launch": launch_id},
+            )
+            is not None
+        )
+
+    def release_regions(self, replica_id: str, *, now: float, keep: str | None = None) -> list[str]:
+        """Release every region `replica_id` holds but `keep`; the regions released."""
+        held = self.reservations().items()
+        return [
+            region
+            for region, reservation in held
+            if reservation["replica_id"] == replica_id
+            and region != keep
+            and self.release_region(region, launch_id=reservation["launch_id"], now=now)
+        ]
+
+    def reservations(self) -> dict[str, dict[str, Any]]:
+        """The regions held, each with its replica and launch."""
+        return {
+            i[SORT_KEY]: plain_item(i)
+            for i in self._query(RESERVATION)
+            if i.get("status") == ReservationStatus.HELD.value
+        }
+
+    def reservation(self, region: str) -> dict[str, Any] | None:
+        return self._get(RESERVATION, region)
 
     # --- internals -------------------------------------------------------------------------------
 

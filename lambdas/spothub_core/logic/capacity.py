@@ -19,12 +19,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_core.contracts import HubCommand, Source, TaskError
+from spothub_core.dal.alerts import publish_alert
 from spothub_core.dal.event_bus import put_event
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.executions import start_named
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
 from spothub_core.dal.state_table import reason_of
-from spothub_core.errors import DependencyUnavailable, Superseded
+from spothub_core.errors import DependencyUnavailable, RegionTaken, Superseded
 from spothub_core.events import (
     CapacityNotice,
     LaunchFailed,
@@ -36,16 +37,19 @@ from spothub_core.events import (
 )
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
 from spothub_core.logic.provisioning import orchestrator_input
+from spothub_core.logic.quotas import quota_alert
+from spothub_core.logic.spot_finder import NOT_PLACED
+from spothub_core.timings import EXCLUSION_SECONDS
 
 logger = logging.getLogger(__name__)
 
-# How long a region stays out of the ranking after a failure of each kind.
-EXCLUSION_SECONDS = {"capacity": 15 * 60, "transient": 5 * 60, "timeout": 10 * 60}
-# No spot region and no on-demand fallback: the orchestrator looks again this often (WaitForCapacity).
-CAPACITY_RETRY_SECONDS = 5 * 60
-# A replica serving on on-demand looks for spot again this often (WaitForSpot), to return to it.
-SPOT_RETURN_SECONDS = 5 * 60
-ERROR_BY_CLASS = {"capacity": TaskError.CAPACITY, "transient": TaskError.TRANSIENT, "fatal": TaskError.FATAL}
+# A quota fails the orchestrator's launch as a capacity error does: it moves on to the next region.
+ERROR_BY_CLASS = {
+    "capacity": TaskError.CAPACITY,
+    "quota": TaskError.CAPACITY,
+    "transient": TaskError.TRANSIENT,
+    "fatal": TaskError.FATAL,
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,12 @@ class HubServices:
     active_instance_parameter: str
     hosted_zone_id: str | None = None
     endpoint_name: str | None = None
+    # The operator's alerts topic (SNS client and ARN), and the instance types the worker groups launch: a quota
+    # alert names the quotas of their families.
+    alerts: Any = None
+    alerts_topic_arn: str | None = None
+    instance_types: tuple[str, ...] = ()
+    prefix: str = "spothub"
 
 
 # --- commands, dispatched from the orchestrator --------------------------------------------------
@@ -77,7 +87,12 @@ def dispatch_launch(hub: HubServices, request: dict[str, Any], *, now: float) ->
         capacity_type=request.get("capacity_type", "spot"),
     )
     fields = {**command.model_dump(exclude={"version"}), "generation": int(request["generation"])}
+    # Reserved before anything is dispatched: a replica that ranked at the same time finds the region taken.
+    holder = _reserve(hub, command.region, command.replica_id, command.launch_id, now=now)
+    if holder != command.replica_id:
+        raise RegionTaken(f"{command.region} is reserved for {holder}; {command.replica_id} looks again")
     if not hub.store.put_request(LAUNCH, command.launch_id, fields, token=request["token"], now=now):
+        _release(hub, command.region, command.launch_id, now=now)
         raise Superseded(f"launch {command.launch_id} was already answered")
     hub.store.update_replica(
         command.replica_id,
@@ -107,6 +122,7 @@ def abandon_launch(hub: HubServices, request: dict[str, Any], *, now: float) -> 
     """The orchestrator gave up waiting (timeout): exclude the region for a while, cancel the launch there."""
     launch = hub.store.resolve_request(LAUNCH, request["launch_id"], "abandoned", {"error": request.get("cause", "")})
     region = request["region"]
+    _release(hub, region, request["launch_id"], now=now)
     hub.exclusions.exclude(region, now + EXCLUSION_SECONDS["timeout"], f"launch {request['launch_id']} timed out")
     _cancel(hub, region, request["launch_id"])
     return {"abandoned": launch is not None}
@@ -127,7 +143,10 @@ def record_instance(hub: HubServices, request: dict[str, Any], *, now: float) ->
     replacing = request.get("replacing") or None
     if not hub.store.replica_serving(request["replica_id"], generation=int(request["generation"]), fields=fields):
         # Disabled (or re-enabled) while this launch ran: the new instance is not wanted.
+        _release(hub, region, request["launch_id"], now=now)
         return {"retire": {"instance_id": instance["instance_id"], "region": region}, "superseded": True}
+    # It serves here now: the region it leaves (make before break) is free for another replica.
+    hub.store.release_regions(request["replica_id"], now=now, keep=region)
     hub.store.put_instance(
         instance["instance_id"],
         {
@@ -153,6 +172,7 @@ def replica_failed(hub: HubServices, request: dict[str, Any], *, now: float) -> 
         "failed",
         {"error": f"{error.get('Error', 'error')}: {error.get('Cause', '')}"[:1000], "updated_at": int(now)},
     )
+    hub.store.release_regions(request["replica_id"], now=now)
     return {"replica_id": request["replica_id"], "status": "failed"}
 
 
@@ -264,8 +284,9 @@ def on_launch_unsuccessful(hub: HubServices, event: dict[str, Any], *, now: floa
     message = str(detail.get("StatusMessage") or detail.get("Description") or "")
     failure = classify_launch_error(None, message)
     pending = [launch for launch in hub.store.pending(LAUNCH) if launch.get("region") == region]
-    if failure is LaunchFailure.CAPACITY:
-        hub.exclusions.exclude(region, now + EXCLUSION_SECONDS["capacity"], f"Auto Scaling: {message[:200]}")
+    if failure in (LaunchFailure.CAPACITY, LaunchFailure.QUOTA):
+        capacity_type = pending[0].get("capacity_type") if pending else None
+        _exclude(hub, region, failure.value, "LaunchUnsuccessful", message, now=now, capacity_type=capacity_type)
     if not pending:
         return "ignored: no pending launch in the region"
     outcomes = [
@@ -359,11 +380,12 @@ def _fail_launch(  # noqa: PLR0917 (one report's fields)
     resolved = hub.store.resolve_request(
         LAUNCH, launch_id, "failed", {"error": f"{error_class}: {code} {message}"[:1000], "resolved_at": int(now)}
     )
+    # Also for a duplicate: a retried report still releases what a first one that broke off did not.
+    _release(hub, region, launch_id, now=now)
     if resolved is None:
         # A duplicate, or a late report for a launch that ended otherwise (it may serve in that region now).
         return "ignored: no pending launch"
-    if error_class in EXCLUSION_SECONDS:
-        hub.exclusions.exclude(region, now + EXCLUSION_SECONDS[error_class], f"{error_class}: {code} {message}"[:300])
+    _exclude(hub, region, error_class, code, message, now=now, capacity_type=resolved.get("capacity_type"))
     _task_call(
         hub.sfn.send_task_failure,
         taskToken=resolved["task_token"],
@@ -371,6 +393,73 @@ def _fail_launch(  # noqa: PLR0917 (one report's fields)
         cause=f"{region}: {code} {message}"[:32000],
     )
     return f"launch failed ({error_class})"
+
+
+def _exclude(
+    hub: HubServices,
+    region: str,
+    error_class: str,
+    code: str,
+    message: str,
+    *,
+    now: float,
+    capacity_type: str | None = None,
+) -> None:
+    """Leave the region out for as long as its failure's class says; tell the operator of a quota, once per
+    exclusion (the worker's report and Auto Scaling's event of one failure find the same exclusion)."""
+    if error_class not in EXCLUSION_SECONDS:
+        return
+    reason = f"{error_class}: {code} {message}"[:300]
+    until = now + EXCLUSION_SECONDS[error_class]
+    if error_class != LaunchFailure.QUOTA:
+        hub.exclusions.exclude(region, until, reason)
+        return
+    if not hub.exclusions.exclude_once(region, until, reason, kind=error_class, now=now):
+        return
+    alert = quota_alert(
+        hub.prefix,
+        region,
+        capacity_type=capacity_type,
+        instance_types=list(hub.instance_types),
+        code=code,
+        message=message,
+        now=now,
+    )
+    if hub.alerts is None or not hub.alerts_topic_arn:
+        logger.error("quota alert (no alerts topic)", extra={"subject": alert.subject, "alert": alert.message})
+        return
+    try:
+        publish_alert(hub.alerts, hub.alerts_topic_arn, alert.subject, alert.message)
+    except DependencyUnavailable:
+        # The exclusion stands either way; a retried report would find it and not alert, so say it here.
+        logger.exception("quota alert not published", extra={"subject": alert.subject, "alert": alert.message})
+
+
+def _reserve(hub: HubServices, region: str, replica_id: str, launch_id: str, *, now: float) -> str:
+    """Reserve `region` for the replica's launch; the replica that holds it afterwards (another one: taken)."""
+    if hub.store.reserve_region(region, replica_id=replica_id, launch_id=launch_id, now=now):
+        return replica_id
+    held = hub.store.reservation(region) or {}
+    holder = held.get("replica_id")
+    placed = holder and (hub.store.replica(holder) or {}).get("status", "stopped") not in NOT_PLACED
+    if not placed and hub.store.reserve_region(
+        region, replica_id=replica_id, launch_id=launch_id, now=now, taking_over=held.get("launch_id")
+    ):
+        # Left behind by a replica no longer placed (stopped while it reserved, a release that never ran).
+        return replica_id
+    return str(holder or "another replica")
+
+
+def _release(hub: HubServices, region: str, launch_id: str, *, now: float) -> None:
+    """`launch_id` will not serve in `region`: free it for other replicas, unless its replica serves there
+    already (a failed replacement in the replica's own region keeps the region)."""
+    held = hub.store.reservation(region) or {}
+    if held.get("launch_id") != launch_id:
+        return
+    replica = hub.store.replica(held["replica_id"]) or {}
+    if replica.get("region") == region and replica.get("instance_id") and replica.get("status") not in NOT_PLACED:
+        return
+    hub.store.release_region(region, launch_id=launch_id, now=now)
 
 
 def _watches(config: dict[str, Any], replica: dict[str, Any], request: dict[str, Any]) -> bool:

@@ -1,6 +1,7 @@
 """Per-instance alarms on what the agent publishes: a silent agent (missing heartbeats are breaching)
-and GPU XID errors. Created when an instance is claimed for a launch, deleted when it is given back;
-their state changes reach the worker's remediation function through EventBridge.
+and GPU XID errors. Created when a launch sees its instance in service with a healthy workload (not at
+the claim: until the agent runs, its missing heartbeats would breach), deleted when the instance is
+given back; their state changes reach the worker's remediation function through EventBridge.
 
 Alarms are per instance because remediation must name the instance to replace; a group-level alarm
 could only say that some instance is silent.
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric
+from spothub_core.timings import HEARTBEAT_ALARM_PERIOD_SECONDS
 
-HEARTBEAT_PERIOD_SECONDS = 60
 # Three silent minutes (the agent beats every minute): one lost datapoint never pages anyone.
 HEARTBEAT_MISSING_PERIODS = 3
 
@@ -74,7 +75,7 @@ def watch(cloudwatch: Any, prefix: str, instance_id: str, alarm_actions: list[st
             MetricName=kind.metric.value,
             Dimensions=[{"Name": "Prefix", "Value": prefix}, {"Name": "InstanceId", "Value": instance_id}],
             Statistic=kind.statistic,
-            Period=HEARTBEAT_PERIOD_SECONDS,
+            Period=HEARTBEAT_ALARM_PERIOD_SECONDS,
             EvaluationPeriods=kind.periods,
             DatapointsToAlarm=kind.periods,
             Threshold=kind.threshold,

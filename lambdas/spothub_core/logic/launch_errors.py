@@ -1,4 +1,5 @@
-"""What a failed launch means for the next step: another region, a retry, or stop and alert.
+"""What a failed launch means for the next step: another region (for a while, or for hours and an alert when an
+account quota is reached), a retry, or stop and alert.
 
 Classified from the AWS error code and, for Auto Scaling's launch-unsuccessful events (which carry
 no code), from the status message. Unknown errors are treated as transient: retried with backoff
@@ -11,11 +12,14 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from spothub_core.errors import CapacityError, FatalError, TransientError
+from spothub_core.errors import CapacityError, FatalError, QuotaError, TransientError
 
 
 class LaunchFailure(StrEnum):
     CAPACITY = "capacity"  # this region cannot give us the instance now: exclude it for a while, try the next
+    # an account quota (vCPU limit, spot request count) is reached in this region: only the operator can raise it,
+    # so the region is excluded for hours and the operator is told which quota (spothub_core.logic.quotas)
+    QUOTA = "quota"
     TRANSIENT = "transient"  # the call failed, not the capacity: retry here with backoff and a cap
     FATAL = "fatal"  # retrying cannot help (bad AMI, missing permission): stop and alert
 
@@ -25,16 +29,14 @@ CAPACITY_CODES = frozenset(
         "InsufficientInstanceCapacity",
         "InsufficientCapacity",
         "InsufficientHostCapacity",
-        "MaxSpotInstanceCountExceeded",
         "SpotMaxPriceTooLow",
         "UnfulfillableCapacity",
         "capacity-not-available",
         "capacity-oversubscribed",
         "price-too-low",
-        "InstanceLimitExceeded",
-        "VcpuLimitExceeded",
     }
 )
+QUOTA_CODES = frozenset({"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"})
 TRANSIENT_CODES = frozenset(
     {
         "Throttling",
@@ -77,25 +79,37 @@ FATAL_CODES = frozenset(
 # Auto Scaling's StatusMessage for failed launches names the EC2 error in prose.
 _CODE_IN_MESSAGE = re.compile(r"\b([A-Z][A-Za-z]+(?:\.[A-Za-z]+)?)\b")
 _CAPACITY_PHRASES = ("no spot capacity available", "insufficient capacity", "capacity not available")
+# Auto Scaling often gives only EC2's message: "... more vCPU capacity than your current vCPU limit of 0 allows ...",
+# "Max spot instance count exceeded", "... more instances (2) than your current instance limit of 1 allows ...".
+_QUOTA_PHRASES = ("vcpu limit", "max spot instance count exceeded", "your current instance limit")
+
+
+# A code names its class first (the first one found wins), then the message's phrases do.
+_CLASS_OF_CODES = (
+    (QUOTA_CODES, LaunchFailure.QUOTA),
+    (CAPACITY_CODES, LaunchFailure.CAPACITY),
+    (FATAL_CODES, LaunchFailure.FATAL),
+    (TRANSIENT_CODES, LaunchFailure.TRANSIENT),
+)
+_CLASS_OF_PHRASES = ((_QUOTA_PHRASES, LaunchFailure.QUOTA), (_CAPACITY_PHRASES, LaunchFailure.CAPACITY))
 
 
 def classify_launch_error(code: str | None, message: str = "") -> LaunchFailure:
     for candidate in ([code] if code else []) + _CODE_IN_MESSAGE.findall(message or ""):
-        if candidate in CAPACITY_CODES:
-            return LaunchFailure.CAPACITY
-        if candidate in FATAL_CODES:
-            return LaunchFailure.FATAL
-        if candidate in TRANSIENT_CODES:
-            return LaunchFailure.TRANSIENT
+        for codes, failure in _CLASS_OF_CODES:
+            if candidate in codes:
+                return failure
     lowered = (message or "").lower()
-    if any(phrase in lowered for phrase in _CAPACITY_PHRASES):
-        return LaunchFailure.CAPACITY
+    for phrases, failure in _CLASS_OF_PHRASES:
+        if any(phrase in lowered for phrase in phrases):
+            return failure
     return LaunchFailure.TRANSIENT
 
 
 # A task's exception reaches the state machine named by its class (Lambda's errorType).
 _CLASS_OF_TASK_ERROR = {
     CapacityError.__name__: LaunchFailure.CAPACITY,
+    QuotaError.__name__: LaunchFailure.QUOTA,
     TransientError.__name__: LaunchFailure.TRANSIENT,
     FatalError.__name__: LaunchFailure.FATAL,
 }

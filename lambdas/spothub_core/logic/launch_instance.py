@@ -1,5 +1,5 @@
 """The tasks of the worker's `launch_instance` state machine: scale out, claim the instance, run the
-workload, watch it become healthy, and undo a failed launch.
+workload, watch it become healthy, arm the instance's alarms once it is in service, and undo a failed launch.
 
 At most one launch is in flight per region (the hub places one replica per region), so "the newest
 unclaimed instance" is the launch's own.
@@ -23,6 +23,7 @@ from spothub_core.logic.worker_region import (
     facts,
     group_member,
     instances,
+    launches_in_flight,
     members,
     on_demand_count,
     release_launch,
@@ -47,7 +48,9 @@ def _iso(moment: Any) -> str:
 def scale_out(worker: WorkerRegion, launch_id: str, capacity_type: str) -> dict[str, Any]:
     group, live = members(worker)
     others = claimed(live, but=launch_id)
-    desired = len(others) + 1
+    # Computed, never incremented, so a retry asks for nothing more; launches in flight count, so two launches
+    # scaling out at once ask for two instances.
+    desired = len(others) + launches_in_flight(worker, live, but=launch_id) + 1
     on_demand = on_demand_count(others) + (1 if capacity_type == "on-demand" else 0)
     set_size(worker, group, desired=desired, on_demand=on_demand)
     return {"started_at": _iso(datetime.now(UTC)), "desired": desired, "on_demand_base": on_demand}
@@ -57,7 +60,6 @@ def claim_instance(worker: WorkerRegion, launch_id: str, replica_id: str, since:
     _group, live = members(worker)
     mine = claimed_by(live, launch_id)
     if mine:
-        watch(worker, mine[0]["InstanceId"])
         return {"status": "ready", "instance": facts(mine[0]["ec2"])}
     failure = _failed_activity(worker, since)
     if failure is not None:
@@ -75,7 +77,6 @@ def claim_instance(worker: WorkerRegion, launch_id: str, replica_id: str, since:
         Resources=[newest["InstanceId"]],
         Tags=[{"Key": LAUNCH_TAG, "Value": launch_id}, {"Key": REPLICA_TAG, "Value": replica_id}],
     )
-    watch(worker, newest["InstanceId"])
     return {"status": "ready", "instance": facts(newest["ec2"])}
 
 
@@ -144,6 +145,13 @@ def workload_status(worker: WorkerRegion, task_arn: str, instance_id: str) -> di
             return {"status": "starting", "last_status": "RUNNING", "health": f"instance {lifecycle}"}
         return {"status": "healthy", "instance": facts(instance, task_arn)}
     return {"status": "starting", "last_status": task.get("lastStatus"), "health": task.get("healthStatus")}
+
+
+def watch_instance(worker: WorkerRegion, instance_id: str) -> dict[str, Any]:
+    """Arm the instance's alarms, once it is in service with a healthy workload. Not at the claim: the
+    instance then waits on its lifecycle hook with no agent beating yet, and missing heartbeats breach."""
+    watch(worker, instance_id)
+    return {"watched": instance_id}
 
 
 def cleanup(worker: WorkerRegion, launch_id: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ with `teardown` it also asks every worker region to stop its tasks and scale its
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from spothub_core.errors import Conflict, InvalidRequest
 from spothub_core.events import TeardownRequested
 
 MAX_REPLICAS = 10
+# family (letters, a generation digit, attribute letters) "." size, e.g. p4d.24xlarge, g6e.xlarge,
+# u-6tb1.metal, c7gn.metal-48xl. Lower case only: EC2 rejects "P3.2XLARGE".
+INSTANCE_TYPE_PATTERN = re.compile(
+    r"^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\."
+    r"(nano|micro|small|medium|large|[0-9]*xlarge|metal(-[0-9]+xl)?)$"
+)
+# The longest EC2 instance type names are about 20 characters (u7inh-32tb.480xlarge).
+MAX_INSTANCE_TYPE_LENGTH = 32
 
 
 class ToggleRequest(BaseModel):
@@ -42,6 +51,19 @@ class ToggleRequest(BaseModel):
     def _names(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and any(not item or item != item.strip() for item in value):
             raise ValueError("must not contain empty names or surrounding spaces")
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _instance_type_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if len(name) > MAX_INSTANCE_TYPE_LENGTH:
+                raise ValueError(
+                    f"{name[:20]!r}... is {len(name)} characters long; at most {MAX_INSTANCE_TYPE_LENGTH}"
+                    " for an EC2 instance type name"
+                )
+            if not INSTANCE_TYPE_PATTERN.match(name):
+                raise ValueError(f"{name!r} is not an EC2 instance type name (family.size, like g5.xlarge)")
         return value
 
     @model_validator(mode="after")
@@ -104,11 +126,7 @@ def _enable(  # noqa: PLR0917
     default_instance_types: list[str],
     now: float,
 ) -> None:
-    unknown = sorted(set((request.allowed_regions or []) + (request.denied_regions or [])) - set(worker_regions))
-    if unknown:
-        raise InvalidRequest(
-            f"not worker regions of this deployment: {', '.join(unknown)} (worker regions: {', '.join(worker_regions)})"
-        )
+    _check_deployed(request, worker_regions, default_instance_types)
     current = store.config()
     wanted = {
         "status": "enabled",
@@ -162,6 +180,21 @@ def _enable(  # noqa: PLR0917
             _retire_replica(replica, store, orchestration, now)
 
 
+def _check_deployed(request: ToggleRequest, worker_regions: list[str], instance_types: list[str]) -> None:
+    """The regions and instance types the request names must be this deployment's."""
+    unknown = sorted(set((request.allowed_regions or []) + (request.denied_regions or [])) - set(worker_regions))
+    if unknown:
+        raise InvalidRequest(
+            f"not worker regions of this deployment: {', '.join(unknown)} (worker regions: {', '.join(worker_regions)})"
+        )
+    # Only types the groups can launch: another would enable provisioning and fail later as a fatal launch.
+    for name in request.instance_types or []:
+        if name not in instance_types:
+            raise InvalidRequest(
+                f"instance type {name} is not in this deployment's instanceTypes [{', '.join(instance_types)}]"
+            )
+
+
 def _serving_instance(replica: dict[str, Any] | None) -> dict[str, str] | None:
     if replica and replica.get("instance_id") and replica.get("region") and replica.get("status") != "stopped":
         return {"instance_id": replica["instance_id"], "region": replica["region"]}
@@ -177,6 +210,7 @@ def _retire_replica(
 ) -> None:
     """A replica above the wanted count: stop its orchestrator and tear its instance down."""
     store.replica_status(replica["replica_id"], "stopped", {"updated_at": int(now)})
+    store.release_regions(replica["replica_id"], now=now)
     if replica.get("execution"):
         orchestration.stop_execution(replica["execution"], "fewer replicas wanted")
     serving = _serving_instance(replica)
@@ -210,6 +244,7 @@ def _disable(
     ):
         raise Conflict("spot provisioning was changed by another request at the same time; try again")
     for replica in store.stop_replicas(now):
+        store.release_regions(replica["replica_id"], now=now)
         if replica.get("execution"):
             orchestration.stop_execution(replica["execution"], "spot provisioning disabled")
     if request.teardown:

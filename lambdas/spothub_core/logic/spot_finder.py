@@ -36,6 +36,38 @@ class FindRequest(BaseModel):
         return value
 
 
+# A replica in these states holds no region: what it reserved was left behind (a release that never ran).
+NOT_PLACED = ("stopped", "failed")
+
+
+def occupied_regions(
+    replica_id: str | None, replicas: list[dict[str, Any]], reservations: dict[str, dict[str, Any]]
+) -> dict[str, str]:
+    """Regions that hold a replica other than `replica_id`: where it serves, where it is being launched, and
+    what it reserved (which a launch does before it is dispatched, so replicas ranking at once see it)."""
+    others = {r["replica_id"]: r for r in replicas if r["replica_id"] != replica_id}
+    occupied = {
+        r["region"]: r["replica_id"]
+        for r in others.values()
+        if r.get("region") and r.get("status") in ("serving", "replacing")
+    }
+    occupied.update(
+        {
+            r["target_region"]: r["replica_id"]
+            for r in others.values()
+            if r.get("target_region") and r.get("status") != "stopped"
+        }
+    )
+    occupied.update(
+        {
+            region: held["replica_id"]
+            for region, held in reservations.items()
+            if held["replica_id"] in others and others[held["replica_id"]].get("status") not in NOT_PLACED
+        }
+    )
+    return occupied
+
+
 def find_regions(
     request: FindRequest,
     *,

@@ -13,13 +13,16 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_core.dal.state_table import reason_of
-from spothub_core.errors import CapacityError, FatalError, TransientError
+from spothub_core.errors import CapacityError, FatalError, QuotaError, TransientError
 from spothub_core.logic import instance_alarms
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
 
 LAUNCH_TAG = "spothub:launch-id"
 REPLICA_TAG = "spothub:replica"
 GONE_STATES = {"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated", "Standby"}
+# What Auto Scaling says (ValidationError) when terminating an instance that is not, or no longer, in the group.
+NOT_IN_GROUP = ("instance id not found", "no managed instance found", "is not part of auto scaling group")
+BETWEEN_STATES = "is not in inservice or standby"
 # ECS startedBy holds at most 36 characters.
 STARTED_BY_LENGTH = 36
 
@@ -45,14 +48,21 @@ def aws_call(what: str, method: Any, **kwargs: Any) -> Any:
     try:
         return method(**kwargs)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        failure = classify_launch_error(error.get("Code"), error.get("Message", ""))
-        message = f"{what}: {reason_of(exc)}"
-        raise {LaunchFailure.CAPACITY: CapacityError, LaunchFailure.FATAL: FatalError}.get(failure, TransientError)(
-            message
-        ) from exc
+        raise classified(what, exc) from exc
     except BotoCoreError as exc:
         raise TransientError(f"{what}: {reason_of(exc)}") from exc
+
+
+def classified(what: str, exc: ClientError) -> Exception:
+    """The class the state machines catch for an AWS error (capacity, quota, transient, fatal)."""
+    error = exc.response.get("Error", {})
+    failure = classify_launch_error(error.get("Code"), error.get("Message", ""))
+    kind = {
+        LaunchFailure.CAPACITY: CapacityError,
+        LaunchFailure.QUOTA: QuotaError,
+        LaunchFailure.FATAL: FatalError,
+    }.get(failure, TransientError)
+    return kind(f"{what}: {reason_of(exc)}")
 
 
 def started_by(launch_id: str) -> str:
@@ -227,8 +237,8 @@ def unwatch(worker: WorkerRegion, instance_id: str) -> None:
 def terminate(worker: WorkerRegion, instance_id: str) -> None:
     unwatch(worker, instance_id)
     member = group_member(worker, instance_id)
-    if member is None:
-        return  # already gone: a teardown is done when the instance is
+    if member is None or str(member.get("LifecycleState")).startswith("Terminat"):
+        return  # gone or already leaving: a teardown is done when the instance is
     # A Standby instance (interruption warning) no longer counts in the desired capacity: decrementing
     # again would make the group terminate the replacement.
     decrement = member.get("LifecycleState") != "Standby"
@@ -237,10 +247,14 @@ def terminate(worker: WorkerRegion, instance_id: str) -> None:
             InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
         )
     except ClientError as exc:
-        message = exc.response["Error"].get("Message", "")
-        if "not found" in message.lower() or "terminated" in message.lower() or "ValidationError" in str(exc):
-            return  # already gone: a teardown is done when the instance is
-        raise TransientError(f"terminate {instance_id}: {reason_of(exc)}") from exc
+        message = exc.response["Error"].get("Message", "").lower()
+        if exc.response["Error"].get("Code") == "ValidationError" and any(m in message for m in NOT_IN_GROUP):
+            return  # left the group since the look above: a teardown is done when the instance is
+        if BETWEEN_STATES in message:
+            # Pending (a lifecycle state Auto Scaling cannot terminate from): the retry looks again.
+            raise TransientError(f"terminate {instance_id}: {reason_of(exc)}") from exc
+        # Any other refusal (the group's min size, say) leaves the instance running: never a teardown's success.
+        raise classified(f"terminate {instance_id}", exc) from exc
 
 
 def release_launch(worker: WorkerRegion, launch_id: str) -> None:
@@ -248,13 +262,33 @@ def release_launch(worker: WorkerRegion, launch_id: str) -> None:
     stop_tasks(worker, launch_id=launch_id)
     _group, live = members(worker)
     mine = claimed_by(live, launch_id)
+    in_flight = launches_in_flight(worker, live, but=launch_id)
     if not mine:
-        # Not claimed yet (the claim timed out or never ran). One launch is in flight per region, so the
-        # unclaimed instances are this launch's: terminate them by name. Lowering the desired capacity instead
-        # would let Auto Scaling choose, and it may choose another launch's serving instance.
-        mine = [m for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG)]
+        # Not claimed yet (the claim timed out or never ran): terminate the unclaimed instances by name, but one
+        # for each other launch in flight, which will claim it (any of them: a launch claims the newest). Lowering
+        # the desired capacity instead would let Auto Scaling choose, and it may choose a serving instance.
+        unclaimed = [m for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG)]
+        newest_first = sorted(unclaimed, key=lambda m: str(m["ec2"].get("LaunchTime")), reverse=True)
+        mine = newest_first[: max(0, len(unclaimed) - in_flight)]
     for member in mine:
         terminate(worker, member["InstanceId"])
     group, live = members(worker)
     others = claimed(live, but=launch_id)
-    set_size(worker, group, desired=len(others), on_demand=on_demand_count(others))
+    set_size(worker, group, desired=len(others) + in_flight, on_demand=on_demand_count(others))
+
+
+def launches_in_flight(worker: WorkerRegion, live: list[dict[str, Any]], *, but: str) -> int:
+    """Running launches, other than `but`, that have not claimed an instance yet. The desired capacity counts
+    each: its instance is still to come, or waits unclaimed. (Claimed ones count as the instances they hold.)"""
+    if not worker.launch_state_machine_arn:
+        return 0
+    running: set[str] = set()
+    query: dict[str, Any] = {"stateMachineArn": worker.launch_state_machine_arn, "statusFilter": "RUNNING"}
+    while True:
+        page = aws_call("list running launches", worker.sfn.list_executions, **query)
+        running |= {e["name"] for e in page.get("executions", [])}
+        if not page.get("nextToken"):
+            break
+        query["nextToken"] = page["nextToken"]
+    holding = {tags_of(m["ec2"]).get(LAUNCH_TAG) for m in live}
+    return len(running - holding - {but})

