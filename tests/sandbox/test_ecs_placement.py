@@ -11,7 +11,7 @@ import base64
 import inspect
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 
 from spothub.sandbox import ecs_placement, emulator_patches
 from spothub.sandbox.ecs_placement import Resources, ecs_config, registered_resources, task_requirements
+from spothub.sandbox.iam import enforcer as iam_enforcer
 from spothub.sandbox.sandbox import Sandbox
 
 ACCOUNT = "210987654321"  # never the sandbox's account
@@ -30,6 +31,19 @@ GPU = [{"type": "GPU", "value": "1"}]
 @pytest.fixture(scope="module", autouse=True)
 def _patches_applied() -> None:
     emulator_patches.apply()
+
+
+@pytest.fixture(autouse=True)
+def _no_iam_without_the_sandbox(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The tests of placement mechanics call moto's ECS app in another account with a made-up key, which the
+    sandbox's IAM would refuse as unknown; IAM is tested in test_iam_enforcement.py."""
+    if "sandbox" in request.fixturenames:
+        yield
+        return
+    lent = iam_enforcer.current()
+    iam_enforcer.attach(None)
+    yield
+    iam_enforcer.attach(lent)
 
 
 def _container_instance(cluster: str, instance_type: str = "g5.xlarge") -> Any:
