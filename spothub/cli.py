@@ -72,7 +72,7 @@ def _sandbox_up(args: argparse.Namespace) -> int:
             print(f"  {name:<15} {outputs}")
         print("Ctrl-C or SIGTERM stops it.", flush=True)
         stop.wait()
-        print("\n" + sandbox.iam.report())
+        print("\n" + sandbox.iam.report(sandbox.deployed_roles()))
     finally:
         sandbox.stop()
     print("sandbox stopped")
@@ -91,7 +91,7 @@ def _sandbox_demo(args: argparse.Namespace) -> int:
         sandbox.start()
         print(f"sandbox up in {sandbox.started_in_s:.1f}s (synthesis {sandbox.synth_s:.1f}s), API {sandbox.api_url}")
         failures = run_demo(sandbox)
-        print("\n" + sandbox.iam.report())
+        print("\n" + sandbox.iam.report(sandbox.deployed_roles()))
         failures += [denial.line() for denial in sandbox.iam.denials]
     except SandboxError as exc:
         print(f"spothub: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 
@@ -338,7 +338,7 @@ _TARGET_ACTIONS = {
 
 
 def _authorize_target(rule_arn: str, target: dict[str, Any], resource: str | None = None) -> None:
-    enforcer = iam_enforcer.current()
+    enforcer = iam_hooks.current()
     resource = resource or target["Arn"]
     if enforcer is None or not resource.split(":")[4]:  # moto's archives are rules with an account-less target
         return

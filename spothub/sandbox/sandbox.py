@@ -29,7 +29,7 @@ from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulato
 from spothub.sandbox.clock import RuleScheduler, SandboxClock
 from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
-from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.iam.principals import Principals
 from spothub.sandbox.lambda_runtime import LambdaRuntime
@@ -159,8 +159,8 @@ class Sandbox:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the emulator's per-request access log
 
         emulator_patches.apply()
-        iam_enforcer.apply()
-        iam_enforcer.attach(self.iam)
+        iam_hooks.apply()
+        iam_hooks.attach(self.iam)
         from moto.moto_api._internal.models import moto_api_backend  # noqa: PLC0415
 
         moto_api_backend.reset()  # a clean account, whatever ran in this process before
@@ -217,7 +217,7 @@ class Sandbox:
         if self.fleet:
             self.fleet.stop()
         emulator_patches.attach(None)
-        iam_enforcer.attach(None)
+        iam_hooks.attach(None)
         for key, value in self._saved_environment.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -344,6 +344,14 @@ class Sandbox:
 
     def credentials(self) -> dict[str, str]:
         return {"aws_access_key_id": ACCESS_KEY_ID, "aws_secret_access_key": SECRET_ACCESS_KEY}
+
+    def deployed_roles(self) -> list[str]:
+        """The ARNs of the IAM roles the deployed stacks created."""
+        from moto.iam.models import iam_backends  # noqa: PLC0415
+
+        names = {d.stack_name for d in self.deployments}
+        roles = iam_backends[ACCOUNT]["aws"].get_roles()
+        return sorted(r.arn for r in roles if any(r.name.startswith(f"{name}-") for name in names))
 
     def function_environment(self) -> dict[str, str]:
         return {

@@ -19,7 +19,7 @@ import pytest
 
 from spothub.sandbox import ecs_placement, emulator_patches
 from spothub.sandbox.ecs_placement import Resources, ecs_config, registered_resources, task_requirements
-from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.sandbox import Sandbox
 
 ACCOUNT = "210987654321"  # never the sandbox's account
@@ -40,10 +40,10 @@ def _no_iam_without_the_sandbox(request: pytest.FixtureRequest) -> Iterator[None
     if "sandbox" in request.fixturenames:
         yield
         return
-    lent = iam_enforcer.current()
-    iam_enforcer.attach(None)
+    lent = iam_hooks.current()
+    iam_hooks.attach(None)
     yield
-    iam_enforcer.attach(lent)
+    iam_hooks.attach(lent)
 
 
 def _container_instance(cluster: str, instance_type: str = "g5.xlarge") -> Any:

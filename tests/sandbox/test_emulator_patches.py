@@ -25,7 +25,7 @@ from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.core.common_models import CloudFormationModel
 
 from spothub.sandbox import cfn_resources, emulator_patches
-from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 
 # Never the sandbox's account (123456789012): models created here must not show up in its tests.
@@ -42,10 +42,10 @@ def _patches_applied() -> None:
 def _no_iam_here() -> Iterator[None]:
     """These tests drive the patched delivery mechanics with roleless targets in another account; IAM is
     tested in test_iam_enforcement.py. The session sandbox's enforcer is lent back afterwards."""
-    lent = iam_enforcer.current()
-    iam_enforcer.attach(None)
+    lent = iam_hooks.current()
+    iam_hooks.attach(None)
     yield
-    iam_enforcer.attach(lent)
+    iam_hooks.attach(lent)
 
 
 def closure_value(function: Any, name: str) -> Any:

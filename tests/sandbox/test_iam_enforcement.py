@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from spothub.sandbox import emulator_patches
-from spothub.sandbox.iam import enforcer as iam_enforcer
+from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.sandbox import Sandbox
 
@@ -56,6 +56,11 @@ def test_the_same_call_is_allowed_to_the_role_that_is_granted_it(fresh_sandbox: 
     function = _function(fresh_sandbox, worker.region, "InstanceFromAsg")
     client = _as_role(fresh_sandbox, "ecs", worker.region, function["Role"])
     assert client.list_container_instances(cluster="spothub-gpu")["containerInstanceArns"] == []
+    role_name = function["Role"].rsplit("/", 1)[-1]
+    assert fresh_sandbox.iam.usage()[role_name] == ["ecs:ListContainerInstances"]
+    unused = fresh_sandbox.iam.unused([function["Role"]])[role_name]
+    assert "ecs:StartTask" in unused
+    assert "ecs:ListContainerInstances" not in unused
 
 
 @pytest.mark.access_denied_expected
@@ -63,12 +68,12 @@ def test_moto_alone_accepts_every_caller_the_enforcer_closes_the_gap(fresh_sandb
     """The gap still exists in the pinned emulator (an upgrade that closes it should fail here loudly)."""
     status = _function(fresh_sandbox, fresh_sandbox.hub.region, "PlatformStatus")
     client = _as_role(fresh_sandbox, "ecs", fresh_sandbox.workers[0].region, status["Role"])
-    iam_enforcer.attach(None)
+    iam_hooks.attach(None)
     try:
         assert client.list_clusters()["clusterArns"]
         client.list_container_instances(cluster="spothub-gpu")  # moto: no refusal at all
     finally:
-        iam_enforcer.attach(fresh_sandbox.iam)
+        iam_hooks.attach(fresh_sandbox.iam)
     with pytest.raises(ClientError):
         client.list_container_instances(cluster="spothub-gpu")
 

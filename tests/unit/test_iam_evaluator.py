@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from spothub.sandbox.iam.actions import ApiRequest, ResourceFacts, authorizations_for, context_for
+from spothub.sandbox.iam.actions import ApiRequest, ResourceFacts, authorizations_for
 from spothub.sandbox.iam.evaluator import Caller, NamedPolicy, condition_holds, evaluate, wildcard_match
+from spothub.sandbox.iam.reference import context_for
 
 ROLE = "arn:aws:iam::123456789012:role/worker"
 CALLER = Caller(arn="arn:aws:sts::123456789012:assumed-role/worker/fn", role_arn=ROLE)

@@ -1,4 +1,4 @@
-"""The sandbox says no where AWS would: every call a principal makes is authorized before the
+"""The sandbox says no where AWS would: every call a principal makes is authorized (hooks.py) before the
 emulator runs it.
 
 Calls reach the emulator signed with the caller's own access key (`principals`). Each is turned into
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +26,18 @@ from spothub.sandbox.iam.actions import (
     ResourceFacts,
     UnresolvedAction,
     authorizations_for,
-    context_for,
 )
-from spothub.sandbox.iam.evaluator import Caller, ContextValue, Decision, NamedPolicy, UnsupportedCondition, evaluate
+from spothub.sandbox.iam.evaluator import (
+    Caller,
+    ContextValue,
+    Decision,
+    NamedPolicy,
+    UnsupportedCondition,
+    evaluate,
+    wildcard_match,
+)
 from spothub.sandbox.iam.principals import Principals
+from spothub.sandbox.iam.reference import context_for
 
 # Signing names that differ from the IAM service prefix.
 _IAM_PREFIX = {"monitoring": "cloudwatch", "email": "ses", "execute-api": "execute-api"}
@@ -74,6 +81,10 @@ def _policies_of_role(role_arn: str) -> list[NamedPolicy]:
         version = next((v for v in managed.versions if v.is_default), managed.versions[-1])
         policies.append(NamedPolicy(managed.name, _document(version.document)))
     return policies
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
 
 
 def _document(document: Any) -> dict[str, Any]:
@@ -124,12 +135,38 @@ class Enforcer:
         with self._lock:
             return {who: sorted(actions) for who, actions in sorted(self._usage.items())}
 
-    def report(self) -> str:
-        """The run's IAM, for people: per principal the actions it used, then every refusal."""
+    def unused(self, role_arns: list[str]) -> dict[str, list[str]]:
+        """Per role, the actions its policies allow that no call of the run used: a permission a run shows
+        unused is either for a path the run did not walk or one to remove."""
+        usage = self.usage()
+        unused: dict[str, list[str]] = {}
+        for role_arn in role_arns:
+            role_name = role_arn.rsplit("/", 1)[-1]
+            used = usage.get(role_name, [])
+            granted = {
+                action
+                for policy in _policies_of_role(role_arn)
+                for statement in _listed(policy.document.get("Statement"))
+                if statement.get("Effect") == "Allow"
+                for action in _listed(statement.get("Action"))
+            }
+            idle = sorted(a for a in granted if not any(wildcard_match(a, u, case_sensitive=False) for u in used))
+            if idle:
+                unused[role_name] = idle
+        return unused
+
+    def report(self, role_arns: list[str] | None = None) -> str:
+        """The run's IAM, for people: per principal the actions it used, the permissions of `role_arns` no
+        call used, then every refusal."""
         lines = ["IAM: the actions each principal used (evaluated against the deployed policies)"]
         for who, actions in self.usage().items():
             lines.append(f"  {who}")
             lines.extend(f"      {action}" for action in actions)
+        idle = self.unused(role_arns or [])
+        if idle:
+            lines.append("IAM: allowed by a role's policies, used by no call of this run")
+            for who, actions in idle.items():
+                lines.append(f"  {who}: {', '.join(actions)}")
         with self._lock:
             denials = list(self.denials)
         lines.append(f"IAM: {len(denials)} call(s) refused" + (":" if denials else ""))
@@ -239,87 +276,3 @@ def _parameters(response: Any) -> dict[str, Any]:
         key: values[0] if isinstance(values, list) and values else values
         for key, values in response.querystring.items()
     }
-
-
-_enforcer: Enforcer | None = None
-_applied = False
-
-
-def attach(enforcer: Enforcer | None) -> None:
-    global _enforcer  # noqa: PLW0603
-    _enforcer = enforcer
-
-
-def current() -> Enforcer | None:
-    return _enforcer
-
-
-def apply() -> None:
-    """Authorize every emulator request before moto runs it (moto itself authorizes nothing by default)."""
-    global _applied  # noqa: PLW0603
-    if _applied:
-        return
-    from moto.core.exceptions import ServiceException  # noqa: PLC0415
-    from moto.core.responses import ActionResult, BaseResponse  # noqa: PLC0415
-
-    class AccessDenied(ServiceException):
-        """Serialized in the calling service's protocol (JSON, query, EC2, CBOR) by moto's serializer. Defined
-        here, outside moto's packages, so moto looks the code up in the calling service's model only."""
-
-    original = BaseResponse.call_action
-
-    def call_action(self: Any) -> Any:
-        enforcer = _enforcer
-        refusal = enforcer.check_request(self) if enforcer is not None else None
-        if refusal is None:
-            return original(self)
-        code, message = refusal
-        with warnings.catch_warnings():  # moto warns when a service's model lists no shape for the code
-            warnings.simplefilter("ignore", UserWarning)
-            status, headers, body = self.serialized(ActionResult(AccessDenied(code, message)))
-        headers["status"] = str(status if status >= 400 else 400)  # noqa: PLR2004
-        return int(headers["status"]), headers, body
-
-    BaseResponse.call_action = call_action  # type: ignore[method-assign]
-    _state_machines_call_as_their_role()
-    _applied = True
-
-
-def _state_machines_call_as_their_role() -> None:
-    """moto's Step Functions interpreter signs every service integration with one fixed key; on AWS a
-    task calls with the state machine's role (or the task's Credentials.RoleArn). Each module of the
-    interpreter imported `boto_client_for` by name, so each one's reference is replaced."""
-    import sys  # noqa: PLC0415
-
-    from moto.stepfunctions.parser.asl.utils import boto_client  # noqa: PLC0415
-
-    original = boto_client.boto_client_for
-
-    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        client = original(region=region, service=service, state_credentials=state_credentials)
-        enforcer = _enforcer
-        if enforcer is None or state_credentials is None or not getattr(state_credentials, "role_arn", None):
-            return client
-        variables = enforcer.principals.credentials_for(state_credentials.role_arn, "states-execution")
-        import boto3  # noqa: PLC0415
-
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=client.meta.endpoint_url,
-            aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
-            config=client.meta.config,
-        )
-
-    import importlib  # noqa: PLC0415
-    import pkgutil  # noqa: PLC0415
-
-    from moto.stepfunctions.parser.asl.component.state import exec as state_exec  # noqa: PLC0415
-
-    for found in pkgutil.walk_packages(state_exec.__path__, state_exec.__name__ + "."):
-        importlib.import_module(found.name)
-    for module in list(sys.modules.values()):
-        name = getattr(module, "__name__", "")
-        if name.startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
-            module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
