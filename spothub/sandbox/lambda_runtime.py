@@ -234,6 +234,10 @@ class _boto3_session_of:
 
     def __enter__(self) -> None:
         self._outside = boto3.DEFAULT_SESSION
+        if self._runtime.boto3_session is None:
+            # Made now, with the function's variables in place: a boto3.client() of another thread meanwhile
+            # finds a session and never builds one from an environment being swapped under it.
+            self._runtime.boto3_session = boto3.session.Session()
         boto3.DEFAULT_SESSION = self._runtime.boto3_session
 
     def __exit__(self, *_exc: object) -> None:

@@ -4,6 +4,7 @@ authorizes nothing by default), and moto's Step Functions interpreter signs with
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -59,26 +60,40 @@ def _state_machines_call_as_their_role() -> None:
     interpreter imported `boto_client_for` by name, so each one's reference is replaced."""
     import sys  # noqa: PLC0415
 
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+    from moto.settings import moto_server_port  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds  # noqa: PLC0415
     from moto.stepfunctions.parser.asl.utils import boto_client  # noqa: PLC0415
 
     original = boto_client.boto_client_for
+    # The interpreter's own client settings (no retries: Retry states retry), from one session made now: a
+    # client built from boto3's default session in this thread could pick up a Lambda function's session
+    # or read an environment being swapped for an invocation (see lambda_runtime).
+    session = boto3.session.Session()
+    lock = threading.Lock()
+    settings = Config(
+        parameter_validation=False,
+        retries={"max_attempts": 0, "total_max_attempts": 1},
+        connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+        read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+    )
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        client = original(region=region, service=service, state_credentials=state_credentials)
         enforcer = _enforcer
-        if enforcer is None or state_credentials is None or not getattr(state_credentials, "role_arn", None):
-            return client
-        variables = enforcer.principals.credentials_for(state_credentials.role_arn, "states-execution")
-        import boto3  # noqa: PLC0415
-
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=client.meta.endpoint_url,
-            aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
-            config=client.meta.config,
-        )
+        role_arn = getattr(state_credentials, "role_arn", None)
+        if enforcer is None or not role_arn:
+            return original(region=region, service=service, state_credentials=state_credentials)
+        variables = enforcer.principals.credentials_for(role_arn, "states-execution")
+        with lock:  # a botocore session is not safe to build clients from in several threads at once
+            return session.client(
+                service,
+                region_name=region,
+                endpoint_url=f"http://localhost:{moto_server_port()}",
+                aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+                config=settings,
+            )
 
     import importlib  # noqa: PLC0415
     import pkgutil  # noqa: PLC0415
@@ -89,5 +104,6 @@ def _state_machines_call_as_their_role() -> None:
         importlib.import_module(found.name)
     for module in list(sys.modules.values()):
         name = getattr(module, "__name__", "")
-        if name.startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
+        importer = name.startswith("moto.stepfunctions.parser") and name != boto_client.__name__
+        if importer and getattr(module, "boto_client_for", None) is original:
             module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
