@@ -5,9 +5,9 @@ Calls reach the emulator signed with the caller's own access key (`principals`).
 the IAM actions AWS authorizes (`actions`), evaluated against the caller role's policies as the
 deployed templates wrote them (read from the emulator's IAM) and the resource's policy
 (`evaluator`), and refused with the service's own AccessDenied error when not allowed. Calls that
-AWS services make on a deployment's behalf (EventBridge invoking a target, API Gateway invoking a
-function, CloudWatch publishing an alarm) are checked by `authorize_service` / `authorize_role` where
-the sandbox delivers them. Every decision is kept: `usage()` lists per principal the actions it
+AWS services make on a deployment's behalf (EventBridge delivering to a target or a dead-letter queue,
+API Gateway invoking a function) are checked by `authorize_service` / `authorize_role` where the sandbox
+delivers them. Every decision is kept: `usage()` lists per principal the actions it
 used, `denials` what was refused, so least privilege can be read off a run.
 """
 
