@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 
 import boto3
 import pytest
@@ -117,3 +118,37 @@ def test_eventbridge_delivers_only_where_the_target_allows_it(fresh_sandbox: San
         "events.amazonaws.com", Authorization("lambda:InvokeFunction", [status["FunctionArn"]], {"aws:SourceArn": rule})
     )
     assert not decision.allowed
+
+
+def _alerts_topic(sandbox: Sandbox) -> str:
+    topics = sandbox.client("sns", sandbox.hub.region).list_topics()["Topics"]
+    return next(t["TopicArn"] for t in topics if "Alerts" in t["TopicArn"] or "alerts" in t["TopicArn"])
+
+
+def test_a_publisher_to_the_encrypted_alerts_topic_may_use_its_key(fresh_sandbox: Sandbox) -> None:
+    handler = _function(fresh_sandbox, fresh_sandbox.hub.region, "CapacityHandler")
+    client = _as_role(fresh_sandbox, "sns", fresh_sandbox.hub.region, handler["Role"])
+    assert client.publish(TopicArn=_alerts_topic(fresh_sandbox), Message="quota")["MessageId"]
+    used = fresh_sandbox.iam.usage()[handler["Role"].rsplit("/", 1)[-1]]
+    assert {"sns:Publish", "kms:GenerateDataKey", "kms:Decrypt"} <= set(used)
+
+
+@pytest.mark.access_denied_expected
+def test_publishing_without_the_topics_key_is_refused_by_kms(fresh_sandbox: Sandbox) -> None:
+    topic = _alerts_topic(fresh_sandbox)
+    iam = fresh_sandbox.client("iam")
+    role = iam.create_role(RoleName="publisher-without-key", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    publish_only = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sns:Publish", "Resource": topic}],
+    }
+    iam.put_role_policy(RoleName="publisher-without-key", PolicyName="p", PolicyDocument=json.dumps(publish_only))
+    try:
+        client = _as_role(fresh_sandbox, "sns", fresh_sandbox.hub.region, role)
+        with pytest.raises(ClientError) as refused:
+            client.publish(TopicArn=topic, Message="quota")
+        assert refused.value.response["Error"]["Code"] == "KMSAccessDenied"
+        assert "kms:GenerateDataKey" in refused.value.response["Error"]["Message"]
+    finally:
+        iam.delete_role_policy(RoleName="publisher-without-key", PolicyName="p")
+        iam.delete_role(RoleName="publisher-without-key")

@@ -77,6 +77,19 @@ class ResourceFacts:
     def group_of_instance(self, request: ApiRequest, instance_id: str) -> str | None:
         return self.instance_tags(request, instance_id).get("aws:autoscaling:groupName")
 
+    def topic_key(self, request: ApiRequest, topic_arn: str) -> str | None:
+        """The ARN of the customer key a topic is encrypted with, if any."""
+        from moto.kms.models import kms_backends  # noqa: PLC0415
+        from moto.sns.models import sns_backends  # noqa: PLC0415
+
+        region = topic_arn.split(":")[3]
+        topic = sns_backends[request.account][region].topics.get(topic_arn)
+        key_id = getattr(topic, "kms_master_key_id", "") if topic else ""
+        if not key_id:
+            return None
+        backend = kms_backends[request.account][region]
+        return backend.describe_key(backend.any_id_to_key_id(key_id)).arn
+
     def instance_tags(self, request: ApiRequest, instance_id: str) -> dict[str, str]:
         from moto.ec2.models import ec2_backends  # noqa: PLC0415
 
@@ -304,11 +317,17 @@ def _cloudwatch(request: ApiRequest, _facts: ResourceFacts) -> list[Authorizatio
     ]
 
 
-def _sns(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
+def _sns(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
     topic = request.params.get("TopicArn") or request.params.get("TargetArn")
     if not topic:
         raise UnresolvedAction(f"sns:{request.operation}")
-    return [Authorization(f"sns:{request.operation}", [topic])]
+    authorizations = [Authorization(f"sns:{request.operation}", [topic])]
+    key = facts.topic_key(request, topic) if request.operation == "Publish" else None
+    if key:
+        # A topic encrypted with a customer key: SNS asks KMS for a data key as the publisher (SNS's SSE guide).
+        via = {"kms:ViaService": f"sns.{request.region}.amazonaws.com", "kms:CallerAccount": request.account}
+        authorizations += [Authorization(action, [key], dict(via)) for action in ("kms:GenerateDataKey", "kms:Decrypt")]
+    return authorizations
 
 
 def _sqs(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:

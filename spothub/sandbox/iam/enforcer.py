@@ -53,6 +53,8 @@ _DENIED_CODE = {
     "iam": "AccessDenied",
 }
 ARN_PARTS = 6
+# When the service's call to KMS on the caller's behalf is refused (SNS and SQS API references).
+_KMS_DENIED_CODE = {"sns": "KMSAccessDenied", "sqs": "KmsAccessDenied"}
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)/")
 
 
@@ -91,32 +93,67 @@ def _document(document: Any) -> dict[str, Any]:
     return json.loads(document) if isinstance(document, str) else dict(document)
 
 
+def _topic_policy(account: str, region: str, resource: str) -> NamedPolicy | None:
+    from moto.sns.models import sns_backends  # noqa: PLC0415
+
+    topic = sns_backends[account][region].topics.get(resource)
+    return NamedPolicy("topic policy", _document(topic.policy)) if topic else None
+
+
+def _queue_policy(account: str, region: str, resource: str) -> NamedPolicy | None:
+    from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+    queue = sqs_backends[account][region].queues.get(resource.split(":")[5])
+    return NamedPolicy("queue policy", _document(queue.policy)) if queue and queue.policy else None
+
+
+def _key_policy(account: str, region: str, resource: str) -> NamedPolicy | None:
+    from moto.kms.models import kms_backends  # noqa: PLC0415
+
+    try:
+        key = kms_backends[account][region].describe_key(resource)
+    except Exception:
+        return None
+    return NamedPolicy("key policy", _document(key.policy))
+
+
+def _function_policy(account: str, region: str, resource: str) -> NamedPolicy | None:
+    from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+    try:
+        function = lambda_backends[account][region].get_function(resource.split(":")[6])
+    except Exception:
+        return None
+    statements = function.policy.statements if function.policy else []
+    return NamedPolicy("function policy", {"Statement": statements}) if statements else None
+
+
+_RESOURCE_POLICIES = {"sns": _topic_policy, "sqs": _queue_policy, "kms": _key_policy, "lambda": _function_policy}
+
+
 def resource_policy(resource: str) -> NamedPolicy | None:
     """The resource-based policy AWS evaluates with a call on `resource`, where the sandbox knows one."""
     parts = resource.split(":")
-    if len(parts) < ARN_PARTS:
-        return None
-    service, region, account = parts[2], parts[3], parts[4]
-    if service == "sns":
-        from moto.sns.models import sns_backends  # noqa: PLC0415
+    reader = _RESOURCE_POLICIES.get(parts[2]) if len(parts) >= ARN_PARTS else None
+    return reader(parts[4], parts[3], resource) if reader else None
 
-        topic = sns_backends[account][region].topics.get(resource)
-        return NamedPolicy("topic policy", _document(topic.policy)) if topic else None
-    if service == "sqs":
-        from moto.sqs.models import sqs_backends  # noqa: PLC0415
 
-        queue = sqs_backends[account][region].queues.get(parts[5])
-        return NamedPolicy("queue policy", _document(queue.policy)) if queue and queue.policy else None
-    if service == "lambda":
-        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
-
-        try:
-            function = lambda_backends[account][region].get_function(parts[6])
-        except Exception:
-            return None
-        statements = function.policy.statements if function.policy else []
-        return NamedPolicy("function policy", {"Statement": statements}) if statements else None
-    return None
+def _evaluate_on_key(
+    caller: Caller, action: str, key_arn: str, context: dict[str, ContextValue], identity: list[NamedPolicy]
+) -> Decision:
+    """KMS asks the key policy first: it allows the caller itself, or it allows the account (the root
+    principal) and so lets the caller's IAM policies decide. Without either, no IAM policy helps."""
+    key_policy = resource_policy(key_arn)
+    if key_policy is None:
+        return Decision(False, f"the key {key_arn} has no key policy the sandbox can read")
+    direct = evaluate(caller, action, key_arn, context, [], key_policy)
+    if direct.allowed or direct.reason.startswith("explicit deny"):
+        return direct
+    partition, account = key_arn.split(":")[1], key_arn.split(":")[4]
+    root = f"arn:{partition}:iam::{account}:root"
+    if not evaluate(Caller(arn=root, role_arn=root), action, key_arn, context, [], key_policy).allowed:
+        return Decision(False, f"the key policy of {key_arn} neither allows the caller nor its account {action}")
+    return evaluate(caller, action, key_arn, context, identity)
 
 
 class Enforcer:
@@ -204,9 +241,12 @@ class Enforcer:
         for resource in authorization.resources:
             context = context_for(authorization.action, resource, given)
             try:
-                decision = evaluate(
-                    caller, authorization.action, resource, context, identity, resource_policy(resource)
-                )
+                if authorization.action.startswith("kms:"):
+                    decision = _evaluate_on_key(caller, authorization.action, resource, context, identity)
+                else:
+                    decision = evaluate(
+                        caller, authorization.action, resource, context, identity, resource_policy(resource)
+                    )
             except UnsupportedCondition as exc:
                 decision = Decision(False, f"sandbox gap: {exc}")
             self._record(who, authorization.action, resource, decision)
@@ -254,7 +294,10 @@ class Enforcer:
                     f"User: {session.caller.arn} is not authorized to perform: {authorization.action} "
                     f"on resource: {resource} because {decision.reason}"
                 )
-                return _DENIED_CODE.get(service, "AccessDeniedException"), message
+                code = _DENIED_CODE.get(service, "AccessDeniedException")
+                if authorization.action.startswith("kms:"):  # the service's own error for its call to KMS
+                    code = _KMS_DENIED_CODE.get(service, code)
+                return code, message
         return None
 
 
