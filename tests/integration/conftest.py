@@ -192,3 +192,27 @@ def _actions(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _actions(value)
+
+
+def hub_services(table: Any, **overrides: Any) -> Any:
+    """The hub's services for capacity logic tests: the real state-table stores, AWS clients as mocks."""
+    from unittest.mock import MagicMock  # noqa: PLC0415
+
+    from spothub_core.dal.exclusions import ExclusionStore  # noqa: PLC0415
+    from spothub_core.dal.provisioning import ProvisioningStore  # noqa: PLC0415
+    from spothub_core.logic.capacity import HubServices  # noqa: PLC0415
+
+    events = MagicMock(name="events")
+    events.put_events.return_value = {"FailedEntryCount": 0, "Entries": [{"EventId": "e1"}]}
+    settings = {
+        "store": ProvisioningStore(table),
+        "exclusions": ExclusionStore(table),
+        "sfn": MagicMock(name="sfn"),
+        "events": events,
+        "ssm": MagicMock(name="ssm"),
+        "route53": MagicMock(name="route53"),
+        "bus_name": "spothub-hub",
+        "orchestrator_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:spothub-orchestrator",
+        "active_instance_parameter": "/spothub/active-instance",
+    }
+    return HubServices(**{**settings, **overrides})

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from unittest.mock import MagicMock
 
 import pytest
 
-from spothub_core.dal.exclusions import ExclusionStore
-from spothub_core.dal.provisioning import LAUNCH, ProvisioningStore
+from spothub_core.dal.provisioning import LAUNCH
 from spothub_core.errors import Superseded
 from spothub_core.events import CapacityNotice, InstanceFacts, LaunchFailed, LaunchProgress, LaunchSucceeded
 from spothub_core.logic.capacity import (
@@ -25,6 +23,7 @@ from spothub_core.logic.capacity import (
     on_launch_succeeded,
     record_instance,
 )
+from tests.integration.conftest import hub_services
 
 NOW = 1_700_000_000.0
 BUS = "spothub-hub"
@@ -34,19 +33,8 @@ REGION = "us-west-2"
 
 
 def services(table: Any, **overrides: Any) -> HubServices:
-    events = MagicMock(name="events")
-    events.put_events.return_value = {"FailedEntryCount": 0, "Entries": [{"EventId": "e1"}]}
-    return HubServices(
-        store=ProvisioningStore(table),
-        exclusions=ExclusionStore(table),
-        sfn=MagicMock(name="sfn"),
-        events=events,
-        ssm=MagicMock(name="ssm"),
-        route53=MagicMock(name="route53"),
-        bus_name=BUS,
-        orchestrator_arn=ORCHESTRATOR,
-        active_instance_parameter=PARAMETER,
-        **overrides,
+    return hub_services(
+        table, bus_name=BUS, orchestrator_arn=ORCHESTRATOR, active_instance_parameter=PARAMETER, **overrides
     )
 
 

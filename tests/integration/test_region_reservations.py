@@ -14,8 +14,7 @@ from unittest.mock import MagicMock
 
 import pytest
 
-from spothub_core.dal.exclusions import ExclusionStore
-from spothub_core.dal.provisioning import LAUNCH, ProvisioningStore, ReservationStatus
+from spothub_core.dal.provisioning import LAUNCH, ReservationStatus
 from spothub_core.errors import RegionTaken
 from spothub_core.events import LaunchFailed
 from spothub_core.logic.capacity import (
@@ -28,6 +27,7 @@ from spothub_core.logic.capacity import (
 )
 from spothub_core.logic.provisioning import Orchestration, ToggleRequest, toggle
 from spothub_core.logic.spot_finder import occupied_regions
+from tests.integration.conftest import hub_services
 
 NOW = 1_700_000_000.0
 WEST, EAST = "us-west-2", "us-east-2"
@@ -36,19 +36,7 @@ WEST, EAST = "us-west-2", "us-east-2"
 @pytest.fixture
 def hub(table: Any) -> HubServices:
     """Provisioning enabled at generation 1 with two replicas, both being placed."""
-    events = MagicMock(name="events")
-    events.put_events.return_value = {"FailedEntryCount": 0, "Entries": [{"EventId": "e1"}]}
-    hub = HubServices(
-        store=ProvisioningStore(table),
-        exclusions=ExclusionStore(table),
-        sfn=MagicMock(name="sfn"),
-        events=events,
-        ssm=MagicMock(name="ssm"),
-        route53=MagicMock(name="route53"),
-        bus_name="spothub-hub",
-        orchestrator_arn="arn:aws:states:us-east-1:123456789012:stateMachine:spothub-orchestrator",
-        active_instance_parameter="/spothub/active-instance",
-    )
+    hub = hub_services(table)
     assert hub.store.write_config({"status": "enabled", "generation": 1, "replicas": 2}, expected_generation=0)
     for replica_id in ("replica-0", "replica-1"):
         assert hub.store.start_placing(replica_id, generation=1, execution=f"{replica_id}-g1", now=NOW)
