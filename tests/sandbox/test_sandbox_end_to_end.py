@@ -97,6 +97,7 @@ class Resources:
             # These tests exercise the sandbox's mechanics, not least privilege (test_iam_enforcement.py).
             everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
             iam.put_role_policy(RoleName=name, PolicyName="everything", PolicyDocument=json.dumps(everything))
+            self._undo.append(lambda: iam.delete_role_policy(RoleName=name, PolicyName="everything"))
             self._undo.append(lambda: iam.delete_role(RoleName=name))
         return self._role_arn
 
@@ -478,7 +479,8 @@ def test_a_scheduled_rule_fires_when_the_clock_passes_it(fresh_sandbox: Sandbox,
     # A second of real time: the scheduler sees the rule, and nothing fires before five simulated minutes.
     assert received(fresh_sandbox, queue_url, timeout_s=1.2) == []
     fresh_sandbox.clock.advance(300)
-    (event,) = received(fresh_sandbox, queue_url, count=2, timeout_s=2)
+    # One delivery (a cold start of the function, then its own SQS call), and no second one within the wait.
+    (event,) = received(fresh_sandbox, queue_url, count=2, timeout_s=5)
     assert event["detail-type"] == "Scheduled Event"
     assert event["source"] == "aws.events"
     assert event["resources"] == [rule_arn]
