@@ -36,7 +36,7 @@ from spothub.sandbox.iam.evaluator import (
     evaluate,
     wildcard_match,
 )
-from spothub.sandbox.iam.principals import Principals
+from spothub.sandbox.iam.principals import Principals, RoleSession
 from spothub.sandbox.iam.reference import context_for
 
 # Signing names that differ from the IAM service prefix.
@@ -227,7 +227,7 @@ class Enforcer:
     def authorize_role(
         self, role_arn: str, session_name: str, authorization: Authorization, *, label: str | None = None
     ) -> Decision:
-        caller = Caller(arn=f"{role_arn}#{session_name}", role_arn=role_arn)
+        caller = RoleSession(role_arn, session_name).caller
         return self._decide(caller, label or role_arn.rsplit("/", 1)[-1], authorization, _policies_of_role(role_arn))
 
     def authorize_service(self, service: str, authorization: Authorization) -> Decision:
