@@ -16,7 +16,7 @@ from aws_cdk.region_info import RegionInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The shape the API checks in POST /spot-provisioning too.
-from spothub_core.logic.provisioning import INSTANCE_TYPE_PATTERN
+from spothub_core.models.api import INSTANCE_TYPE_PATTERN
 from spothub_core.timings import WORKER_POLL_SECONDS
 
 KNOWN_REGIONS: frozenset[str] = frozenset(r.name for r in RegionInfo.regions)

@@ -14,8 +14,8 @@ from constructs import Construct
 
 from spothub_core import timings
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source, WorkerReport
-from spothub_core.logic.instance_health import Heartbeat, Registration
-from spothub_core.logic.provisioning import ToggleRequest
+from spothub_core.models.agent import Heartbeat, Registration
+from spothub_core.models.api import ToggleRequest
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import AlertsTopic
 from stacks.constructs.dependency_layer import DependencyLayer

@@ -15,14 +15,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.http import build_resolver
-from spothub_core.logic.instance_health import (
-    INSTANCE_ID_PATTERN,
-    Heartbeat,
-    Registration,
-    check_caller,
-    heartbeat,
-    register,
-)
+from spothub_core.logic.instance_health import check_caller, heartbeat, register
+from spothub_core.models.agent import INSTANCE_ID_PATTERN, Heartbeat, Registration
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 

@@ -18,12 +18,11 @@ import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, Source, WorkerReport
+from spothub_core.contracts import AWS_EVENT_SOURCES, REPORT_MODELS, AwsEvent, Source, WorkerReport
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.events import REPORT_MODELS
-from spothub_core.logic import capacity, instance_health
+from spothub_core.logic import capacity
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -90,10 +89,10 @@ EVENT_CONSUMERS: dict[tuple[str, str], Callable[[dict[str, Any], float], str]] =
     # The agent sees the same notices first hand; whichever arrives second finds the replacement started.
     (Source.AGENT, WorkerReport.CAPACITY_NOTICE): _report(WorkerReport.CAPACITY_NOTICE, capacity.on_capacity_notice),
     (Source.AGENT, WorkerReport.DRAIN_COMPLETED): _report(
-        WorkerReport.DRAIN_COMPLETED, instance_health.on_drain_completed, health
+        WorkerReport.DRAIN_COMPLETED, capacity.on_drain_completed, health
     ),
     (Source.WORKER, WorkerReport.INSTANCE_UNHEALTHY): _report(
-        WorkerReport.INSTANCE_UNHEALTHY, instance_health.on_instance_unhealthy, hub, health
+        WorkerReport.INSTANCE_UNHEALTHY, capacity.on_instance_unhealthy, hub, health
     ),
     (AWS_EVENT_SOURCES[AwsEvent.LAUNCH_UNSUCCESSFUL], AwsEvent.LAUNCH_UNSUCCESSFUL): lambda event, now: (
         capacity.on_launch_unsuccessful(hub, event, now=now)

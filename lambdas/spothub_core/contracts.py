@@ -1,12 +1,17 @@
-"""The event contracts: every event spothub emits or consumes, named in one module.
+"""The event contracts: every event spothub emits or consumes, named and shaped in one module.
 
-Handlers, state machine tests, the stacks' EventBridge rules and the worker agent all take their
-sources and detail-types from here, so a rename cannot leave one side behind.
+Sources, detail-types and, for spothub's own events, the payload (`detail`) as a pydantic model with
+the contract version. Handlers, state machine tests, the stacks' EventBridge rules, the sandbox and
+the worker agent (this module ships in its bundle) all take them from here, so a rename or a new
+field cannot leave one side behind.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Source(StrEnum):
@@ -77,9 +82,183 @@ class TaskError(StrEnum):
     REGION_TAKEN = "RegionTaken"
 
 
+class InstanceTag(StrEnum):
+    """Tags on spothub's instances: the group sets the first four at launch (the agent reads its configuration
+    from them, through IMDS); the worker region sets replica and launch on the instance it claims for a launch."""
+
+    PREFIX = "spothub:prefix"
+    HUB_REGION = "spothub:hub-region"
+    LIFECYCLE_HOOK = "spothub:lifecycle-hook"
+    MODEL_CACHE = "spothub:model-cache"
+    REPLICA = "spothub:replica"
+    LAUNCH = "spothub:launch-id"
+
+
+# Auto Scaling's own tag on every member of a group.
+GROUP_TAG = "aws:autoscaling:groupName"
+
 # The serving task's container, by its name in the task definition (stacks/constructs/serving_task.py). The ECS
 # agent labels the container it starts `com.amazonaws.ecs.container-name=<this>`, which the worker agent watches.
 SERVING_CONTAINER_NAME = "server"
 ECS_CONTAINER_NAME_LABEL = "com.amazonaws.ecs.container-name"
 
 CONTRACT_VERSION = "1"
+
+
+def alarm_name_prefix(prefix: str) -> str:
+    """Every per-instance alarm is named `<prefix>-agent-<kind>-<instance id>`: the worker stack's rule and grants
+    match this prefix, the launch creates the alarms and the remediation parses their names."""
+    return f"{prefix}-agent-"
+
+
+# --- payloads: the detail of each of spothub's own detail-types ---------------------------------
+
+CapacityType = Literal["spot", "on-demand"]
+ErrorClass = Literal["capacity", "quota", "transient", "fatal"]
+
+
+class _Detail(BaseModel):
+    # Extra fields are tolerated: a newer sender may add some; a reader must not break on them.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: str = CONTRACT_VERSION
+
+
+class LaunchRequested(_Detail):
+    launch_id: str = Field(min_length=1, max_length=80)
+    replica_id: str = Field(min_length=1, max_length=40)
+    region: str
+    capacity_type: CapacityType = "spot"
+
+
+class TeardownRequested(_Detail):
+    teardown_id: str = Field(min_length=1, max_length=80)
+    region: str
+    # One instance (after a replacement), one launch (cancelled), or everything spothub runs in the region.
+    instance_id: str | None = None
+    launch_id: str | None = None
+    reason: str = ""
+
+
+class InstanceFacts(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    instance_id: str
+    instance_type: str = ""
+    availability_zone: str = ""
+    capacity_type: CapacityType = "spot"
+    private_ip: str | None = None
+    public_ip: str | None = None
+    launched_at: str | None = None
+    task_arn: str | None = None
+
+
+class LaunchProgress(_Detail):
+    launch_id: str
+    region: str
+    step: str
+
+
+class LaunchSucceeded(_Detail):
+    launch_id: str
+    region: str
+    instance: InstanceFacts
+
+
+class LaunchFailed(_Detail):
+    launch_id: str
+    region: str
+    error_class: ErrorClass
+    code: str = ""
+    message: str = ""
+
+
+class TeardownCompleted(_Detail):
+    teardown_id: str
+    region: str
+    instance_id: str | None = None
+
+
+class CapacityNotice(_Detail):
+    """A rebalance recommendation or interruption warning for an instance spothub owns."""
+
+    region: str
+    instance_id: str
+    kind: Literal["rebalance", "interruption"]
+    notice_id: str
+    replica_id: str | None = None
+    launch_id: str | None = None
+
+
+class DrainCompleted(_Detail):
+    """The agent's account of draining an instance after an interruption warning."""
+
+    region: str
+    instance_id: str
+    notice_id: str
+    outcome: Literal["drained", "timed_out", "failed"]
+    exit_code: int | None = None
+    last_lines: list[str] = Field(default_factory=list)
+    seconds: float | None = None
+
+
+class InstanceUnhealthy(_Detail):
+    """A worker region's remediation: an alarm on one of spothub's instances (silent agent, GPU errors)."""
+
+    region: str
+    instance_id: str
+    notice_id: str  # the alarm and the time it fired: one remediation per firing
+    reason: str
+    alarm_name: str = ""
+    replica_id: str | None = None
+    launch_id: str | None = None
+
+
+COMMAND_MODELS: dict[HubCommand, type[_Detail]] = {
+    HubCommand.LAUNCH_REQUESTED: LaunchRequested,
+    HubCommand.TEARDOWN_REQUESTED: TeardownRequested,
+}
+
+REPORT_MODELS: dict[WorkerReport, type[_Detail]] = {
+    WorkerReport.LAUNCH_PROGRESS: LaunchProgress,
+    WorkerReport.LAUNCH_SUCCEEDED: LaunchSucceeded,
+    WorkerReport.LAUNCH_FAILED: LaunchFailed,
+    WorkerReport.TEARDOWN_COMPLETED: TeardownCompleted,
+    WorkerReport.CAPACITY_NOTICE: CapacityNotice,
+    WorkerReport.DRAIN_COMPLETED: DrainCompleted,
+    WorkerReport.INSTANCE_UNHEALTHY: InstanceUnhealthy,
+}
+
+
+# --- AWS service events spothub consumes: the fields of `detail` it reads ------------------------------
+
+
+class _AwsDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class LaunchUnsuccessfulDetail(_AwsDetail):
+    """EC2 Instance Launch Unsuccessful (aws.autoscaling), forwarded from a worker region."""
+
+    group_name: str = Field("", alias="AutoScalingGroupName")
+    status_message: str = Field("", alias="StatusMessage")
+    description: str = Field("", alias="Description")
+
+
+class AlarmState(_AwsDetail):
+    value: str
+    reason: str = ""
+    timestamp: str = ""
+
+
+class AlarmStateChangeDetail(_AwsDetail):
+    """CloudWatch Alarm State Change (aws.cloudwatch) of a per-instance alarm, in a worker region."""
+
+    alarm_name: str = Field(alias="alarmName")
+    state: AlarmState
+
+
+class SpotNoticeDetail(_AwsDetail):
+    """EC2 Spot Instance Interruption Warning / EC2 Instance Rebalance Recommendation (aws.ec2)."""
+
+    instance_id: str = Field(alias="instance-id")

@@ -15,7 +15,8 @@ from spothub_core.dal.event_bus import put_event
 from spothub_core.dal.executions import start_named, stop_named
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.http import build_resolver
-from spothub_core.logic.provisioning import Orchestration, ToggleRequest, orchestrator_input, toggle
+from spothub_core.logic.provisioning import Orchestration, orchestrator_input, toggle
+from spothub_core.models.api import ToggleRequest
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 

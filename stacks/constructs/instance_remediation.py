@@ -13,8 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
-from spothub_core.logic.instance_alarms import alarm_name_prefix
+from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, alarm_name_prefix
 from stacks.config import SpothubConfig
 from stacks.constructs.python_function import SpothubFunction
 from stacks.nag import acknowledge, nag_resource

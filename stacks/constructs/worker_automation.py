@@ -1,4 +1,4 @@
-"""A worker region's automation: the instance_from_asg function, the launch, teardown and
+"""A worker region's automation: the worker_tasks function, the launch, teardown and
 capacity-monitor state machines, and the rules that start them.
 
 Hub commands arrive on the worker bus and reach the function, which starts the matching state
@@ -74,8 +74,8 @@ class WorkerAutomation(Construct):
         }
         self.spothub_function = SpothubFunction(
             self,
-            "InstanceFromAsg",
-            concern="instance_from_asg",
+            "WorkerTasks",
+            concern="worker_tasks",
             description="Worker tasks: scale the group, claim the instance, run the serving task, tear down",
             prefix=config.prefix,
             layer=layer,
@@ -103,7 +103,7 @@ class WorkerAutomation(Construct):
                 name=kind,
                 state_machine_name=name,
                 substitutions={
-                    "InstanceFromAsgArn": self.function.function_arn,
+                    "WorkerTasksArn": self.function.function_arn,
                     "WorkerBusName": worker_bus.event_bus_name,
                 },
                 numbers=numbers[kind],

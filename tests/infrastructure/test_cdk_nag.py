@@ -31,7 +31,7 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::arn:aws:autoscaling:us-west-2:<AWS::AccountId>:autoScalingGroup:*:"
         "autoScalingGroupName/spothub-gpu]",
         "AwsSolutions-IAM5[Resource::arn:aws:ec2:us-west-2:<AWS::AccountId>:instance/*]",
-        "AwsSolutions-IAM5[Resource::<AutomationInstanceFromAsgFunction88F5E60E.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::<AutomationWorkerTasksFunctionB8C14F61.Arn>:*]",
         "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:task-definition/spothub-serving:*]",
         # Tags at StartTask (ecs:CreateAction) on the cluster's new tasks; the ECS agent's system logs.
         "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:task/<GpuCapacityClusterE3A60131>/*]",

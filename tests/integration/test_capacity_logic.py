@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from spothub_core.contracts import CapacityNotice, InstanceFacts, LaunchFailed, LaunchProgress, LaunchSucceeded
 from spothub_core.dal.provisioning import LAUNCH
 from spothub_core.errors import Superseded
-from spothub_core.events import CapacityNotice, InstanceFacts, LaunchFailed, LaunchProgress, LaunchSucceeded
 from spothub_core.logic.capacity import (
     HubServices,
     dispatch_launch,

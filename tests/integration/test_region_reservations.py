@@ -14,9 +14,9 @@ from unittest.mock import MagicMock
 
 import pytest
 
+from spothub_core.contracts import LaunchFailed
 from spothub_core.dal.provisioning import LAUNCH, ReservationStatus
 from spothub_core.errors import RegionTaken
-from spothub_core.events import LaunchFailed
 from spothub_core.logic.capacity import (
     HubServices,
     abandon_launch,
@@ -25,8 +25,9 @@ from spothub_core.logic.capacity import (
     record_instance,
     replica_failed,
 )
-from spothub_core.logic.provisioning import Orchestration, ToggleRequest, toggle
+from spothub_core.logic.provisioning import Orchestration, toggle
 from spothub_core.logic.spot_finder import occupied_regions
+from spothub_core.models.api import ToggleRequest
 from tests.integration.conftest import hub_services
 
 NOW = 1_700_000_000.0

@@ -15,10 +15,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from spothub_core.contracts import LaunchFailed
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import DependencyUnavailable
-from spothub_core.events import LaunchFailed
 from spothub_core.logic.capacity import (
     HubServices,
     continue_as_new,

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import DependencyUnavailable, InvalidRequest
-from spothub_core.logic.provisioning import Orchestration, ToggleRequest, toggle
+from spothub_core.logic.provisioning import Orchestration, toggle
+from spothub_core.models.api import ToggleRequest
 
 NOW = 1_700_000_000.0
 WORKER_REGIONS = ["us-west-2", "eu-west-1"]

@@ -58,7 +58,7 @@ def test_a_call_the_role_does_not_allow_is_refused_in_the_services_own_words(
 
 def test_the_same_call_is_allowed_to_the_role_that_is_granted_it(fresh_sandbox: Sandbox) -> None:
     worker = fresh_sandbox.workers[0]
-    function = _function(fresh_sandbox, worker.region, "InstanceFromAsg")
+    function = _function(fresh_sandbox, worker.region, "WorkerTasks")
     client = _as_role(fresh_sandbox, "ecs", worker.region, function["Role"])
     assert client.list_container_instances(cluster="spothub-gpu")["containerInstanceArns"] == []
     role_name = function["Role"].rsplit("/", 1)[-1]

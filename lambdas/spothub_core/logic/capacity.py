@@ -18,23 +18,28 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from spothub_core.contracts import HubCommand, Source, TaskError
-from spothub_core.dal.alerts import publish_alert
-from spothub_core.dal.event_bus import put_event
-from spothub_core.dal.exclusions import ExclusionStore
-from spothub_core.dal.executions import start_named
-from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
-from spothub_core.dal.state_table import reason_of
-from spothub_core.errors import DependencyUnavailable, RegionTaken, Superseded
-from spothub_core.events import (
+from spothub_core.contracts import (
     CapacityNotice,
+    DrainCompleted,
+    HubCommand,
+    InstanceUnhealthy,
     LaunchFailed,
     LaunchProgress,
     LaunchRequested,
     LaunchSucceeded,
+    Source,
+    TaskError,
     TeardownCompleted,
     TeardownRequested,
 )
+from spothub_core.dal.alerts import publish_alert
+from spothub_core.dal.event_bus import put_event
+from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.executions import start_named
+from spothub_core.dal.instance_health import InstanceHealthStore
+from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
+from spothub_core.dal.state_table import reason_of
+from spothub_core.errors import DependencyUnavailable, RegionTaken, Superseded
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
 from spothub_core.logic.provisioning import orchestrator_input
 from spothub_core.logic.quotas import quota_alert
@@ -534,3 +539,30 @@ def _task_call(method: Any, **kwargs: Any) -> bool:
             return False
         raise DependencyUnavailable(f"Step Functions refused the answer: {reason_of(exc)}") from exc
     return True
+
+
+# --- reports of instance health -------------------------------------------------------------------------
+
+
+def on_drain_completed(health: InstanceHealthStore, report: DrainCompleted, *, now: float) -> str:
+    health.record_drain(report.instance_id, report.model_dump(exclude={"version"}), now=now)
+    return f"drain recorded: {report.outcome}"
+
+
+def on_instance_unhealthy(
+    hub: HubServices, health: InstanceHealthStore, report: InstanceUnhealthy, *, now: float
+) -> str:
+    if not health.record_remediation(
+        report.instance_id,
+        report.notice_id,
+        {"region": report.region, "reason": report.reason, "alarm_name": report.alarm_name},
+        now=now,
+    ):
+        return "ignored: this alarm firing was remediated already"
+    instance = hub.store.instance(report.instance_id)
+    if not instance or instance.get("status") == "terminated":
+        return "recorded: not a serving instance spothub placed"
+    hub.store.put_instance(
+        report.instance_id, {"status": "unhealthy", "notice": report.reason[:300], "updated_at": int(now)}
+    )
+    return start_replacement(hub, instance, report.instance_id, report.region, "unhealthy", now=now)

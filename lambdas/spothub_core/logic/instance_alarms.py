@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric
+from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric, alarm_name_prefix
 from spothub_core.timings import HEARTBEAT_ALARM_PERIOD_SECONDS
 
 # Three silent minutes (the agent beats every minute): one lost datapoint never pages anyone.
@@ -47,11 +47,7 @@ ALARM_KINDS = (
 
 
 def alarm_name(prefix: str, kind: AlarmKind, instance_id: str) -> str:
-    return f"{prefix}-agent-{kind.name}-{instance_id}"
-
-
-def alarm_name_prefix(prefix: str) -> str:
-    return f"{prefix}-agent-"
+    return f"{alarm_name_prefix(prefix)}{kind.name}-{instance_id}"
 
 
 def parse_alarm_name(prefix: str, name: str) -> tuple[AlarmKind, str] | None:

@@ -9,68 +9,15 @@ with `teardown` it also asks every worker region to stop its tasks and scale its
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from spothub_core.contracts import HubCommand, Source
+from spothub_core.contracts import HubCommand, Source, TeardownRequested
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import Conflict, InvalidRequest
-from spothub_core.events import TeardownRequested
-
-MAX_REPLICAS = 10
-# family (letters, a generation digit, attribute letters) "." size, e.g. p4d.24xlarge, g6e.xlarge,
-# u-6tb1.metal, c7gn.metal-48xl. Lower case only: EC2 rejects "P3.2XLARGE".
-INSTANCE_TYPE_PATTERN = re.compile(
-    r"^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\."
-    r"(nano|micro|small|medium|large|[0-9]*xlarge|metal(-[0-9]+xl)?)$"
-)
-# The longest EC2 instance type names are about 20 characters (u7inh-32tb.480xlarge).
-MAX_INSTANCE_TYPE_LENGTH = 32
-
-
-class ToggleRequest(BaseModel):
-    """The body of POST /spot-provisioning."""
-
-    # Strict: "teardown": "yes" is a 400, not a teardown of every region.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    action: Literal["enable", "disable"] = Field(description="enable or disable spot provisioning")
-    teardown: bool = Field(False, description="with disable: stop the tasks and scale every worker group to 0")
-    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="serving replicas to keep (default 1)")
-    instance_types: list[str] | None = Field(None, min_length=1, max_length=20)
-    allowed_regions: list[str] | None = Field(None, min_length=1)
-    denied_regions: list[str] | None = None
-
-    @field_validator("instance_types", "allowed_regions", "denied_regions")
-    @classmethod
-    def _names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(not item or item != item.strip() for item in value):
-            raise ValueError("must not contain empty names or surrounding spaces")
-        return value
-
-    @field_validator("instance_types")
-    @classmethod
-    def _instance_type_names(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or []:
-            if len(name) > MAX_INSTANCE_TYPE_LENGTH:
-                raise ValueError(
-                    f"{name[:20]!r}... is {len(name)} characters long; at most {MAX_INSTANCE_TYPE_LENGTH}"
-                    " for an EC2 instance type name"
-                )
-            if not INSTANCE_TYPE_PATTERN.match(name):
-                raise ValueError(f"{name!r} is not an EC2 instance type name (family.size, like g5.xlarge)")
-        return value
-
-    @model_validator(mode="after")
-    def _teardown_disables(self) -> ToggleRequest:
-        if self.action == "enable" and self.teardown:
-            raise ValueError("teardown applies to disable only")
-        return self
+from spothub_core.models.api import ToggleRequest
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spothub_core.contracts import Source, WorkerReport
+from spothub_core.contracts import InstanceUnhealthy, Source, WorkerReport
 from spothub_core.dal.event_bus import put_event
-from spothub_core.events import InstanceUnhealthy
 from spothub_core.logic import instance_alarms
 from spothub_core.logic.worker_region import (
     LAUNCH_TAG,

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from spothub_core.dal.state_table import StateTable
+from spothub_core.models.api import ControlPlaneStatus
 from spothub_core.settings import HubSettings
-
-
-class ControlPlaneStatus(BaseModel):
-    prefix: str
-    version: str
-    hub_region: str
-    worker_regions: list[str]
-    capacity_fallback: str
-    state_table: str
 
 
 def read_status(settings: HubSettings, table: StateTable) -> ControlPlaneStatus:

@@ -104,7 +104,7 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         before = state_manager.get_transition("ecs::task")
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
         try:
-            yield load_handler("instance_from_asg.handler")
+            yield load_handler("worker_tasks.handler")
         finally:
             state_manager.set_transition("ecs::task", before)
 

@@ -17,9 +17,8 @@ import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
-from spothub_core.contracts import HubCommand, Source
+from spothub_core.contracts import COMMAND_MODELS, HubCommand, Source
 from spothub_core.dal.executions import start_named
-from spothub_core.events import COMMAND_MODELS
 from spothub_core.logic import capacity_monitor, launch_instance, teardown_instance
 from spothub_core.logic.launch_errors import describe_error
 from spothub_core.logic.worker_region import WorkerRegion

@@ -1,0 +1,151 @@
+"""What the API takes and answers: one model per request body and per response, so the routes validate
+against them and the OpenAPI document describes them. Every time in a response is ISO 8601 UTC."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from spothub_core.models.records import InstanceStatus, ProvisioningStatus, ReplicaStatus
+
+# --- POST /spot-provisioning -------------------------------------------------------------------
+
+MAX_REPLICAS = 10
+# family (letters, a generation digit, attribute letters) "." size, e.g. p4d.24xlarge, g6e.xlarge,
+# u-6tb1.metal, c7gn.metal-48xl. Lower case only: EC2 rejects "P3.2XLARGE".
+INSTANCE_TYPE_PATTERN = re.compile(
+    r"^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\."
+    r"(nano|micro|small|medium|large|[0-9]*xlarge|metal(-[0-9]+xl)?)$"
+)
+# The longest EC2 instance type names are about 20 characters (u7inh-32tb.480xlarge).
+MAX_INSTANCE_TYPE_LENGTH = 32
+
+
+class ToggleRequest(BaseModel):
+    """The body of POST /spot-provisioning."""
+
+    # Strict: "teardown": "yes" is a 400, not a teardown of every region.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    action: Literal["enable", "disable"] = Field(description="enable or disable spot provisioning")
+    teardown: bool = Field(False, description="with disable: stop the tasks and scale every worker group to 0")
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="serving replicas to keep (default 1)")
+    instance_types: list[str] | None = Field(None, min_length=1, max_length=20)
+    allowed_regions: list[str] | None = Field(None, min_length=1)
+    denied_regions: list[str] | None = None
+
+    @field_validator("instance_types", "allowed_regions", "denied_regions")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not item or item != item.strip() for item in value):
+            raise ValueError("must not contain empty names or surrounding spaces")
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _instance_type_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if len(name) > MAX_INSTANCE_TYPE_LENGTH:
+                raise ValueError(
+                    f"{name[:20]!r}... is {len(name)} characters long; at most {MAX_INSTANCE_TYPE_LENGTH}"
+                    " for an EC2 instance type name"
+                )
+            if not INSTANCE_TYPE_PATTERN.match(name):
+                raise ValueError(f"{name!r} is not an EC2 instance type name (family.size, like g5.xlarge)")
+        return value
+
+    @model_validator(mode="after")
+    def _teardown_disables(self) -> ToggleRequest:
+        if self.action == "enable" and self.teardown:
+            raise ValueError("teardown applies to disable only")
+        return self
+
+
+class ToggleResponse(BaseModel):
+    message: str
+
+
+# --- GET /status -----------------------------------------------------------------------------------
+
+
+class ControlPlaneStatus(BaseModel):
+    prefix: str
+    version: str
+    hub_region: str
+    worker_regions: list[str]
+    capacity_fallback: str
+    state_table: str
+
+
+# --- GET /spot-instances -----------------------------------------------------------------------------
+
+
+class ProvisioningState(StrEnum):
+    """The whole deployment in one word: the most urgent of its replicas' states, or `idle` when nothing is
+    placed and nothing runs (provisioning off, or on with no replica), or `left-running` when provisioning is
+    off but instances it placed still run (disabled without teardown)."""
+
+    FAILED = "failed"
+    REPLACING = "replacing"
+    PLACING = "placing"
+    SERVING = "serving"
+    LEFT_RUNNING = "left-running"
+    IDLE = "idle"
+
+
+class ReplicaView(BaseModel):
+    replica_id: str
+    status: ReplicaStatus
+    region: str | None = Field(description="where the replica serves; None while it has no instance")
+    instance_id: str | None = Field(description="its serving instance; None once that instance is gone")
+    capacity_type: Literal["spot", "on-demand"] | None
+    reason: str | None
+    target_region: str | None = Field(description="where its launch in flight goes, if any")
+    error: str | None
+    placed_at: str | None
+
+
+class InstanceView(BaseModel):
+    instance_id: str
+    region: str | None
+    replica_id: str | None
+    status: InstanceStatus
+    public_ip: str | None
+    private_ip: str | None
+    capacity_type: Literal["spot", "on-demand"]
+    availability_zone: str
+    instance_type: str
+    launched_at: str | None
+    last_seen: str | None = Field(description="the agent's last heartbeat, ISO 8601 UTC; None before any")
+    ready: bool | None
+    gpu: dict[str, Any] | None = None
+
+
+class ProvisioningSettings(BaseModel):
+    replicas: int | None
+    instance_types: list[str] | None
+    allowed_regions: list[str] | None
+    denied_regions: list[str] | None
+
+
+class RemediationView(BaseModel):
+    instance_id: str
+    region: str
+    reason: str
+    alarm_name: str
+    at: str
+
+
+class SpotInstances(BaseModel):
+    """GET /spot-instances."""
+
+    provisioning: ProvisioningStatus
+    state: ProvisioningState
+    region: str | None = Field(description="the first serving replica's region (each replica says its own)")
+    replicas: list[ReplicaView]
+    instances: list[InstanceView]
+    settings: ProvisioningSettings
+    remediations: list[RemediationView]
