@@ -1,6 +1,10 @@
-"""The agent bundle the launch template installs: worker_agent/ plus the control plane's standard-library-only
-modules it shares (lambdas/spothub_core/contracts.py, the event contracts; timings.py, the launch's budgets),
-so the agent names its events and sizes its waits from the same modules as the control plane, not copies."""
+"""The agent bundle the launch template installs: worker_agent/ plus the control plane's modules it shares,
+under spothub_core/: the event contracts and the instance tag keys (contracts.py), the timings (timings.py)
+and the agent API's request models (models/agent.py). The agent names its events, reads its tags, sizes its
+waits and builds its payloads from the same modules the control plane validates them with, not copies.
+
+The shipped modules import the standard library and pydantic only (worker_agent/requirements.txt pins it as
+the Lambdas do); tests/agent/test_agent_bundle.py checks that the bundle imports on its own."""
 
 from __future__ import annotations
 
@@ -13,17 +17,21 @@ from pathlib import Path
 from stacks.paths import LAMBDAS_DIR, REPO_ROOT, WORKER_AGENT_DIR
 
 AGENT_BUNDLE_CACHE = REPO_ROOT / ".build" / "agent-bundle"
-SHIPPED_MODULES = ("contracts.py", "timings.py")
+CORE_DIR = LAMBDAS_DIR / "spothub_core"
+# Paths under spothub_core/, shipped as they are. Not spothub_core/__init__.py: the bundle writes its own, so
+# that the package's docstring says what the agent has of it.
+SHIPPED_MODULES = ("contracts.py", "timings.py", "models/__init__.py", "models/agent.py")
+CORE_INIT = '"""What the agent shares with the control plane: event contracts, timings, the agent API\'s models."""\n'
 _IGNORED = ("__pycache__", "*.pyc", "tests")
 
 
 def stage_agent_bundle(cache: Path = AGENT_BUNDLE_CACHE) -> Path:
     """The bundle's folder, keyed by what goes into it: concurrent synths share it, and a change to the
-    agent or the contracts makes a new one."""
+    agent or the shared modules makes a new one."""
     sources = sorted(p for p in WORKER_AGENT_DIR.rglob("*") if p.is_file() and not _ignored(p))
-    contracts = [LAMBDAS_DIR / "spothub_core" / m for m in SHIPPED_MODULES]
-    digest = hashlib.sha256()
-    for path in [*sources, *contracts]:
+    shared = [CORE_DIR / m for m in SHIPPED_MODULES]
+    digest = hashlib.sha256(CORE_INIT.encode())
+    for path in [*sources, *shared]:
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
     destination = cache / digest.hexdigest()[:16]
     if destination.is_dir():
@@ -34,9 +42,11 @@ def stage_agent_bundle(cache: Path = AGENT_BUNDLE_CACHE) -> Path:
     shutil.copytree(WORKER_AGENT_DIR, bundle, ignore=shutil.ignore_patterns(*_IGNORED))
     package = bundle / "spothub_core"
     package.mkdir()
-    (package / "__init__.py").write_text('"""The event contracts and timings, shipped with the agent."""\n')
-    for module in contracts:
-        shutil.copy2(module, package / module.name)
+    (package / "__init__.py").write_text(CORE_INIT)
+    for module in SHIPPED_MODULES:
+        target = package / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(CORE_DIR / module, target)
     with contextlib.suppress(OSError):  # another synth staged the same bundle first
         bundle.rename(destination)
     shutil.rmtree(staging, ignore_errors=True)

@@ -16,7 +16,7 @@ from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.gpu_capacity import MODEL_CACHE_MOUNT, GpuCapacity
 from stacks.constructs.instance_remediation import InstanceRemediation
 from stacks.constructs.log_retention import log_retention
-from stacks.constructs.python_function import ARCHITECTURE, RUNTIME
+from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, FunctionDefaults
 from stacks.constructs.serving_task import ServingTask
 from stacks.constructs.worker_automation import WorkerAutomation
 from stacks.constructs.worker_network import WorkerNetwork
@@ -63,6 +63,12 @@ class WorkerStack(Stack):
             log_group=self.capacity.workload_logs,
         )
         layer = DependencyLayer(self, "Dependencies", runtime=RUNTIME, architecture=ARCHITECTURE).layer
+        self.functions = FunctionDefaults(
+            prefix=config.prefix,
+            layer=layer,
+            dead_letter_queue=self.failed_invocations.queue,
+            log_retention=log_retention(config.log_retention_days),
+        )
         self.automation = WorkerAutomation(
             self,
             "Automation",
@@ -72,9 +78,7 @@ class WorkerStack(Stack):
             worker_bus=self.bus,
             hub_bus_arn=self.hub_bus_arn,
             alerts_topic=self.alerts.topic,
-            layer=layer,
-            dead_letter_queue=self.failed_invocations.queue,
-            log_retention=log_retention(config.log_retention_days),
+            functions=self.functions,
         )
         self.remediation = InstanceRemediation(
             self,
@@ -82,16 +86,13 @@ class WorkerStack(Stack):
             config=config,
             group_name=self.capacity.group_name,
             worker_bus=self.bus,
-            layer=layer,
-            dead_letter_queue=self.failed_invocations.queue,
-            log_retention=log_retention(config.log_retention_days),
+            functions=self.functions,
         )
         EventForwarding(
             self,
             "ForwardToHub",
             hub_bus_arn=self.hub_bus_arn,
             auto_scaling_group_name=self.capacity.group_name,
-            cluster_arn=self.capacity.cluster.cluster_arn,
             dead_letter_queue=self.undelivered.queue,
         )
 

@@ -22,18 +22,21 @@ fi
 mkdir -p "$AGENT_HOME"
 if [ "$here" != "$AGENT_HOME" ]; then
   cp -r "$here/spothub_agent" "$here/requirements.txt" "$here/spothub-agent.service" "$AGENT_HOME/"
-  # The event contracts and timings (spothub_core/contracts.py, timings.py; standard library only) ship beside the agent.
+  # The control plane's modules the agent shares (spothub_core/: contracts.py, timings.py, models/agent.py)
+  # ship beside it; they need pydantic, which requirements.txt pins as the Lambdas do.
   if [ -d "$here/spothub_core" ]; then cp -r "$here/spothub_core" "$AGENT_HOME/"; fi
   if [ -f "$here/requirements-gpu.txt" ]; then cp "$here/requirements-gpu.txt" "$AGENT_HOME/"; fi
 fi
 "$python" -m venv "$AGENT_HOME/venv"
+# boto3 and pydantic (pydantic-core is a binary wheel, published for x86_64 and arm64 Linux).
 "$AGENT_HOME/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$AGENT_HOME/requirements.txt"
 if lspci 2>/dev/null | grep -qi nvidia && [ -f "$AGENT_HOME/requirements-gpu.txt" ]; then
   # Optional: without it the agent reports GPU health as unavailable, with the reason.
   "$AGENT_HOME/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r "$AGENT_HOME/requirements-gpu.txt" || true
 fi
-# Fail the install, not the service at its first start, when the bundle is incomplete.
+# Fail the install, not the service at its first start, when the bundle is incomplete (the agent, spothub_core/,
+# or a dependency missing from the venv).
 PYTHONPATH="$AGENT_HOME" "$AGENT_HOME/venv/bin/python" -c 'import spothub_agent.agent'
 
 install -m 0644 "$AGENT_HOME/spothub-agent.service" /etc/systemd/system/spothub-agent.service

@@ -4,7 +4,8 @@ Called by the agent with its instance role (IAM auth; the role may invoke these 
 A heartbeat from an agent the control plane does not know is a 404: the agent registers, then beats.
 """
 
-# No `from __future__ import annotations` here: powertools reads the route's parameter types at runtime.
+# No `from __future__ import annotations` here: powertools reads the route's parameter and return types at
+# runtime.
 import time
 from typing import Annotated, Any
 
@@ -16,7 +17,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.http import build_resolver
 from spothub_core.logic.instance_health import check_caller, heartbeat, register
-from spothub_core.models.agent import INSTANCE_ID_PATTERN, Heartbeat, Registration
+from spothub_core.models.agent import (
+    INSTANCE_ID_PATTERN,
+    AgentRegistered,
+    Heartbeat,
+    HeartbeatAccepted,
+    Registration,
+)
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -28,7 +35,7 @@ InstanceId = Annotated[str, Path(pattern=INSTANCE_ID_PATTERN)]
 
 @app.post("/agents/<instance_id>/register")
 @tracer.capture_method
-def post_register(instance_id: InstanceId, registration: Annotated[Registration, Body()]) -> dict[str, Any]:
+def post_register(instance_id: InstanceId, registration: Annotated[Registration, Body()]) -> AgentRegistered:
     check_caller(app.current_event.request_context.identity.user_arn, instance_id)
     result = register(health, instance_id, registration, now=time.time())
     logger.info("agent registered", extra={"instance_id": instance_id, **registration.model_dump()})
@@ -37,7 +44,7 @@ def post_register(instance_id: InstanceId, registration: Annotated[Registration,
 
 @app.post("/agents/<instance_id>/heartbeat")
 @tracer.capture_method
-def post_heartbeat(instance_id: InstanceId, beat: Annotated[Heartbeat, Body()]) -> dict[str, Any]:
+def post_heartbeat(instance_id: InstanceId, beat: Annotated[Heartbeat, Body()]) -> HeartbeatAccepted:
     check_caller(app.current_event.request_context.identity.user_arn, instance_id)
     return heartbeat(health, instance_id, beat, now=time.time())
 

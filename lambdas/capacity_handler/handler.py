@@ -1,28 +1,29 @@
 """Capacity handler: the hub's side of every launch and teardown.
 
 Two kinds of callers, told apart by the event's shape:
-- the orchestrator state machine, with `{"action": ...}` (dispatch a launch or teardown with its task
-  token, record a healthy instance, give up a launch, mark a replica failed, continue as new, return a
-  replica on on-demand to spot, keep it on on-demand when no spot region is left);
-- EventBridge, with worker and agent reports and forwarded AWS events from the hub bus, dispatched by a
-  registry keyed on (source, detail-type); kinds it does not know are logged and ignored.
+- the orchestrator state machine, with `{"action": ...}`: each action's input is validated against its
+  model (spothub_core.models.orchestrator_tasks) and its output model answered as JSON
+  (spothub_core.logic.orchestrator_tasks);
+- EventBridge, with worker and agent reports and forwarded AWS events from the hub bus, dispatched on the
+  consumers declared for this function (spothub_core.logic.worker_reports); kinds it does not consume are
+  logged and ignored.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from spothub_core.contracts import AWS_EVENT_SOURCES, REPORT_MODELS, AwsEvent, Source, WorkerReport
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.logic import capacity
+from spothub_core.logic.hub_services import HubServices
+from spothub_core.logic.orchestrator_tasks import TASKS
+from spothub_core.logic.worker_reports import dispatch
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -39,9 +40,10 @@ class CapacityHandlerSettings(HubSettings):
 
 settings = load_settings(CapacityHandlerSettings)
 table = boto3.resource("dynamodb").Table(settings.state_table_name)
-hub = capacity.HubServices(
+hub = HubServices(
     store=ProvisioningStore(table),
     exclusions=ExclusionStore(table),
+    health=InstanceHealthStore(table),
     sfn=boto3.client("stepfunctions"),
     events=boto3.client("events"),
     ssm=boto3.client("ssm"),
@@ -57,47 +59,8 @@ hub = capacity.HubServices(
     prefix=settings.prefix,
 )
 
-health = InstanceHealthStore(table)
-
-ACTIONS: dict[str, Callable[..., dict[str, Any]]] = {
-    "dispatch_launch": capacity.dispatch_launch,
-    "dispatch_teardown": capacity.dispatch_teardown,
-    "abandon_launch": capacity.abandon_launch,
-    "record_instance": capacity.record_instance,
-    "replica_failed": capacity.replica_failed,
-    "continue_as_new": capacity.continue_as_new,
-    "return_to_spot": capacity.return_to_spot,
-    "keep_on_demand": capacity.keep_on_demand,
-}
-
-
-def _report(kind: WorkerReport, consume: Callable[..., str], *services: Any) -> Callable[[dict[str, Any], float], str]:
-    model: type[BaseModel] = REPORT_MODELS[kind]
-    return lambda event, now: consume(*(services or (hub,)), model.model_validate(event["detail"]), now=now)
-
-
-EVENT_CONSUMERS: dict[tuple[str, str], Callable[[dict[str, Any], float], str]] = {
-    (Source.WORKER, WorkerReport.LAUNCH_PROGRESS): _report(WorkerReport.LAUNCH_PROGRESS, capacity.on_launch_progress),
-    (Source.WORKER, WorkerReport.LAUNCH_SUCCEEDED): _report(
-        WorkerReport.LAUNCH_SUCCEEDED, capacity.on_launch_succeeded
-    ),
-    (Source.WORKER, WorkerReport.LAUNCH_FAILED): _report(WorkerReport.LAUNCH_FAILED, capacity.on_launch_failed),
-    (Source.WORKER, WorkerReport.TEARDOWN_COMPLETED): _report(
-        WorkerReport.TEARDOWN_COMPLETED, capacity.on_teardown_completed
-    ),
-    (Source.WORKER, WorkerReport.CAPACITY_NOTICE): _report(WorkerReport.CAPACITY_NOTICE, capacity.on_capacity_notice),
-    # The agent sees the same notices first hand; whichever arrives second finds the replacement started.
-    (Source.AGENT, WorkerReport.CAPACITY_NOTICE): _report(WorkerReport.CAPACITY_NOTICE, capacity.on_capacity_notice),
-    (Source.AGENT, WorkerReport.DRAIN_COMPLETED): _report(
-        WorkerReport.DRAIN_COMPLETED, capacity.on_drain_completed, health
-    ),
-    (Source.WORKER, WorkerReport.INSTANCE_UNHEALTHY): _report(
-        WorkerReport.INSTANCE_UNHEALTHY, capacity.on_instance_unhealthy, hub, health
-    ),
-    (AWS_EVENT_SOURCES[AwsEvent.LAUNCH_UNSUCCESSFUL], AwsEvent.LAUNCH_UNSUCCESSFUL): lambda event, now: (
-        capacity.on_launch_unsuccessful(hub, event, now=now)
-    ),
-}
+# The orchestrator's actions: the model each one's input is read into, and the task that answers it.
+ACTIONS = TASKS
 
 
 @logger.inject_lambda_context
@@ -106,18 +69,24 @@ EVENT_CONSUMERS: dict[tuple[str, str], Callable[[dict[str, Any], float], str]] =
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = time.time()
     if "action" in event:
-        action = ACTIONS.get(event["action"])
-        if action is None:
-            raise ValueError(f"unknown action {event['action']!r}; known: {', '.join(ACTIONS)}")
-        result = action(hub, event, now=now)
-        logger.info("action done", extra={"action": event["action"], "result": result})
-        return result
-    key = (str(event.get("source")), str(event.get("detail-type")))
-    consume = EVENT_CONSUMERS.get(key)
-    if consume is None:
-        logger.info("ignored event of a kind the capacity handler does not consume", extra={"kind": key})
+        return _act(event, now)
+    outcome = dispatch.consume(hub, event, now=now, region=str(event.get("region", "")))
+    kind = (str(event.get("source")), str(event.get("detail-type")))
+    if outcome is None:
+        logger.info("ignored event of a kind the capacity handler does not consume", extra={"kind": kind})
         return {"outcome": "ignored: unknown kind"}
-    outcome = consume(event, now)
     metrics.add_metric(name="WorkerReports", unit="Count", value=1)
-    logger.info("event consumed", extra={"kind": key, "event_id": event.get("id"), "outcome": outcome})
+    logger.info("event consumed", extra={"kind": kind, "event_id": event.get("id"), "outcome": outcome})
     return {"outcome": outcome}
+
+
+def _act(event: dict[str, Any], now: float) -> dict[str, Any]:
+    """One orchestrator action; a ValidationError naming the field when its input breaks the action's model."""
+    name = event["action"]
+    if name not in ACTIONS:
+        raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTIONS)}")
+    model, task = ACTIONS[name]
+    request = model.model_validate({k: v for k, v in event.items() if k != "action"})
+    result = task(hub, request, now=now).model_dump(mode="json")
+    logger.info("action done", extra={"action": name, "result": result})
+    return result

@@ -1,7 +1,7 @@
 """GET /spot-instances: the replicas, their instances and the provisioning switch."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: powertools reads the route's return type at runtime (it is
+# the response model the OpenAPI document describes).
 from typing import Any
 
 import boto3
@@ -12,6 +12,7 @@ from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.http import build_resolver
 from spothub_core.logic.instance_details import describe
+from spothub_core.models.api import SpotInstances
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -24,7 +25,7 @@ app = build_resolver()
 
 @app.get("/spot-instances")
 @tracer.capture_method
-def get_spot_instances() -> dict[str, Any]:
+def get_spot_instances() -> SpotInstances:
     return describe(store, health)
 
 

@@ -9,9 +9,12 @@ import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
-from spothub_core.logic.remediation import on_alarm
-from spothub_core.logic.worker_region import WorkerRegion
+from spothub_core.consumers import Dispatch, Target
+from spothub_core.contracts import AlarmStateChangeDetail
+from spothub_core.dal.auto_scaling_group import AutoScalingGroup
+from spothub_core.dal.ec2_instances import Ec2Instances
+from spothub_core.dal.instance_alarms import InstanceAlarms
+from spothub_core.logic.remediation import RemediationServices, on_alarm
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import BaseSettings, load_settings
 
@@ -23,28 +26,29 @@ class RemediationSettings(BaseSettings):
 
 
 settings = load_settings(RemediationSettings)
-worker = WorkerRegion(
-    region=settings.region,
-    group_name=settings.group_name,
-    cluster_name="",
-    task_definition="",
-    autoscaling=boto3.client("autoscaling"),
-    ec2=boto3.client("ec2"),
-    ecs=None,
-    sfn=None,
-    cloudwatch=boto3.client("cloudwatch"),
-    prefix=settings.prefix,
-)
+autoscaling = boto3.client("autoscaling")
 events = boto3.client("events")
+services = RemediationServices(
+    region=settings.region,
+    prefix=settings.prefix,
+    group=AutoScalingGroup(autoscaling, settings.group_name, settings.region),
+    instances=Ec2Instances(boto3.client("ec2")),
+    alarms=InstanceAlarms(boto3.client("cloudwatch")),
+    events=events,
+    bus_name=settings.worker_bus_name,
+)
+
+alarms: Dispatch[RemediationServices] = Dispatch(Target.INSTANCE_REMEDIATION)
+alarms.on(AlarmStateChangeDetail)(on_alarm)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    kind = (event.get("source"), event.get("detail-type"))
-    if kind != (AWS_EVENT_SOURCES[AwsEvent.ALARM_STATE_CHANGE], AwsEvent.ALARM_STATE_CHANGE.value):
+    outcome = alarms.consume(services, event)
+    if outcome is None:
+        kind = (event.get("source"), event.get("detail-type"))
         logger.info("ignored event of a kind remediation does not consume", extra={"kind": kind})
         return {"outcome": "ignored: unknown kind"}
-    outcome = on_alarm(worker, events, settings.worker_bus_name, event.get("detail") or {})
     logger.info("alarm handled", extra={"alarm": (event.get("detail") or {}).get("alarmName"), "outcome": outcome})
     return {"outcome": outcome}

@@ -16,7 +16,9 @@ from pydantic import Field
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.logic.spot_finder import FindRequest, find_regions, occupied_regions
+from spothub_core.logic.region_reservations import occupied_regions
+from spothub_core.logic.spot_finder import find_regions
+from spothub_core.models.orchestrator_tasks import FindRequest
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -45,13 +47,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # The operator's choices on the switch apply unless the caller named its own.
     request = request.model_copy(
         update={
-            "instance_types": request.instance_types or switch.get("instance_types"),
-            "allowed_regions": request.allowed_regions or switch.get("allowed_regions"),
-            "denied_regions": request.denied_regions or switch.get("denied_regions") or [],
+            "instance_types": request.instance_types or switch.instance_types,
+            "allowed_regions": request.allowed_regions or switch.allowed_regions,
+            "denied_regions": request.denied_regions or switch.denied_regions,
         }
     )
     occupied = occupied_regions(request.replica_id, provisioning.replicas(), provisioning.reservations())
-    result = find_regions(
+    answer = find_regions(
         request,
         occupied=occupied,
         on_demand_fallback=settings.capacity_fallback == "on-demand",
@@ -62,7 +64,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         exclusions=exclusions,
         now=time.time(),
     )
-    metrics.add_metric(name="RegionsRanked", unit="Count", value=len(result["ranked"]))
+    result = answer.model_dump(mode="json")
+    metrics.add_metric(name="RegionsRanked", unit="Count", value=len(answer.ranked))
     logger.info(
         "ranked regions", extra={"best": result["best"], "ranked": result["ranked"], "left_out": result["left_out"]}
     )

@@ -7,6 +7,10 @@ by an outer budget while an inner one still waits for it (tests/unit/test_timing
     boot allowance + agent health budget  <  launch lifecycle hook timeout  <  worker's workload poll cap
     every silence between two worker reports  <  orchestrator's launch heartbeat
     the worker's whole launch, every cap and retry  <  orchestrator's launch timeout
+
+The agent's own timings nest too: its slowest heartbeat (every call timing out) is shorter than the
+silence its heartbeat alarm tolerates, and a drain (detection, drain command, grace period, report) fits
+in the two minutes of a spot interruption warning.
 """
 
 from __future__ import annotations
@@ -32,6 +36,74 @@ LAUNCH_HOOK_TIMEOUT_SECONDS = INSTANCE_BOOT_SECONDS + AGENT_HEALTHY_WITHIN_SECON
 AGENT_HEARTBEAT_SECONDS = 60
 # The per-instance heartbeat alarm's period: at least one beat falls in every period of a live agent.
 HEARTBEAT_ALARM_PERIOD_SECONDS = 60
+
+# --- the agent's loops, calls and drain (worker_agent/; Settings defaults where an operator may change one) -
+
+# How often the agent looks at IMDS for a spot interruption warning or a rebalance recommendation, and at
+# the workload while the lifecycle action is open: every 5 s, as AWS recommends for the notices.
+AGENT_POLL_SECONDS = 5
+# The most a configured poll may be: the detection delay counts against the two minutes of the drain.
+AGENT_MAX_POLL_SECONDS = 10
+# The agent's calls to the agent API back off exponentially with full jitter, from the base doubling to the
+# cap: a fleet of agents whose API went away does not come back in step; the cap is one heartbeat interval,
+# so an API that returns is found again within a minute.
+AGENT_BACKOFF_BASE_SECONDS = 1
+AGENT_BACKOFF_CAP_SECONDS = AGENT_HEARTBEAT_SECONDS
+# The agent-config parameter is read at start with this pause before the second try, doubling after (the
+# agent starts without it, on the defaults, rather than hold up the interruption watch).
+AGENT_CONFIG_RETRY_SECONDS = 1
+# A loop of the agent that raised starts again after this pause: soon, but never in a tight crash loop.
+AGENT_LOOP_RESTART_SECONDS = 1
+# On its stop the agent waits this long for each loop to end (they wake on the stop event at once).
+AGENT_LOOP_JOIN_SECONDS = 5
+
+# Each try of the agent's AWS calls (boto3 makes two), connecting and then each read: short, so that a hanging
+# call holds up neither the interruption watch, nor the heartbeat's metric, nor the agent's own stop.
+AGENT_AWS_CONNECT_TIMEOUT_SECONDS = 3
+AGENT_AWS_READ_TIMEOUT_SECONDS = 5
+# Each call to the agent API (urllib's timeout, for the connection and for each read): the API answers in
+# well under a second (one DynamoDB write); slower than this is treated as no answer, and the link backs off.
+AGENT_API_TIMEOUT_SECONDS = 10
+# IMDS answers on the instance's link-local address in milliseconds; longer means it is not there.
+AGENT_IMDS_TIMEOUT_SECONDS = 2
+# The IMDSv2 session token lives this long (the most IMDS allows, 6 h), and is renewed this long before it
+# expires, so that no request carries a dying token.
+IMDS_TOKEN_TTL_SECONDS = 6 * HOUR_SECONDS
+IMDS_TOKEN_RENEW_MARGIN_SECONDS = MINUTE_SECONDS
+# The workload's health check: a server that does not answer this soon is not ready to serve.
+AGENT_HEALTH_CHECK_TIMEOUT_SECONDS = 3
+# Each Docker CLI call (ps, inspect, logs, and docker stop beyond its own grace period): the daemon answers
+# these locally in well under a second; this much means it is stuck.
+AGENT_DOCKER_CALL_TIMEOUT_SECONDS = 15
+# `docker run` of the agent's own runner may pull the image first (~10 GB for an inference server).
+AGENT_DOCKER_RUN_TIMEOUT_SECONDS = 10 * MINUTE_SECONDS
+# A process workload told to stop (after SIGKILL, or with the agent itself): the kernel ends it at once;
+# this only bounds the wait for the exit to be seen.
+AGENT_PROCESS_EXIT_SECONDS = 5
+
+# A spot interruption warning comes two minutes before the instance is reclaimed (AWS's, not ours).
+SPOT_NOTICE_WINDOW_SECONDS = 2 * MINUTE_SECONDS
+# Kept at the end of the window for publishing the drain's outcome: one put of an event, its connection and
+# its read at their timeouts.
+AGENT_DRAIN_REPORT_SECONDS = 10
+# Kept free at the very end of the window: shutdown starts on time, not on the agent's estimate of it.
+AGENT_DRAIN_MARGIN_SECONDS = 5
+# The workload's drain command (when one is configured), by default: flushing a queue, deregistering.
+AGENT_DRAIN_COMMAND_SECONDS = 15
+# The workload's grace period between SIGTERM and SIGKILL, by default: an inference server finishes the
+# requests it holds; clamped, with the clamp logged, to what is left of the window.
+AGENT_GRACE_SECONDS = 90
+# The least grace period the clamp leaves the workload: a drain command too long for the window is cut first.
+AGENT_MIN_GRACE_SECONDS = 5
+# At drain time, with the deadline all but spent (a restarted agent resuming a drain), each step still gets
+# this much: a command or a SIGTERM that gets no time at all cannot do anything.
+AGENT_DRAIN_STEP_FLOOR_SECONDS = 1
+# The drain's outcome waits at most this long for the capacity notice (published concurrently) to go first,
+# so the hub normally hears of the interruption before its drain (it copes with either order). The wait comes
+# out of the margin, no longer than it, so the report keeps its whole share of the window.
+AGENT_NOTICE_FIRST_SECONDS = 5
+# A refused drain report is tried again after this pause, until the report's share of the window is spent.
+AGENT_DRAIN_REPORT_RETRY_SECONDS = 1
 
 # --- the worker region's state machines ---------------------------------------------------------------
 

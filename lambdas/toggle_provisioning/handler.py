@@ -15,8 +15,8 @@ from spothub_core.dal.event_bus import put_event
 from spothub_core.dal.executions import start_named, stop_named
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.http import build_resolver
-from spothub_core.logic.provisioning import Orchestration, orchestrator_input, toggle
-from spothub_core.models.api import ToggleRequest
+from spothub_core.logic.provisioning import Orchestration, toggle
+from spothub_core.models.api import ToggleRequest, ToggleResponse
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
@@ -35,7 +35,9 @@ app = build_resolver()
 
 
 orchestration = Orchestration(
-    start_execution=lambda name, state: start_named(sfn, settings.orchestrator_arn, name, orchestrator_input(state)),
+    start_execution=lambda name, state: start_named(
+        sfn, settings.orchestrator_arn, name, state.model_dump(mode="json")
+    ),
     stop_execution=lambda name, cause: stop_named(sfn, settings.orchestrator_arn, name, cause),
     put_command=lambda detail_type, source, detail: put_event(
         events, settings.hub_bus_name, source, detail_type, detail
@@ -45,7 +47,7 @@ orchestration = Orchestration(
 
 @app.post("/spot-provisioning")
 @tracer.capture_method
-def post_spot_provisioning(request: Annotated[ToggleRequest, Body()]) -> dict[str, Any]:
+def post_spot_provisioning(request: Annotated[ToggleRequest, Body()]) -> ToggleResponse:
     result = toggle(
         request,
         store=store,
@@ -54,7 +56,7 @@ def post_spot_provisioning(request: Annotated[ToggleRequest, Body()]) -> dict[st
         default_instance_types=settings.instance_types,
         now=time.time(),
     )
-    logger.info("spot provisioning toggled", extra={"request": request.model_dump(), "result": result})
+    logger.info("spot provisioning toggled", extra={"request": request.model_dump(), "result": result.model_dump()})
     return result
 
 

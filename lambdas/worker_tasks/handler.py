@@ -4,24 +4,32 @@ receiver of the hub's commands.
 - EventBridge delivers a hub command (launch or teardown requested) from the worker bus: it starts the
   matching state machine with the command's id as the execution name, so a command delivered twice
   starts one execution.
-- A state machine task calls it with `{"action": ...}`; errors are raised as CapacityError,
-  TransientError or FatalError, the names the ASL retries and catches.
+- A state machine task calls it with `{"action": ..., ...}`: the rest is the action's input model
+  (spothub_core.models.worker_tasks), what it returns the action's result model. Errors are raised as
+  CapacityError, TransientError or FatalError, the names the ASL retries and catches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from spothub_core.contracts import COMMAND_MODELS, HubCommand, Source
+from spothub_core.consumers import Dispatch, Target
+from spothub_core.contracts import LaunchRequested, TeardownRequested
+from spothub_core.dal.auto_scaling_group import AutoScalingGroup
+from spothub_core.dal.ec2_instances import Ec2Instances
 from spothub_core.dal.executions import start_named
+from spothub_core.dal.instance_alarms import InstanceAlarms
+from spothub_core.dal.launch_executions import LaunchExecutions
+from spothub_core.dal.serving_tasks import ServingTasks
 from spothub_core.logic import capacity_monitor, launch_instance, teardown_instance
-from spothub_core.logic.launch_errors import describe_error
 from spothub_core.logic.worker_region import WorkerRegion
+from spothub_core.models import worker_tasks as task_models
 from spothub_core.observability import logger, tracer
 from spothub_core.settings import BaseSettings, load_settings
 
@@ -37,60 +45,82 @@ class WorkerSettings(BaseSettings):
 
 
 settings = load_settings(WorkerSettings)
+autoscaling = boto3.client("autoscaling")
+sfn = boto3.client("stepfunctions")
 worker = WorkerRegion(
     region=settings.region,
-    group_name=settings.group_name,
-    cluster_name=settings.cluster_name,
-    task_definition=settings.task_definition,
-    autoscaling=boto3.client("autoscaling"),
-    ec2=boto3.client("ec2"),
-    ecs=boto3.client("ecs"),
-    sfn=boto3.client("stepfunctions"),
-    launch_state_machine_arn=settings.launch_state_machine_arn,
-    cloudwatch=boto3.client("cloudwatch"),
+    group=AutoScalingGroup(autoscaling, settings.group_name, settings.region),
+    instances=Ec2Instances(boto3.client("ec2")),
+    tasks=ServingTasks(boto3.client("ecs"), settings.cluster_name, settings.task_definition),
+    alarms=InstanceAlarms(boto3.client("cloudwatch")),
+    launches=LaunchExecutions(sfn, settings.launch_state_machine_arn),
     prefix=settings.prefix,
     alerts_topic_arn=settings.alerts_topic_arn,
 )
 
-ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "scale_out": lambda e: launch_instance.scale_out(worker, e["launch_id"], e.get("capacity_type", "spot")),
-    "claim_instance": lambda e: launch_instance.claim_instance(worker, e["launch_id"], e["replica_id"], e["since"]),
-    "start_workload": lambda e: launch_instance.start_workload(worker, e["launch_id"], e["instance_id"]),
-    "workload_status": lambda e: launch_instance.workload_status(worker, e["task_arn"], e["instance_id"]),
-    "watch_instance": lambda e: launch_instance.watch_instance(worker, e["instance_id"]),
-    "describe_failure": lambda e: describe_error(e.get("error")),
-    "cleanup": lambda e: launch_instance.cleanup(worker, e["launch_id"]),
-    "teardown": lambda e: teardown_instance.teardown(worker, e.get("instance_id"), e.get("launch_id")),
-    "teardown_status": lambda e: teardown_instance.teardown_status(worker, e.get("waiting_for") or []),
-    "identify": lambda e: capacity_monitor.identify(worker, e["instance_id"], e["kind"]),
-}
-STATE_MACHINE_BY_COMMAND = {
-    HubCommand.LAUNCH_REQUESTED: (settings.launch_state_machine_arn, "launch_id"),
-    HubCommand.TEARDOWN_REQUESTED: (settings.teardown_state_machine_arn, "teardown_id"),
+TaskFunction = Callable[[WorkerRegion, Any], BaseModel]
+ACTIONS: dict[str, tuple[type[BaseModel], TaskFunction]] = {
+    "scale_out": (task_models.ScaleOut, launch_instance.scale_out),
+    "claim_instance": (task_models.ClaimInstance, launch_instance.claim_instance),
+    "start_workload": (task_models.StartWorkload, launch_instance.start_workload),
+    "workload_status": (task_models.WorkloadStatus, launch_instance.workload_status),
+    "watch_instance": (task_models.WatchInstance, launch_instance.watch_instance),
+    "describe_failure": (task_models.DescribeFailure, launch_instance.describe_failure),
+    "cleanup": (task_models.Cleanup, launch_instance.cleanup),
+    "teardown": (task_models.Teardown, teardown_instance.teardown),
+    "teardown_status": (task_models.TeardownStatus, teardown_instance.teardown_status),
+    "identify": (task_models.Identify, capacity_monitor.identify),
 }
 
 
-def _start_command(event: dict[str, Any]) -> dict[str, Any]:
-    kind = HubCommand(event["detail-type"])
-    command = COMMAND_MODELS[kind].model_validate(event["detail"])
-    state_machine_arn, id_field = STATE_MACHINE_BY_COMMAND[kind]
-    name = getattr(command, id_field)
-    started = start_named(worker.sfn, state_machine_arn, name, command.model_dump(mode="json"))
-    logger.info("command received", extra={"kind": kind.value, "execution": name, "started": started})
-    return {"execution": name, "started": started}
+@dataclass(frozen=True)
+class StateMachines:
+    """What a hub command starts: the region's launch and teardown state machines."""
+
+    sfn: Any
+    launch_arn: str
+    teardown_arn: str
+
+
+state_machines = StateMachines(sfn, settings.launch_state_machine_arn, settings.teardown_state_machine_arn)
+commands: Dispatch[StateMachines] = Dispatch(Target.WORKER_TASKS)
+
+
+def _start(sfn_client: Any, state_machine_arn: str, name: str, command: BaseModel) -> str:
+    if start_named(sfn_client, state_machine_arn, name, command.model_dump(mode="json")):
+        return f"started {name}"
+    return f"{name} was started before: not started again"
+
+
+@commands.on(LaunchRequested)
+def start_launch(machines: StateMachines, command: LaunchRequested) -> str:
+    return _start(machines.sfn, machines.launch_arn, command.launch_id, command)
+
+
+@commands.on(TeardownRequested)
+def start_teardown(machines: StateMachines, command: TeardownRequested) -> str:
+    return _start(machines.sfn, machines.teardown_arn, command.teardown_id, command)
+
+
+def run_task(event: dict[str, Any]) -> dict[str, Any]:
+    name = event["action"]
+    if name not in ACTIONS:
+        raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTIONS)}")
+    model, task = ACTIONS[name]
+    result = task(worker, model.model_validate({k: v for k, v in event.items() if k != "action"}))
+    return result.model_dump(mode="json")
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "action" in event:
-        action = ACTIONS.get(event["action"])
-        if action is None:
-            raise ValueError(f"unknown action {event['action']!r}; known: {', '.join(ACTIONS)}")
-        result = action(event)
+        result = run_task(event)
         logger.info("task done", extra={"action": event["action"], "result": result})
         return result
-    if event.get("source") == Source.HUB and event.get("detail-type") in set(HubCommand):
-        return _start_command(event)
-    logger.info("ignored event", extra={"source": event.get("source"), "detail_type": event.get("detail-type")})
-    return {"outcome": "ignored: unknown kind"}
+    outcome = commands.consume(state_machines, event)
+    if outcome is None:
+        logger.info("ignored event", extra={"source": event.get("source"), "detail_type": event.get("detail-type")})
+        return {"outcome": "ignored: unknown kind"}
+    logger.info("command consumed", extra={"kind": event.get("detail-type"), "outcome": outcome})
+    return {"outcome": outcome}

@@ -155,13 +155,17 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
         "every worker group is at 0",
         timeout_s=30,
     )
-    after = sandbox.request("GET", "spot-instances").json()
     n.eventually(
         lambda: sandbox.request("GET", "spot-instances").json().get("instances") == [],
-        "GET /spot-instances shows provisioning disabled and no instance",
+        "GET /spot-instances shows no instance",
         timeout_s=30,
     )
-    n.expect(after.get("provisioning") == "disabled", "provisioning is disabled", after.get("state", ""))
+    after = sandbox.request("GET", "spot-instances").json()
+    n.expect(
+        (after.get("provisioning"), after.get("state")) == ("disabled", "idle"),
+        "GET /spot-instances shows provisioning disabled and idle",
+        f"{after.get('provisioning')}, {after.get('state')}",
+    )
     n.show_timeline()
     print(
         f"\n{'all expectations met' if not n.failures else f'{len(n.failures)} expectations failed'}",

@@ -9,6 +9,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+# Named actions on the key, for writers of state it encrypts and publishers to the topic.
+KMS_READ_WRITE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+
 
 class AlertsTopic(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, prefix: str, alert_email: str | None) -> None:

@@ -4,18 +4,19 @@ bus; it asks the hub to replace the instance. The alarms also notify the alerts 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, alarm_name_prefix
+from spothub_core.consumers import Bus, Target
+from spothub_core.contracts import AwsEvent, alarm_name_prefix
 from stacks.config import SpothubConfig
-from stacks.constructs.python_function import SpothubFunction
+from stacks.constructs.consumer_rules import aws_event_id, entries, only_pattern
+from stacks.constructs.python_function import FunctionDefaults
 from stacks.nag import acknowledge, nag_resource
 
 
@@ -29,6 +30,17 @@ def instance_alarms_arn(stack: Stack, prefix: str) -> str:
     )
 
 
+def detail_filters(prefix: str) -> dict[AwsEvent, dict[str, Any]]:
+    """Which of the region's events are this deployment's, by detail-type: a remediation entry without one
+    would take every such event in the region."""
+    return {
+        AwsEvent.ALARM_STATE_CHANGE: {
+            "alarmName": events.Match.prefix(alarm_name_prefix(prefix)),
+            "state": {"value": ["ALARM"]},
+        }
+    }
+
+
 class InstanceRemediation(Construct):
     def __init__(
         self,
@@ -38,21 +50,15 @@ class InstanceRemediation(Construct):
         config: SpothubConfig,
         group_name: str,
         worker_bus: events.IEventBus,
-        layer: lambda_.ILayerVersion,
-        dead_letter_queue: sqs.IQueue,
-        log_retention: logs.RetentionDays,
+        functions: FunctionDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        self.spothub_function = SpothubFunction(
+        self.spothub_function = functions.function(
             self,
             "Function",
             concern="instance_remediation",
             description="An instance alarm fired: ask the hub to replace the instance",
-            prefix=config.prefix,
-            layer=layer,
-            dead_letter_queue=dead_letter_queue,
-            log_retention=log_retention,
             environment={"SPOTHUB_GROUP_NAME": group_name, "SPOTHUB_WORKER_BUS": worker_bus.event_bus_name},
         )
         function = self.spothub_function.function
@@ -80,21 +86,19 @@ class InstanceRemediation(Construct):
             "Per-instance alarms are named by instance id, unknown ahead; the name prefix pins them to this "
             "deployment.",
         )
-        rule = events.Rule(
-            self,
-            "InstanceAlarms",
-            description="This deployment's instance alarms going to ALARM",
-            event_pattern=events.EventPattern(
-                source=[AWS_EVENT_SOURCES[AwsEvent.ALARM_STATE_CHANGE]],
-                detail_type=[AwsEvent.ALARM_STATE_CHANGE.value],
-                detail={
-                    "alarmName": events.Match.prefix(alarm_name_prefix(config.prefix)),
-                    "state": {"value": ["ALARM"]},
-                },
-            ),
-        )
-        rule.add_target(
-            targets.LambdaFunction(
-                function, dead_letter_queue=dead_letter_queue, retry_attempts=8, max_event_age=Duration.hours(2)
+        filters = detail_filters(config.prefix)
+        for entry in entries(bus=Bus.WORKER_DEFAULT, target=Target.INSTANCE_REMEDIATION):
+            rule = events.Rule(
+                self,
+                aws_event_id(entry),
+                description="This deployment's instance alarms going to ALARM",
+                event_pattern=only_pattern([entry], detail=filters[AwsEvent(entry.detail_type)]),
             )
-        )
+            rule.add_target(
+                targets.LambdaFunction(
+                    function,
+                    dead_letter_queue=functions.dead_letter_queue,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(2),
+                )
+            )

@@ -7,6 +7,10 @@ log group with a retention, and a dead-letter queue for asynchronous invocations
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -79,4 +83,39 @@ class SpothubFunction(Construct):
                 "POWERTOOLS_LOG_LEVEL": "INFO",
                 **(environment or {}),
             },
+        )
+
+
+@dataclass(frozen=True)
+class FunctionDefaults:
+    """What every function of one stack shares (prefix, layer, dead-letter queue, log retention, the stack's
+    environment), so a construct builds its function in one line with `function(...)`."""
+
+    prefix: str
+    layer: lambda_.ILayerVersion
+    dead_letter_queue: sqs.IQueue
+    log_retention: logs.RetentionDays
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def function(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        concern: str,
+        description: str,
+        environment: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> SpothubFunction:
+        return SpothubFunction(
+            scope,
+            construct_id,
+            concern=concern,
+            description=description,
+            prefix=self.prefix,
+            layer=self.layer,
+            dead_letter_queue=self.dead_letter_queue,
+            log_retention=self.log_retention,
+            environment={**self.environment, **(environment or {})},
+            **kwargs,
         )

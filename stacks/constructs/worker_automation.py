@@ -13,22 +13,27 @@ from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, HubCommand, Source
+from spothub_core.consumers import Bus, Target
+from spothub_core.contracts import AwsEvent, Source
 from spothub_core.timings import MAX_INSTANCE_POLLS_SECONDS, MAX_TEARDOWN_POLLS_SECONDS, MAX_WORKLOAD_POLLS_SECONDS
 from stacks.config import SpothubConfig
+from stacks.constructs.consumer_rules import entries, only_pattern, patterns
 from stacks.constructs.gpu_capacity import GpuCapacity
 from stacks.constructs.instance_remediation import instance_alarms_arn
-from stacks.constructs.python_function import SpothubFunction
+from stacks.constructs.python_function import FunctionDefaults
 from stacks.constructs.serving_task import ServingTask
 from stacks.constructs.state_machine import SpothubStateMachine
 from stacks.nag import STATE_MACHINE_REASON, acknowledge, invoke_versions_rule, nag_resource
+
+# The capacity monitor's input names the notice's kind (contracts.CapacityNotice.kind); one rule per notice.
+NOTICE_KINDS = {
+    AwsEvent.SPOT_INTERRUPTION_WARNING: "interruption",
+    AwsEvent.REBALANCE_RECOMMENDATION: "rebalance",
+}
 
 
 def poll_numbers(poll: int) -> dict[str, dict[str, int]]:
@@ -56,9 +61,7 @@ class WorkerAutomation(Construct):
         worker_bus: events.IEventBus,
         hub_bus_arn: str,
         alerts_topic: sns.ITopic,
-        layer: lambda_.ILayerVersion,
-        dead_letter_queue: sqs.IQueue,
-        log_retention: logs.RetentionDays,
+        functions: FunctionDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -72,15 +75,12 @@ class WorkerAutomation(Construct):
             )
             for kind, name in names.items()
         }
-        self.spothub_function = SpothubFunction(
+        dead_letter_queue = functions.dead_letter_queue
+        self.spothub_function = functions.function(
             self,
             "WorkerTasks",
             concern="worker_tasks",
             description="Worker tasks: scale the group, claim the instance, run the serving task, tear down",
-            prefix=config.prefix,
-            layer=layer,
-            dead_letter_queue=dead_letter_queue,
-            log_retention=log_retention,
             timeout_seconds=60,
             environment={
                 "SPOTHUB_GROUP_NAME": capacity.group_name,
@@ -107,7 +107,7 @@ class WorkerAutomation(Construct):
                     "WorkerBusName": worker_bus.event_bus_name,
                 },
                 numbers=numbers[kind],
-                log_retention=log_retention,
+                log_retention=functions.log_retention,
             ).state_machine
             self.function.grant_invoke(machine)
             worker_bus.grant_put_events_to(machine)
@@ -119,27 +119,32 @@ class WorkerAutomation(Construct):
             acknowledge(machine, "AwsSolutions-IAM5[Resource::*]", STATE_MACHINE_REASON)
             self.state_machines[kind] = machine
 
-        commands = events.Rule(
-            self,
-            "HubCommands",
-            event_bus=worker_bus,
-            description="Launch and teardown commands from the hub",
-            event_pattern=events.EventPattern(source=[str(Source.HUB)], detail_type=[c.value for c in HubCommand]),
-        )
-        commands.add_target(
-            targets.LambdaFunction(
-                self.function, dead_letter_queue=dead_letter_queue, retry_attempts=8, max_event_age=Duration.hours(2)
+        # What the worker tasks consume from the worker bus (spothub_core.consumers): one rule per source.
+        for source, pattern in patterns(entries(bus=Bus.WORKER, target=Target.WORKER_TASKS)).items():
+            commands = events.Rule(
+                self,
+                f"HubCommands-{source}",
+                event_bus=worker_bus,
+                description="Launch and teardown commands from the hub",
+                event_pattern=pattern,
             )
-        )
-        for kind, notice in (
-            ("interruption", AwsEvent.SPOT_INTERRUPTION_WARNING),
-            ("rebalance", AwsEvent.REBALANCE_RECOMMENDATION),
-        ):
+            commands.add_target(
+                targets.LambdaFunction(
+                    self.function,
+                    dead_letter_queue=dead_letter_queue,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(2),
+                )
+            )
+        # Spot notices from the default bus: one rule per notice, for the kind in the capacity monitor's input.
+        for entry in entries(bus=Bus.WORKER_DEFAULT, target=Target.CAPACITY_MONITOR):
+            notice = AwsEvent(entry.detail_type)
+            kind = NOTICE_KINDS[notice]
             rule = events.Rule(
                 self,
                 f"SpotNotice-{kind}",
                 description=f"{notice.value} for any instance in the region: the capacity monitor picks ours",
-                event_pattern=events.EventPattern(source=[AWS_EVENT_SOURCES[notice]], detail_type=[notice.value]),
+                event_pattern=only_pattern([entry]),
             )
             rule.add_target(
                 targets.SfnStateMachine(
@@ -155,12 +160,13 @@ class WorkerAutomation(Construct):
                     dead_letter_queue=dead_letter_queue,
                 )
             )
+        # The worker's reports that the hub consumes, from this bus to the hub bus.
         reports = events.Rule(
             self,
             "ReportsToHub",
             event_bus=worker_bus,
             description="Worker reports to the hub bus",
-            event_pattern=events.EventPattern(source=[str(Source.WORKER)]),
+            event_pattern=only_pattern(entries(bus=Bus.HUB, source=Source.WORKER)),
         )
         hub_bus = events.EventBus.from_event_bus_arn(self, "HubBus", hub_bus_arn)
         reports.add_target(targets.EventBus(hub_bus, dead_letter_queue=dead_letter_queue))

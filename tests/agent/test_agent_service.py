@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from spothub.sandbox.imds import InstanceMetadataServer
-from spothub_agent.settings import NOTICE_WINDOW_S, REPORT_BUDGET_S
+from spothub_core.timings import AGENT_DRAIN_REPORT_SECONDS, SPOT_NOTICE_WINDOW_SECONDS
 from stacks.paths import LAMBDAS_DIR, WORKER_AGENT_DIR
 from tests.agent.test_imds_and_config import IDENTITY, TAGS
 
@@ -88,7 +88,7 @@ def test_the_unit_lets_a_drain_finish_and_install_wants_python_311_or_later() ->
     settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
     assert settings["Restart"] == "always"
     assert settings["KillMode"] == "mixed"  # SIGTERM to the agent alone: it finishes the drain it runs
-    assert int(settings["TimeoutStopSec"]) >= NOTICE_WINDOW_S + REPORT_BUDGET_S
+    assert int(settings["TimeoutStopSec"]) >= SPOT_NOTICE_WINDOW_SECONDS + AGENT_DRAIN_REPORT_SECONDS
     assert settings["StateDirectory"] == "spothub-agent"
     assert "for candidate in python3.12 python3.11; do" in script
     assert "sys.version_info >= (3, 11)" in script

@@ -14,17 +14,18 @@ from spothub_agent.control_plane import (
     InstanceUnknown,
     join_url,
 )
+from spothub_core.models.agent import Heartbeat, Registration
 from tests.agent.conftest import HUB_REGION, INSTANCE_ID, FakeControlPlane
 
 CREDENTIALS = ReadOnlyCredentials("AKIDAGENTTEST", "secret", None)
-REGISTRATION = {
-    "region": "us-west-2",
-    "availability_zone": "us-west-2b",
-    "instance_type": "g5.xlarge",
-    "group": "spothub-gpu",
-    "capacity_type": "spot",
-    "agent_version": "0.2.0",
-}
+REGISTRATION = Registration(
+    region="us-west-2",
+    availability_zone="us-west-2b",
+    instance_type="g5.xlarge",
+    group="spothub-gpu",
+    capacity_type="spot",
+    agent_version="0.2.0",
+)
 
 
 @pytest.mark.parametrize(
@@ -47,16 +48,26 @@ def test_register_and_heartbeat_are_signed_for_execute_api_in_the_hub_region(api
         "instance_id": INSTANCE_ID,
         "assignment": {"replica_id": "r-1"},
     }
-    beat = {
+    beat = Heartbeat(ready=True, workload={"state": "running"})
+    assert client.heartbeat(INSTANCE_ID, beat)["instance_id"] == INSTANCE_ID
+    assert api.actions() == ["register", "heartbeat"]
+    assert api.calls[0].body == {
+        "region": "us-west-2",
+        "availability_zone": "us-west-2b",
+        "instance_type": "g5.xlarge",
+        "group": "spothub-gpu",
+        "capacity_type": "spot",
+        "agent_version": "0.2.0",
+    }
+    assert api.calls[1].body == {
         "ready": True,
         "workload": {"state": "running", "exit_code": None, "last_lines": []},
         "gpu": {},
         "drained": False,
     }
-    assert client.heartbeat(INSTANCE_ID, beat)["instance_id"] == INSTANCE_ID
-    assert api.actions() == ["register", "heartbeat"]
-    assert api.calls[0].body == REGISTRATION
-    assert api.calls[1].body == beat
+    # What the agent sends is what the agent API validates it with.
+    assert Registration.model_validate(api.calls[0].body) == REGISTRATION
+    assert Heartbeat.model_validate(api.calls[1].body) == beat
     for call in api.calls:
         authorization = call.headers["Authorization"]
         assert re.fullmatch(
@@ -76,7 +87,7 @@ def test_a_session_token_is_sent(api: FakeControlPlane) -> None:
 def test_a_heartbeat_of_an_unknown_instance_is_instance_unknown(api: FakeControlPlane) -> None:
     client = ControlPlaneClient(api.url, HUB_REGION, lambda: CREDENTIALS)
     with pytest.raises(InstanceUnknown, match="register first"):
-        client.heartbeat(INSTANCE_ID, {"ready": False})
+        client.heartbeat(INSTANCE_ID, Heartbeat(ready=False))
 
 
 def test_failures_are_api_unavailable(api: FakeControlPlane) -> None:

@@ -228,9 +228,9 @@ def test_heartbeat_writes_the_metric_and_the_control_plane_record(
 def test_xid_errors_become_a_metric(make_agent: MakeAgent, aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     nvml = use_nvml(monkeypatch, fake_pynvml(gpus=1))
     agent = make_agent(use=FakeWorkload())
-    assert agent.heartbeat.beat()["gpu"]["xid_errors_new"] == 0
+    assert agent.heartbeat.beat().gpu["xid_errors_new"] == 0
     nvml.xid_queue.extend([("handle-0", 79), ("handle-0", 79), ("handle-0", 31)])  # type: ignore[attr-defined]
     beat = agent.heartbeat.beat()
-    assert beat["gpu"]["gpus"][0]["xid_errors"] == 3
+    assert beat.gpu["gpus"][0]["xid_errors"] == 3
     assert metric_values("GpuXidErrors", "Sum") == 3.0
     assert metric_values("GpuXidErrors", "SampleCount") == 2

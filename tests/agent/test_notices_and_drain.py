@@ -15,8 +15,9 @@ import pytest
 from spothub.sandbox.imds import InstanceMetadataServer
 from spothub_agent.notices import Notice, parse_notice
 from spothub_agent.process_runner import ProcessWorkload
-from spothub_agent.settings import NOTICE_WINDOW_S, Settings, WorkloadSpec
+from spothub_agent.settings import Settings, WorkloadSpec
 from spothub_agent.state import AgentState
+from spothub_core.timings import SPOT_NOTICE_WINDOW_SECONDS as NOTICE_WINDOW_S
 from tests.agent.conftest import (
     BUS_NAME,
     HUB_REGION,
@@ -150,8 +151,8 @@ def test_a_spot_interruption_publishes_one_event_and_drains_within_the_window(
     assert elapsed < 10
     assert agent.workload.status().state == "stopped"
     assert agent.state.drained
-    assert agent.heartbeat.beat()["drained"] is True
-    assert agent.heartbeat.beat()["ready"] is False
+    assert agent.heartbeat.beat().drained is True
+    assert agent.heartbeat.beat().ready is False
 
     # Restart the agent: the notice is not published again, nothing is drained or started again.
     stop.set()

@@ -11,14 +11,14 @@ from botocore.exceptions import EndpointConnectionError
 
 from spothub_agent.settings import (
     DEFAULT_HEALTH_URL,
-    NOTICE_WINDOW_S,
-    REPORT_BUDGET_S,
-    SAFETY_MARGIN_S,
     Settings,
     SettingsError,
     build_settings,
     load_settings,
 )
+from spothub_core.timings import AGENT_DRAIN_MARGIN_SECONDS as SAFETY_MARGIN_S
+from spothub_core.timings import AGENT_DRAIN_REPORT_SECONDS as REPORT_BUDGET_S
+from spothub_core.timings import SPOT_NOTICE_WINDOW_SECONDS as NOTICE_WINDOW_S
 
 
 def test_defaults_without_agent_config_or_environment() -> None:

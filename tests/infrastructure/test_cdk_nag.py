@@ -19,8 +19,8 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-COG4",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
         "AwsSolutions-IAM5[Resource::*]",
-        "AwsSolutions-IAM5[Resource::<CapacityHandlerFunction71B76F6B.Arn>:*]",
-        "AwsSolutions-IAM5[Resource::<SpotFinderFunction4EEE7C79.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::<SpotProvisioningCapacityHandlerFunction4A337EA1.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::<SpotProvisioningSpotFinderFunction1B802D6A.Arn>:*]",
         "AwsSolutions-IAM5[Resource::arn:aws:states:us-east-1:<AWS::AccountId>:execution:spothub-spot-orchestrator:*]",
         "AwsSolutions-SQS3",
     },
@@ -81,7 +81,9 @@ def test_the_task_token_wildcard_is_acknowledged_on_the_capacity_handler_with_it
 ) -> None:
     resources = reference.templates["spothub-hub"]["Resources"]
     (policy,) = [
-        k for k, r in resources.items() if k.startswith("CapacityHandlerRole") and r["Type"] == "AWS::IAM::Policy"
+        k
+        for k, r in resources.items()
+        if k.startswith("SpotProvisioningCapacityHandlerRole") and r["Type"] == "AWS::IAM::Policy"
     ]
     reasons = _acknowledged({"Resources": {policy: resources[policy]}})
     assert "states:SendTaskSuccess" in reasons["AwsSolutions-IAM5[Resource::*]"]

@@ -292,14 +292,14 @@ def _statements_of(synthesized: Synthesized, stack_name: str, role_prefix: str) 
 def test_task_token_answers_are_granted_on_every_resource(reference: Synthesized) -> None:
     # SendTaskSuccess/Failure/Heartbeat support no resource-level permission (Service Authorization Reference):
     # scoped to the state machine's ARN, AWS denies them.
-    statements = _statements_of(reference, reference.config.hub_stack_name(), "CapacityHandler")
+    statements = _statements_of(reference, reference.config.hub_stack_name(), "SpotProvisioningCapacityHandler")
     (answer,) = [s for s in statements if "states:SendTaskSuccess" in s["Action"]]
     assert sorted(answer["Action"]) == ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]
     assert answer["Resource"] == "*"
 
 
 def test_the_capacity_handler_may_alert_the_operator(reference: Synthesized) -> None:
-    statements = _statements_of(reference, reference.config.hub_stack_name(), "CapacityHandler")
+    statements = _statements_of(reference, reference.config.hub_stack_name(), "SpotProvisioningCapacityHandler")
     (publish,) = [s for s in statements if s["Action"] == "sns:Publish"]
     assert publish["Resource"]["Ref"].startswith("AlertsTopic")
     (handler,) = [

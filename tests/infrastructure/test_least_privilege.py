@@ -127,7 +127,7 @@ def _function_actions(reference: Synthesized, role_prefix: str) -> set[str]:
 
 
 def test_status_function_may_only_get_items_from_the_state_table(reference: Synthesized) -> None:
-    assert _function_actions(reference, "PlatformStatusRole") == {
+    assert _function_actions(reference, "PlatformStatusFunctionRole") == {
         "dynamodb:GetItem",
         "kms:Decrypt",
         "logs:CreateLogStream",
@@ -139,7 +139,7 @@ def test_status_function_may_only_get_items_from_the_state_table(reference: Synt
 
 
 def test_spot_finder_reads_spot_data_and_queries_exclusions_only(reference: Synthesized) -> None:
-    assert _function_actions(reference, "SpotFinderRole") == {
+    assert _function_actions(reference, "SpotProvisioningSpotFinderRole") == {
         "dynamodb:GetItem",
         "dynamodb:Query",
         "ec2:DescribeSpotPriceHistory",

@@ -181,6 +181,7 @@ def test_no_security_group_is_open_to_the_world_or_to_ssh(reference: Synthesized
 @pytest.mark.parametrize("region", WORKERS)
 def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region: str) -> None:
     worker = reference.worker(region)
+    name = reference.config.worker_stack_name(region)
     hub_bus = {"Fn::Join": ["", ["arn:aws:events:us-east-1:", {"Ref": "AWS::AccountId"}, ":event-bus/spothub-hub"]]}
     target = Match.array_with(
         [Match.object_like({"Arn": hub_bus, "RoleArn": Match.any_value(), "DeadLetterConfig": Match.any_value()})]
@@ -191,8 +192,23 @@ def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region:
             "AWS::Events::Rule",
             {"EventPattern": {"source": ["aws.ec2"], "detail-type": [notice]}, "Targets": Match.any_value()},
         )
+    # The worker's reports that the hub consumes (spothub_core.consumers), and nothing else of the worker bus.
     worker.has_resource_properties(
-        "AWS::Events::Rule", {"EventPattern": {"source": ["spothub.worker"]}, "Targets": target}
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["spothub.worker"],
+                "detail-type": [
+                    "Spothub Capacity Notice",
+                    "Spothub Instance Unhealthy",
+                    "Spothub Launch Failed",
+                    "Spothub Launch Progress",
+                    "Spothub Launch Succeeded",
+                    "Spothub Teardown Completed",
+                ],
+            },
+            "Targets": target,
+        },
     )
     worker.has_resource_properties(
         "AWS::Events::Rule",
@@ -205,17 +221,9 @@ def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region:
             "Targets": target,
         },
     )
-    worker.has_resource_properties(
-        "AWS::Events::Rule",
-        {
-            "EventPattern": {
-                "source": ["aws.ecs"],
-                "detail-type": ["ECS Task State Change"],
-                "detail": {"clusterArn": [{"Fn::GetAtt": [Match.string_like_regexp("Cluster"), "Arn"]}]},
-            },
-            "Targets": target,
-        },
-    )
+    # ECS task changes have no consumer at the hub, so they are not forwarded.
+    patterns = [r["Properties"]["EventPattern"] for r in reference.resources(name, "AWS::Events::Rule").values()]
+    assert [p for p in patterns if "aws.ecs" in p["source"]] == []
     worker.has_resource_properties(
         "AWS::IAM::Policy",
         {

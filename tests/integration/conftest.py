@@ -199,14 +199,16 @@ def hub_services(table: Any, **overrides: Any) -> Any:
     from unittest.mock import MagicMock  # noqa: PLC0415
 
     from spothub_core.dal.exclusions import ExclusionStore  # noqa: PLC0415
+    from spothub_core.dal.instance_health import InstanceHealthStore  # noqa: PLC0415
     from spothub_core.dal.provisioning import ProvisioningStore  # noqa: PLC0415
-    from spothub_core.logic.capacity import HubServices  # noqa: PLC0415
+    from spothub_core.logic.hub_services import HubServices  # noqa: PLC0415
 
     events = MagicMock(name="events")
     events.put_events.return_value = {"FailedEntryCount": 0, "Entries": [{"EventId": "e1"}]}
     settings = {
         "store": ProvisioningStore(table),
         "exclusions": ExclusionStore(table),
+        "health": InstanceHealthStore(table),
         "sfn": MagicMock(name="sfn"),
         "events": events,
         "ssm": MagicMock(name="ssm"),
@@ -216,3 +218,23 @@ def hub_services(table: Any, **overrides: Any) -> Any:
         "active_instance_parameter": "/spothub/active-instance",
     }
     return HubServices(**{**settings, **overrides})
+
+
+def orchestrator_task(name: str) -> Callable[..., dict[str, Any]]:
+    """An orchestrator action as its ASL task sees it: a JSON input read into the action's model, its output
+    model answered as JSON (as the capacity handler does), without the Lambda around it."""
+    from spothub_core.logic.orchestrator_tasks import TASKS  # noqa: PLC0415
+
+    model, run = TASKS[name]
+
+    def task(hub: Any, request: dict[str, Any], *, now: float) -> dict[str, Any]:
+        return run(hub, model.model_validate(request), now=now).model_dump(mode="json")
+
+    return task
+
+
+def config(**fields: Any) -> Any:
+    """The provisioning switch as a record, for write_config."""
+    from spothub_core.models.records import ProvisioningConfig  # noqa: PLC0415
+
+    return ProvisioningConfig.model_validate(fields)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -53,11 +55,36 @@ def agent_record(instance_id: str = INSTANCE) -> dict[str, Any]:
 
 def test_register_then_heartbeat_records_last_seen_and_health(handler: ModuleType) -> None:
     assert post(handler, INSTANCE, "register", REGISTRATION) == (200, {"instance_id": INSTANCE, "registered": True})
+    before = int(datetime.now(UTC).timestamp())
     status, body = post(handler, INSTANCE, "heartbeat", BEAT)
-    assert status == 200 and body["instance_id"] == INSTANCE and body["last_seen"] > 0
+    assert status == 200 and set(body) == {"instance_id", "last_seen"} and body["instance_id"] == INSTANCE
+    # ISO 8601 UTC to the second, as every time the API answers.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["last_seen"]), body
+    assert before <= datetime.fromisoformat(body["last_seen"]).timestamp() <= datetime.now(UTC).timestamp()
     record = agent_record()
-    assert record["region"] == "us-west-2" and record["ready"] is True
+    assert record["region"] == "us-west-2" and record["ready"] is True and record["status"] == "registered"
     assert record["gpu"] == {"count": 1} and record["workload"]["last_lines"] == ["ok"]
+    assert int(record["last_seen"]) == int(datetime.fromisoformat(body["last_seen"]).timestamp())
+
+
+def test_registering_again_keeps_what_the_heartbeats_said(handler: ModuleType) -> None:
+    post(handler, INSTANCE, "register", REGISTRATION)
+    post(handler, INSTANCE, "heartbeat", BEAT)
+    assert post(handler, INSTANCE, "register", {**REGISTRATION, "agent_version": "0.3.0"})[0] == 200
+    record = agent_record()
+    assert (record["agent_version"], record["ready"], record["gpu"]) == ("0.3.0", True, {"count": 1})
+
+
+def test_the_openapi_document_describes_both_answers(handler: ModuleType) -> None:
+    schema = handler.app.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
+    answers = {
+        path.rsplit("/", 1)[-1]: route["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        for path, route in schema["paths"].items()
+    }
+    assert answers == {
+        "register": {"$ref": "#/components/schemas/AgentRegistered"},
+        "heartbeat": {"$ref": "#/components/schemas/HeartbeatAccepted"},
+    }
 
 
 def test_a_heartbeat_before_registering_is_404_and_writes_nothing(handler: ModuleType) -> None:

@@ -19,10 +19,12 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
+from spothub_core.consumers import Target, consumed_by
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
 from spothub_core.errors import Superseded
+from spothub_core.logic.worker_reports import dispatch
 from spothub_core.timings import QUOTA_EXCLUSION_SECONDS
 from tests.integration.conftest import (
     HUB_ENVIRONMENT,
@@ -30,6 +32,7 @@ from tests.integration.conftest import (
     ApiCalls,
     BusRecorder,
     asl_actions,
+    config,
     create_state_machine,
     eventbridge_event,
     executions,
@@ -134,7 +137,7 @@ def health(handler: ModuleType) -> InstanceHealthStore:
 @pytest.fixture
 def placing(store: ProvisioningStore) -> ProvisioningStore:
     """Provisioning enabled at generation 1, as the toggle leaves it: replica-0 being placed."""
-    assert store.write_config({"status": "enabled", "generation": 1, "replicas": 1}, expected_generation=0)
+    assert store.write_config(config(status="enabled", generation=1, replicas=1), expected_generation=0)
     assert store.start_placing("replica-0", generation=1, execution="replica-0-g1", now=NOW)
     return store
 
@@ -209,7 +212,7 @@ def test_dispatch_launch_keeps_the_token_and_puts_a_launch_command_without_it(
     assert dispatch_launch(handler) == {"launch_id": "replica-0-g1-0"}
     launch = placing.request(LAUNCH, "replica-0-g1-0")
     assert launch is not None
-    assert (launch["status"], launch["task_token"], launch["region"]) == ("pending", "token-1", REGION)
+    assert (launch.status, launch.task_token, launch.region) == ("pending", "token-1", REGION)
     (event,) = bus.events()
     assert (event["source"], event["detail-type"]) == ("spothub.hub", "Spothub Launch Requested")
     assert event["detail"] == {
@@ -221,13 +224,13 @@ def test_dispatch_launch_keeps_the_token_and_puts_a_launch_command_without_it(
     }
     replica = placing.replica("replica-0")
     assert replica is not None
-    assert (replica["target_region"], replica["launch_id"]) == (REGION, "replica-0-g1-0")
+    assert (replica.target_region, replica.launch_id) == (REGION, "replica-0-g1-0")
 
 
 def test_dispatch_launch_of_an_old_generation_is_superseded_and_sends_nothing(
     handler: ModuleType, placing: ProvisioningStore, bus: BusRecorder
 ) -> None:
-    assert placing.write_config({"status": "enabled", "generation": 2, "replicas": 1}, expected_generation=1)
+    assert placing.write_config(config(status="enabled", generation=2, replicas=1), expected_generation=1)
     with pytest.raises(Superseded) as raised:
         dispatch_launch(handler)
     assert type(raised.value).__name__ == "Superseded"  # the error name the orchestrator catches
@@ -240,7 +243,7 @@ def test_a_retried_dispatch_refreshes_the_token_until_the_launch_is_answered(
 ) -> None:
     dispatch_launch(handler, token="token-1")
     dispatch_launch(handler, token="token-2")
-    assert placing.request(LAUNCH, "replica-0-g1-0")["task_token"] == "token-2"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").task_token == "token-2"  # type: ignore[union-attr]
     deliver(handler, "Spothub Launch Succeeded", succeeded())
     assert [c["taskToken"] for c in sfn.of("SendTaskSuccess")] == ["token-2"]
     with pytest.raises(Superseded):
@@ -263,8 +266,8 @@ def test_dispatch_teardown_keeps_the_token_marks_the_instance_and_puts_a_command
     assert result == {"teardown_id": "retire-i-0old"}
     teardown = store.request(TEARDOWN, "retire-i-0old")
     assert teardown is not None
-    assert (teardown["status"], teardown["task_token"]) == ("pending", "token-t")
-    assert store.instance("i-0old")["status"] == "terminating"  # type: ignore[index]
+    assert (teardown.status, teardown.task_token) == ("pending", "token-t")
+    assert store.instance("i-0old").status == "terminating"  # type: ignore[union-attr]
     (command,) = commands(bus, "Spothub Teardown Requested")
     assert command["teardown_id"] == "retire-i-0old"
     assert (command["region"], command["instance_id"], command["reason"]) == (OTHER_REGION, "i-0old", "replaced")
@@ -278,7 +281,7 @@ def test_abandon_launch_excludes_the_region_and_cancels_the_launch_there(
     bus.events()
     result = act(handler, "abandon_launch", launch_id="replica-0-g1-0", region=REGION, cause="States.Timeout")
     assert result == {"abandoned": True}
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "abandoned"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "abandoned"  # type: ignore[union-attr]
     assert excluded(exclusions) == {REGION: 600}
     (command,) = commands(bus, "Spothub Teardown Requested")
     assert (command["teardown_id"], command["launch_id"], command["region"]) == (
@@ -295,12 +298,12 @@ def test_record_instance_serves_the_replica_and_publishes_the_instance(
     assert record_instance(handler) == {"retire": None, "superseded": False}
     replica = placing.replica("replica-0")
     assert replica is not None
-    assert (replica["status"], replica["region"], replica["instance_id"]) == ("serving", REGION, "i-0new")
-    assert replica["reason"] == "score 9, $0.4000/h, best placement score"
+    assert (replica.status, replica.region, replica.instance_id) == ("serving", REGION, "i-0new")
+    assert replica.reason == "score 9, $0.4000/h, best placement score"
     instance = placing.instance("i-0new")
     assert instance is not None
-    assert (instance["status"], instance["region"], instance["replica_id"]) == ("serving", REGION, "replica-0")
-    assert instance["public_ip"] == "203.0.113.7"
+    assert (instance.status, instance.region, instance.replica_id) == ("serving", REGION, "replica-0")
+    assert instance.public_ip == "203.0.113.7"
     parameter = json.loads(boto3.client("ssm").get_parameter(Name=PARAMETER)["Parameter"]["Value"])
     assert parameter == {
         "region": REGION,
@@ -327,10 +330,10 @@ def test_record_instance_of_a_replacement_names_the_old_instance_to_retire(
 def test_record_instance_after_a_disable_retires_the_new_instance_and_publishes_nothing(
     handler: ModuleType, placing: ProvisioningStore
 ) -> None:
-    assert placing.write_config({"status": "disabled", "generation": 2}, expected_generation=1)
+    assert placing.write_config(config(status="disabled", generation=2), expected_generation=1)
     placing.stop_replicas(NOW)
     assert record_instance(handler) == {"retire": {"instance_id": "i-0new", "region": REGION}, "superseded": True}
-    assert placing.replica("replica-0")["status"] == "stopped"  # type: ignore[index]
+    assert placing.replica("replica-0").status == "stopped"  # type: ignore[union-attr]
     assert placing.instance("i-0new") is None
     with pytest.raises(boto3.client("ssm").exceptions.ParameterNotFound):
         boto3.client("ssm").get_parameter(Name=PARAMETER)
@@ -346,7 +349,7 @@ def test_replica_failed_marks_the_replica_failed_with_the_error(
     }
     replica = placing.replica("replica-0")
     assert replica is not None
-    assert (replica["status"], replica["error"]) == ("failed", "FatalError: InvalidAMIID.NotFound")
+    assert (replica.status, replica.error) == ("failed", "FatalError: InvalidAMIID.NotFound")
 
 
 def test_continue_as_new_starts_a_fresh_orchestrator_execution(handler: ModuleType, placing: ProvisioningStore) -> None:
@@ -357,13 +360,30 @@ def test_continue_as_new_starts_a_fresh_orchestrator_execution(handler: ModuleTy
     started = executions(ORCHESTRATOR_ARN)
     assert started[name]["status"] == "RUNNING"
     assert started[name]["input"] == {**state, "attempt": 0, "spot_only": False, "watch_spot": False, "looks": 0}
-    assert placing.replica("replica-0")["execution"] == name  # type: ignore[index]
+    assert placing.replica("replica-0").execution == name  # type: ignore[union-attr]
 
 
 def test_every_orchestrator_action_in_the_asl_is_registered(handler: ModuleType) -> None:
     named = asl_actions("spot_orchestrator")
     assert named
     assert named <= set(handler.ACTIONS)
+
+
+def test_an_action_whose_input_breaks_its_model_raises_naming_the_field_and_changes_nothing(
+    handler: ModuleType, placing: ProvisioningStore, bus: BusRecorder
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        act(handler, "dispatch_launch", token=TOKEN, replica_id="replica-0", generation=1, region=REGION)
+    assert [e["loc"] for e in raised.value.errors()] == [("launch_id",)]
+    assert "DispatchLaunchInput" in str(raised.value)
+    assert bus.events() == []
+
+
+def test_an_action_answers_its_output_model_as_json(handler: ModuleType, placing: ProvisioningStore) -> None:
+    error = {"Error": "FatalError", "Cause": "x"}
+    answer = act(handler, "replica_failed", replica_id="replica-0", error=error)
+    assert answer == {"replica_id": "replica-0", "status": "failed"}
+    assert type(answer["status"]) is str
 
 
 def test_an_unknown_action_is_an_error_naming_the_known_ones(handler: ModuleType) -> None:
@@ -383,7 +403,7 @@ def test_launch_progress_sends_a_heartbeat_on_the_launchs_token(
     )
     assert outcome == "heartbeat: scaled"
     assert sfn.of("SendTaskHeartbeat") == [{"taskToken": "token-1"}]
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "pending"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]
 
 
 def test_launch_succeeded_answers_the_orchestrator_once_with_the_instance(
@@ -399,7 +419,7 @@ def test_launch_succeeded_answers_the_orchestrator_once_with_the_instance(
     assert output["instance"] == INSTANCE
     launch = placing.request(LAUNCH, "replica-0-g1-0")
     assert launch is not None
-    assert (launch["status"], launch["instance_id"]) == ("succeeded", "i-0new")
+    assert (launch.status, launch.instance_id) == ("succeeded", "i-0new")
     assert bus.events() == []
 
 
@@ -427,7 +447,7 @@ def test_launch_succeeded_after_the_launch_was_given_up_tears_the_instance_down(
     assert sfn.of("SendTaskSuccess") == []
     (command,) = commands(bus, "Spothub Teardown Requested")
     assert (command["teardown_id"], command["instance_id"], command["region"]) == ("orphan-i-0new", "i-0new", REGION)
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "abandoned"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "abandoned"  # type: ignore[union-attr]
 
 
 def test_launch_succeeded_when_the_orchestrator_no_longer_waits_tears_the_instance_down(
@@ -471,7 +491,7 @@ def test_a_capacity_failure_fails_the_task_and_excludes_the_region(
     assert (answer["taskToken"], answer["error"]) == ("token-1", "CapacityError")
     assert answer["cause"] == f"{REGION}: InsufficientInstanceCapacity no g5 capacity"
     assert excluded(exclusions) == {REGION: 900}
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "failed"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "failed"  # type: ignore[union-attr]
 
 
 @pytest.mark.usefixtures("placing")
@@ -651,7 +671,7 @@ def test_launch_unsuccessful_in_another_region_fails_no_launch(
     event = eventbridge_event("aws.autoscaling", "EC2 Instance Launch Unsuccessful", detail, region=OTHER_REGION)
     assert handler.lambda_handler(event, FakeLambdaContext()) == {"outcome": "ignored: no pending launch in the region"}
     assert sfn.calls == []
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "pending"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]
 
 
 def test_teardown_completed_answers_the_waiting_task_and_marks_the_instance_terminated(
@@ -672,9 +692,9 @@ def test_teardown_completed_answers_the_waiting_task_and_marks_the_instance_term
     (answer,) = sfn.of("SendTaskSuccess")
     assert answer["taskToken"] == "token-t"
     assert json.loads(answer["output"])["teardown_id"] == "retire-i-0old"
-    assert store.instance("i-0old")["status"] == "terminated"  # type: ignore[index]
-    assert store.instance("i-0keep")["status"] == "serving"  # type: ignore[index]
-    assert store.request(TEARDOWN, "retire-i-0old")["status"] == "completed"  # type: ignore[index]
+    assert store.instance("i-0old").status == "terminated"  # type: ignore[union-attr]
+    assert store.instance("i-0keep").status == "serving"  # type: ignore[union-attr]
+    assert store.request(TEARDOWN, "retire-i-0old").status == "completed"  # type: ignore[union-attr]
 
     assert deliver(handler, "Spothub Teardown Completed", report, region=OTHER_REGION) == "ignored: no pending teardown"
     assert len(sfn.of("SendTaskSuccess")) == 1
@@ -688,8 +708,8 @@ def test_a_region_wide_teardown_without_a_waiting_task_terminates_the_regions_in
     report = {"teardown_id": f"teardown-{REGION}-abc", "region": REGION}
     assert deliver(handler, "Spothub Teardown Completed", report) == "ignored: no pending teardown"
     assert sfn.calls == []
-    assert store.instance("i-0a")["status"] == "terminated"  # type: ignore[index]
-    assert store.instance("i-0b")["status"] == "serving"  # type: ignore[index]
+    assert store.instance("i-0a").status == "terminated"  # type: ignore[union-attr]
+    assert store.instance("i-0b").status == "serving"  # type: ignore[union-attr]
 
 
 def test_a_capacity_notice_for_a_serving_instance_starts_its_replacement(
@@ -709,8 +729,8 @@ def test_a_capacity_notice_for_a_serving_instance_starts_its_replacement(
         "watch_spot": False,
         "looks": 0,
     }
-    assert placing.instance("i-0new")["status"] == "at-risk"  # type: ignore[index]
-    assert placing.replica("replica-0")["status"] == "replacing"  # type: ignore[index]
+    assert placing.instance("i-0new").status == "at-risk"  # type: ignore[union-attr]
+    assert placing.replica("replica-0").status == "replacing"  # type: ignore[union-attr]
 
 
 def test_a_second_notice_for_the_same_instance_starts_no_second_replacement(
@@ -729,7 +749,7 @@ def test_a_second_notice_for_the_same_instance_starts_no_second_replacement(
     )
     assert outcome == "ignored: the replica is already being replaced or has moved"
     assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-r-i-0new"]
-    assert placing.instance("i-0new")["status"] == "interrupted"  # type: ignore[index]
+    assert placing.instance("i-0new").status == "interrupted"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("disabled", [False, True], ids=["unknown-instance", "provisioning-disabled"])
@@ -738,12 +758,12 @@ def test_a_notice_spothub_does_not_act_on_starts_nothing(
 ) -> None:
     record_instance(handler)
     if disabled:
-        assert placing.write_config({"status": "disabled", "generation": 2}, expected_generation=1)
+        assert placing.write_config(config(status="disabled", generation=2), expected_generation=1)
     instance_id = "i-0new" if disabled else "i-0other"
     notice = {"region": REGION, "instance_id": instance_id, "kind": "interruption", "notice_id": "n-1"}
     assert deliver(handler, "Spothub Capacity Notice", notice).startswith("ignored: ")
     assert executions(ORCHESTRATOR_ARN) == {}
-    assert placing.replica("replica-0")["status"] == "serving"  # type: ignore[index]
+    assert placing.replica("replica-0").status == "serving"  # type: ignore[union-attr]
 
 
 def test_an_agents_capacity_notice_starts_the_replacement_the_workers_notice_then_finds(
@@ -754,7 +774,7 @@ def test_an_agents_capacity_notice_starts_the_replacement_the_workers_notice_the
     assert (
         deliver(handler, "Spothub Capacity Notice", notice, source=AGENT) == "replacement started: replica-0-r-i-0new"
     )
-    assert placing.instance("i-0new")["status"] == "interrupted"  # type: ignore[index]
+    assert placing.instance("i-0new").status == "interrupted"  # type: ignore[union-attr]
     outcome = deliver(handler, "Spothub Capacity Notice", notice)
     assert outcome == "ignored: the replica is already being replaced or has moved"
     assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-r-i-0new"]
@@ -769,7 +789,8 @@ def test_a_drain_report_is_kept_with_the_instances_agent_record(
     handler: ModuleType, health: InstanceHealthStore
 ) -> None:
     assert deliver(handler, "Spothub Drain Completed", drain_report(), source=AGENT) == "drain recorded: timed_out"
-    drain = health.agents()["i-0new"]["drain"]
+    drain = health.agents()["i-0new"].drain
+    assert drain is not None
     assert (drain["outcome"], drain["notice_id"], drain["last_lines"]) == ("timed_out", "n-1", ["saving checkpoint"])
 
 
@@ -778,7 +799,7 @@ def test_a_drain_report_with_its_duration_is_kept(handler: ModuleType, health: I
     assert deliver(handler, "Spothub Drain Completed", drain_report(seconds=110.5), source=AGENT) == (
         "drain recorded: timed_out"
     )
-    assert health.agents()["i-0new"]["drain"]["seconds"] == 110.5
+    assert (health.agents()["i-0new"].drain or {})["seconds"] == 110.5
 
 
 def unhealthy(
@@ -802,9 +823,9 @@ def test_an_unhealthy_instance_is_recorded_and_replaced_once_per_alarm_firing(
     assert deliver(handler, "Spothub Instance Unhealthy", unhealthy()) == "replacement started: replica-0-r-i-0new"
     started = executions(ORCHESTRATOR_ARN)["replica-0-r-i-0new"]
     assert started["input"]["replacing"] == {"instance_id": "i-0new", "region": REGION, "notice": "unhealthy"}
-    assert placing.instance("i-0new")["status"] == "unhealthy"  # type: ignore[index]
+    assert placing.instance("i-0new").status == "unhealthy"  # type: ignore[union-attr]
     (remediation,) = health.remediations()
-    assert (remediation["instance_id"], remediation["reason"]) == ("i-0new", "GPU XID errors: Threshold Crossed")
+    assert (remediation.instance_id, remediation.reason) == ("i-0new", "GPU XID errors: Threshold Crossed")
 
     outcome = deliver(handler, "Spothub Instance Unhealthy", unhealthy())
     assert outcome == "ignored: this alarm firing was remediated already"
@@ -817,7 +838,7 @@ def test_an_unhealthy_instance_spothub_does_not_serve_from_is_only_recorded(
 ) -> None:
     outcome = deliver(handler, "Spothub Instance Unhealthy", unhealthy(instance_id="i-0stray"))
     assert outcome == "recorded: not a serving instance spothub placed"
-    assert [r["instance_id"] for r in health.remediations()] == ["i-0stray"]
+    assert [r.instance_id for r in health.remediations()] == ["i-0stray"]
     assert executions(ORCHESTRATOR_ARN) == {}
     assert placing.instance("i-0stray") is None
 
@@ -837,7 +858,13 @@ TESTED_KINDS = {
 
 
 def test_every_kind_the_handler_consumes_has_a_test_here(handler: ModuleType) -> None:
-    assert {(str(source), str(detail_type)) for source, detail_type in handler.EVENT_CONSUMERS} == TESTED_KINDS
+    consumed = consumed_by(Target.CAPACITY_HANDLER)
+    assert {(str(source), str(detail_type)) for source, detail_type in consumed} == TESTED_KINDS
+
+
+def test_every_kind_the_handler_consumes_has_a_consumer_registered(handler: ModuleType) -> None:
+    assert dispatch.unregistered() == []
+    assert set(dispatch.entries) == set(consumed_by(Target.CAPACITY_HANDLER))
 
 
 # --- events the handler does not consume, and broken ones --------------------------------------------
@@ -860,7 +887,7 @@ def test_an_event_of_an_unknown_kind_is_ignored(
     event = {"detail": succeeded()} if kind is None else eventbridge_event(*kind, succeeded())
     assert handler.lambda_handler(event, FakeLambdaContext()) == {"outcome": "ignored: unknown kind"}
     assert sfn.calls == []
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "pending"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]
     assert bus.events() == []
 
 
@@ -893,4 +920,4 @@ def test_a_report_with_a_broken_detail_raises_naming_the_field_and_changes_nothi
         deliver(handler, detail_type, detail)
     assert field in {str(error["loc"][0]) for error in raised.value.errors()}
     assert sfn.calls == []
-    assert placing.request(LAUNCH, "replica-0-g1-0")["status"] == "pending"  # type: ignore[index]
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]

@@ -17,10 +17,19 @@ from moto import mock_aws
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.models.agent import Heartbeat, Registration
+from spothub_core.models.records import (
+    InstanceStatus,
+    ProvisioningConfig,
+    ProvisioningStatus,
+    Remediation,
+    ReplicaStatus,
+)
 from tests.integration.conftest import HUB_ENVIRONMENT, STATE_TABLE_KEYS, load_handler, set_environment
 from tests.lambda_events import FakeLambdaContext, rest_proxy_event
 
 NOW = 1_700_000_000.0
+NOW_ISO = "2023-11-14T22:13:20Z"  # NOW, as every time in the answer is written
 TABLE = HUB_ENVIRONMENT["SPOTHUB_STATE_TABLE"]
 INSTANCE_KEYS = {
     "instance_id",
@@ -32,7 +41,17 @@ INSTANCE_KEYS = {
     "launched_at",
     "status",
 }
-REPLICA_KEYS = {"replica_id", "status", "region", "instance_id", "capacity_type", "reason", "target_region", "error"}
+REPLICA_KEYS = {
+    "replica_id",
+    "status",
+    "region",
+    "instance_id",
+    "capacity_type",
+    "reason",
+    "target_region",
+    "error",
+    "placed_at",
+}
 
 
 @pytest.fixture
@@ -55,8 +74,10 @@ def get(handler: ModuleType) -> tuple[int, dict[str, Any]]:
 
 
 def enable(store: ProvisioningStore, *, replicas: int = 1, generation: int = 1) -> None:
-    config = {"status": "enabled", "generation": generation, "replicas": replicas, "instance_types": ["g5.xlarge"]}
-    assert store.write_config({**config, "denied_regions": []}, expected_generation=generation - 1)
+    config = ProvisioningConfig(
+        status=ProvisioningStatus.ENABLED, generation=generation, replicas=replicas, instance_types=["g5.xlarge"]
+    )
+    assert store.write_config(config, expected_generation=generation - 1)
     for index in range(replicas):
         replica_id = f"replica-{index}"
         assert store.start_placing(replica_id, generation=generation, execution=f"{replica_id}-g{generation}", now=NOW)
@@ -101,8 +122,8 @@ def place(
 def heartbeat(handler: ModuleType, instance_id: str, *, gpu: dict[str, Any]) -> InstanceHealthStore:
     """What the agent API records: a registration, then a heartbeat a minute later."""
     health = InstanceHealthStore(boto3.resource("dynamodb").Table(TABLE))
-    health.register(instance_id, {"region": "us-west-2", "status": "registered"}, now=NOW)
-    assert health.heartbeat(instance_id, {"ready": True, "gpu": gpu}, now=NOW + 60)
+    health.register(instance_id, Registration(region="us-west-2"), now=NOW)
+    assert health.heartbeat(instance_id, Heartbeat(ready=True, gpu=gpu), now=NOW + 60)
     return health
 
 
@@ -161,6 +182,7 @@ def test_a_placed_replica_shows_its_region_its_instance_and_why(handler: ModuleT
         "reason": "score 9, $0.4000/h, best placement score",
         "target_region": None,
         "error": None,
+        "placed_at": NOW_ISO,
     }
     assert body["settings"]["instance_types"] == ["g5.xlarge"]
     assert body["settings"]["replicas"] == 1
@@ -173,17 +195,21 @@ def test_an_instance_shows_what_its_agent_last_said_and_remediations_are_listed(
     place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
     health = heartbeat(handler, "i-0aaa", gpu={"count": 1, "xid_errors": 0})
     health.record_remediation(
-        "i-0old",
-        "spothub-agent-gpu-i-0old@t",
-        {"region": "eu-west-1", "reason": "GPU XID errors", "alarm_name": "a"},
-        now=NOW,
+        Remediation(
+            instance_id="i-0old",
+            notice_id="spothub-agent-gpu-i-0old@t",
+            at=NOW,
+            region="eu-west-1",
+            reason="GPU XID errors",
+            alarm_name="a",
+        )
     )
     _, body = get(handler)
     (instance,) = body["instances"]
-    assert (instance["last_seen"], instance["ready"]) == (NOW + 60, True)
+    assert (instance["last_seen"], instance["ready"]) == ("2023-11-14T22:14:20Z", True)  # a minute after NOW
     assert set(instance["gpu"]) == {"count", "xid_errors"}
     assert body["remediations"] == [
-        {"instance_id": "i-0old", "region": "eu-west-1", "reason": "GPU XID errors", "alarm_name": "a", "at": NOW}
+        {"instance_id": "i-0old", "region": "eu-west-1", "reason": "GPU XID errors", "alarm_name": "a", "at": NOW_ISO}
     ]
 
 
@@ -202,7 +228,7 @@ def test_an_instance_whose_agent_never_reported_has_no_last_seen(handler: Module
     place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
     _, body = get(handler)
     (instance,) = body["instances"]
-    assert (instance["last_seen"], instance["ready"]) == (None, None)
+    assert (instance["last_seen"], instance["ready"], instance["gpu"]) == (None, None, None)
     assert body["remediations"] == []
 
 
@@ -238,22 +264,111 @@ def test_a_replacement_in_flight_lists_the_serving_instance_first(
 def test_a_failed_replica_makes_the_state_failed_with_its_error(handler: ModuleType, store: ProvisioningStore) -> None:
     enable(store, replicas=2)
     place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
-    store.replica_status("replica-1", "failed", {"error": "FatalError: InvalidAMIID.NotFound"})
+    store.replica_status("replica-1", ReplicaStatus.FAILED, {"error": "FatalError: InvalidAMIID.NotFound"})
     _, body = get(handler)
     assert body["state"] == "failed"
     failed = next(r for r in body["replicas"] if r["replica_id"] == "replica-1")
     assert (failed["status"], failed["error"]) == ("failed", "FatalError: InvalidAMIID.NotFound")
 
 
-def test_disabled_with_an_instance_still_running_is_stopped(handler: ModuleType, store: ProvisioningStore) -> None:
+def disable(store: ProvisioningStore, *, generation: int = 2) -> None:
+    config = ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=generation)
+    assert store.write_config(config, expected_generation=generation - 1)
+    store.stop_replicas(NOW)
+
+
+def test_disabled_with_an_instance_still_running_is_left_running(handler: ModuleType, store: ProvisioningStore) -> None:
     enable(store)
     place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
-    assert store.write_config({"status": "disabled", "generation": 2}, expected_generation=1)
-    store.stop_replicas(NOW)
+    disable(store)
     _, body = get(handler)
-    assert (body["provisioning"], body["state"]) == ("disabled", "stopped")
+    assert (body["provisioning"], body["state"]) == ("disabled", "left-running")
     assert [i["instance_id"] for i in body["instances"]] == ["i-0aaa"]
     assert body["region"] is None
+    (replica,) = body["replicas"]
+    assert (replica["status"], replica["region"], replica["instance_id"]) == ("stopped", "us-west-2", "i-0aaa")
+
+
+def test_disabled_with_its_instance_torn_down_is_idle_and_points_at_no_instance(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    disable(store)
+    store.put_instance("i-0aaa", {"status": InstanceStatus.TERMINATED})
+    _, body = get(handler)
+    assert (body["provisioning"], body["state"], body["instances"]) == ("disabled", "idle", [])
+    (replica,) = body["replicas"]
+    assert (replica["status"], replica["region"], replica["instance_id"]) == ("stopped", None, None)
+
+
+def test_a_replica_whose_instance_was_never_recorded_points_at_none(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    store.update_replica("replica-0", {"instance_id": "i-0gone"})
+    _, body = get(handler)
+    (replica,) = body["replicas"]
+    assert (replica["region"], replica["instance_id"]) == (None, None)
+    assert body["region"] is None
+
+
+def test_each_replica_says_its_region_and_the_top_level_region_is_the_first_serving_replicas(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store, replicas=3)
+    place(store, "replica-1", "eu-west-1", "i-0bbb", launched_at="2023-11-14T22:00:00Z")
+    place(store, "replica-2", "us-west-2", "i-0ccc", launched_at="2023-11-14T22:10:00Z")
+    _, body = get(handler)
+    assert [(r["replica_id"], r["status"], r["region"]) for r in body["replicas"]] == [
+        ("replica-0", "placing", None),
+        ("replica-1", "serving", "eu-west-1"),
+        ("replica-2", "serving", "us-west-2"),
+    ]
+    assert body["region"] == "eu-west-1"
+    assert {i["instance_id"]: i["replica_id"] for i in body["instances"]} == {
+        "i-0bbb": "replica-1",
+        "i-0ccc": "replica-2",
+    }
+
+
+@pytest.mark.parametrize(
+    "launched_at", ["2023-11-14T22:10:00Z", "2023-11-14T22:10:00+00:00", "2023-11-14T23:10:00.250+01:00"]
+)
+def test_launched_at_is_iso_8601_utc_whatever_form_it_was_recorded_in(
+    handler: ModuleType, store: ProvisioningStore, launched_at: str
+) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at=launched_at)
+    _, body = get(handler)
+    (instance,) = body["instances"]
+    assert instance["launched_at"] == "2023-11-14T22:10:00Z"
+
+
+def test_the_openapi_document_describes_the_answer(handler: ModuleType) -> None:
+    schema = handler.app.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
+    answer = schema["paths"]["/spot-instances"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/SpotInstances"}
+    described = schema["components"]["schemas"]
+    assert set(described["SpotInstances"]["properties"]) == {
+        "provisioning",
+        "state",
+        "region",
+        "replicas",
+        "instances",
+        "settings",
+        "remediations",
+    }
+    assert described["ProvisioningState"]["enum"] == [
+        "failed",
+        "replacing",
+        "placing",
+        "serving",
+        "left-running",
+        "idle",
+    ]
+    assert set(described["InstanceView"]["properties"]) >= INSTANCE_KEYS | {"region", "last_seen", "ready", "gpu"}
 
 
 def test_an_unreadable_state_table_is_503_without_a_traceback(handler: ModuleType) -> None:

@@ -57,6 +57,13 @@ def test_status_reports_the_deployment_and_a_reachable_table(handler: ModuleType
     }
 
 
+def test_the_openapi_document_describes_the_answer(handler: ModuleType) -> None:
+    schema = handler.app.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
+    answer = schema["paths"]["/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/ControlPlaneStatus"}
+    assert schema["components"]["schemas"]["ControlPlaneStatus"]["properties"]["state_table"]["const"] == "reachable"
+
+
 def test_status_is_503_with_the_reason_when_the_table_is_gone(handler: ModuleType) -> None:
     boto3.client("dynamodb").delete_table(TableName=TABLE)
     status, body = invoke(handler, "GET", "/status")

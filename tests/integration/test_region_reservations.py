@@ -15,30 +15,30 @@ from unittest.mock import MagicMock
 import pytest
 
 from spothub_core.contracts import LaunchFailed
-from spothub_core.dal.provisioning import LAUNCH, ReservationStatus
+from spothub_core.dal.provisioning import LAUNCH
 from spothub_core.errors import RegionTaken
-from spothub_core.logic.capacity import (
-    HubServices,
-    abandon_launch,
-    dispatch_launch,
-    on_launch_failed,
-    record_instance,
-    replica_failed,
-)
+from spothub_core.logic.hub_services import HubServices
 from spothub_core.logic.provisioning import Orchestration, toggle
-from spothub_core.logic.spot_finder import occupied_regions
+from spothub_core.logic.region_reservations import occupied_regions
+from spothub_core.logic.worker_reports import on_launch_failed
 from spothub_core.models.api import ToggleRequest
-from tests.integration.conftest import hub_services
+from spothub_core.models.records import ReservationStatus
+from tests.integration.conftest import config, hub_services, orchestrator_task
 
 NOW = 1_700_000_000.0
 WEST, EAST = "us-west-2", "us-east-2"
+
+abandon_launch = orchestrator_task("abandon_launch")
+dispatch_launch = orchestrator_task("dispatch_launch")
+record_instance = orchestrator_task("record_instance")
+replica_failed = orchestrator_task("replica_failed")
 
 
 @pytest.fixture
 def hub(table: Any) -> HubServices:
     """Provisioning enabled at generation 1 with two replicas, both being placed."""
     hub = hub_services(table)
-    assert hub.store.write_config({"status": "enabled", "generation": 1, "replicas": 2}, expected_generation=0)
+    assert hub.store.write_config(config(status="enabled", generation=1, replicas=2), expected_generation=0)
     for replica_id in ("replica-0", "replica-1"):
         assert hub.store.start_placing(replica_id, generation=1, execution=f"{replica_id}-g1", now=NOW)
     return hub
@@ -66,7 +66,7 @@ def launched_regions(hub: HubServices) -> list[tuple[str, str]]:
 
 
 def holders(hub: HubServices) -> dict[str, str]:
-    return {region: held["replica_id"] for region, held in hub.store.reservations().items()}
+    return {held.region: held.replica_id for held in hub.store.reservations()}
 
 
 def best_for(hub: HubServices, replica_id: str, ranking: list[str]) -> str:
@@ -161,7 +161,7 @@ def test_a_replacement_in_the_same_region_renews_the_reservation(hub: HubService
     dispatch_launch(hub, launch("replica-0", WEST), now=NOW)
     serve(hub, "replica-0", WEST)
     dispatch_launch(hub, launch("replica-0", WEST, attempt=1), now=NOW)
-    assert hub.store.reservations()[WEST]["launch_id"] == "replica-0-g1-1"
+    assert hub.store.reservation(WEST).launch_id == "replica-0-g1-1"  # type: ignore[union-attr]
 
 
 def test_a_failed_replacement_in_the_region_where_the_replica_serves_keeps_it(hub: HubServices) -> None:
@@ -179,7 +179,7 @@ def test_a_failed_launch_releases_its_region(hub: HubServices) -> None:
     dispatch_launch(hub, launch("replica-0", WEST), now=NOW)
     assert on_launch_failed(hub, failed("replica-0", WEST), now=NOW) == "launch failed (capacity)"
     assert holders(hub) == {}
-    assert hub.store.reservation(WEST)["status"] == ReservationStatus.RELEASED
+    assert hub.store.reservation(WEST).status == ReservationStatus.RELEASED
 
 
 def test_a_duplicate_failure_releases_nothing_reserved_since(hub: HubServices) -> None:

@@ -17,18 +17,12 @@ from botocore.exceptions import ClientError
 
 from spothub_core.contracts import LaunchFailed
 from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import DependencyUnavailable
-from spothub_core.logic.capacity import (
-    HubServices,
-    continue_as_new,
-    dispatch_launch,
-    keep_on_demand,
-    on_launch_failed,
-    record_instance,
-    return_to_spot,
-)
-from tests.integration.conftest import create_state_machine, executions
+from spothub_core.logic.hub_services import HubServices
+from spothub_core.logic.worker_reports import on_launch_failed
+from tests.integration.conftest import config, create_state_machine, executions, orchestrator_task
 
 NOW = 1_700_000_000.0
 LOOKED_AT = "2023-11-14T22:18:20.123Z"  # NOW + 300 s, as Step Functions writes $$.State.EnteredTime
@@ -37,6 +31,12 @@ ON_DEMAND_REGION = "us-west-2"
 SPOT_REGION = "eu-west-1"
 REPLICA = "replica-0"
 PLACING = "replica-0-g1"
+
+continue_as_new = orchestrator_task("continue_as_new")
+dispatch_launch = orchestrator_task("dispatch_launch")
+keep_on_demand = orchestrator_task("keep_on_demand")
+record_instance = orchestrator_task("record_instance")
+return_to_spot = orchestrator_task("return_to_spot")
 
 
 @pytest.fixture
@@ -48,6 +48,7 @@ def hub(table: Any) -> HubServices:
     hub = HubServices(
         store=ProvisioningStore(table),
         exclusions=ExclusionStore(table),
+        health=InstanceHealthStore(table),
         sfn=boto3.client("stepfunctions", region_name="us-east-1"),
         events=events,
         ssm=MagicMock(name="ssm"),
@@ -56,7 +57,7 @@ def hub(table: Any) -> HubServices:
         orchestrator_arn=create_state_machine("spothub-orchestrator"),
         active_instance_parameter="/spothub/active-instance",
     )
-    assert hub.store.write_config({"status": "enabled", "generation": 1, "replicas": 1}, expected_generation=0)
+    assert hub.store.write_config(config(status="enabled", generation=1, replicas=1), expected_generation=0)
     assert hub.store.start_placing(REPLICA, generation=1, execution=PLACING, now=NOW - 900)
     record_instance(hub, recorded("i-od", ON_DEMAND_REGION, "on-demand", launch_id=f"{PLACING}-2"), now=NOW - 600)
     return hub
@@ -124,7 +125,7 @@ def test_a_look_that_found_spot_starts_a_spot_only_replacement_of_the_on_demand_
             "looks": 0,
         }
     }
-    assert (replica(hub)["status"], replica(hub)["execution"]) == ("replacing", RETURN)
+    assert (replica(hub).status, replica(hub).execution) == ("replacing", RETURN)
 
 
 def test_a_look_time_written_with_an_offset_names_the_same_replacement(hub: HubServices) -> None:
@@ -150,7 +151,7 @@ def test_a_retried_look_starts_the_replacement_its_first_try_could_not(
     monkeypatch.setattr(hub.sfn, "start_execution", throttled)
     with pytest.raises(DependencyUnavailable):
         look(hub)
-    assert replica(hub)["status"] == "replacing"  # marked, but nothing runs yet
+    assert replica(hub).status == "replacing"  # marked, but nothing runs yet
     monkeypatch.setattr(hub.sfn, "start_execution", real)
     assert look(hub, now=NOW + 305)["started"] is True
     assert list(started(hub)) == [RETURN]
@@ -160,7 +161,7 @@ def test_a_replica_serving_on_spot_is_not_returned(hub: HubServices) -> None:
     hub.store.update_replica(REPLICA, {"capacity_type": "spot"})
     assert look(hub)["started"] is False
     assert started(hub) == {}
-    assert replica(hub)["status"] == "serving"
+    assert replica(hub).status == "serving"
 
 
 def test_a_stale_watch_starts_nothing(hub: HubServices) -> None:
@@ -171,23 +172,23 @@ def test_a_stale_watch_starts_nothing(hub: HubServices) -> None:
 
 
 def test_a_watch_of_an_older_generation_starts_nothing(hub: HubServices) -> None:
-    assert hub.store.write_config({"status": "enabled", "generation": 2, "replicas": 1}, expected_generation=1)
+    assert hub.store.write_config(config(status="enabled", generation=2, replicas=1), expected_generation=1)
     assert look(hub)["started"] is False
     assert started(hub) == {}
 
 
 def test_a_look_after_a_disable_starts_nothing(hub: HubServices) -> None:
-    assert hub.store.write_config({"status": "disabled", "generation": 2}, expected_generation=1)
+    assert hub.store.write_config(config(status="disabled", generation=2), expected_generation=1)
     hub.store.stop_replicas(NOW + 200)
     assert look(hub)["started"] is False
     assert started(hub) == {}
-    assert replica(hub)["status"] == "stopped"
+    assert replica(hub).status == "stopped"
 
 
 def test_a_replica_being_replaced_is_not_returned_as_well(hub: HubServices) -> None:
     assert hub.store.start_replacing(REPLICA, instance_id="i-od", execution=f"{REPLICA}-r-i-od", now=NOW + 100)
     assert look(hub)["started"] is False
-    assert replica(hub)["execution"] == f"{REPLICA}-r-i-od"
+    assert replica(hub).execution == f"{REPLICA}-r-i-od"
 
 
 # --- keep_on_demand -----------------------------------------------------------------------------------------
@@ -205,18 +206,18 @@ def test_no_spot_left_keeps_the_replica_on_its_on_demand_instance_and_watches_ag
         launch_id=f"{RETURN}-0", region=SPOT_REGION, error_class="capacity", code="InsufficientInstanceCapacity"
     )
     on_launch_failed(hub, failure, now=NOW + 350)
-    assert (replica(hub)["target_region"], replica(hub)["capacity_type"]) == (SPOT_REGION, "spot")
+    assert (replica(hub).target_region, replica(hub).capacity_type) == (SPOT_REGION, "spot")
 
     watch = f"{RETURN}-w"
     assert spot_gone(hub, RETURN) == {"kept": True, "watch": watch}
     kept = replica(hub)
-    assert (kept["status"], kept["execution"], kept["instance_id"], kept["region"]) == (
+    assert (kept.status, kept.execution, kept.instance_id, kept.region) == (
         "serving",
         watch,
         "i-od",
         ON_DEMAND_REGION,
     )
-    assert (kept["capacity_type"], kept["target_region"], kept["launch_id"]) == ("on-demand", None, f"{PLACING}-2")
+    assert (kept.capacity_type, kept.target_region, kept.launch_id) == ("on-demand", None, f"{PLACING}-2")
     assert started(hub)[watch] == {
         "replica_id": REPLICA,
         "generation": 1,
@@ -256,30 +257,30 @@ def test_the_watch_looks_again_and_returns_the_replica_later(hub: HubServices) -
         "retire": {"instance_id": "i-od", "region": ON_DEMAND_REGION},
         "superseded": False,
     }
-    assert (replica(hub)["capacity_type"], replica(hub)["instance_id"]) == ("spot", "i-spot")
+    assert (replica(hub).capacity_type, replica(hub).instance_id) == ("spot", "i-spot")
 
 
 def test_keep_on_demand_after_a_disable_leaves_the_replica_stopped_and_starts_no_watch(hub: HubServices) -> None:
     look(hub)
-    assert hub.store.write_config({"status": "disabled", "generation": 2}, expected_generation=1)
+    assert hub.store.write_config(config(status="disabled", generation=2), expected_generation=1)
     hub.store.stop_replicas(NOW + 350)
     assert spot_gone(hub, RETURN) == {"kept": False, "watch": None}
-    assert replica(hub)["status"] == "stopped"
+    assert replica(hub).status == "stopped"
     assert list(started(hub)) == [RETURN]
 
 
 def test_keep_on_demand_after_a_new_enable_leaves_the_new_placement_alone(hub: HubServices) -> None:
     look(hub)
-    assert hub.store.write_config({"status": "enabled", "generation": 2, "replicas": 1}, expected_generation=1)
+    assert hub.store.write_config(config(status="enabled", generation=2, replicas=1), expected_generation=1)
     assert hub.store.start_placing(REPLICA, generation=2, execution=f"{REPLICA}-g2", now=NOW + 350)
     assert spot_gone(hub, RETURN)["kept"] is False
-    assert (replica(hub)["status"], replica(hub)["execution"]) == ("placing", f"{REPLICA}-g2")
+    assert (replica(hub).status, replica(hub).execution) == ("placing", f"{REPLICA}-g2")
 
 
 def test_keep_on_demand_by_an_execution_that_does_not_hold_the_replica_changes_nothing(hub: HubServices) -> None:
     look(hub)
     assert spot_gone(hub, f"{REPLICA}-s-i-od-1")["kept"] is False
-    assert (replica(hub)["status"], replica(hub)["execution"]) == ("replacing", RETURN)
+    assert (replica(hub).status, replica(hub).execution) == ("replacing", RETURN)
 
 
 # --- the watch continues as new while it still watches ------------------------------------------------------
@@ -295,11 +296,11 @@ def test_a_long_watch_continues_as_a_new_watch(hub: HubServices) -> None:
     name = f"{REPLICA}-g1-c{int(NOW) + 60_000}"
     assert watch_continues(hub, PLACING) == {"continued_as": name}
     assert started(hub)[name]["watch_spot"] is True
-    assert replica(hub)["execution"] == name
+    assert replica(hub).execution == name
 
 
 def test_a_stale_watch_does_not_continue(hub: HubServices) -> None:
     hub.store.update_replica(REPLICA, {"execution": f"{REPLICA}-r-i-od"})
     assert watch_continues(hub, PLACING) == {"continued_as": None}
     assert started(hub) == {}
-    assert replica(hub)["execution"] == f"{REPLICA}-r-i-od"
+    assert replica(hub).execution == f"{REPLICA}-r-i-od"

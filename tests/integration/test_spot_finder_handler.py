@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     STATE_TABLE_KEYS,
     WORKER_REGIONS,
     ApiCalls,
+    config,
     load_handler,
     set_environment,
 )
@@ -130,8 +131,8 @@ def test_the_callers_instance_types_and_capacity_are_scored(handler: ModuleType,
 def test_the_switchs_instance_types_and_allowed_regions_apply(
     handler: ModuleType, scores: ApiCalls, store: ProvisioningStore
 ) -> None:
-    config = {"status": "enabled", "generation": 1, "instance_types": ["g6.xlarge"], "allowed_regions": [WEST]}
-    assert store.write_config(config, expected_generation=0)
+    switch = config(status="enabled", generation=1, instance_types=["g6.xlarge"], allowed_regions=[WEST])
+    assert store.write_config(switch, expected_generation=0)
     result = find(handler, {"replica_id": "replica-0"})
     assert scores.of("GetSpotPlacementScores")[0]["InstanceTypes"] == ["g6.xlarge"]
     assert result["best"] == WEST

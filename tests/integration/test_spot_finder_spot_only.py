@@ -13,7 +13,8 @@ import boto3
 import pytest
 
 from spothub_core.dal.exclusions import ExclusionStore
-from spothub_core.logic.spot_finder import FindRequest, find_regions
+from spothub_core.logic.spot_finder import find_regions
+from spothub_core.models.orchestrator_tasks import FindRequest
 from tests.integration.conftest import ApiCalls
 
 NOW = 1_700_000_000.0
@@ -38,7 +39,8 @@ def exclusions(table: Any) -> ExclusionStore:
 
 
 def find(clients: dict[str, Any], exclusions: ExclusionStore, **request: Any) -> dict[str, Any]:
-    return find_regions(
+    """The spot finder's answer, as JSON."""
+    answer = find_regions(
         FindRequest.model_validate(request),
         worker_regions=[WEST, EU],
         default_instance_types=TYPES,
@@ -48,6 +50,7 @@ def find(clients: dict[str, Any], exclusions: ExclusionStore, **request: Any) ->
         now=NOW,
         on_demand_fallback=True,
     )
+    return answer.model_dump(mode="json")
 
 
 def test_spot_only_ranks_spot_regions_as_any_request(clients: dict[str, Any], exclusions: ExclusionStore) -> None:

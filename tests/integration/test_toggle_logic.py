@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import DependencyUnavailable, InvalidRequest
 from spothub_core.logic.provisioning import Orchestration, toggle
-from spothub_core.models.api import ToggleRequest
+from spothub_core.models.api import ToggleRequest, ToggleResponse
+from spothub_core.models.orchestrator_tasks import OrchestratorInput
+from spothub_core.models.records import ProvisioningConfig, ProvisioningStatus
 
 NOW = 1_700_000_000.0
 WORKER_REGIONS = ["us-west-2", "eu-west-1"]
@@ -21,12 +23,12 @@ class FakeOrchestration:
     """Records what the toggle starts, stops and puts; start_execution can be made to fail."""
 
     def __init__(self) -> None:
-        self.started: list[tuple[str, dict[str, Any]]] = []
+        self.started: list[tuple[str, OrchestratorInput]] = []
         self.stopped: list[tuple[str, str]] = []
         self.commands: list[tuple[str, str, dict[str, Any]]] = []
         self.start_error: Exception | None = None
 
-    def start_execution(self, name: str, state: dict[str, Any]) -> bool:
+    def start_execution(self, name: str, state: OrchestratorInput) -> bool:
         if self.start_error is not None:
             raise self.start_error
         self.started.append((name, state))
@@ -54,7 +56,7 @@ def fake() -> FakeOrchestration:
     return FakeOrchestration()
 
 
-def run(store: ProvisioningStore, fake: FakeOrchestration, **body: Any) -> dict[str, Any]:
+def run(store: ProvisioningStore, fake: FakeOrchestration, **body: Any) -> ToggleResponse:
     return toggle(
         ToggleRequest(**body),
         store=store,
@@ -70,23 +72,23 @@ def run(store: ProvisioningStore, fake: FakeOrchestration, **body: Any) -> dict[
 
 def test_enable_starts_one_execution_for_the_first_replica(store: ProvisioningStore, fake: FakeOrchestration) -> None:
     answer = run(store, fake, action="enable")
-    assert answer == {"message": "Spot provisioning enabled successfully"}
-    assert fake.started == [("replica-0-g1", {"replica_id": "replica-0", "generation": 1})]
+    assert answer == ToggleResponse(message="Spot provisioning enabled successfully")
+    assert fake.started == [("replica-0-g1", OrchestratorInput(replica_id="replica-0", generation=1))]
 
 
 def test_enable_writes_the_switch_with_the_defaults(store: ProvisioningStore, fake: FakeOrchestration) -> None:
     run(store, fake, action="enable")
     config = store.config()
-    assert (config["status"], config["generation"], config["replicas"]) == ("enabled", 1, 1)
-    assert config["instance_types"] == DEFAULT_TYPES
-    assert store.replica("replica-0")["status"] == "placing"  # type: ignore[index]
+    assert (config.status, config.generation, config.replicas) == ("enabled", 1, 1)
+    assert config.instance_types == DEFAULT_TYPES
+    assert store.replica("replica-0").status == "placing"  # type: ignore[union-attr]
 
 
 def test_enabling_twice_starts_nothing_new(store: ProvisioningStore, fake: FakeOrchestration) -> None:
     run(store, fake, action="enable")
     run(store, fake, action="enable")
     assert [name for name, _ in fake.started] == ["replica-0-g1"]
-    assert store.config()["generation"] == 1
+    assert store.config().generation == 1
 
 
 def test_enable_with_two_replicas_starts_two_executions(store: ProvisioningStore, fake: FakeOrchestration) -> None:
@@ -98,7 +100,7 @@ def test_more_replicas_than_worker_regions_is_invalid(store: ProvisioningStore, 
     with pytest.raises(InvalidRequest, match="at most one replica per region"):
         run(store, fake, action="enable", replicas=3)
     assert fake.started == []
-    assert store.config()["status"] == "disabled"
+    assert store.config().status == "disabled"
 
 
 def test_more_replicas_than_allowed_regions_is_invalid(store: ProvisioningStore, fake: FakeOrchestration) -> None:
@@ -112,7 +114,7 @@ def test_allowing_a_region_that_is_not_a_worker_region_is_invalid(
     with pytest.raises(InvalidRequest, match="not worker regions of this deployment: ap-south-1"):
         run(store, fake, action="enable", allowed_regions=["us-west-2", "ap-south-1"])
     assert fake.started == []
-    assert store.config() == {"status": "disabled", "generation": 0}
+    assert store.config() == ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=0)
 
 
 def test_a_failed_start_leaves_the_replica_stopped_so_enabling_again_retries(
@@ -121,12 +123,12 @@ def test_a_failed_start_leaves_the_replica_stopped_so_enabling_again_retries(
     fake.start_error = DependencyUnavailable("Step Functions did not answer")
     with pytest.raises(DependencyUnavailable):
         run(store, fake, action="enable")
-    assert store.replica("replica-0")["status"] == "stopped"  # type: ignore[index]
+    assert store.replica("replica-0").status == "stopped"  # type: ignore[union-attr]
 
     fake.start_error = None
     run(store, fake, action="enable")
     assert [name for name, _ in fake.started] == ["replica-0-g1"]
-    assert store.replica("replica-0")["status"] == "placing"  # type: ignore[index]
+    assert store.replica("replica-0").status == "placing"  # type: ignore[union-attr]
 
 
 # --- disable ---------------------------------------------------------------------------------------
@@ -135,18 +137,18 @@ def test_a_failed_start_leaves_the_replica_stopped_so_enabling_again_retries(
 def test_disable_stops_the_running_execution(store: ProvisioningStore, fake: FakeOrchestration) -> None:
     run(store, fake, action="enable")
     answer = run(store, fake, action="disable")
-    assert answer == {"message": "Spot provisioning disabled successfully"}
+    assert answer == ToggleResponse(message="Spot provisioning disabled successfully")
     assert fake.stopped == [("replica-0-g1", "spot provisioning disabled")]
     config = store.config()
-    assert (config["status"], config["generation"]) == ("disabled", 2)
-    assert store.replica("replica-0")["status"] == "stopped"  # type: ignore[index]
+    assert (config.status, config.generation) == ("disabled", 2)
+    assert store.replica("replica-0").status == "stopped"  # type: ignore[union-attr]
     assert fake.commands == []
 
 
 def test_disabling_while_disabled_does_nothing(store: ProvisioningStore, fake: FakeOrchestration) -> None:
     run(store, fake, action="disable")
     assert (fake.started, fake.stopped, fake.commands) == ([], [], [])
-    assert store.config() == {"status": "disabled", "generation": 0}
+    assert store.config() == ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=0)
 
 
 def test_disabling_twice_stops_the_execution_once(store: ProvisioningStore, fake: FakeOrchestration) -> None:
@@ -154,7 +156,7 @@ def test_disabling_twice_stops_the_execution_once(store: ProvisioningStore, fake
     run(store, fake, action="disable")
     run(store, fake, action="disable")
     assert len(fake.stopped) == 1
-    assert store.config()["generation"] == 2
+    assert store.config().generation == 2
 
 
 def test_disable_with_teardown_asks_every_worker_region_once(store: ProvisioningStore, fake: FakeOrchestration) -> None:

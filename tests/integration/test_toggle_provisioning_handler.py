@@ -16,6 +16,7 @@ import pytest
 from moto import mock_aws
 
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.models.records import InstanceStatus, ProvisioningConfig, ProvisioningStatus
 from tests.integration.conftest import (
     HUB_ENVIRONMENT,
     STATE_TABLE_KEYS,
@@ -103,20 +104,20 @@ def test_enable_turns_the_switch_on_with_the_deployments_defaults(
 ) -> None:
     post(handler, {"action": "enable"})
     config = store.config()
-    assert (config["status"], config["generation"], config["replicas"]) == ("enabled", 1, 1)
-    assert config["instance_types"] == DEFAULT_TYPES
-    assert config["denied_regions"] == []
+    assert (config.status, config.generation, config.replicas) == ("enabled", 1, 1)
+    assert config.instance_types == DEFAULT_TYPES
+    assert config.denied_regions == []
     assert "allowed_regions" not in config
     (replica,) = store.replicas()
-    assert (replica["replica_id"], replica["status"], replica["execution"]) == ("replica-0", "placing", "replica-0-g1")
+    assert (replica.replica_id, replica.status, replica.execution) == ("replica-0", "placing", "replica-0-g1")
 
 
 def test_enable_twice_keeps_one_replica_and_one_execution(handler: ModuleType, store: ProvisioningStore) -> None:
     assert post(handler, {"action": "enable"})[0] == 200
     assert post(handler, {"action": "enable"}) == (200, {"message": "Spot provisioning enabled successfully"})
     assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-g1"]
-    assert [r["replica_id"] for r in store.replicas()] == ["replica-0"]
-    assert store.config()["generation"] == 1
+    assert [r.replica_id for r in store.replicas()] == ["replica-0"]
+    assert store.config().generation == 1
 
 
 def test_enable_with_two_replicas_starts_one_execution_per_replica(handler: ModuleType) -> None:
@@ -128,15 +129,15 @@ def test_enable_keeps_the_operators_choices_on_the_switch(handler: ModuleType, s
     body = {"action": "enable", "instance_types": ["g6.xlarge"], "allowed_regions": ["us-west-2"], "denied_regions": []}
     assert post(handler, body)[0] == 200
     config = store.config()
-    assert config["instance_types"] == ["g6.xlarge"]
-    assert config["allowed_regions"] == ["us-west-2"]
-    assert config["denied_regions"] == []
+    assert config.instance_types == ["g6.xlarge"]
+    assert config.allowed_regions == ["us-west-2"]
+    assert config.denied_regions == []
 
 
 def test_enable_with_new_settings_starts_a_new_generation(handler: ModuleType, store: ProvisioningStore) -> None:
     post(handler, {"action": "enable"})
     assert post(handler, {"action": "enable", "instance_types": ["g6.xlarge"]})[0] == 200
-    assert store.config()["generation"] == 2
+    assert store.config().generation == 2
     assert sorted(executions(ORCHESTRATOR_ARN)) == ["replica-0-g1", "replica-0-g2"]
 
 
@@ -144,7 +145,7 @@ def serve(store: ProvisioningStore, replica_id: str, region: str, instance_id: s
     """What the capacity handler records when the replica's instance is healthy (record_instance)."""
     fields = {"region": region, "instance_id": instance_id, "target_region": None}
     assert store.replica_serving(replica_id, generation=1, fields=fields)
-    store.put_instance(instance_id, {"region": region, "replica_id": replica_id, "status": "serving"})
+    store.put_instance(instance_id, {"region": region, "replica_id": replica_id, "status": InstanceStatus.SERVING})
 
 
 def test_new_settings_while_a_replica_serves_keep_track_of_its_instance(
@@ -160,7 +161,7 @@ def test_new_settings_while_a_replica_serves_keep_track_of_its_instance(
         for e in executions(ORCHESTRATOR_ARN).values()
         if (e["input"].get("replacing") or {}).get("instance_id") == "i-0aaa"
     ]
-    assert replica.get("instance_id") == "i-0aaa" or retiring
+    assert replica.instance_id == "i-0aaa" or retiring
 
 
 def test_fewer_replicas_stop_the_replicas_above_the_count(handler: ModuleType, store: ProvisioningStore) -> None:
@@ -168,7 +169,7 @@ def test_fewer_replicas_stop_the_replicas_above_the_count(handler: ModuleType, s
     serve(store, "replica-0", "us-west-2", "i-0aaa")
     serve(store, "replica-1", "eu-west-1", "i-0bbb")
     assert post(handler, {"action": "enable", "replicas": 1})[0] == 200
-    assert store.replica("replica-1")["status"] == "stopped"  # type: ignore[index]
+    assert store.replica("replica-1").status == "stopped"  # type: ignore[union-attr]
 
 
 def test_a_failed_start_is_503_and_enabling_again_retries_it(handler: ModuleType, store: ProvisioningStore) -> None:
@@ -177,12 +178,12 @@ def test_a_failed_start_is_503_and_enabling_again_retries_it(handler: ModuleType
     assert status == 503
     assert body["message"].startswith("could not start replica-0-g1: StateMachineDoesNotExist")
     (replica,) = store.replicas()
-    assert replica["status"] == "stopped"
+    assert replica.status == "stopped"
 
     create_state_machine(ORCHESTRATOR)
     assert post(handler, {"action": "enable"})[0] == 200
     assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-g1"]
-    assert store.replica("replica-0")["status"] == "placing"  # type: ignore[index]
+    assert store.replica("replica-0").status == "placing"  # type: ignore[union-attr]
 
 
 # --- disable ---------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ def test_a_failed_start_is_503_and_enabling_again_retries_it(handler: ModuleType
 
 def test_disable_while_disabled_is_a_200_no_op(handler: ModuleType, store: ProvisioningStore, bus: BusRecorder) -> None:
     assert post(handler, {"action": "disable"}) == (200, {"message": "Spot provisioning disabled successfully"})
-    assert store.config() == {"status": "disabled", "generation": 0}
+    assert store.config() == ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=0)
     assert store.replicas() == []
     assert executions(ORCHESTRATOR_ARN) == {}
     assert bus.events() == []
@@ -203,9 +204,9 @@ def test_disable_stops_the_orchestrators_and_the_replicas(handler: ModuleType, s
         "replica-0-g1": "ABORTED",
         "replica-1-g1": "ABORTED",
     }
-    assert {r["status"] for r in store.replicas()} == {"stopped"}
+    assert {r.status for r in store.replicas()} == {"stopped"}
     config = store.config()
-    assert (config["status"], config["generation"]) == ("disabled", 2)
+    assert (config.status, config.generation) == ("disabled", 2)
 
 
 def test_disable_without_teardown_puts_no_command(handler: ModuleType, bus: BusRecorder) -> None:
@@ -244,7 +245,7 @@ def test_an_unknown_action_is_400_naming_the_allowed_values(handler: ModuleType,
     assert detail["field"].removeprefix("body.") == "action"
     assert "'enable'" in detail["problem"]
     assert "'disable'" in detail["problem"]
-    assert store.config()["status"] == "disabled"
+    assert store.config().status == "disabled"
     assert executions(ORCHESTRATOR_ARN) == {}
 
 
@@ -276,7 +277,7 @@ def test_a_malformed_field_is_400_naming_it(
     assert status == 400
     assert answer["message"] == "the request is not valid"
     assert field in fields(answer)
-    assert store.config()["status"] == "disabled"
+    assert store.config().status == "disabled"
     assert executions(ORCHESTRATOR_ARN) == {}
 
 
@@ -300,7 +301,7 @@ def test_a_malformed_body_is_400_never_500(handler: ModuleType, body: Any, probl
 def test_a_list_of_requests_is_400_not_its_first_element(handler: ModuleType, store: ProvisioningStore) -> None:
     status, _ = post(handler, [{"action": "enable"}, {"action": "disable"}])
     assert status == 400
-    assert store.config()["status"] == "disabled"
+    assert store.config().status == "disabled"
     assert executions(ORCHESTRATOR_ARN) == {}
 
 
@@ -351,7 +352,7 @@ def test_optional_fields_are_checked_against_the_deployment(
     status, answer = post(handler, body)
     assert status == 400
     assert message in answer["message"]
-    assert store.config()["status"] == "disabled"
+    assert store.config().status == "disabled"
     assert executions(ORCHESTRATOR_ARN) == {}
 
 
@@ -372,14 +373,14 @@ def test_an_instance_type_that_is_no_instance_type_name_is_400_saying_why(
     (detail,) = answer["details"]
     assert problem in detail["problem"]
     assert "like g5.xlarge" in detail["problem"] or "at most" in detail["problem"]
-    assert store.config()["status"] == "disabled"
+    assert store.config().status == "disabled"
     assert executions(ORCHESTRATOR_ARN) == {}
 
 
 def test_enable_with_a_subset_of_the_deployments_types_keeps_it(handler: ModuleType, store: ProvisioningStore) -> None:
     status, _ = post(handler, {"action": "enable", "instance_types": ["g6.xlarge"]})
     assert status == 200
-    assert store.config()["instance_types"] == ["g6.xlarge"]
+    assert store.config().instance_types == ["g6.xlarge"]
 
 
 def test_teardown_with_enable_is_400(handler: ModuleType) -> None:

@@ -4,6 +4,7 @@ worker's remediation and the hub's replacement."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from spothub.sandbox.sandbox import Sandbox
@@ -48,6 +49,7 @@ def test_an_instance_enters_service_only_once_its_workload_is_healthy(fresh_sand
 
     instance = sandbox.wait_for(heard_from, timeout_s=20)
     assert instance["gpu"], "the heartbeat carries the GPU health (no GPU here: said plainly)"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", instance["last_seen"]), "last_seen is ISO 8601 UTC"
 
 
 def test_a_silent_instance_is_replaced_and_the_reason_recorded(fresh_sandbox: Sandbox) -> None:

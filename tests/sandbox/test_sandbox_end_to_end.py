@@ -274,7 +274,7 @@ def test_the_hub_status_function_answers_through_the_lambda_api(fresh_sandbox: S
     (function_name,) = [
         r["PhysicalResourceId"]
         for r in resources["StackResourceSummaries"]
-        if r["ResourceType"] == "AWS::Lambda::Function" and r["LogicalResourceId"].startswith("PlatformStatus")
+        if r["ResourceType"] == "AWS::Lambda::Function" and "PlatformStatus" in r["LogicalResourceId"]
     ]
     answer = fresh_sandbox.client("lambda").invoke(
         FunctionName=function_name, Payload=json.dumps(rest_proxy_event("GET", "/status")).encode()

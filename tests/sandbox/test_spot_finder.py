@@ -18,7 +18,7 @@ def find(sandbox: Sandbox, request: dict[str, Any] | None = None) -> dict[str, A
         for r in sandbox.client("cloudformation").list_stack_resources(StackName=sandbox.hub.stack_name)[
             "StackResourceSummaries"
         ]
-        if r["ResourceType"] == "AWS::Lambda::Function" and r["LogicalResourceId"].startswith("SpotFinder")
+        if r["ResourceType"] == "AWS::Lambda::Function" and "SpotFinder" in r["LogicalResourceId"]
     )
     response = sandbox.client("lambda").invoke(FunctionName=function, Payload=json.dumps(request or {}).encode())
     payload = json.loads(response["Payload"].read())
@@ -75,7 +75,7 @@ def test_a_bad_request_is_a_function_error_naming_the_field(fresh_sandbox: Sandb
         for r in fresh_sandbox.client("cloudformation").list_stack_resources(StackName=fresh_sandbox.hub.stack_name)[
             "StackResourceSummaries"
         ]
-        if r["LogicalResourceId"].startswith("SpotFinder") and r["ResourceType"] == "AWS::Lambda::Function"
+        if "SpotFinder" in r["LogicalResourceId"] and r["ResourceType"] == "AWS::Lambda::Function"
     )
     response = fresh_sandbox.client("lambda").invoke(
         FunctionName=function, Payload=json.dumps({"target_capacity": 0}).encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error, describe_error
+from spothub_core.models.worker_tasks import CaughtError
 
 ASG_NO_CAPACITY = (
     "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that "
@@ -70,9 +71,14 @@ def test_an_account_quota_is_not_a_capacity_shortage(code: str | None, message: 
     assert classify_launch_error(code, message) is LaunchFailure.QUOTA
 
 
+def caught(error: dict[str, str]) -> CaughtError:
+    """An error as the state machine catches it ({Error, Cause}), read as describe_failure reads it."""
+    return CaughtError.model_validate(error)
+
+
 def test_a_quota_class_reported_by_a_worker_task_is_kept() -> None:
-    assert describe_error({"Error": "quota", "Cause": VCPU_LIMIT_OF_ZERO})["error_class"] == "quota"
-    assert describe_error({"Error": "QuotaError", "Cause": VCPU_LIMIT_OF_ZERO})["error_class"] == "quota"
+    assert describe_error(caught({"Error": "quota", "Cause": VCPU_LIMIT_OF_ZERO})).error_class == "quota"
+    assert describe_error(caught({"Error": "QuotaError", "Cause": VCPU_LIMIT_OF_ZERO})).error_class == "quota"
 
 
 def test_the_code_wins_over_the_message() -> None:
@@ -94,12 +100,12 @@ def test_the_code_wins_over_the_message() -> None:
 def test_a_caught_error_is_described_in_the_class_the_hub_acts_on(
     error: dict[str, str] | None, expected_class: str
 ) -> None:
-    described = describe_error(error)
-    assert described["error_class"] == expected_class
+    described = describe_error(caught(error) if error is not None else None)
+    assert described.error_class == expected_class
     if error:
-        assert described["code"] == error["Error"]
-        assert described["message"] == error["Cause"]
+        assert described.code == error["Error"]
+        assert described.message == error["Cause"]
 
 
 def test_a_described_cause_is_bounded() -> None:
-    assert len(describe_error({"Error": "FatalError", "Cause": "x" * 5000})["message"]) == 1000
+    assert len(describe_error(caught({"Error": "FatalError", "Cause": "x" * 5000})).message) == 1000

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stacks.paths import LAMBDAS_DIR, STATEMACHINES_DIR
+from stacks.paths import LAMBDAS_DIR, REPO_ROOT, STATEMACHINES_DIR
 
 SHARED_PACKAGE = "spothub_core"
 CONCERNS = sorted(
@@ -24,6 +24,65 @@ def _imported_top_levels(path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
     return names
+
+
+CORE_DIR = LAMBDAS_DIR / SHARED_PACKAGE
+# What the stacks may take from the shared package: declarations, never the code that decides or talks to AWS.
+STACK_IMPORTS_ALLOWED = ("models", "contracts", "consumers", "timings")
+NEVER_FROM_DECLARATIONS = ("logic", "dal")
+
+
+def _core_imports(path) -> set[str]:
+    """The spothub_core modules `path` imports, as dotted names under spothub_core (e.g. `models.api`); an import
+    of a name from a package (`from spothub_core import timings`) counts as the module of that name."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(CORE_DIR).parent.parts if path.is_relative_to(CORE_DIR) else None  # for relative imports
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(a.name for a in node.names if a.name.split(".")[0] == SHARED_PACKAGE)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and package is not None:
+                base = [SHARED_PACKAGE, *package[: len(package) - node.level + 1]]
+                module = ".".join(base + ([node.module] if node.module else []))
+            elif node.level == 0 and node.module and node.module.split(".")[0] == SHARED_PACKAGE:
+                module = node.module
+            else:
+                continue
+            modules.add(module)
+            modules.update(f"{module}.{a.name}" for a in node.names if _core_path(f"{module}.{a.name}") is not None)
+    return {m.removeprefix(SHARED_PACKAGE).lstrip(".") for m in modules} - {""}
+
+
+def _core_path(module: str):
+    parts = module.split(".")[1:]
+    candidate = CORE_DIR.joinpath(*parts)
+    if candidate.with_suffix(".py").is_file():
+        return candidate.with_suffix(".py")
+    if (candidate / "__init__.py").is_file():
+        return candidate / "__init__.py"
+    return None
+
+
+def _imports_of_core_module(module: str, seen: set[str] | None = None) -> set[str]:
+    """Every spothub_core module `module` (a dotted name under spothub_core) imports, directly or through others."""
+    seen = set() if seen is None else seen
+    path = _core_path(f"{SHARED_PACKAGE}.{module}")
+    if path is None or module in seen:
+        return set()
+    seen.add(module)
+    found = _core_imports(path)
+    for imported in found:
+        _imports_of_core_module(imported, seen)
+    return seen - {module} | found
+
+
+def _is_under(module: str, packages: tuple[str, ...]) -> bool:
+    return module.split(".", maxsplit=1)[0] in packages
+
+
+def _stack_sources() -> list:
+    return [*sorted((REPO_ROOT / "stacks").rglob("*.py")), REPO_ROOT / "app.py"]
 
 
 def test_there_are_concerns() -> None:
@@ -60,3 +119,32 @@ def test_state_machine_definitions_are_json_files() -> None:
             continue
         assert definition.name.endswith(".asl.json"), definition
         assert "States" in json.loads(definition.read_text()), definition
+
+
+@pytest.mark.parametrize("source", _stack_sources(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_stacks_import_declarations_only(source) -> None:
+    imported = _core_imports(source)
+    assert all(_is_under(m, STACK_IMPORTS_ALLOWED) for m in imported), (
+        f"{source} imports {sorted(imported)}: stacks take only {STACK_IMPORTS_ALLOWED} from {SHARED_PACKAGE}"
+    )
+    for module in imported:
+        reached = _imports_of_core_module(module)
+        assert not [m for m in reached if _is_under(m, NEVER_FROM_DECLARATIONS)], (
+            f"{source} reaches logic or dal through {module}: {sorted(reached)}"
+        )
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        [
+            "contracts",
+            "consumers",
+            *(f"models.{p.stem}" if p.stem != "__init__" else "models" for p in (CORE_DIR / "models").glob("*.py")),
+        ]
+    ),
+)
+def test_declarations_import_no_logic_and_no_dal(module: str) -> None:
+    """models/, contracts.py and consumers.py declare; they import no logic and no dal, not even through others."""
+    reached = _imports_of_core_module(module)
+    assert not [m for m in reached if _is_under(m, NEVER_FROM_DECLARATIONS)], f"{module} reaches {sorted(reached)}"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from spothub_core.contracts import TaskError
-from spothub_core.logic.provisioning import orchestrator_input
+from spothub_core.models.orchestrator_tasks import OrchestratorInput
 from spothub_core.timings import CAPACITY_RETRY_SECONDS, SPOT_RETURN_SECONDS
 from stacks.constructs.state_machine import load_definition, placeholders
 from stacks.hub_stack import ORCHESTRATOR_DURATIONS
@@ -162,7 +162,7 @@ def test_the_wait_seconds_come_from_the_timings_module() -> None:
 
 
 def test_every_field_a_fresh_execution_reads_has_a_default() -> None:
-    given = set(orchestrator_input({"replica_id": "replica-0", "generation": 1}))
+    given = set(OrchestratorInput(replica_id="replica-0", generation=1).model_dump())
     for name in ("Begin", "FindRegion", "NextAttempt"):
         assert read_fields(STATES[name]) <= given, name
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spothub_core.logic.ranking import Exclusion, RegionObservation, rank_regions
+from spothub_core.logic.ranking import RegionObservation, rank_regions
+from spothub_core.models.records import Exclusion
 
 NOW = 1_000_000.0
 
@@ -38,7 +39,7 @@ def test_unknown_scores_and_prices_rank_last() -> None:
 
 
 def test_an_active_exclusion_leaves_the_region_out_with_its_reason() -> None:
-    exclusions = [Exclusion("us-west-2", NOW + 600, "InsufficientInstanceCapacity")]
+    exclusions = [Exclusion(region="us-west-2", until=NOW + 600, reason="InsufficientInstanceCapacity")]
     ranking = rank_regions([obs("us-west-2", 9, 0.1), obs("us-east-1", 2, 0.9)], now=NOW, exclusions=exclusions)
     assert ranking.regions() == ["us-east-1"]
     (left_out,) = ranking.left_out
@@ -46,14 +47,17 @@ def test_an_active_exclusion_leaves_the_region_out_with_its_reason() -> None:
 
 
 def test_an_expired_exclusion_changes_nothing() -> None:
-    exclusions = [Exclusion("us-west-2", NOW - 1, "InsufficientInstanceCapacity")]
+    exclusions = [Exclusion(region="us-west-2", until=NOW - 1, reason="InsufficientInstanceCapacity")]
     ranking = rank_regions([obs("us-west-2", 9, 0.1), obs("us-east-1", 2, 0.9)], now=NOW, exclusions=exclusions)
     assert ranking.regions() == ["us-west-2", "us-east-1"]
     assert ranking.left_out == ()
 
 
 def test_the_longest_of_several_exclusions_counts() -> None:
-    exclusions = [Exclusion("us-west-2", NOW + 60, "first"), Exclusion("us-west-2", NOW + 900, "second")]
+    exclusions = [
+        Exclusion(region="us-west-2", until=NOW + 60, reason="first"),
+        Exclusion(region="us-west-2", until=NOW + 900, reason="second"),
+    ]
     ranking = rank_regions([obs("us-west-2", 9, 0.1)], now=NOW, exclusions=exclusions)
     assert ranking.left_out[0].reason == "excluded for 900s more: second"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spothub_core.logic.ranking import Exclusion, LeftOut, RegionObservation, rank_regions
+from spothub_core.logic.ranking import LeftOut, RegionObservation, rank_regions
+from spothub_core.models.records import Exclusion
 
 NOW = 1_000_000.0
 
@@ -65,7 +66,7 @@ def test_an_occupied_region_that_is_also_excluded_is_left_out_once() -> None:
     ranking = rank_regions(
         [obs("a-1", 9, 0.1), obs("b-1", 5, 0.1)],
         now=NOW,
-        exclusions=[Exclusion("a-1", NOW + 600, "capacity")],
+        exclusions=[Exclusion(region="a-1", until=NOW + 600, reason="capacity")],
         occupied={"a-1": "replica-0"},
     )
     assert ranking.regions() == ["b-1"]
@@ -116,7 +117,7 @@ def test_a_preferred_region_that_is_excluded_is_not_kept() -> None:
     ranking = rank_regions(
         [obs("us-east-1", 9, 0.10), obs("us-west-2", 9, 0.50)],
         now=NOW,
-        exclusions=[Exclusion("us-west-2", NOW + 600, "capacity")],
+        exclusions=[Exclusion(region="us-west-2", until=NOW + 600, reason="capacity")],
         prefer="us-west-2",
     )
     assert ranking.regions() == ["us-east-1"]

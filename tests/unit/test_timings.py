@@ -2,6 +2,8 @@
 
 agent health budget < lifecycle hook timeout < workload poll cap; every silence between two worker
 reports < the orchestrator's launch heartbeat; the worker's whole launch < the launch timeout.
+The agent's: its slowest heartbeat < the silence its heartbeat alarm tolerates; a drain at its
+defaults, and at the slowest poll allowed, fits in the two minutes of an interruption warning.
 
 Durations are worst cases read from the ASL: a poll loop at its cap, every retrier of a task used up
 (Step Functions counts each retrier's attempts separately), and the failure path's cleanup.
@@ -14,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from spothub_agent.settings import Settings
+from spothub_agent.aws import CLIENT_CONFIG
+from spothub_agent.settings import Settings, build_settings
 from spothub_core import timings
-from spothub_core.logic import capacity, instance_alarms
+from spothub_core.logic import instance_alarms, region_exclusions
 from stacks.config import SpothubConfig
 from stacks.constructs import gpu_capacity, worker_automation
 from stacks.hub_stack import ORCHESTRATOR_DURATIONS
@@ -162,6 +165,58 @@ def test_a_live_agent_beats_in_every_period_of_its_heartbeat_alarm() -> None:
     assert Settings().heartbeat_s <= instance_alarms.HEARTBEAT_ALARM_PERIOD_SECONDS
 
 
+def aws_call_seconds() -> float:
+    """One AWS call of the agent at its worst: every try connects and reads up to its timeouts, with the
+    standard retry mode's first delay (at most 1 s) between tries."""
+    attempts = int(CLIENT_CONFIG.retries["total_max_attempts"])
+    timeouts = float(CLIENT_CONFIG.connect_timeout) + float(CLIENT_CONFIG.read_timeout)
+    return attempts * timeouts + (attempts - 1) * 1.0
+
+
+def test_a_hanging_control_plane_never_silences_a_live_agent() -> None:
+    """The heartbeat loop puts the metric, then sends the beat, on one thread. At its slowest, the metric
+    times out and the beat reconnects: SSM's api-url, register, a heartbeat answered 404, register again,
+    heartbeat again (each API call connecting and reading up to its timeout). Even then the next metric
+    comes before the alarm counts the agent silent."""
+    api_call = 2 * timings.AGENT_API_TIMEOUT_SECONDS
+    slowest_beat = aws_call_seconds() + aws_call_seconds() + 4 * api_call
+    tolerated = instance_alarms.HEARTBEAT_ALARM_PERIOD_SECONDS * instance_alarms.HEARTBEAT_MISSING_PERIODS
+    assert Settings().heartbeat_s + slowest_beat < tolerated
+    # Each wait of the agent's loops is longer than the calls made in it.
+    assert timings.AGENT_API_TIMEOUT_SECONDS < timings.AGENT_HEARTBEAT_SECONDS
+    assert timings.AGENT_HEALTH_CHECK_TIMEOUT_SECONDS < timings.AGENT_POLL_SECONDS
+    assert timings.AGENT_IMDS_TIMEOUT_SECONDS < timings.AGENT_POLL_SECONDS
+    # A control plane that comes back is found again within one heartbeat interval.
+    assert timings.AGENT_BACKOFF_BASE_SECONDS < timings.AGENT_BACKOFF_CAP_SECONDS <= timings.AGENT_HEARTBEAT_SECONDS
+    assert timings.IMDS_TOKEN_RENEW_MARGIN_SECONDS < timings.IMDS_TOKEN_TTL_SECONDS
+
+
+@pytest.mark.parametrize("poll", [timings.AGENT_POLL_SECONDS, timings.AGENT_MAX_POLL_SECONDS])
+def test_a_drain_at_its_defaults_fits_in_the_notice_window(poll: int) -> None:
+    window = timings.SPOT_NOTICE_WINDOW_SECONDS
+    settings = build_settings(None, {"SPOTHUB_AGENT_POLL_SECONDS": str(poll)})
+    # Detection (one poll), the grace period, the report and the margin: the default grace is not clamped.
+    assert settings.grace_s == timings.AGENT_GRACE_SECONDS
+    used = poll + settings.grace_s + timings.AGENT_DRAIN_REPORT_SECONDS + timings.AGENT_DRAIN_MARGIN_SECONDS
+    assert used <= window
+    # With a drain command at its default limit, the clamp still leaves the workload its least grace period.
+    with_command = build_settings('{"drain_command": ["true"]}', {"SPOTHUB_AGENT_POLL_SECONDS": str(poll)})
+    assert with_command.drain_timeout_s == timings.AGENT_DRAIN_COMMAND_SECONDS
+    assert with_command.grace_s >= timings.AGENT_MIN_GRACE_SECONDS
+    assert used - settings.grace_s + with_command.drain_timeout_s + with_command.grace_s <= window
+    # One try of the report (its connection and its read at their timeouts) fits in its share of the window.
+    one_try = float(CLIENT_CONFIG.connect_timeout) + float(CLIENT_CONFIG.read_timeout)
+    assert one_try <= timings.AGENT_DRAIN_REPORT_SECONDS
+    # The stop leaves the report's share and the margin before the deadline; the report's wait for the capacity
+    # notice to go first comes out of the margin, so the report keeps its whole share.
+    left_after_stop = timings.AGENT_DRAIN_REPORT_SECONDS + timings.AGENT_DRAIN_MARGIN_SECONDS
+    assert left_after_stop >= timings.AGENT_NOTICE_FIRST_SECONDS + timings.AGENT_DRAIN_REPORT_SECONDS
+
+
+def test_the_agents_own_image_pull_ends_inside_its_health_budget() -> None:
+    assert timings.AGENT_DOCKER_RUN_TIMEOUT_SECONDS < timings.AGENT_HEALTHY_WITHIN_SECONDS
+
+
 def test_a_quota_keeps_a_region_out_longer_than_any_other_failure() -> None:
     others = {k: v for k, v in timings.EXCLUSION_SECONDS.items() if k != "quota"}
     assert timings.EXCLUSION_SECONDS["quota"] > max(others.values())
@@ -170,7 +225,7 @@ def test_a_quota_keeps_a_region_out_longer_than_any_other_failure() -> None:
 
 
 def test_the_stacks_lambdas_and_agent_read_their_timings_from_one_module() -> None:
-    assert capacity.EXCLUSION_SECONDS is timings.EXCLUSION_SECONDS
+    assert region_exclusions.EXCLUSION_SECONDS is timings.EXCLUSION_SECONDS
     assert ORCHESTRATOR_DURATIONS["LaunchHeartbeatSeconds"] == timings.LAUNCH_HEARTBEAT_SECONDS
     assert ORCHESTRATOR_DURATIONS["LaunchTimeoutSeconds"] == timings.LAUNCH_TIMEOUT_SECONDS
     assert ORCHESTRATOR_DURATIONS["TeardownTimeoutSeconds"] == timings.TEARDOWN_TIMEOUT_SECONDS
@@ -186,3 +241,14 @@ def test_the_stacks_lambdas_and_agent_read_their_timings_from_one_module() -> No
     assert agent.healthy_within_s == timings.AGENT_HEALTHY_WITHIN_SECONDS
     assert agent.lifecycle_heartbeat_s == timings.AGENT_LIFECYCLE_HEARTBEAT_SECONDS
     assert agent.heartbeat_s == timings.AGENT_HEARTBEAT_SECONDS
+    assert agent.poll_s == timings.AGENT_POLL_SECONDS
+    assert agent.grace_s == timings.AGENT_GRACE_SECONDS
+    assert agent.drain_timeout_s == timings.AGENT_DRAIN_COMMAND_SECONDS
+    assert (agent.backoff_base_s, agent.backoff_cap_s) == (
+        timings.AGENT_BACKOFF_BASE_SECONDS,
+        timings.AGENT_BACKOFF_CAP_SECONDS,
+    )
+    assert (CLIENT_CONFIG.connect_timeout, CLIENT_CONFIG.read_timeout) == (
+        timings.AGENT_AWS_CONNECT_TIMEOUT_SECONDS,
+        timings.AGENT_AWS_READ_TIMEOUT_SECONDS,
+    )

@@ -28,12 +28,17 @@ from spothub_agent.lifecycle import LifecycleCompletion
 from spothub_agent.logs import log_event, warn
 from spothub_agent.notices import NoticeWatch
 from spothub_agent.publisher import Publisher, hub_bus_arn
-from spothub_agent.settings import NOTICE_WINDOW_S, REPORT_BUDGET_S, Settings
+from spothub_agent.settings import Settings
 from spothub_agent.state import AgentState
 from spothub_agent.watchdog import ControlPlaneLink
 from spothub_agent.workload import Workload, make_workload
-
-THREAD_JOIN_S = 5.0
+from spothub_core.models.agent import Registration
+from spothub_core.timings import (
+    AGENT_DRAIN_REPORT_SECONDS,
+    AGENT_LOOP_JOIN_SECONDS,
+    AGENT_LOOP_RESTART_SECONDS,
+    SPOT_NOTICE_WINDOW_SECONDS,
+)
 
 
 class Agent:
@@ -94,14 +99,14 @@ class Agent:
             config.instance_id,
             lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/api-url"),
             lambda url: ControlPlaneClient(url, config.hub_region, aws.credentials),
-            {
-                "region": config.region,
-                "availability_zone": config.availability_zone,
-                "instance_type": config.instance_type,
-                "group": config.auto_scaling_group,
-                "capacity_type": config.capacity_type,
-                "agent_version": __version__,
-            },
+            Registration(
+                region=config.region,
+                availability_zone=config.availability_zone,
+                instance_type=config.instance_type,
+                group=config.auto_scaling_group,
+                capacity_type=config.capacity_type,
+                agent_version=__version__,
+            ),
             self.state,
         )
         self.heartbeat = Heartbeat(
@@ -139,13 +144,13 @@ class Agent:
     def shutdown(self) -> None:
         """After the stop event: let a drain finish, release the workload, wait briefly for the loops."""
         if self.drain.active:
-            deadline = float((self.state.drain or {}).get("deadline", self._clock() + NOTICE_WINDOW_S))
+            deadline = float((self.state.drain or {}).get("deadline", self._clock() + SPOT_NOTICE_WINDOW_SECONDS))
             log_event("stopping_after_drain", seconds_left=round(deadline - self._clock(), 1))
-            self.drain.join(max(0.0, deadline - self._clock()) + REPORT_BUDGET_S)
+            self.drain.join(max(0.0, deadline - self._clock()) + AGENT_DRAIN_REPORT_SECONDS)
         if self.state.drain is None:
             self.workload.release()
         for thread in self._threads:
-            thread.join(THREAD_JOIN_S)
+            thread.join(AGENT_LOOP_JOIN_SECONDS)
         self.gpu.close()
 
     @staticmethod
@@ -157,4 +162,4 @@ class Agent:
                 return
             except Exception as exc:
                 warn("loop_crashed", loop=name, reason=repr(exc))
-                stop.wait(1.0)
+                stop.wait(AGENT_LOOP_RESTART_SECONDS)

@@ -17,10 +17,11 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError
 
 from spothub_agent import __version__
+from spothub_core.timings import AGENT_AWS_CONNECT_TIMEOUT_SECONDS, AGENT_AWS_READ_TIMEOUT_SECONDS
 
 CLIENT_CONFIG = Config(
-    connect_timeout=3,
-    read_timeout=5,
+    connect_timeout=AGENT_AWS_CONNECT_TIMEOUT_SECONDS,
+    read_timeout=AGENT_AWS_READ_TIMEOUT_SECONDS,
     retries={"mode": "standard", "total_max_attempts": 2},
     user_agent_extra=f"spothub-agent/{__version__}",
 )

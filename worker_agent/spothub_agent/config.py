@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from spothub_agent.imds import Imds
+from spothub_core.contracts import GROUP_TAG, CapacityType, InstanceTag
 
-PREFIX_TAG = "spothub:prefix"
-HUB_REGION_TAG = "spothub:hub-region"
-LIFECYCLE_HOOK_TAG = "spothub:lifecycle-hook"
-MODEL_CACHE_TAG = "spothub:model-cache"
-GROUP_TAG = "aws:autoscaling:groupName"
-# Set by the worker region on the instance it claims for a launch (read again at notice time).
-REPLICA_TAG = "spothub:replica"
-LAUNCH_TAG = "spothub:launch-id"
-CAPACITY_TYPES = ("spot", "on-demand")
+# The tags the group sets at launch that the agent cannot run without.
+REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, GROUP_TAG, InstanceTag.LIFECYCLE_HOOK)
+CAPACITY_TYPES: tuple[str, ...] = get_args(CapacityType)
 
 
 class ConfigError(RuntimeError):
@@ -45,7 +41,7 @@ def load_config(imds: Imds) -> AgentConfig:
     identity = imds.identity()
     tags = imds.tags()
     life_cycle = (imds.get("instance-life-cycle") or "").strip()
-    missing = [tag for tag in (PREFIX_TAG, HUB_REGION_TAG, GROUP_TAG, LIFECYCLE_HOOK_TAG) if not tags.get(tag)]
+    missing = [str(tag) for tag in REQUIRED_TAGS if not tags.get(tag)]
     if missing:
         raise ConfigError(
             f"instance tags {', '.join(missing)} are missing: is instance metadata tagging enabled "
@@ -56,11 +52,11 @@ def load_config(imds: Imds) -> AgentConfig:
         region=identity["region"],
         availability_zone=identity["availabilityZone"],
         instance_type=identity["instanceType"],
-        prefix=tags[PREFIX_TAG],
-        hub_region=tags[HUB_REGION_TAG],
+        prefix=tags[InstanceTag.PREFIX],
+        hub_region=tags[InstanceTag.HUB_REGION],
         auto_scaling_group=tags[GROUP_TAG],
-        lifecycle_hook=tags[LIFECYCLE_HOOK_TAG],
-        model_cache=tags.get(MODEL_CACHE_TAG, ""),
+        lifecycle_hook=tags[InstanceTag.LIFECYCLE_HOOK],
+        model_cache=tags.get(InstanceTag.MODEL_CACHE, ""),
         account_id=str(identity.get("accountId", "")),
         capacity_type=life_cycle if life_cycle in CAPACITY_TYPES else "",
     )

@@ -1,9 +1,11 @@
 """The control plane's agent API (hub region, AWS_IAM auth): register and heartbeat, signed with SigV4
-for `execute-api` with the instance role's credentials, sent with urllib.
+for `execute-api` with the instance role's credentials, sent with urllib. The bodies are the models the
+API validates them with (spothub_core.models.agent), serialized as they serialize themselves.
 
-    POST {api_url}agents/{instance_id}/register   {region, availability_zone, instance_type, group,
-                                                   capacity_type, agent_version}
-    POST {api_url}agents/{instance_id}/heartbeat  {ready, workload: {state, exit_code, last_lines}, gpu, drained}
+    POST {api_url}agents/{instance_id}/register   Registration {region, availability_zone, instance_type,
+                                                   group, capacity_type, agent_version}
+    POST {api_url}agents/{instance_id}/heartbeat  Heartbeat {ready, workload: {state, exit_code, last_lines},
+                                                   gpu, drained}
 
 A 404 on a heartbeat means the control plane does not know this instance (never registered, or its
 record expired): `InstanceUnknown`, and the caller registers again. Anything else that is not a 2xx
@@ -22,6 +24,10 @@ from typing import Any
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
+from pydantic import BaseModel
+
+from spothub_core.models.agent import Heartbeat, Registration
+from spothub_core.timings import AGENT_API_TIMEOUT_SECONDS
 
 SERVICE = "execute-api"
 HTTP_NOT_FOUND = 404
@@ -53,21 +59,21 @@ class ControlPlaneClient:
         api_url: str,
         region: str,
         credentials: Callable[[], ReadOnlyCredentials | None],
-        timeout: float = 10.0,
+        timeout: float = AGENT_API_TIMEOUT_SECONDS,
     ) -> None:
         self.api_url = api_url
         self._region = region
         self._credentials = credentials
         self._timeout = timeout
 
-    def register(self, instance_id: str, registration: dict[str, Any]) -> dict[str, Any]:
+    def register(self, instance_id: str, registration: Registration) -> dict[str, Any]:
         return self._post(join_url(self.api_url, "agents", instance_id, "register"), registration)
 
-    def heartbeat(self, instance_id: str, beat: dict[str, Any]) -> dict[str, Any]:
+    def heartbeat(self, instance_id: str, beat: Heartbeat) -> dict[str, Any]:
         return self._post(join_url(self.api_url, "agents", instance_id, "heartbeat"), beat)
 
-    def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body, separators=(",", ":")).encode()
+    def _post(self, url: str, body: BaseModel) -> dict[str, Any]:
+        data = json.dumps(body.model_dump(mode="json"), separators=(",", ":")).encode()
         headers = self._signed_headers(url, data)
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310 (http(s) checked)
         try:

@@ -17,8 +17,8 @@ import threading
 from spothub_agent.logs import log_event, warn
 from spothub_agent.settings import WorkloadSpec
 from spothub_agent.workload import StopResult, Workload, WorkloadStatus, clip_lines
+from spothub_core.timings import AGENT_DOCKER_CALL_TIMEOUT_SECONDS, AGENT_DOCKER_RUN_TIMEOUT_SECONDS
 
-DOCKER_TIMEOUT_S = 15.0
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL: docker stop ran out of time
 
 
@@ -57,7 +57,7 @@ class DockerWorkload(Workload):
                 *self.spec.run_args,
                 self.spec.image,
                 *self.spec.args,
-                timeout=600.0,  # may pull the image
+                timeout=AGENT_DOCKER_RUN_TIMEOUT_SECONDS,  # may pull the image
             ).strip()
             log_event("workload_started", runner="docker", container=self._container, image=self.spec.image)
         except DockerError as exc:
@@ -89,7 +89,7 @@ class DockerWorkload(Workload):
                 return StopResult(None, forced=False)
             self._stopped_by_agent = True
             log_event("workload_sigterm", container=container, grace_s=seconds)
-            self._run("stop", "--time", str(seconds), container, timeout=seconds + DOCKER_TIMEOUT_S)
+            self._run("stop", "--time", str(seconds), container, timeout=seconds + AGENT_DOCKER_CALL_TIMEOUT_SECONDS)
             exit_code = int(self._run("inspect", "--format", "{{.State.ExitCode}}", container).strip())
         except (DockerError, ValueError) as exc:
             return StopResult(None, forced=False, error=str(exc)[:300])
@@ -113,7 +113,7 @@ class DockerWorkload(Workload):
                 self._container = (running or [row[0] for row in rows] or [None])[0]
             return self._container
 
-    def _run(self, *args: str, timeout: float = DOCKER_TIMEOUT_S, merge_stderr: bool = False) -> str:
+    def _run(self, *args: str, timeout: float = AGENT_DOCKER_CALL_TIMEOUT_SECONDS, merge_stderr: bool = False) -> str:
         try:
             done = subprocess.run(
                 [self._docker, *args],

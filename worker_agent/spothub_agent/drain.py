@@ -24,15 +24,22 @@ from spothub_agent.aws import error_code
 from spothub_agent.logs import log_event, warn
 from spothub_agent.notices import Notice
 from spothub_agent.publisher import Publisher, PublishError
-from spothub_agent.settings import NOTICE_WINDOW_S, REPORT_BUDGET_S, SAFETY_MARGIN_S, Settings
+from spothub_agent.settings import Settings
 from spothub_agent.state import AgentState
 from spothub_agent.workload import Workload, clip_lines
-from spothub_core.contracts import WorkerReport
+from spothub_core.contracts import DrainCompleted
+from spothub_core.timings import (
+    AGENT_DRAIN_MARGIN_SECONDS,
+    AGENT_DRAIN_REPORT_RETRY_SECONDS,
+    AGENT_DRAIN_REPORT_SECONDS,
+    AGENT_DRAIN_STEP_FLOOR_SECONDS,
+    AGENT_NOTICE_FIRST_SECONDS,
+    SPOT_NOTICE_WINDOW_SECONDS,
+)
 
-MIN_GRACE_S = 1.0
-REPORT_RETRY_S = 1.0
-NOTICE_WAIT_S = 5.0
 COMMAND_OUTPUT_LINES = 5
+# How often the report looks whether the capacity notice went out (a flag in the state file).
+NOTICE_CHECK_S = 0.05
 
 
 class Drain:
@@ -59,7 +66,7 @@ class Drain:
 
     def deadline_for(self, notice: Notice) -> float:
         now = self._clock()
-        deadline = now + NOTICE_WINDOW_S - self._settings.poll_s
+        deadline = now + SPOT_NOTICE_WINDOW_SECONDS - self._settings.poll_s
         action = notice.action_epoch()
         # A sooner action time counts only when plausible: a skewed or simulated clock must not
         # shrink the drain to nothing.
@@ -101,7 +108,7 @@ class Drain:
 
     def _steps(self) -> None:
         drain = self._state.drain or {}
-        deadline = float(drain.get("deadline", self._clock() + NOTICE_WINDOW_S))
+        deadline = float(drain.get("deadline", self._clock() + SPOT_NOTICE_WINDOW_SECONDS))
         if "command" not in drain:
             self._state.update_drain(command=self._run_drain_command(deadline))
         if "stopped" not in drain:
@@ -109,13 +116,14 @@ class Drain:
         self._report(deadline)
 
     def _remaining(self, deadline: float) -> float:
-        return deadline - self._clock() - REPORT_BUDGET_S - SAFETY_MARGIN_S
+        return deadline - self._clock() - AGENT_DRAIN_REPORT_SECONDS - AGENT_DRAIN_MARGIN_SECONDS
 
     def _run_drain_command(self, deadline: float) -> str:
         command = self._settings.drain_command
         if not command:
             return "none"
-        limit = min(self._settings.drain_timeout_s, max(MIN_GRACE_S, self._remaining(deadline) - MIN_GRACE_S))
+        floor = AGENT_DRAIN_STEP_FLOOR_SECONDS
+        limit = min(self._settings.drain_timeout_s, max(floor, self._remaining(deadline) - floor))
         log_event("drain_command", command=list(command), timeout_s=limit)
         try:
             process = subprocess.Popen(
@@ -143,7 +151,7 @@ class Drain:
         return "ok"
 
     def _stop_workload(self, deadline: float) -> None:
-        grace = max(MIN_GRACE_S, min(self._settings.grace_s, self._remaining(deadline)))
+        grace = max(AGENT_DRAIN_STEP_FLOOR_SECONDS, min(self._settings.grace_s, self._remaining(deadline)))
         result = self._workload.stop(grace)
         status = self._workload.status()
         self._state.update_drain(
@@ -161,37 +169,38 @@ class Drain:
             return
         self._await_notice(drain["notice_id"], deadline)
         outcome = outcome_of(drain)
-        detail: dict[str, Any] = {
-            "region": self._region,
-            "instance_id": self._instance_id,
-            "notice_id": drain["notice_id"],
-            "outcome": outcome,
-            "exit_code": drain.get("exit_code"),
-            "last_lines": drain.get("last_lines", []),
-            "seconds": round(float(drain.get("stopped", self._clock())) - float(drain["started_at"]), 3),
-        }
+        detail = DrainCompleted(
+            region=self._region,
+            instance_id=self._instance_id,
+            notice_id=drain["notice_id"],
+            outcome=outcome,
+            exit_code=drain.get("exit_code"),
+            last_lines=drain.get("last_lines", []),
+            seconds=round(float(drain.get("stopped", self._clock())) - float(drain["started_at"]), 3),
+        )
         while True:
             try:
-                event_id = self._publisher.publish(WorkerReport.DRAIN_COMPLETED, detail)
+                event_id = self._publisher.publish(detail)
                 break
             except (PublishError, BotoCoreError, ClientError) as exc:
                 warn("drain_report_failed", error=error_code(exc), reason=str(exc)[:300])
-                if self._clock() > deadline + REPORT_BUDGET_S:
+                if self._clock() > deadline + AGENT_DRAIN_REPORT_SECONDS:
                     warn("drain_report_abandoned", notice_id=drain["notice_id"])
                     return
-                time.sleep(REPORT_RETRY_S)
+                time.sleep(AGENT_DRAIN_REPORT_RETRY_SECONDS)
         self._state.update_drain(reported=True, outcome=outcome, event_id=event_id)
-        log_event("drain_completed", event_id=event_id, **detail)
+        log_event("drain_completed", event_id=event_id, **detail.model_dump(mode="json"))
 
     def _await_notice(self, notice_id: str, deadline: float) -> None:
         """Give the capacity notice (published concurrently) a moment to go first, so the hub normally
         hears of the interruption before the drain's outcome; it must cope with either order anyway."""
-        until = min(self._clock() + NOTICE_WAIT_S, deadline)
+        until = min(self._clock() + AGENT_NOTICE_FIRST_SECONDS, deadline)
         while not self._state.notice_published(notice_id) and self._clock() < until:
-            time.sleep(0.05)
+            time.sleep(NOTICE_CHECK_S)
 
 
 def outcome_of(drain: dict[str, Any]) -> str:
+    """One of DrainCompleted's outcomes."""
     if drain.get("command") == "failed" or drain.get("stop_error"):
         return "failed"
     if drain.get("command") == "timed_out" or drain.get("forced"):

@@ -1,5 +1,6 @@
 """The heartbeat, every heartbeat_s: CloudWatch metrics in the instance's region, then the control plane's
-record of the instance (last_seen, readiness, workload, GPU health) through the reconnect watchdog.
+record of the instance (last_seen, readiness, workload, GPU health) through the reconnect watchdog, as
+the agent API's Heartbeat model (spothub_core.models.agent).
 
 Metrics (namespace `Spothub`, dimensions Prefix and InstanceId):
   AgentReady    one datapoint per heartbeat while the agent runs: 1 when the workload answers its
@@ -29,6 +30,7 @@ from spothub_agent.state import AgentState
 from spothub_agent.watchdog import ControlPlaneLink
 from spothub_agent.workload import Workload
 from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric
+from spothub_core.models.agent import Heartbeat as HeartbeatBody
 
 
 class Heartbeat:
@@ -57,12 +59,12 @@ class Heartbeat:
         self._backoff = backoff
         self._monotonic = monotonic
         self.beats = 0
-        self.last: dict[str, Any] | None = None
+        self.last: HeartbeatBody | None = None
 
     def run(self, stop: threading.Event) -> None:
         next_beat = self._monotonic()
         next_api_try = next_beat
-        pending: dict[str, Any] | None = None  # the heartbeat the control plane has not taken yet
+        pending: HeartbeatBody | None = None  # the heartbeat the control plane has not taken yet
         while not stop.is_set():
             now = self._monotonic()
             if now >= next_beat:
@@ -79,7 +81,7 @@ class Heartbeat:
             wake = next_beat if pending is None else min(next_beat, next_api_try)
             stop.wait(max(0.0, wake - self._monotonic()))
 
-    def beat(self) -> dict[str, Any]:
+    def beat(self) -> HeartbeatBody:
         """Sample, put the metrics; returns the control plane's heartbeat body."""
         status = self._workload.status()
         drained = self._state.drained
@@ -87,7 +89,7 @@ class Heartbeat:
         gpu = self._gpu.sample()
         self._put_metrics(ready, gpu)
         self.beats += 1
-        self.last = {"ready": ready, "workload": status.report(), "gpu": gpu, "drained": drained}
+        self.last = HeartbeatBody(ready=ready, workload=status.report(), gpu=gpu, drained=drained)
         return self.last
 
     def _put_metrics(self, ready: bool, gpu: dict[str, Any]) -> None:

@@ -8,10 +8,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from spothub_core.timings import AGENT_IMDS_TIMEOUT_SECONDS, IMDS_TOKEN_RENEW_MARGIN_SECONDS, IMDS_TOKEN_TTL_SECONDS
+
 DEFAULT_ENDPOINT = "http://169.254.169.254"
-TOKEN_TTL_SECONDS = 21600
-# Renew this long before the token expires, so a request never carries a dying token.
-TOKEN_RENEW_MARGIN_SECONDS = 60
 
 
 class ImdsError(RuntimeError):
@@ -22,8 +21,8 @@ class Imds:
     def __init__(
         self,
         endpoint: str = DEFAULT_ENDPOINT,
-        timeout: float = 2.0,
-        token_ttl: int = TOKEN_TTL_SECONDS,
+        timeout: float = AGENT_IMDS_TIMEOUT_SECONDS,
+        token_ttl: int = IMDS_TOKEN_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not endpoint.startswith(("http://", "https://")):
@@ -37,7 +36,7 @@ class Imds:
 
     def token(self) -> str:
         now = self._clock()
-        if self._token is None or now >= self._token_expires_at - TOKEN_RENEW_MARGIN_SECONDS:
+        if self._token is None or now >= self._token_expires_at - IMDS_TOKEN_RENEW_MARGIN_SECONDS:
             request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
                 f"{self._endpoint}/latest/api/token",
                 method="PUT",

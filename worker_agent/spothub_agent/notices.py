@@ -16,17 +16,16 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_agent.aws import error_code
-from spothub_agent.config import LAUNCH_TAG, REPLICA_TAG
 from spothub_agent.imds import Imds, ImdsError
 from spothub_agent.logs import log_event, warn
 from spothub_agent.publisher import Publisher, PublishError
 from spothub_agent.state import AgentState
-from spothub_core.contracts import WorkerReport
+from spothub_core.contracts import CapacityNotice, InstanceTag
 
 NoticeKind = Literal["interruption", "rebalance"]
 NOTICE_PATHS: dict[NoticeKind, str] = {
@@ -125,21 +124,21 @@ class NoticeWatch:
 
     def _publish(self, notice: Notice) -> None:
         tags = self._tags()
-        detail: dict[str, Any] = {
-            "region": self._region,
-            "instance_id": self._instance_id,
-            "kind": notice.kind,
-            "notice_id": notice.notice_id,
-            "replica_id": tags.get(REPLICA_TAG) or None,
-            "launch_id": tags.get(LAUNCH_TAG) or None,
-        }
+        detail = CapacityNotice(
+            region=self._region,
+            instance_id=self._instance_id,
+            kind=notice.kind,
+            notice_id=notice.notice_id,
+            replica_id=tags.get(InstanceTag.REPLICA) or None,
+            launch_id=tags.get(InstanceTag.LAUNCH) or None,
+        )
         try:
-            event_id = self._publisher.publish(WorkerReport.CAPACITY_NOTICE, detail)
+            event_id = self._publisher.publish(detail)
         except (PublishError, BotoCoreError, ClientError) as exc:
             warn("notice_publish_failed", notice_id=notice.notice_id, error=error_code(exc), reason=str(exc)[:300])
             return
         self._state.record_notice(notice.notice_id, {"kind": notice.kind, "time": notice.time, "event_id": event_id})
-        log_event("notice_published", event_id=event_id, notice_time=notice.time, **detail)
+        log_event("notice_published", event_id=event_id, notice_time=notice.time, **detail.model_dump(mode="json"))
 
     def _tags(self) -> dict[str, str]:
         """The instance's tags now: the replica and launch may have been tagged after the agent started."""

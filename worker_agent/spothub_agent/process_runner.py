@@ -21,10 +21,12 @@ from pathlib import Path
 from spothub_agent.logs import log_event, warn
 from spothub_agent.state import AgentState
 from spothub_agent.workload import StopResult, Workload, WorkloadStatus, clip_lines
+from spothub_core.timings import AGENT_PROCESS_EXIT_SECONDS
 
 TAIL_BYTES = 64 * 1024
 ROTATE_BYTES = 8 * 1024 * 1024
-EXIT_WAIT_S = 5.0
+# How often a stop looks whether the process ended.
+EXIT_CHECK_S = 0.05
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -159,14 +161,14 @@ class ProcessWorkload(Workload):
             with self._lock:
                 self._signal(signal.SIGKILL)
             warn("workload_killed", pid=self._pid, grace_s=grace_s)
-            self._wait(EXIT_WAIT_S)
+            self._wait(AGENT_PROCESS_EXIT_SECONDS)
         with self._lock:
             self._running()
             self._remember_exit()
             return StopResult(self._exit_code, forced=forced)
 
     def release(self) -> None:
-        self.stop(EXIT_WAIT_S)
+        self.stop(AGENT_PROCESS_EXIT_SECONDS)
 
     def _signal(self, signum: signal.Signals) -> None:
         assert self._pid is not None  # noqa: S101
@@ -182,7 +184,7 @@ class ProcessWorkload(Workload):
         while self._still_running():
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.05)
+            time.sleep(EXIT_CHECK_S)
         return True
 
     def _tail(self) -> tuple[str, ...]:

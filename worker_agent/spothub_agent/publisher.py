@@ -1,4 +1,6 @@
-"""Events to the hub bus (source `spothub.agent`): capacity notices and drain outcomes."""
+"""Events to the hub bus (source `spothub.agent`): capacity notices and drain outcomes, each built as its
+contract's model (spothub_core.contracts) and sent as the model serializes itself, the contract version
+included: the hub validates the detail against the same model."""
 
 from __future__ import annotations
 
@@ -6,10 +8,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from spothub_core.contracts import CONTRACT_VERSION, Source, WorkerReport
+from spothub_core.contracts import CapacityNotice, DrainCompleted, Source, WorkerReport
 
 # EventBridge refuses an entry over 256 KiB; the agent's details are far smaller, this only guards.
 MAX_DETAIL_BYTES = 200_000
+
+AgentReport = CapacityNotice | DrainCompleted
+# What the agent publishes, by the detail-type the hub consumes it as (spothub_core.consumers).
+DETAIL_TYPES: dict[type[AgentReport], WorkerReport] = {
+    CapacityNotice: WorkerReport.CAPACITY_NOTICE,
+    DrainCompleted: WorkerReport.DRAIN_COMPLETED,
+}
 
 
 class PublishError(RuntimeError):
@@ -33,9 +42,10 @@ class Publisher:
         self._events = events
         self.bus_arn = bus_arn
 
-    def publish(self, detail_type: WorkerReport, detail: dict[str, Any]) -> str:
+    def publish(self, detail: AgentReport) -> str:
         """Put one event; returns its id. Raises PublishError (or a botocore error) when it was not accepted."""
-        body = json.dumps({"version": CONTRACT_VERSION, **detail}, separators=(",", ":"))
+        detail_type = DETAIL_TYPES[type(detail)]
+        body = json.dumps(detail.model_dump(mode="json"), separators=(",", ":"))
         if len(body) > MAX_DETAIL_BYTES:
             raise PublishError(f"{detail_type} detail is {len(body)} bytes, over {MAX_DETAIL_BYTES}")
         answer = self._events().put_events(

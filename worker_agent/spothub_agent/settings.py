@@ -5,6 +5,7 @@ The drain must fit in the two minutes between a spot interruption warning and th
 grace period given to the workload is clamped (and the clamp logged) to what is left of 120 s after
 the detection delay (one poll), the drain command's time limit and the final report's time limit.
 The capacity notice is published concurrently with the drain, so it takes nothing from that budget.
+The defaults and the window's parts are in spothub_core.timings, with why each has its value.
 """
 
 from __future__ import annotations
@@ -21,24 +22,26 @@ from botocore.exceptions import BotoCoreError, ClientError
 from spothub_agent.logs import warn
 from spothub_core.contracts import ECS_CONTAINER_NAME_LABEL, SERVING_CONTAINER_NAME
 from spothub_core.timings import (
+    AGENT_BACKOFF_BASE_SECONDS,
+    AGENT_BACKOFF_CAP_SECONDS,
+    AGENT_CONFIG_RETRY_SECONDS,
+    AGENT_DRAIN_COMMAND_SECONDS,
+    AGENT_DRAIN_MARGIN_SECONDS,
+    AGENT_DRAIN_REPORT_SECONDS,
+    AGENT_GRACE_SECONDS,
     AGENT_HEALTHY_WITHIN_SECONDS,
     AGENT_HEARTBEAT_SECONDS,
     AGENT_LIFECYCLE_HEARTBEAT_SECONDS,
+    AGENT_MAX_POLL_SECONDS,
+    AGENT_MIN_GRACE_SECONDS,
+    AGENT_POLL_SECONDS,
+    SPOT_NOTICE_WINDOW_SECONDS,
 )
 
 DEFAULT_HEALTH_URL = "http://127.0.0.1:30000/health"
 # The serving container ECS started, by the label the ECS agent puts on it.
 DEFAULT_CONTAINER_FILTER = f"label={ECS_CONTAINER_NAME_LABEL}={SERVING_CONTAINER_NAME}"
 DEFAULT_STATE_DIR = Path("/var/lib/spothub-agent")
-
-# The spot interruption warning comes two minutes before the instance is reclaimed.
-NOTICE_WINDOW_S = 120.0
-# Time allowed for publishing the drain's outcome at the end of the window.
-REPORT_BUDGET_S = 10.0
-# Kept free at the end of the window: shutdown starts on time, not on our estimate.
-SAFETY_MARGIN_S = 5.0
-MIN_GRACE_S = 5.0
-MAX_POLL_S = 10.0
 MAX_LAST_LINES = 50  # what the control plane keeps of a heartbeat's output
 
 Runner = Literal["docker-attach", "docker", "process"]
@@ -68,13 +71,13 @@ class Settings:
     health_url: str = DEFAULT_HEALTH_URL  # "" means: healthy while the workload runs
     healthy_within_s: float = float(AGENT_HEALTHY_WITHIN_SECONDS)
     drain_command: tuple[str, ...] = ()  # a string in the JSON runs through /bin/sh -c
-    drain_timeout_s: float = 15.0
-    grace_s: float = 90.0
+    drain_timeout_s: float = float(AGENT_DRAIN_COMMAND_SECONDS)
+    grace_s: float = float(AGENT_GRACE_SECONDS)
     heartbeat_s: float = float(AGENT_HEARTBEAT_SECONDS)
-    poll_s: float = 5.0
+    poll_s: float = float(AGENT_POLL_SECONDS)
     lifecycle_heartbeat_s: float = float(AGENT_LIFECYCLE_HEARTBEAT_SECONDS)
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
+    backoff_base_s: float = float(AGENT_BACKOFF_BASE_SECONDS)
+    backoff_cap_s: float = float(AGENT_BACKOFF_CAP_SECONDS)
     last_lines: int = 20
     state_dir: Path = DEFAULT_STATE_DIR
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
@@ -134,19 +137,25 @@ def build_settings(agent_config: str | None, environ: Mapping[str, str]) -> Sett
 def fit_notice_window(settings: Settings) -> Settings:
     """Clamp intervals so a drain (detection, drain command, grace period, report) fits in 120 s."""
     changes: dict[str, float] = {}
-    poll_s = min(settings.poll_s, MAX_POLL_S)
+    poll_s = min(settings.poll_s, float(AGENT_MAX_POLL_SECONDS))
     if poll_s != settings.poll_s:
         changes["poll_s"] = poll_s
-    available = NOTICE_WINDOW_S - poll_s - REPORT_BUDGET_S - SAFETY_MARGIN_S
+    available = SPOT_NOTICE_WINDOW_SECONDS - poll_s - AGENT_DRAIN_REPORT_SECONDS - AGENT_DRAIN_MARGIN_SECONDS
     drain_timeout_s = settings.drain_timeout_s if settings.drain_command else 0.0
-    if drain_timeout_s > available - MIN_GRACE_S:
-        drain_timeout_s = available - MIN_GRACE_S
+    if drain_timeout_s > available - AGENT_MIN_GRACE_SECONDS:
+        drain_timeout_s = available - AGENT_MIN_GRACE_SECONDS
         changes["drain_timeout_s"] = drain_timeout_s
     grace_s = min(settings.grace_s, available - drain_timeout_s)
     if grace_s != settings.grace_s:
         changes["grace_s"] = grace_s
     for key, value in changes.items():
-        warn("setting_clamped", setting=key, configured=getattr(settings, key), used=value, window_s=NOTICE_WINDOW_S)
+        warn(
+            "setting_clamped",
+            setting=key,
+            configured=getattr(settings, key),
+            used=value,
+            window_s=float(SPOT_NOTICE_WINDOW_SECONDS),
+        )
     return replace(settings, **changes)
 
 
@@ -246,7 +255,7 @@ def load_settings(
             break
         except (BotoCoreError, ClientError) as exc:
             warn("agent_config_unreadable", attempt=attempt + 1, reason=str(exc)[:300])
-            if attempt + 1 < attempts and stop.wait(2**attempt):
+            if attempt + 1 < attempts and stop.wait(AGENT_CONFIG_RETRY_SECONDS * 2**attempt):
                 break
     try:
         return build_settings(document, environ)

@@ -17,6 +17,7 @@ from spothub_agent.aws import error_code
 from spothub_agent.control_plane import ApiError, ControlPlaneClient, InstanceUnknown
 from spothub_agent.logs import log_event, warn
 from spothub_agent.state import AgentState
+from spothub_core.models.agent import Heartbeat, Registration
 
 
 class ControlPlaneLink:
@@ -25,7 +26,7 @@ class ControlPlaneLink:
         instance_id: str,
         read_api_url: Callable[[], str | None],
         make_client: Callable[[str], ControlPlaneClient],
-        registration: dict[str, Any],
+        registration: Registration,
         state: AgentState,
     ) -> None:
         self._instance_id = instance_id
@@ -42,7 +43,7 @@ class ControlPlaneLink:
     def api_url(self) -> str | None:
         return self._client.api_url if self._client else None
 
-    def beat(self, heartbeat: dict[str, Any]) -> bool:
+    def beat(self, heartbeat: Heartbeat) -> bool:
         """Send one heartbeat, (re)connecting first where needed; False when it did not get through."""
         try:
             client = self._connect()

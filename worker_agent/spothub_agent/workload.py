@@ -14,15 +14,16 @@ import abc
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spothub_agent.settings import Settings
+from spothub_core.models.agent import WorkloadHealth
+from spothub_core.timings import AGENT_HEALTH_CHECK_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from spothub_agent.state import AgentState
 
 HTTP_OK = 200
-HEALTH_TIMEOUT_S = 3.0
 MAX_LINE_CHARS = 500
 
 
@@ -39,8 +40,9 @@ class WorkloadStatus:
     def ended(self) -> bool:
         return self.state in ("exited", "stopped")
 
-    def report(self) -> dict[str, Any]:
-        return {"state": self.state, "exit_code": self.exit_code, "last_lines": list(self.last_lines)}
+    def report(self) -> WorkloadHealth:
+        """What the heartbeat says of the workload."""
+        return WorkloadHealth(state=self.state, exit_code=self.exit_code, last_lines=list(self.last_lines))
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class Workload(abc.ABC):
         return http_ok(self.health_url)
 
 
-def http_ok(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+def http_ok(url: str, timeout: float = AGENT_HEALTH_CHECK_TIMEOUT_SECONDS) -> bool:
     request = urllib.request.Request(url, method="GET")  # noqa: S310 (http(s) checked in settings)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

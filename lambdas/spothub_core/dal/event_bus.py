@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
 
+from spothub_core.contracts import HubCommand, Source
 from spothub_core.dal.state_table import reason_of
 from spothub_core.errors import DependencyUnavailable
 
@@ -26,3 +28,8 @@ def put_event(events: Any, bus_name: str, source: str, detail_type: str, detail:
     if response.get("FailedEntryCount"):
         raise DependencyUnavailable(f"EventBridge refused {detail_type}: {response['Entries'][0]}")
     return str(response["Entries"][0].get("EventId", ""))
+
+
+def put_command(events: Any, bus_name: str, detail_type: HubCommand, command: BaseModel) -> str:
+    """Put one of the hub's commands (source spothub.hub) for a worker region; returns its id."""
+    return put_event(events, bus_name, Source.HUB, detail_type, command.model_dump(mode="json"))

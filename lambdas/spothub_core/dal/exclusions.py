@@ -14,10 +14,11 @@ from spothub_core.dal.state_table import (
     SORT_KEY,
     TTL_ATTRIBUTE,
     conditional_write,
+    plain_item,
     query_partition,
     to_number,
 )
-from spothub_core.logic.ranking import Exclusion
+from spothub_core.models.records import Exclusion
 
 EXCLUSION_PARTITION = "EXCLUSION"
 TTL_GRACE_SECONDS = 86400
@@ -29,7 +30,7 @@ class ExclusionStore:
 
     def active(self, now: float) -> list[Exclusion]:
         items = query_partition(self._table, EXCLUSION_PARTITION, "read exclusions")
-        exclusions = [Exclusion(str(i[SORT_KEY]), float(i["until"]), str(i.get("reason", ""))) for i in items]
+        exclusions = [Exclusion.model_validate({**plain_item(i), "region": i[SORT_KEY]}) for i in items]
         return [e for e in exclusions if e.until > now]
 
     def exclude(self, region: str, until: float, reason: str) -> bool:

@@ -3,7 +3,7 @@
 Key layout (each item kind lives in its own dal module, with its condition expressions):
   pk=DEPLOYMENT  sk=DEPLOYMENT   the deployment record (written on first use)
   pk=EXCLUSION   sk=<region>     a region excluded from ranking until an expiry (dal/exclusions.py)
-  pk=PROVISIONING, REPLICA, LAUNCH, TEARDOWN, INSTANCE          spot provisioning (dal/provisioning.py)
+  pk=PROVISIONING, REPLICA, LAUNCH, TEARDOWN, INSTANCE, RESERVATION   spot provisioning (dal/provisioning.py)
 """
 
 from __future__ import annotations

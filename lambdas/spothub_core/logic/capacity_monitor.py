@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from spothub_core.logic.worker_region import (
-    LAUNCH_TAG,
-    REPLICA_TAG,
-    WorkerRegion,
-    aws_call,
-    group_member,
-    instances,
-    tags_of,
-)
+from spothub_core.contracts import InstanceTag
+from spothub_core.dal.ec2_instances import tags_of
+from spothub_core.logic.worker_region import WorkerRegion
+from spothub_core.models.worker_tasks import Identify, NoticeKind, NotOurs, Ours, Owner
 
 
-def identify(worker: WorkerRegion, instance_id: str, kind: str) -> dict[str, Any]:
+def identify(worker: WorkerRegion, task: Identify) -> Owner:
     """Is this instance one of ours? On an interruption warning, also take it out of the group's count
     (Standby, decrementing), so the group does not replace it: the hub does, possibly elsewhere."""
-    member = group_member(worker, instance_id)
+    member = worker.group.member(task.instance_id)
     if member is None:
-        return {"ours": False}
-    tags = tags_of(instances(worker, [instance_id]).get(instance_id, {}))
-    if kind == "interruption" and member.get("LifecycleState") == "InService":
-        aws_call(
-            "put the instance in standby",
-            worker.autoscaling.enter_standby,
-            AutoScalingGroupName=worker.group_name,
-            InstanceIds=[instance_id],
-            ShouldDecrementDesiredCapacity=True,
-        )
-    return {"ours": True, "replica_id": tags.get(REPLICA_TAG), "launch_id": tags.get(LAUNCH_TAG), "kind": kind}
+        return NotOurs()
+    tags = tags_of(worker.instances.describe([task.instance_id]).get(task.instance_id, {}))
+    if task.kind == NoticeKind.INTERRUPTION and member.get("LifecycleState") == "InService":
+        worker.group.enter_standby(task.instance_id)
+    return Ours(replica_id=tags.get(InstanceTag.REPLICA), launch_id=tags.get(InstanceTag.LAUNCH), kind=task.kind)

@@ -59,29 +59,27 @@ def parse_alarm_name(prefix: str, name: str) -> tuple[AlarmKind, str] | None:
     return None
 
 
-def watch(cloudwatch: Any, prefix: str, instance_id: str, alarm_actions: list[str]) -> list[str]:
-    """Create (or update: PutMetricAlarm is an upsert) the instance's alarms; returns their names."""
-    names = []
-    for kind in ALARM_KINDS:
-        name = alarm_name(prefix, kind, instance_id)
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            AlarmDescription=f"spothub {prefix}: {kind.reason} on {instance_id}; the instance is replaced.",
-            Namespace=METRICS_NAMESPACE,
-            MetricName=kind.metric.value,
-            Dimensions=[{"Name": "Prefix", "Value": prefix}, {"Name": "InstanceId", "Value": instance_id}],
-            Statistic=kind.statistic,
-            Period=HEARTBEAT_ALARM_PERIOD_SECONDS,
-            EvaluationPeriods=kind.periods,
-            DatapointsToAlarm=kind.periods,
-            Threshold=kind.threshold,
-            ComparisonOperator=kind.comparison,
-            TreatMissingData=kind.missing_data,
-            AlarmActions=alarm_actions,
-        )
-        names.append(name)
-    return names
+def alarm_names(prefix: str, instance_id: str) -> list[str]:
+    return [alarm_name(prefix, kind, instance_id) for kind in ALARM_KINDS]
 
 
-def unwatch(cloudwatch: Any, prefix: str, instance_id: str) -> None:
-    cloudwatch.delete_alarms(AlarmNames=[alarm_name(prefix, kind, instance_id) for kind in ALARM_KINDS])
+def alarm_definitions(prefix: str, instance_id: str, alarm_actions: list[str]) -> list[dict[str, Any]]:
+    """The instance's alarms, as PutMetricAlarm's parameters."""
+    return [
+        {
+            "AlarmName": alarm_name(prefix, kind, instance_id),
+            "AlarmDescription": f"spothub {prefix}: {kind.reason} on {instance_id}; the instance is replaced.",
+            "Namespace": METRICS_NAMESPACE,
+            "MetricName": kind.metric.value,
+            "Dimensions": [{"Name": "Prefix", "Value": prefix}, {"Name": "InstanceId", "Value": instance_id}],
+            "Statistic": kind.statistic,
+            "Period": HEARTBEAT_ALARM_PERIOD_SECONDS,
+            "EvaluationPeriods": kind.periods,
+            "DatapointsToAlarm": kind.periods,
+            "Threshold": kind.threshold,
+            "ComparisonOperator": kind.comparison,
+            "TreatMissingData": kind.missing_data,
+            "AlarmActions": alarm_actions,
+        }
+        for kind in ALARM_KINDS
+    ]

@@ -2,72 +2,111 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
-
-INSTANCE_FIELDS = (
-    "instance_id",
-    "public_ip",
-    "private_ip",
-    "capacity_type",
-    "availability_zone",
-    "instance_type",
-    "launched_at",
-    "status",
+from spothub_core.models.api import (
+    InstanceView,
+    ProvisioningSettings,
+    ProvisioningState,
+    RemediationView,
+    ReplicaView,
+    SpotInstances,
 )
-# Replica statuses, most urgent first: the overall state is the first any replica is in.
-STATE_ORDER = ("failed", "replacing", "placing", "serving", "stopped")
+from spothub_core.models.records import (
+    AgentRecord,
+    InstanceRecord,
+    InstanceStatus,
+    ProvisioningConfig,
+    ProvisioningStatus,
+    Replica,
+    ReplicaStatus,
+)
+
+# Replica statuses, most urgent first: the deployment's state is the first any replica is in.
+STATE_ORDER = (
+    (ReplicaStatus.FAILED, ProvisioningState.FAILED),
+    (ReplicaStatus.REPLACING, ProvisioningState.REPLACING),
+    (ReplicaStatus.PLACING, ProvisioningState.PLACING),
+    (ReplicaStatus.SERVING, ProvisioningState.SERVING),
+)
+# A replacing replica's old instance still serves until its replacement does.
+SERVING_STATUSES = (ReplicaStatus.SERVING, ReplicaStatus.REPLACING)
 RECENT_REMEDIATIONS = 20
 
 
-def describe(store: ProvisioningStore, health: InstanceHealthStore) -> dict[str, Any]:
+def describe(store: ProvisioningStore, health: InstanceHealthStore) -> SpotInstances:
     config = store.config()
     agents = health.agents()
-    replicas = sorted(store.replicas(), key=lambda r: r["replica_id"])
-    live = [i for i in store.instances() if i.get("status") not in ("terminated",)]
-    live.sort(key=lambda i: (i.get("status") != "serving", str(i.get("launched_at") or "")))
-    serving_regions = [r.get("region") for r in replicas if r.get("status") in ("serving", "replacing")]
-    statuses = {r.get("status") for r in replicas}
-    state = next((s for s in STATE_ORDER if s in statuses), "idle")
-    if config.get("status") != "enabled" and state in ("stopped", "idle"):
-        state = "stopped" if live else "idle"
-    return {
-        "region": next((r for r in serving_regions if r), None),
-        "instances": [
-            {
-                **{f: i.get(f) for f in INSTANCE_FIELDS},
-                "region": i.get("region"),
-                **_agent(agents.get(i["instance_id"])),
-            }
-            for i in live
-        ],
-        "provisioning": "enabled" if config.get("status") == "enabled" else "disabled",
-        "state": state,
-        "replicas": [
-            {
-                "replica_id": r["replica_id"],
-                "status": r.get("status"),
-                "region": r.get("region"),
-                "instance_id": r.get("instance_id"),
-                "capacity_type": r.get("capacity_type"),
-                "reason": r.get("reason"),
-                "target_region": r.get("target_region"),
-                "error": r.get("error"),
-            }
-            for r in replicas
-        ],
-        "settings": {k: config.get(k) for k in ("replicas", "instance_types", "allowed_regions", "denied_regions")},
-        "remediations": [
-            {k: r.get(k) for k in ("instance_id", "region", "reason", "alarm_name", "at")}
+    replicas = sorted(store.replicas(), key=lambda r: r.replica_id)
+    live = [i for i in store.instances() if i.status != InstanceStatus.TERMINATED]
+    live.sort(key=lambda i: (i.status != InstanceStatus.SERVING, i.launched_at or ""))
+    live_ids = {i.instance_id for i in live}
+    replica_views = [_replica(r, live_ids) for r in replicas]
+    return SpotInstances(
+        provisioning=ProvisioningStatus.ENABLED if config.enabled else ProvisioningStatus.DISABLED,
+        state=_state(replicas, live),
+        region=next((v.region for v in replica_views if v.status in SERVING_STATUSES and v.region), None),
+        replicas=replica_views,
+        instances=[_instance(i, agents.get(i.instance_id)) for i in live],
+        settings=_settings(config),
+        remediations=[
+            RemediationView(
+                instance_id=r.instance_id, region=r.region, reason=r.reason, alarm_name=r.alarm_name, at=r.at
+            )
             for r in health.remediations()[-RECENT_REMEDIATIONS:]
         ],
-    }
+    )
 
 
-def _agent(agent: dict[str, Any] | None) -> dict[str, Any]:
-    """What the instance's agent last said: when, whether the workload is ready, the GPUs' health."""
-    if not agent:
-        return {"last_seen": None, "ready": None}
-    return {"last_seen": agent.get("last_seen"), "ready": agent.get("ready"), "gpu": agent.get("gpu")}
+def _state(replicas: list[Replica], live: list[InstanceRecord]) -> ProvisioningState:
+    statuses = {r.status for r in replicas}
+    placed = next((state for status, state in STATE_ORDER if status in statuses), None)
+    if placed:
+        return placed
+    # No replica is placed or serving (provisioning is off, or on with none): are instances it placed left?
+    return ProvisioningState.LEFT_RUNNING if live else ProvisioningState.IDLE
+
+
+def _replica(replica: Replica, live_ids: set[str]) -> ReplicaView:
+    """A replica whose instance is gone (terminated, or never recorded) points at none and is in no region."""
+    running = replica.instance_id in live_ids
+    return ReplicaView(
+        replica_id=replica.replica_id,
+        status=replica.status,
+        region=replica.region if running else None,
+        instance_id=replica.instance_id if running else None,
+        capacity_type=replica.capacity_type,
+        reason=replica.reason,
+        target_region=replica.target_region,
+        error=replica.error,
+        placed_at=replica.placed_at,
+    )
+
+
+def _instance(instance: InstanceRecord, agent: AgentRecord | None) -> InstanceView:
+    """The instance as placement left it, and what its agent last said: when, whether the workload is ready,
+    the GPUs' health."""
+    return InstanceView(
+        instance_id=instance.instance_id,
+        region=instance.region,
+        replica_id=instance.replica_id,
+        status=instance.status,
+        public_ip=instance.public_ip,
+        private_ip=instance.private_ip,
+        capacity_type=instance.capacity_type,
+        availability_zone=instance.availability_zone,
+        instance_type=instance.instance_type,
+        launched_at=instance.launched_at,
+        last_seen=agent.last_seen if agent else None,
+        ready=agent.ready if agent else None,
+        gpu=agent.gpu if agent else None,
+    )
+
+
+def _settings(config: ProvisioningConfig) -> ProvisioningSettings:
+    return ProvisioningSettings(
+        replicas=config.replicas,
+        instance_types=config.instance_types,
+        allowed_regions=config.allowed_regions,
+        denied_regions=config.denied_regions,
+    )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
 
 from spothub_core.errors import CapacityError, FatalError, QuotaError, TransientError
+from spothub_core.models.worker_tasks import CaughtError, Failure
 
 
 class LaunchFailure(StrEnum):
@@ -115,15 +115,12 @@ _CLASS_OF_TASK_ERROR = {
 }
 
 
-def describe_error(error: dict[str, Any] | None) -> dict[str, Any]:
+def describe_error(error: CaughtError | None) -> Failure:
     """A state machine's caught error ({Error, Cause}) as the failure the hub acts on. The worker's own
     failure results use the class values as names; anything else (timeouts, Lambda errors) is transient."""
-    if not error:
-        return {"error_class": LaunchFailure.TRANSIENT.value, "code": "Unknown", "message": ""}
-    name = str(error.get("Error", ""))
-    failure = _CLASS_OF_TASK_ERROR.get(name) or next((f for f in LaunchFailure if f.value == name), None)
-    return {
-        "error_class": (failure or LaunchFailure.TRANSIENT).value,
-        "code": name,
-        "message": str(error.get("Cause", ""))[:1000],
-    }
+    if error is None:
+        return Failure(error_class=LaunchFailure.TRANSIENT.value, code="Unknown", message="")
+    failure = _CLASS_OF_TASK_ERROR.get(error.error) or next((f for f in LaunchFailure if f.value == error.error), None)
+    return Failure(
+        error_class=(failure or LaunchFailure.TRANSIENT).value, code=error.error, message=(error.cause or "")[:1000]
+    )

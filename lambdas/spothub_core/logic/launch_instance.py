@@ -8,153 +8,149 @@ unclaimed instance" is the launch's own.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
+from spothub_core.contracts import InstanceTag
 from spothub_core.errors import TransientError
-from spothub_core.logic.launch_errors import classify_launch_error
+from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error, describe_error
 from spothub_core.logic.worker_region import (
-    LAUNCH_TAG,
-    REPLICA_TAG,
     WorkerRegion,
-    aws_call,
     claimed,
     claimed_by,
-    container_instance,
     facts,
-    group_member,
-    instances,
+    iso,
     launches_in_flight,
     members,
     on_demand_count,
     release_launch,
     set_size,
-    started_by,
-    tags_of,
+    unclaimed,
     watch,
+)
+from spothub_core.models.worker_tasks import (
+    Claim,
+    ClaimFailed,
+    ClaimInstance,
+    ClaimWaiting,
+    Cleanup,
+    DescribeFailure,
+    Failure,
+    InstanceClaimed,
+    InstanceWatched,
+    LaunchReleased,
+    ScaledOut,
+    ScaleOut,
+    StartWorkload,
+    WatchInstance,
+    Workload,
+    WorkloadFailed,
+    WorkloadHealthy,
+    WorkloadStarted,
+    WorkloadStarting,
+    WorkloadStatus,
 )
 
 FATAL_STOP_CODES = ("CannotPullContainerError", "CannotCreateContainerError", "InvalidImage")
 CLAIMABLE = ("Pending:Wait", "InService")
+FAILED_ACTIVITY = ("Failed", "Cancelled")
 
 
 class WorkloadNotReady(TransientError):
     """The instance's ECS agent has not registered it with the cluster yet; the state machine retries."""
 
 
-def _iso(moment: Any) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(moment, "strftime") else str(moment)
-
-
-def scale_out(worker: WorkerRegion, launch_id: str, capacity_type: str) -> dict[str, Any]:
+def scale_out(worker: WorkerRegion, task: ScaleOut) -> ScaledOut:
     group, live = members(worker)
-    others = claimed(live, but=launch_id)
+    others = claimed(live, but=task.launch_id)
     # Computed, never incremented, so a retry asks for nothing more; launches in flight count, so two launches
     # scaling out at once ask for two instances.
-    desired = len(others) + launches_in_flight(worker, live, but=launch_id) + 1
-    on_demand = on_demand_count(others) + (1 if capacity_type == "on-demand" else 0)
+    desired = len(others) + launches_in_flight(worker, live, but=task.launch_id) + 1
+    on_demand = on_demand_count(others) + (1 if task.capacity_type == "on-demand" else 0)
     set_size(worker, group, desired=desired, on_demand=on_demand)
-    return {"started_at": _iso(datetime.now(UTC)), "desired": desired, "on_demand_base": on_demand}
+    return ScaledOut(started_at=iso(datetime.now(UTC)), desired=desired, on_demand_base=on_demand)
 
 
-def claim_instance(worker: WorkerRegion, launch_id: str, replica_id: str, since: str) -> dict[str, Any]:
+def claim_instance(worker: WorkerRegion, task: ClaimInstance) -> Claim:
     _group, live = members(worker)
-    mine = claimed_by(live, launch_id)
+    mine = claimed_by(live, task.launch_id)
     if mine:
-        return {"status": "ready", "instance": facts(mine[0]["ec2"])}
-    failure = _failed_activity(worker, since)
+        return InstanceClaimed(instance=facts(mine[0]["ec2"]))
+    failure = _failed_activity(worker, task.since)
     if failure is not None:
-        return {"status": "failed", **failure}
+        return failure
     # Pending:Wait is claimable: the agent completes the launch lifecycle action only once the workload this
     # launch starts on the instance is healthy, so waiting for InService here would wait forever.
-    unclaimed = [m for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG) and m.get("LifecycleState") in CLAIMABLE]
-    if not unclaimed:
-        pending = [m["InstanceId"] for m in live if not tags_of(m["ec2"]).get(LAUNCH_TAG)]
-        return {"status": "waiting", "pending": pending}
-    newest = max(unclaimed, key=lambda m: str(m["ec2"].get("LaunchTime")))
-    aws_call(
-        "tag the instance",
-        worker.ec2.create_tags,
-        Resources=[newest["InstanceId"]],
-        Tags=[{"Key": LAUNCH_TAG, "Value": launch_id}, {"Key": REPLICA_TAG, "Value": replica_id}],
+    claimable = [m for m in unclaimed(live) if m.get("LifecycleState") in CLAIMABLE]
+    if not claimable:
+        return ClaimWaiting(pending=[m["InstanceId"] for m in unclaimed(live)])
+    newest = max(claimable, key=lambda m: str(m["ec2"].get("LaunchTime")))
+    worker.instances.tag(
+        newest["InstanceId"], {InstanceTag.LAUNCH: task.launch_id, InstanceTag.REPLICA: task.replica_id}
     )
-    return {"status": "ready", "instance": facts(newest["ec2"])}
+    return InstanceClaimed(instance=facts(newest["ec2"]))
 
 
-def _failed_activity(worker: WorkerRegion, since: str) -> dict[str, Any] | None:
-    activities = aws_call(
-        "read scaling activities",
-        worker.autoscaling.describe_scaling_activities,
-        AutoScalingGroupName=worker.group_name,
-        MaxRecords=20,
-    ).get("Activities", [])
-    for activity in activities:
-        if activity.get("StatusCode") in ("Failed", "Cancelled") and _iso(activity.get("StartTime")) >= since:
+def _failed_activity(worker: WorkerRegion, since: str) -> ClaimFailed | None:
+    for activity in worker.group.recent_activities():
+        if activity.get("StatusCode") in FAILED_ACTIVITY and iso(activity.get("StartTime")) >= since:
             message = str(activity.get("StatusMessage") or activity.get("Description") or "")
             failure = classify_launch_error(None, message)
-            return {"error_class": failure.value, "code": "LaunchUnsuccessful", "message": message[:500]}
+            return ClaimFailed(error_class=failure.value, code="LaunchUnsuccessful", message=message[:500])
     return None
 
 
-def start_workload(worker: WorkerRegion, launch_id: str, instance_id: str) -> dict[str, Any]:
-    existing = aws_call(
-        "list tasks", worker.ecs.list_tasks, cluster=worker.cluster_name, startedBy=started_by(launch_id)
-    ).get("taskArns", [])
+def start_workload(worker: WorkerRegion, task: StartWorkload) -> WorkloadStarted:
+    existing = worker.tasks.started_for(task.launch_id)
     if existing:
-        return {"task_arn": existing[0]}
-    container = container_instance(worker, instance_id)
+        return WorkloadStarted(task_arn=existing[0])
+    container = worker.tasks.container_instance(task.instance_id)
     if container is None:
-        raise WorkloadNotReady(f"{instance_id} has not registered with ECS cluster {worker.cluster_name} yet")
-    response = aws_call(
-        "start the serving task",
-        worker.ecs.start_task,
-        cluster=worker.cluster_name,
-        taskDefinition=worker.task_definition,
-        containerInstances=[container],
-        startedBy=started_by(launch_id),
-        tags=[{"key": LAUNCH_TAG, "value": launch_id}],
-    )
-    if response.get("failures") or not response.get("tasks"):
-        raise TransientError(f"ECS did not start the task on {instance_id}: {response.get('failures')}")
-    return {"task_arn": response["tasks"][0]["taskArn"]}
+        raise WorkloadNotReady(
+            f"{task.instance_id} has not registered with ECS cluster {worker.tasks.cluster_name} yet"
+        )
+    return WorkloadStarted(task_arn=worker.tasks.start(task.launch_id, container))
 
 
-def workload_status(worker: WorkerRegion, task_arn: str, instance_id: str) -> dict[str, Any]:
-    tasks = aws_call("describe the task", worker.ecs.describe_tasks, cluster=worker.cluster_name, tasks=[task_arn]).get(
-        "tasks", []
-    )
-    if not tasks:
-        return {"status": "failed", "error_class": "transient", "code": "TaskMissing", "message": f"{task_arn} is gone"}
-    task = tasks[0]
-    if task.get("lastStatus") == "STOPPED":
-        reason = f"{task.get('stopCode', '')} {task.get('stoppedReason', '')}".strip()
+def workload_status(worker: WorkerRegion, task: WorkloadStatus) -> Workload:
+    described = worker.tasks.describe(task.task_arn)
+    if described is None:
+        return WorkloadFailed(
+            error_class=LaunchFailure.TRANSIENT.value, code="TaskMissing", message=f"{task.task_arn} is gone"
+        )
+    if described.get("lastStatus") == "STOPPED":
+        reason = f"{described.get('stopCode', '')} {described.get('stoppedReason', '')}".strip()
         fatal = any(code in reason for code in FATAL_STOP_CODES)
-        return {
-            "status": "failed",
-            "error_class": "fatal" if fatal else "transient",
-            "code": "TaskStopped",
-            "message": reason[:500],
-        }
-    if task.get("lastStatus") == "RUNNING" and task.get("healthStatus", "UNKNOWN") in ("HEALTHY", "UNKNOWN"):
-        instance = instances(worker, [instance_id]).get(instance_id)
-        member = group_member(worker, instance_id)
+        return WorkloadFailed(
+            error_class=(LaunchFailure.FATAL if fatal else LaunchFailure.TRANSIENT).value,
+            code="TaskStopped",
+            message=reason[:500],
+        )
+    if described.get("lastStatus") == "RUNNING" and described.get("healthStatus", "UNKNOWN") in ("HEALTHY", "UNKNOWN"):
+        instance = worker.instances.describe([task.instance_id]).get(task.instance_id)
+        member = worker.group.member(task.instance_id)
         lifecycle = member.get("LifecycleState") if member else None
         if instance is None or lifecycle is None or lifecycle.startswith("Terminat"):
             # Gone while starting: interrupted, or the agent abandoned the lifecycle action (unhealthy workload).
-            return {"status": "failed", "error_class": "capacity", "code": "InstanceGone", "message": instance_id}
+            return WorkloadFailed(
+                error_class=LaunchFailure.CAPACITY.value, code="InstanceGone", message=task.instance_id
+            )
         if lifecycle != "InService":
-            return {"status": "starting", "last_status": "RUNNING", "health": f"instance {lifecycle}"}
-        return {"status": "healthy", "instance": facts(instance, task_arn)}
-    return {"status": "starting", "last_status": task.get("lastStatus"), "health": task.get("healthStatus")}
+            return WorkloadStarting(last_status="RUNNING", health=f"instance {lifecycle}")
+        return WorkloadHealthy(instance=facts(instance, task.task_arn))
+    return WorkloadStarting(last_status=described.get("lastStatus"), health=described.get("healthStatus"))
 
 
-def watch_instance(worker: WorkerRegion, instance_id: str) -> dict[str, Any]:
+def watch_instance(worker: WorkerRegion, task: WatchInstance) -> InstanceWatched:
     """Arm the instance's alarms, once it is in service with a healthy workload. Not at the claim: the
     instance then waits on its lifecycle hook with no agent beating yet, and missing heartbeats breach."""
-    watch(worker, instance_id)
-    return {"watched": instance_id}
+    watch(worker, task.instance_id)
+    return InstanceWatched(watched=task.instance_id)
 
 
-def cleanup(worker: WorkerRegion, launch_id: str) -> dict[str, Any]:
+def describe_failure(_worker: WorkerRegion, task: DescribeFailure) -> Failure:
+    return describe_error(task.error)
+
+
+def cleanup(worker: WorkerRegion, task: Cleanup) -> LaunchReleased:
     """Undo a failed launch: stop its task, terminate its instance or shrink the group back."""
-    release_launch(worker, launch_id)
-    return {"released": launch_id}
+    release_launch(worker, task.launch_id)
+    return LaunchReleased(released=task.launch_id)

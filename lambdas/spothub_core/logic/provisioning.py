@@ -17,32 +17,22 @@ from typing import Any
 from spothub_core.contracts import HubCommand, Source, TeardownRequested
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import Conflict, InvalidRequest
-from spothub_core.models.api import ToggleRequest
+from spothub_core.models.api import ToggleRequest, ToggleResponse
+from spothub_core.models.orchestrator_tasks import OrchestratorInput, Replacing
+from spothub_core.models.records import ProvisioningConfig, ProvisioningStatus, Replica, ReplicaStatus
 
 
 @dataclass(frozen=True)
 class Orchestration:
     """What the toggle may start and stop (Step Functions and the hub bus, in production)."""
 
-    start_execution: Callable[[str, dict[str, Any]], bool]  # (name, input) -> started (False: already ran)
+    start_execution: Callable[[str, OrchestratorInput], bool]  # (name, input) -> started (False: already ran)
     stop_execution: Callable[[str, str], None]  # (execution name, cause)
     put_command: Callable[[str, str, dict[str, Any]], None]  # (detail-type, source, detail)
 
 
-def orchestrator_input(state: dict[str, Any]) -> dict[str, Any]:
-    """The orchestrator's input: every field its ASL reads, with the defaults of a first placement.
-
-    `spot_only`: launch spot or nothing (a return to spot); `watch_spot`: start by watching for spot, for
-    a replica already serving on on-demand; `looks`: the spot watch's looks in this execution."""
-    return {
-        "attempt": 0,
-        "prefer_region": None,
-        "replacing": None,
-        "spot_only": False,
-        "watch_spot": False,
-        "looks": 0,
-        **state,
-    }
+# The operator's settings on the switch: enabling with the same ones (and nothing failed) changes nothing.
+SETTINGS = ("replicas", "instance_types", "allowed_regions", "denied_regions")
 
 
 def execution_name(replica_id: str, generation: int) -> str:
@@ -57,12 +47,12 @@ def toggle(
     worker_regions: list[str],
     default_instance_types: list[str],
     now: float,
-) -> dict[str, Any]:
+) -> ToggleResponse:
     if request.action == "enable":
         _enable(request, store, orchestration, worker_regions, default_instance_types, now)
-        return {"message": "Spot provisioning enabled successfully"}
+        return ToggleResponse(message="Spot provisioning enabled successfully")
     _disable(request, store, orchestration, worker_regions, now)
-    return {"message": "Spot provisioning disabled successfully"}
+    return ToggleResponse(message="Spot provisioning disabled successfully")
 
 
 def _enable(  # noqa: PLR0917
@@ -75,55 +65,51 @@ def _enable(  # noqa: PLR0917
 ) -> None:
     _check_deployed(request, worker_regions, default_instance_types)
     current = store.config()
-    wanted = {
-        "status": "enabled",
-        "replicas": request.replicas
-        or (int(current.get("replicas") or 1) if current.get("status") == "enabled" else 1),
-        "instance_types": request.instance_types or current.get("instance_types") or default_instance_types,
-        "allowed_regions": request.allowed_regions or current.get("allowed_regions"),
-        "denied_regions": current.get("denied_regions") or []
-        if request.denied_regions is None
-        else request.denied_regions,
-    }
-    if wanted["allowed_regions"] is None:
-        wanted.pop("allowed_regions")
-    reachable = set(wanted.get("allowed_regions") or worker_regions) - set(wanted["denied_regions"])
+    wanted = ProvisioningConfig(
+        status=ProvisioningStatus.ENABLED,
+        generation=current.generation,
+        replicas=request.replicas or ((current.replicas or 1) if current.enabled else 1),
+        instance_types=request.instance_types or current.instance_types or default_instance_types,
+        allowed_regions=request.allowed_regions or current.allowed_regions,
+        denied_regions=current.denied_regions if request.denied_regions is None else request.denied_regions,
+    )
+    replica_count = wanted.replicas or 1
+    reachable = set(wanted.allowed_regions or worker_regions) - set(wanted.denied_regions)
     if not reachable:
         raise InvalidRequest("the allowed and denied regions leave no worker region to place a replica in")
-    if wanted["replicas"] > len(reachable):
+    if replica_count > len(reachable):
         raise InvalidRequest(
             f"replicas: at most one replica per region, and {len(reachable)} worker regions are allowed"
         )
-    generation = int(current.get("generation", 0))
+    generation = current.generation
     # A failed replica is retried under a new generation (its execution name is taken).
-    failed = any(r.get("status") == "failed" for r in store.replicas())
-    unchanged = (
-        current.get("status") == "enabled" and not failed and all(current.get(k) == v for k, v in wanted.items())
-    )
+    failed = any(r.status == ReplicaStatus.FAILED for r in store.replicas())
+    unchanged = current.enabled and not failed and all(getattr(current, k) == getattr(wanted, k) for k in SETTINGS)
     if not unchanged:
         if not store.write_config(
-            {**wanted, "generation": generation + 1, "updated_at": int(now)}, expected_generation=generation
+            wanted.model_copy(update={"generation": generation + 1, "updated_at": int(now)}),
+            expected_generation=generation,
         ):
             raise Conflict("spot provisioning was changed by another request at the same time; try again")
         generation += 1
-    replicas = {r["replica_id"]: r for r in store.replicas()}
-    for index in range(int(wanted["replicas"])):
+    replicas = {r.replica_id: r for r in store.replicas()}
+    for index in range(replica_count):
         replica_id = f"replica-{index}"
         name = execution_name(replica_id, generation)
         serving = _serving_instance(replicas.get(replica_id))
         if store.start_placing(replica_id, generation=generation, execution=name, now=now):
-            state: dict[str, Any] = {"replica_id": replica_id, "generation": generation}
+            state = OrchestratorInput(replica_id=replica_id, generation=generation)
             if serving:
                 # Re-placed under new settings while serving: make before break, as any replacement.
-                state |= {"replacing": serving, "prefer_region": serving["region"]}
+                state = state.model_copy(update={"replacing": serving, "prefer_region": serving.region})
             try:
                 orchestration.start_execution(name, state)
             except Exception:
                 # Not started: leave the replica claimable, so enabling again retries it.
-                store.replica_status(replica_id, "stopped")
+                store.replica_status(replica_id, ReplicaStatus.STOPPED)
                 raise
     for replica_id, replica in replicas.items():
-        if _index(replica_id) >= int(wanted["replicas"]) and replica.get("status") != "stopped":
+        if _index(replica_id) >= replica_count and replica.status != ReplicaStatus.STOPPED:
             _retire_replica(replica, store, orchestration, now)
 
 
@@ -142,9 +128,9 @@ def _check_deployed(request: ToggleRequest, worker_regions: list[str], instance_
             )
 
 
-def _serving_instance(replica: dict[str, Any] | None) -> dict[str, str] | None:
-    if replica and replica.get("instance_id") and replica.get("region") and replica.get("status") != "stopped":
-        return {"instance_id": replica["instance_id"], "region": replica["region"]}
+def _serving_instance(replica: Replica | None) -> Replacing | None:
+    if replica and replica.instance_id and replica.region and replica.status != ReplicaStatus.STOPPED:
+        return Replacing(instance_id=replica.instance_id, region=replica.region)
     return None
 
 
@@ -152,21 +138,19 @@ def _index(replica_id: str) -> int:
     return int(replica_id.rsplit("-", 1)[-1])
 
 
-def _retire_replica(
-    replica: dict[str, Any], store: ProvisioningStore, orchestration: Orchestration, now: float
-) -> None:
+def _retire_replica(replica: Replica, store: ProvisioningStore, orchestration: Orchestration, now: float) -> None:
     """A replica above the wanted count: stop its orchestrator and tear its instance down."""
-    store.replica_status(replica["replica_id"], "stopped", {"updated_at": int(now)})
-    store.release_regions(replica["replica_id"], now=now)
-    if replica.get("execution"):
-        orchestration.stop_execution(replica["execution"], "fewer replicas wanted")
+    store.replica_status(replica.replica_id, ReplicaStatus.STOPPED, {"updated_at": int(now)})
+    store.release_regions(replica.replica_id, now=now)
+    if replica.execution:
+        orchestration.stop_execution(replica.execution, "fewer replicas wanted")
     serving = _serving_instance(replica)
     if serving:
         teardown = TeardownRequested(
-            teardown_id=f"retire-{serving['instance_id']}",
-            region=serving["region"],
-            instance_id=serving["instance_id"],
-            reason=f"{replica['replica_id']} is no longer wanted",
+            teardown_id=f"retire-{serving.instance_id}",
+            region=serving.region,
+            instance_id=serving.instance_id,
+            reason=f"{replica.replica_id} is no longer wanted",
         )
         orchestration.put_command(HubCommand.TEARDOWN_REQUESTED, Source.HUB, json.loads(teardown.model_dump_json()))
 
@@ -179,21 +163,18 @@ def _disable(
     now: float,
 ) -> None:
     current = store.config()
-    generation = int(current.get("generation", 0))
-    if current.get("status") == "enabled" and not store.write_config(
-        {
-            **current,
-            "status": "disabled",
-            "generation": generation + 1,
-            "updated_at": int(now),
-        },
+    generation = current.generation
+    if current.enabled and not store.write_config(
+        current.model_copy(
+            update={"status": ProvisioningStatus.DISABLED, "generation": generation + 1, "updated_at": int(now)}
+        ),
         expected_generation=generation,
     ):
         raise Conflict("spot provisioning was changed by another request at the same time; try again")
     for replica in store.stop_replicas(now):
-        store.release_regions(replica["replica_id"], now=now)
-        if replica.get("execution"):
-            orchestration.stop_execution(replica["execution"], "spot provisioning disabled")
+        store.release_regions(replica.replica_id, now=now)
+        if replica.execution:
+            orchestration.stop_execution(replica.execution, "spot provisioning disabled")
     if request.teardown:
         for region in worker_regions:
             teardown = TeardownRequested(

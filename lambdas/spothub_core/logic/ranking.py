@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from spothub_core.models.records import Exclusion
+
 
 @dataclass(frozen=True)
 class RegionObservation:
@@ -19,15 +21,6 @@ class RegionObservation:
     region: str
     placement_score: int | None  # 1-10 (GetSpotPlacementScores); None when the region was not scored
     spot_price: float | None  # latest hourly spot price, the cheapest pool; None when unknown
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """A region left out until `until` (epoch seconds), e.g. after a capacity error."""
-
-    region: str
-    until: float
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,35 @@ against them and the OpenAPI document describes them. Every time in a response i
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from spothub_core.models.records import InstanceStatus, ProvisioningStatus, ReplicaStatus
+from spothub_core.models.records import CapacityType, InstanceStatus, ProvisioningStatus, ReplicaStatus
+
+# --- times -----------------------------------------------------------------------------------------
+
+
+def iso_utc(moment: float | str | datetime) -> str:
+    """A moment as ISO 8601 UTC to the second, "2026-11-27T16:00:00Z": epoch seconds (as the state table
+    stores times), a datetime, or an ISO 8601 text with any offset (none: UTC)."""
+    if isinstance(moment, bool):
+        raise ValueError("a moment is epoch seconds or an ISO 8601 text, not a boolean")
+    if isinstance(moment, int | float):
+        when = datetime.fromtimestamp(moment, UTC)
+    elif isinstance(moment, datetime):
+        when = moment
+    else:
+        when = datetime.fromisoformat(moment)  # ValueError when it is no ISO 8601 text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# A time in a response: given as epoch seconds or any ISO 8601 text, always answered as ISO 8601 UTC.
+UtcTime = Annotated[str, BeforeValidator(iso_utc)]
 
 # --- POST /spot-provisioning -------------------------------------------------------------------
 
@@ -72,21 +95,23 @@ class ToggleResponse(BaseModel):
 
 
 class ControlPlaneStatus(BaseModel):
+    """GET /status: the deployment's shape, and that its state table answers (else the route is a 503)."""
+
     prefix: str
     version: str
     hub_region: str
     worker_regions: list[str]
     capacity_fallback: str
-    state_table: str
+    state_table: Literal["reachable"]
 
 
 # --- GET /spot-instances -----------------------------------------------------------------------------
 
 
 class ProvisioningState(StrEnum):
-    """The whole deployment in one word: the most urgent of its replicas' states, or `idle` when nothing is
-    placed and nothing runs (provisioning off, or on with no replica), or `left-running` when provisioning is
-    off but instances it placed still run (disabled without teardown)."""
+    """The whole deployment in one word: the most urgent of its replicas' states; when no replica is placed
+    or serving, `left-running` if instances it placed still run (disabled without teardown), else `idle`
+    (provisioning off, or on with no replica)."""
 
     FAILED = "failed"
     REPLACING = "replacing"
@@ -99,13 +124,13 @@ class ProvisioningState(StrEnum):
 class ReplicaView(BaseModel):
     replica_id: str
     status: ReplicaStatus
-    region: str | None = Field(description="where the replica serves; None while it has no instance")
-    instance_id: str | None = Field(description="its serving instance; None once that instance is gone")
-    capacity_type: Literal["spot", "on-demand"] | None
-    reason: str | None
+    region: str | None = Field(description="where the replica's instance runs; None while it has none")
+    instance_id: str | None = Field(description="the replica's instance; None before it has one and once it is gone")
+    capacity_type: CapacityType | None
+    reason: str | None = Field(description="why the replica is where it is: score, price, exclusions")
     target_region: str | None = Field(description="where its launch in flight goes, if any")
     error: str | None
-    placed_at: str | None
+    placed_at: UtcTime | None = Field(description="when its instance entered service, ISO 8601 UTC")
 
 
 class InstanceView(BaseModel):
@@ -115,13 +140,13 @@ class InstanceView(BaseModel):
     status: InstanceStatus
     public_ip: str | None
     private_ip: str | None
-    capacity_type: Literal["spot", "on-demand"]
+    capacity_type: CapacityType
     availability_zone: str
     instance_type: str
-    launched_at: str | None
-    last_seen: str | None = Field(description="the agent's last heartbeat, ISO 8601 UTC; None before any")
-    ready: bool | None
-    gpu: dict[str, Any] | None = None
+    launched_at: UtcTime | None = Field(description="when EC2 launched it, ISO 8601 UTC")
+    last_seen: UtcTime | None = Field(description="the agent's last heartbeat, ISO 8601 UTC; None before any")
+    ready: bool | None = Field(description="whether the workload answers its health check, as the agent last said")
+    gpu: dict[str, Any] | None = Field(description="the GPUs' health, as the agent last said")
 
 
 class ProvisioningSettings(BaseModel):
@@ -136,16 +161,16 @@ class RemediationView(BaseModel):
     region: str
     reason: str
     alarm_name: str
-    at: str
+    at: UtcTime = Field(description="when the alarm's firing was recorded, ISO 8601 UTC")
 
 
 class SpotInstances(BaseModel):
-    """GET /spot-instances."""
+    """GET /spot-instances: the switch, the replicas, the instances they run on, recent remediations."""
 
     provisioning: ProvisioningStatus
     state: ProvisioningState
     region: str | None = Field(description="the first serving replica's region (each replica says its own)")
     replicas: list[ReplicaView]
-    instances: list[InstanceView]
+    instances: list[InstanceView] = Field(description="every instance not terminated, serving ones first")
     settings: ProvisioningSettings
-    remediations: list[RemediationView]
+    remediations: list[RemediationView] = Field(description="the most recent remediations, oldest first")

@@ -177,12 +177,13 @@ class AgentRecord(_Record):
     capacity_type: str = ""
     agent_version: str = ""
     registered_at: float | None = None
-    last_seen: float | None = None
+    last_seen: float | None = None  # the registration's or the latest heartbeat's time
+    # What the latest heartbeat said; None (ready, gpu) before the first one.
     ready: bool | None = None
     workload: dict[str, Any] = Field(default_factory=dict)
-    gpu: dict[str, Any] = Field(default_factory=dict)
+    gpu: dict[str, Any] | None = None
     drained: bool = False
-    drain: dict[str, Any] | None = None
+    drain: dict[str, Any] | None = None  # the agent's drain report (Spothub Drain Completed), once it drained
 
 
 class Remediation(_Record):

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 
 from spothub.replay.policies.base import Policy, register
 from spothub.replay.simulator import ON_DEMAND
-from spothub_core.logic.ranking import Exclusion, RegionObservation, rank_regions
+from spothub_core.logic.ranking import RegionObservation, rank_regions
+from spothub_core.models.records import Exclusion
 from spothub_core.timings import CAPACITY_RETRY_SECONDS, EXCLUSION_SECONDS, SPOT_RETURN_SECONDS
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class Spothub(Policy):
         return occupied
 
     def _exclude(self, region: str, now: float, reason: str) -> None:
-        self.exclusions.append(Exclusion(region, now + EXCLUSION_SECONDS["capacity"], reason))
+        self.exclusions.append(Exclusion(region=region, until=now + EXCLUSION_SECONDS["capacity"], reason=reason))
 
     def _launched(self, replica: Replica, instance: Instance) -> None:
         replica.launching = instance

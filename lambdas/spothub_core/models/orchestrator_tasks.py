@@ -1,0 +1,240 @@
+"""What the spot orchestrator (statemachines/spot_orchestrator.asl.json) passes its Lambda tasks and reads back.
+
+One input and one output model per capacity handler action, field for field what the task's `Payload`
+passes and what its `ResultSelector` reads (tests/unit/test_orchestrator_task_models.py holds them to the
+ASL); the spot finder's request and answer; and the orchestrator's own input, which every execution
+start builds. Inputs forbid unknown fields, so a renamed field in the ASL fails loudly, naming it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spothub_core.contracts import CapacityType, InstanceFacts
+from spothub_core.models.records import ReplicaStatus
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Replacing(BaseModel):
+    """The instance a replacement replaces (make before break): retired once the new one serves."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    instance_id: str
+    region: str
+    notice: str | None = None  # why: rebalance, interruption, unhealthy, return-to-spot (none: new settings)
+
+
+class OrchestratorInput(BaseModel):
+    """The orchestrator's input: every field its ASL reads, with the defaults of a first placement.
+
+    `spot_only`: launch spot or nothing (a return to spot); `watch_spot`: start by watching for spot, for
+    a replica already serving on on-demand; `looks`: the spot watch's looks in this execution. Other
+    fields of the execution's state (what its steps added) are dropped."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    replica_id: str
+    generation: int
+    attempt: int = 0
+    prefer_region: str | None = None
+    replacing: Replacing | None = None
+    spot_only: bool = False
+    watch_spot: bool = False
+    looks: int = 0
+
+
+# --- dispatch_launch (Launch, waitForTaskToken: the worker's report answers, not this output) ---------
+
+
+class DispatchLaunchInput(_Input):
+    token: str
+    replica_id: str
+    generation: int
+    region: str
+    capacity_type: CapacityType = "spot"
+    launch_id: str
+
+
+class DispatchLaunchOutput(_Output):
+    launch_id: str
+
+
+# --- dispatch_teardown (Retire, waitForTaskToken) -----------------------------------------------------
+
+
+class DispatchTeardownInput(_Input):
+    token: str
+    teardown_id: str
+    region: str
+    instance_id: str | None = None
+    reason: str = ""
+
+
+class DispatchTeardownOutput(_Output):
+    teardown_id: str
+
+
+# --- abandon_launch (AbandonLaunch) ---------------------------------------------------------------------
+
+
+class AbandonLaunchInput(_Input):
+    launch_id: str
+    region: str
+    cause: str = ""
+
+
+class AbandonLaunchOutput(_Output):
+    abandoned: bool
+
+
+# --- record_instance (RecordInstance) -------------------------------------------------------------------
+
+
+class RecordInstanceInput(_Input):
+    replica_id: str
+    generation: int
+    launch_id: str
+    region: str
+    capacity_type: CapacityType = "spot"
+    instance: InstanceFacts  # the worker's LaunchSucceeded.instance
+    replacing: Replacing | None = None
+    reason: str | None = None  # the ranking's reason for the region
+
+
+class Retire(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    instance_id: str
+    region: str
+
+
+class RecordInstanceOutput(_Output):
+    retire: Retire | None  # the instance to tear down: the one replaced, or the new one when superseded
+    superseded: bool
+
+
+# --- replica_failed (MarkFailed) --------------------------------------------------------------------------
+
+
+class TaskFailure(BaseModel):
+    """A caught error as Step Functions puts it at the Catch's ResultPath."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    error: str = Field("error", alias="Error")
+    cause: str = Field("", alias="Cause")
+
+
+class ReplicaFailedInput(_Input):
+    replica_id: str
+    error: TaskFailure = Field(default_factory=TaskFailure)
+
+
+class ReplicaFailedOutput(_Output):
+    replica_id: str
+    status: ReplicaStatus
+
+
+# --- continue_as_new (ContinueAsNew, ContinueSpotWatch) -----------------------------------------------------
+
+
+class ContinueAsNewInput(_Input):
+    replica_id: str
+    generation: int
+    state: OrchestratorInput  # the fresh execution's input, its attempt reset
+    execution: str | None = None  # a spot watch's own execution: it goes on only while it still watches
+
+
+class ContinueAsNewOutput(_Output):
+    continued_as: str | None
+
+
+# --- return_to_spot (ReturnToSpot) ---------------------------------------------------------------------------
+
+
+class ReturnToSpotInput(_Input):
+    replica_id: str
+    generation: int
+    execution: str
+    looked_at: str | None = None  # when the look began (ISO 8601, $$.State.EnteredTime): names the replacement
+
+
+class ReturnToSpotOutput(_Output):
+    started: bool
+    outcome: str
+
+
+# --- keep_on_demand (SpotGone) -------------------------------------------------------------------------------
+
+
+class KeepOnDemandInput(_Input):
+    replica_id: str
+    generation: int
+    execution: str
+    replacing: Replacing
+
+
+class KeepOnDemandOutput(_Output):
+    kept: bool
+    watch: str | None
+
+
+# --- the spot finder (FindRegion, LookForSpot) --------------------------------------------------------------
+
+
+class FindRequest(BaseModel):
+    """What the orchestrator asks; everything optional, defaults from the deployment and the switch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_types: list[str] | None = Field(None, min_length=1)
+    target_capacity: int = Field(1, ge=1, le=1000)
+    allowed_regions: list[str] | None = None
+    denied_regions: list[str] = Field(default_factory=list)
+    # The replica being placed: regions holding the other replicas are left out.
+    replica_id: str | None = None
+    # A replacement's current region, kept when it scores as well as the best.
+    prefer_region: str | None = None
+    # Spot or nothing (a replica on on-demand looking for spot again): no on-demand region is offered.
+    spot_only: bool = False
+
+    @field_validator("instance_types", "allowed_regions", "denied_regions")
+    @classmethod
+    def _no_blanks(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not item.strip() for item in value):
+            raise ValueError("must not contain empty names")
+        return value
+
+
+class RankedRegionView(BaseModel):
+    region: str
+    rank: int
+    placement_score: int | None
+    spot_price: float | None
+    reason: str
+
+
+class LeftOutView(BaseModel):
+    region: str
+    reason: str
+
+
+class FindAnswer(_Output):
+    """The ranking, best first, and every region left out with why."""
+
+    best: str | None
+    reason: str
+    on_demand_region: str | None  # where an on-demand launch would go when no spot region is left
+    ranked: list[RankedRegionView]
+    left_out: list[LeftOutView]
+    instance_types: list[str]
+    target_capacity: int
+    observed_at: float

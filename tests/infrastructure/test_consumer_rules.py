@@ -1,0 +1,116 @@
+"""The synthesized EventBridge rules carry exactly what the consumer list (spothub_core.consumers) gives: for each
+consumer, the (source, detail-type) pairs its rules let through are its entries, on the bus the entries name;
+and the rules that carry events between buses carry exactly what is consumed at the other end."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from spothub_core.consumers import CONSUMERS, Bus, Target, consumed_by, event_patterns
+from spothub_core.contracts import AWS_EVENT_SOURCES, Source
+from tests.infrastructure.synth import Synthesized
+
+Pair = tuple[str, str]
+# The worker region's consumers, by the bus their rules read ("default": the region's default bus).
+WORKER_TARGETS = {
+    Target.WORKER_TASKS: "WorkerBus",
+    Target.INSTANCE_REMEDIATION: "default",
+    Target.CAPACITY_MONITOR: "default",
+}
+
+
+def _rules(synthesized: Synthesized, stack_name: str) -> list[dict[str, Any]]:
+    return [r["Properties"] for r in synthesized.resources(stack_name, "AWS::Events::Rule").values()]
+
+
+def _pairs(pattern: dict[str, Any]) -> set[Pair]:
+    # A pattern of one source matches no pairing that the list does not give (one rule per source).
+    assert len(pattern["source"]) == 1, f"a rule of several sources matches their product: {pattern}"
+    return {(pattern["source"][0], detail_type) for detail_type in pattern["detail-type"]}
+
+
+def _consumer_of(synthesized: Synthesized, stack_name: str, target: dict[str, Any]) -> str | None:
+    """The concern (Lambda) or state machine a rule target invokes, or the bus ARN text it forwards to."""
+    resources = synthesized.templates[stack_name]["Resources"]
+    arn = target["Arn"]
+    if "Fn::GetAtt" in arn:
+        handler = resources[arn["Fn::GetAtt"][0]]["Properties"]["Handler"]
+        return handler.removesuffix(".handler.lambda_handler")
+    if "Ref" in arn:
+        name = resources[arn["Ref"]]["Properties"]["StateMachineName"]
+        return name.removeprefix(f"{synthesized.config.prefix}-").replace("-", "_")
+    return json.dumps(arn)
+
+
+def _pairs_to(synthesized: Synthesized, stack_name: str, consumer: str) -> tuple[set[Pair], set[str]]:
+    """The pairs the stack's rules deliver to `consumer`, and the buses (by Ref, or "default") they are read from."""
+    pairs: set[Pair] = set()
+    buses: set[str] = set()
+    for rule in _rules(synthesized, stack_name):
+        targets = {_consumer_of(synthesized, stack_name, t) for t in rule["Targets"]}
+        if any(consumer in (t or "") for t in targets):
+            pairs |= _pairs(rule["EventPattern"])
+            buses.add(rule.get("EventBusName", {}).get("Ref", "default"))
+    return pairs, buses
+
+
+def _keys(target: Target) -> set[Pair]:
+    return {(str(s), str(d)) for s, d in consumed_by(target)}
+
+
+def test_the_capacity_handler_takes_exactly_its_entries_from_the_hub_bus(reference: Synthesized) -> None:
+    hub = reference.config.hub_stack_name()
+    pairs, buses = _pairs_to(reference, hub, Target.CAPACITY_HANDLER)
+    assert pairs == _keys(Target.CAPACITY_HANDLER)
+    assert len(buses) == 1
+    assert next(iter(buses)).startswith("HubBus")
+
+
+def test_one_hub_rule_per_source_with_the_lists_pattern(reference: Synthesized) -> None:
+    hub = reference.config.hub_stack_name()
+    handler_rules = [
+        rule["EventPattern"]
+        for rule in _rules(reference, hub)
+        if {_consumer_of(reference, hub, t) for t in rule["Targets"]} == {Target.CAPACITY_HANDLER.value}
+    ]
+    expected = list(event_patterns(consumed_by(Target.CAPACITY_HANDLER).values()).values())
+    assert sorted(handler_rules, key=json.dumps) == sorted(expected, key=json.dumps)
+
+
+def test_every_consumer_is_checked_here() -> None:
+    assert {Target.CAPACITY_HANDLER, *WORKER_TARGETS} == set(Target)
+
+
+@pytest.mark.parametrize(("target", "bus"), WORKER_TARGETS.items())
+@pytest.mark.parametrize("region", ["us-west-2", "eu-west-1"])
+def test_each_worker_consumer_takes_exactly_its_entries(
+    reference: Synthesized, target: Target, bus: str, region: str
+) -> None:
+    worker = reference.config.worker_stack_name(region)
+    pairs, buses = _pairs_to(reference, worker, target)
+    assert pairs == _keys(target)
+    assert {"WorkerBus" if b.startswith("WorkerBus") else b for b in buses} == {bus}
+    expected_bus = {Bus.WORKER: "WorkerBus", Bus.WORKER_DEFAULT: "default"}
+    assert {expected_bus[c.bus] for c in consumed_by(target).values()} == {bus}
+
+
+@pytest.mark.parametrize("region", ["us-west-2", "eu-west-1"])
+def test_a_worker_region_forwards_to_the_hub_exactly_the_hub_entries_it_produces(
+    reference: Synthesized, region: str
+) -> None:
+    worker = reference.config.worker_stack_name(region)
+    pairs, _ = _pairs_to(reference, worker, ":event-bus/spothub-hub")
+    hub_entries = [c for c in CONSUMERS if c.bus == Bus.HUB]
+    # The worker's own reports and the AWS events of the region; the agent puts its reports on the hub bus itself.
+    produced_here = {c.key for c in hub_entries if c.source == Source.WORKER or c.source in AWS_EVENT_SOURCES.values()}
+    assert pairs == {(str(s), str(d)) for s, d in produced_here}
+
+
+def test_the_hub_sends_each_worker_region_exactly_what_its_tasks_consume(reference: Synthesized) -> None:
+    hub = reference.config.hub_stack_name()
+    for region in reference.config.deployed_worker_regions:
+        pairs, _ = _pairs_to(reference, hub, f"arn:aws:events:{region}:")
+        assert pairs == _keys(Target.WORKER_TASKS), region
