@@ -28,7 +28,7 @@ from stacks.constructs.rest_api import SpothubRestApi
 from stacks.constructs.spot_provisioning import SpotProvisioning
 from stacks.nag import acknowledge
 
-EVENT_ARCHIVE_RETENTION = Duration.days(30)
+EVENT_ARCHIVE_RETENTION = Duration.days(timings.EVENT_ARCHIVE_RETENTION_DAYS)
 # Why each has its value: spothub_core.timings, where they nest with the worker's and the agent's budgets.
 ORCHESTRATOR_DURATIONS = {
     "LaunchHeartbeatSeconds": timings.LAUNCH_HEARTBEAT_SECONDS,
@@ -36,8 +36,7 @@ ORCHESTRATOR_DURATIONS = {
     "TeardownTimeoutSeconds": timings.TEARDOWN_TIMEOUT_SECONDS,
     "CapacityRetrySeconds": timings.CAPACITY_RETRY_SECONDS,
     "SpotReturnSeconds": timings.SPOT_RETURN_SECONDS,
-    # Loops per execution before it continues as a new one (execution history is capped at 25,000 events).
-    "AttemptsPerExecution": 200,
+    "AttemptsPerExecution": timings.ORCHESTRATOR_LOOPS_PER_EXECUTION,
 }
 
 

@@ -28,7 +28,6 @@ class AwsEvent(StrEnum):
     SPOT_INTERRUPTION_WARNING = "EC2 Spot Instance Interruption Warning"
     REBALANCE_RECOMMENDATION = "EC2 Instance Rebalance Recommendation"
     LAUNCH_UNSUCCESSFUL = "EC2 Instance Launch Unsuccessful"
-    ECS_TASK_STATE_CHANGE = "ECS Task State Change"
     ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
 
 
@@ -36,7 +35,6 @@ AWS_EVENT_SOURCES: dict[AwsEvent, str] = {
     AwsEvent.SPOT_INTERRUPTION_WARNING: "aws.ec2",
     AwsEvent.REBALANCE_RECOMMENDATION: "aws.ec2",
     AwsEvent.LAUNCH_UNSUCCESSFUL: "aws.autoscaling",
-    AwsEvent.ECS_TASK_STATE_CHANGE: "aws.ecs",
     AwsEvent.ALARM_STATE_CHANGE: "aws.cloudwatch",
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
 
 from spothub_core.errors import Conflict, DependencyUnavailable, Forbidden, InvalidRequest, NotFound, SpothubError
 from spothub_core.observability import logger
@@ -36,13 +36,22 @@ def error_response(status: HTTPStatus, message: str, details: list[dict[str, Any
 
 def build_resolver() -> APIGatewayRestResolver:
     """An API Gateway REST proxy resolver with pydantic validation and spothub's error mapping."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    # An answer that breaks its own response model is our bug, not the caller's: a 500, never a 400.
+    app = APIGatewayRestResolver(
+        enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR
+    )
     app.use(middlewares=[_json_object_body])
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
         details = [_describe_validation_error(error) for error in exc.errors()]
         return error_response(HTTPStatus.BAD_REQUEST, "the request is not valid", details)
+
+    @app.exception_handler(ResponseValidationError)
+    def _invalid_answer(exc: ResponseValidationError) -> Response:
+        logger.error("answer breaks its response model", extra={"errors": exc.errors()})
+        request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error, request id {request_id}")
 
     @app.exception_handler(SpothubError)
     def _domain(exc: SpothubError) -> Response:

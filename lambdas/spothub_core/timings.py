@@ -155,3 +155,47 @@ EXCLUSION_SECONDS = {
     "timeout": TIMEOUT_EXCLUSION_SECONDS,
     "quota": QUOTA_EXCLUSION_SECONDS,
 }
+
+# Loops of the orchestrator (placement attempts, spot looks) per execution before it continues as a new one:
+# a count, not a time, but it bounds how long one execution lives: Step Functions caps an execution's history
+# at 25,000 events, and each loop writes about 100 at most.
+ORCHESTRATOR_LOOPS_PER_EXECUTION = 200
+
+# --- how long the state table keeps what it no longer needs (DynamoDB TTL) -----------------------------
+
+DAY_SECONDS = 24 * HOUR_SECONDS
+# Launch and teardown requests, kept a week after they were made for the operator's questions.
+REQUEST_RECORD_TTL_SECONDS = 7 * DAY_SECONDS
+# An agent's record, two days after its last heartbeat: a terminated instance's agent falls silent for good.
+AGENT_RECORD_TTL_SECONDS = 2 * DAY_SECONDS
+# A remediation, a month: long enough to see which instance types or regions keep failing.
+REMEDIATION_RECORD_TTL_SECONDS = 30 * DAY_SECONDS
+# An exclusion's item outlives its `until` by a day (readers filter on `until`; TTL deletion lags by hours).
+EXCLUSION_RECORD_GRACE_SECONDS = DAY_SECONDS
+
+# --- deliveries --------------------------------------------------------------------------------------------
+
+# The Route 53 record that follows the serving replica: short, so clients find a replacement within half a
+# minute of the move (make before break: the old instance still answers meanwhile).
+ENDPOINT_DNS_TTL_SECONDS = 30
+# An EventBridge rule's Lambda target retries a failed delivery this long (up to 8 times) before its
+# dead-letter queue: a report lost to a throttled or briefly failing function would leave a launch waiting.
+EVENT_DELIVERY_MAX_AGE_SECONDS = 2 * HOUR_SECONDS
+# An asynchronous invocation that fails is retried by Lambda (twice) within this age, then sent to the DLQ.
+ASYNC_INVOCATION_MAX_AGE_SECONDS = HOUR_SECONDS
+# The hub bus's archive keeps every event this long, for a replay after an incident.
+EVENT_ARCHIVE_RETENTION_DAYS = 30
+# A dead-letter queue keeps what failed for two weeks (SQS's maximum), time to look and to redrive.
+DEAD_LETTER_RETENTION_DAYS = 14
+# Functions that call several AWS APIs in one go (the spot finder across regions, the worker's tasks that
+# scale a group and start tasks); the API functions keep the default.
+MULTI_CALL_FUNCTION_TIMEOUT_SECONDS = 60
+
+# --- the serving container's health, as ECS checks it (the agent's own check is the one the launch waits on) -
+
+SERVING_HEALTH_INTERVAL_SECONDS = 30
+SERVING_HEALTH_TIMEOUT_SECONDS = 10
+# A model server loads its weights before it answers: failed checks in this period do not count.
+SERVING_HEALTH_START_PERIOD_SECONDS = 5 * MINUTE_SECONDS
+# ECS's stop timeout (SIGTERM to SIGKILL) is the agent's drain grace period: the same promise to the server.
+SERVING_STOP_TIMEOUT_SECONDS = AGENT_GRACE_SECONDS

@@ -13,6 +13,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from spothub_core.timings import DEAD_LETTER_RETENTION_DAYS
 from stacks.nag import acknowledge
 
 
@@ -24,7 +25,7 @@ class FailureQueue(Construct):
             "Queue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=Duration.days(14),
+            retention_period=Duration.days(DEAD_LETTER_RETENTION_DAYS),
         )
         acknowledge(
             self.queue,

@@ -23,7 +23,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from spothub_core.contracts import METRICS_NAMESPACE
+from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag
 from spothub_core.timings import LAUNCH_HOOK_TIMEOUT_SECONDS
 from stacks.agent_bundle import stage_agent_bundle
 from stacks.config import SpothubConfig
@@ -215,12 +215,12 @@ class GpuCapacity(Construct):
             capacity_rebalance=False,
         )
         for key, value in {
-            "spothub:prefix": config.prefix,
-            "spothub:hub-region": config.hub_region,
-            "spothub:lifecycle-hook": LAUNCH_HOOK_NAME,
-            "spothub:model-cache": MODEL_CACHE_MOUNT,
+            InstanceTag.PREFIX: config.prefix,
+            InstanceTag.HUB_REGION: config.hub_region,
+            InstanceTag.LIFECYCLE_HOOK: LAUNCH_HOOK_NAME,
+            InstanceTag.MODEL_CACHE: MODEL_CACHE_MOUNT,
         }.items():
-            Tags.of(self.group).add(key, value, apply_to_launched_instances=True)
+            Tags.of(self.group).add(str(key), value, apply_to_launched_instances=True)
 
         # Completed by the agent (CONTINUE) once the workload is healthy; ABANDON otherwise.
         self.group.add_lifecycle_hook(

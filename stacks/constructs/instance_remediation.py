@@ -14,6 +14,7 @@ from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import AwsEvent, alarm_name_prefix
+from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import aws_event_id, entries, only_pattern
 from stacks.constructs.python_function import FunctionDefaults
@@ -99,6 +100,6 @@ class InstanceRemediation(Construct):
                     function,
                     dead_letter_queue=functions.dead_letter_queue,
                     retry_attempts=8,
-                    max_event_age=Duration.hours(2),
+                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
                 )
             )

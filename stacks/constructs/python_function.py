@@ -20,6 +20,7 @@ from constructs import Construct
 
 from spothub import __version__
 from spothub_core.contracts import METRICS_NAMESPACE
+from spothub_core.timings import ASYNC_INVOCATION_MAX_AGE_SECONDS
 from stacks.paths import LAMBDAS_DIR
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -74,7 +75,7 @@ class SpothubFunction(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             dead_letter_queue=dead_letter_queue,
             retry_attempts=2,
-            max_event_age=Duration.hours(1),
+            max_event_age=Duration.seconds(ASYNC_INVOCATION_MAX_AGE_SECONDS),
             environment={
                 "SPOTHUB_PREFIX": prefix,
                 "SPOTHUB_VERSION": __version__,

@@ -23,6 +23,12 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from spothub_core.contracts import SERVING_CONTAINER_NAME
+from spothub_core.timings import (
+    SERVING_HEALTH_INTERVAL_SECONDS,
+    SERVING_HEALTH_START_PERIOD_SECONDS,
+    SERVING_HEALTH_TIMEOUT_SECONDS,
+    SERVING_STOP_TIMEOUT_SECONDS,
+)
 from stacks.config import SpothubConfig
 from stacks.nag import acknowledge
 
@@ -95,13 +101,12 @@ class ServingTask(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix="serving", log_group=log_group),
             health_check=ecs.HealthCheck(
                 command=["CMD-SHELL", f"curl -fsS http://localhost:{port}/health || exit 1"],
-                interval=Duration.seconds(30),
-                timeout=Duration.seconds(10),
+                interval=Duration.seconds(SERVING_HEALTH_INTERVAL_SECONDS),
+                timeout=Duration.seconds(SERVING_HEALTH_TIMEOUT_SECONDS),
                 retries=3,
-                # Model load time: failures before this do not count.
-                start_period=Duration.seconds(300),
+                start_period=Duration.seconds(SERVING_HEALTH_START_PERIOD_SECONDS),
             ),
-            stop_timeout=Duration.seconds(90),
+            stop_timeout=Duration.seconds(SERVING_STOP_TIMEOUT_SECONDS),
         )
         acknowledge(
             self.task_definition,

@@ -19,6 +19,7 @@ from constructs import Construct
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import Source
 from spothub_core.models.api import ToggleRequest
+from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS, MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import KMS_READ_WRITE, AlertsTopic
 from stacks.constructs.consumer_rules import entries, only_pattern, patterns
@@ -140,7 +141,7 @@ class SpotProvisioning(Construct):
                     self.capacity_handler.function,
                     dead_letter_queue=failed_invocations,
                     retry_attempts=8,
-                    max_event_age=Duration.hours(2),
+                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
                 )
             )
         # The hub's own commands that a worker region's tasks consume, for that region.
@@ -176,7 +177,7 @@ class SpotProvisioning(Construct):
             concern="spot_finder",
             description="Rank the worker regions for a spot launch: placement score, price, exclusions",
             environment={"SPOTHUB_INSTANCE_TYPES": ",".join(config.instance_types)},
-            timeout_seconds=60,
+            timeout_seconds=MULTI_CALL_FUNCTION_TIMEOUT_SECONDS,
         )
         # Query only: exclusions are one partition; the finder never writes.
         state_table.grant(finder.function, "dynamodb:Query")

@@ -19,7 +19,14 @@ from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import AwsEvent, Source
-from spothub_core.timings import MAX_INSTANCE_POLLS_SECONDS, MAX_TEARDOWN_POLLS_SECONDS, MAX_WORKLOAD_POLLS_SECONDS
+from spothub_core.models.worker_tasks import NoticeKind
+from spothub_core.timings import (
+    EVENT_DELIVERY_MAX_AGE_SECONDS,
+    MAX_INSTANCE_POLLS_SECONDS,
+    MAX_TEARDOWN_POLLS_SECONDS,
+    MAX_WORKLOAD_POLLS_SECONDS,
+    MULTI_CALL_FUNCTION_TIMEOUT_SECONDS,
+)
 from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import entries, only_pattern, patterns
 from stacks.constructs.gpu_capacity import GpuCapacity
@@ -31,8 +38,8 @@ from stacks.nag import STATE_MACHINE_REASON, acknowledge, invoke_versions_rule, 
 
 # The capacity monitor's input names the notice's kind (contracts.CapacityNotice.kind); one rule per notice.
 NOTICE_KINDS = {
-    AwsEvent.SPOT_INTERRUPTION_WARNING: "interruption",
-    AwsEvent.REBALANCE_RECOMMENDATION: "rebalance",
+    AwsEvent.SPOT_INTERRUPTION_WARNING: NoticeKind.INTERRUPTION,
+    AwsEvent.REBALANCE_RECOMMENDATION: NoticeKind.REBALANCE,
 }
 
 
@@ -81,7 +88,7 @@ class WorkerAutomation(Construct):
             "WorkerTasks",
             concern="worker_tasks",
             description="Worker tasks: scale the group, claim the instance, run the serving task, tear down",
-            timeout_seconds=60,
+            timeout_seconds=MULTI_CALL_FUNCTION_TIMEOUT_SECONDS,
             environment={
                 "SPOTHUB_GROUP_NAME": capacity.group_name,
                 "SPOTHUB_CLUSTER_NAME": capacity.cluster.cluster_name,
@@ -133,7 +140,7 @@ class WorkerAutomation(Construct):
                     self.function,
                     dead_letter_queue=dead_letter_queue,
                     retry_attempts=8,
-                    max_event_age=Duration.hours(2),
+                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
                 )
             )
         # Spot notices from the default bus: one rule per notice, for the kind in the capacity monitor's input.

@@ -101,3 +101,19 @@ def test_a_body_that_is_not_utf8_is_400_saying_so(raw: bytes) -> None:
         "error": "Bad Request",
         "message": "the request body is not valid UTF-8 text",
     }
+
+
+class Answer(BaseModel):
+    count: int
+
+
+def test_an_answer_that_breaks_its_response_model_is_a_500_not_a_400() -> None:
+    app = build_resolver()
+
+    @app.get("/broken")
+    def broken() -> Answer:
+        return {"count": "many"}  # type: ignore[return-value]
+
+    response = app.resolve(rest_proxy_event("GET", "/broken"), FakeLambdaContext(aws_request_id="req-1"))
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"])["message"] == "internal error, request id req-1"

@@ -11,9 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from spothub_core.dal.state_table import reason_of
 from spothub_core.errors import DependencyUnavailable
-
-# Short, so clients follow a replacement within half a minute.
-ENDPOINT_TTL_SECONDS = 30
+from spothub_core.timings import ENDPOINT_DNS_TTL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ def publish_active_instance(
                             "ResourceRecordSet": {
                                 "Name": endpoint_name,
                                 "Type": "A",
-                                "TTL": ENDPOINT_TTL_SECONDS,
+                                "TTL": ENDPOINT_DNS_TTL_SECONDS,
                                 "ResourceRecords": [{"Value": address}],
                             },
                         }

@@ -19,9 +19,9 @@ from spothub_core.dal.state_table import (
     to_number,
 )
 from spothub_core.models.records import Exclusion
+from spothub_core.timings import EXCLUSION_RECORD_GRACE_SECONDS
 
 EXCLUSION_PARTITION = "EXCLUSION"
-TTL_GRACE_SECONDS = 86400
 
 
 class ExclusionStore:
@@ -58,7 +58,7 @@ class ExclusionStore:
                 "until": until_value,
                 "reason": reason,
                 "kind": kind,
-                TTL_ATTRIBUTE: int(until) + TTL_GRACE_SECONDS,
+                TTL_ATTRIBUTE: int(until) + EXCLUSION_RECORD_GRACE_SECONDS,
             },
             # A late or duplicate capacity report must not shorten an exclusion a newer one set.
             ConditionExpression="attribute_not_exists(#until) OR #until < :until",

@@ -23,11 +23,10 @@ from spothub_core.dal.state_table import (
 )
 from spothub_core.models.agent import Heartbeat, Registration
 from spothub_core.models.records import AgentRecord, AgentStatus, Remediation
+from spothub_core.timings import AGENT_RECORD_TTL_SECONDS, REMEDIATION_RECORD_TTL_SECONDS
 
 AGENT = "AGENT"
 REMEDIATION = "REMEDIATION"
-AGENT_TTL_SECONDS = 2 * 86400
-REMEDIATION_TTL_SECONDS = 30 * 86400
 
 
 class InstanceHealthStore:
@@ -71,7 +70,7 @@ class InstanceHealthStore:
                 PARTITION_KEY: REMEDIATION,
                 SORT_KEY: f"{remediation.instance_id}#{remediation.notice_id}",
                 "at": to_number(remediation.at),
-                TTL_ATTRIBUTE: int(remediation.at) + REMEDIATION_TTL_SECONDS,
+                TTL_ATTRIBUTE: int(remediation.at) + REMEDIATION_RECORD_TTL_SECONDS,
             },
             # The alarm's event delivered twice (or by two paths) records, and so remediates, once.
             ConditionExpression="attribute_not_exists(pk)",
@@ -86,7 +85,7 @@ class InstanceHealthStore:
     def _set(
         self, instance_id: str, fields: dict[str, Any], *, now: float, condition: str | None, touch: bool = True
     ) -> bool:
-        values = {**to_item_value(fields), TTL_ATTRIBUTE: int(now) + AGENT_TTL_SECONDS}
+        values = {**to_item_value(fields), TTL_ATTRIBUTE: int(now) + AGENT_RECORD_TTL_SECONDS}
         if touch:
             values["last_seen"] = to_number(now)
         written = update_fields(

@@ -46,13 +46,12 @@ from spothub_core.models.records import (
     ReservationStatus,
     TeardownRecord,
 )
+from spothub_core.timings import REQUEST_RECORD_TTL_SECONDS
 
 CONFIG_KEY = {PARTITION_KEY: "PROVISIONING", SORT_KEY: "CONFIG"}
 REPLICA = "REPLICA"
 INSTANCE = "INSTANCE"
 RESERVATION = "RESERVATION"
-# Launch and teardown records are kept a week for the operator's questions, then expire.
-RECORD_TTL_SECONDS = 7 * 86400
 # Attribute names written as placeholders in condition expressions.
 CONDITION_NAMES = {"#status": "status", "#execution": "execution"}
 
@@ -222,7 +221,7 @@ class ProvisioningStore:
                 "status": RequestStatus.PENDING.value,
                 "task_token": token,
                 "created_at": to_number(now),
-                TTL_ATTRIBUTE: int(now) + RECORD_TTL_SECONDS,
+                TTL_ATTRIBUTE: int(now) + REQUEST_RECORD_TTL_SECONDS,
             },
             # A late retry of the dispatch must not reopen a request a worker already answered.
             condition="attribute_not_exists(pk) OR #status = :pending",

@@ -38,10 +38,10 @@ dispatch: Dispatch[HubServices] = Dispatch(Target.CAPACITY_HANDLER)
 
 # A quota fails the orchestrator's launch as a capacity error does: it moves on to the next region.
 ERROR_BY_CLASS = {
-    "capacity": TaskError.CAPACITY,
-    "quota": TaskError.CAPACITY,
-    "transient": TaskError.TRANSIENT,
-    "fatal": TaskError.FATAL,
+    LaunchFailure.CAPACITY: TaskError.CAPACITY,
+    LaunchFailure.QUOTA: TaskError.CAPACITY,
+    LaunchFailure.TRANSIENT: TaskError.TRANSIENT,
+    LaunchFailure.FATAL: TaskError.FATAL,
 }
 
 
