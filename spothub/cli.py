@@ -67,6 +67,11 @@ def _sandbox_up(args: argparse.Namespace) -> int:
         print(f"  credentials     {state['aws_access_key_id']} / {state['aws_secret_access_key']}")
         print(f"  regions         hub {state['hub_region']}, workers {', '.join(state['worker_regions'])}")
         print(f"  state file      {sandbox.options.state_dir / 'sandbox.json'}")
+        if state.get("endpoint_name"):
+            print(
+                f"  model endpoint  http://{state['endpoint_name']}:{sandbox.serving_port()} once enabled, from "
+                f"{state['client_address']} (Sandbox.model_request); its key: spothub api-key --sandbox"
+            )
         for name, stack in state["stacks"].items():
             outputs = ", ".join(f"{key}={value}" for key, value in stack["outputs"].items())
             print(f"  {name:<15} {outputs}")
@@ -99,6 +104,47 @@ def _sandbox_demo(args: argparse.Namespace) -> int:
     finally:
         sandbox.stop()
     return 1 if failures else 0
+
+
+def _api_key(args: argparse.Namespace) -> int:
+    """Print the model endpoint's key: the secret named in /spothub/<prefix>/model-api-key-secret, read with
+    the caller's AWS credentials (in the sandbox, the running sandbox's, from its state file)."""
+    import json  # noqa: PLC0415
+
+    import boto3  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    session_args: dict[str, str] = {}
+    prefix, region = args.prefix, args.region
+    if args.sandbox:
+        state_file = Path(args.state_dir) / "sandbox.json"
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError) as exc:
+            print(
+                f"spothub api-key: no running sandbox ({state_file}: {exc}); start one with `spothub sandbox up`",
+                file=sys.stderr,
+            )
+            return 1
+        session_args = {
+            "endpoint_url": state["aws_endpoint_url"],
+            "aws_access_key_id": state["aws_access_key_id"],
+            "aws_secret_access_key": state["aws_secret_access_key"],
+        }
+        prefix, region = state.get("prefix") or prefix, state["hub_region"]
+    if not region:
+        print("spothub api-key: --region (the hub region) is required outside the sandbox", file=sys.stderr)
+        return 2
+    parameter = f"/spothub/{prefix}/model-api-key-secret"
+    try:
+        ssm = boto3.client("ssm", region_name=region, **session_args)
+        name = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
+        secrets = boto3.client("secretsmanager", region_name=region, **session_args)
+        print(secrets.get_secret_value(SecretId=name)["SecretString"])
+    except (ClientError, BotoCoreError) as exc:
+        print(f"spothub api-key: could not read the key ({parameter} in {region}): {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -151,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--state-dir", default=str(STATE_DIR), help=f"where sandbox.json and work files go (default: {STATE_DIR})"
         )
         command.set_defaults(handler=handler)
+
+    api_key = commands.add_parser(
+        "api-key",
+        help="print the model endpoint's API key (Authorization: Bearer <key>), from Secrets Manager",
+        description="Reads the secret named in /spothub/<prefix>/model-api-key-secret in the hub region with your "
+        "AWS credentials (secretsmanager:GetSecretValue, ssm:GetParameter), or the running sandbox's.",
+    )
+    where = api_key.add_mutually_exclusive_group()
+    where.add_argument("--sandbox", action="store_true", help="the running sandbox's key (its sandbox.json)")
+    where.add_argument("--region", help="the hub region of the deployment")
+    api_key.add_argument("--prefix", default="spothub", help="the deployment's prefix (default: spothub)")
+    api_key.add_argument(
+        "--state-dir", default=str(STATE_DIR), help=f"where the sandbox's sandbox.json is (default: {STATE_DIR})"
+    )
+    api_key.set_defaults(handler=_api_key)
 
     from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE  # noqa: PLC0415
 

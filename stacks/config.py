@@ -8,8 +8,12 @@ with one line per problem, which `app.py` prints instead of a stack trace.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
+import shlex
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from aws_cdk.region_info import RegionInfo
@@ -17,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # The shape the API checks in POST /spot-provisioning too.
 from spothub_core.models.api import INSTANCE_TYPE_PATTERN
-from spothub_core.timings import WORKER_POLL_SECONDS
+from spothub_core.timings import SERVING_HEALTH_START_PERIOD_SECONDS, WORKER_POLL_SECONDS
 
 KNOWN_REGIONS: frozenset[str] = frozenset(r.name for r in RegionInfo.regions)
 
@@ -28,6 +32,23 @@ DNS_NAME_PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])
 VPC_ID_PATTERN = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 SUBNET_ID_PATTERN = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 ACCOUNT_PATTERN = re.compile(r"^[0-9]{12}$")
+PREFIX_LIST_PATTERN = re.compile(r"^pl-[0-9a-f]{8,17}$")
+SECURITY_GROUP_PATTERN = re.compile(r"^sg-[0-9a-f]{8,17}$")
+# What a POSIX shell (and so a container's environment) accepts as a variable's name.
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+SECRET_ARN_PATTERN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):[0-9]{12}:secret:(?P<name>[A-Za-z0-9/_+=.@-]{1,512})$"
+)
+# A complete secret ARN ends with the six characters Secrets Manager appends to the name.
+COMPLETE_SECRET_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+# A URL path that the health check's shell command holds without quoting.
+HEALTH_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/%-]*(\?[A-Za-z0-9._~=&%-]*)?$")
+NO_WHITESPACE_PATTERN = re.compile(r"^\S+$")
+# Words of an environment variable's name that say it holds a credential, which belongs in servingSecrets.
+CREDENTIAL_NAME_WORDS = frozenset({"TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "APIKEY", "CREDENTIALS"})
+# ECS accepts a container health check's start period up to this (HealthCheck.StartPeriod).
+ECS_HEALTH_START_PERIOD_MAX_SECONDS = 300
 
 # The retention periods CloudWatch Logs accepts, in days.
 LOG_RETENTION_DAYS = (
@@ -63,6 +84,136 @@ RESERVED_NAME_PREFIXES = ("aws", "ecs", "fargate")
 
 class ConfigError(Exception):
     """The CDK context cannot describe a deployment; the message says what to fix."""
+
+
+class ServingPreset(StrEnum):
+    VLLM = "vllm"
+    SGLANG = "sglang"
+
+
+# The variable the serving container always gets the model API key in (an ECS container secret).
+API_KEY_ENV = "SPOTHUB_API_KEY"
+# The longest prompt plus completion the presets serve: it bounds the KV cache that one 24 GB GPU of the
+# default types must hold beside the default model's weights (7B parameters in bf16, about 15 GB).
+PRESET_MAX_MODEL_LEN = 8192
+UNIVERSAL_HOST = "0.0.0.0"  # noqa: S104 (host networking; the security group admits only configured sources)
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """An OpenAI-compatible server: its pinned image, port, health path, and where else it reads the API key."""
+
+    image: str
+    port: int
+    health_path: str
+    api_key_environment: tuple[str, ...] = ()
+
+
+PRESETS: dict[ServingPreset, PresetSpec] = {
+    # The image's entrypoint is vLLM's OpenAI server: the command is its arguments. vLLM reads VLLM_API_KEY.
+    ServingPreset.VLLM: PresetSpec(
+        image="vllm/vllm-openai:v0.8.5", port=8000, health_path="/health", api_key_environment=("VLLM_API_KEY",)
+    ),
+    # No entrypoint: the command starts the server, through a shell that expands the key's variable.
+    ServingPreset.SGLANG: PresetSpec(image="lmsysorg/sglang:v0.4.6.post1-cu124", port=30000, health_path="/health"),
+}
+
+# Instance types with NVIDIA GPUs that ECS schedules, by GPU count (servingGpus must fit every configured type).
+GPU_COUNTS: dict[str, int] = {
+    **dict.fromkeys(("g4dn.xlarge", "g4dn.2xlarge", "g4dn.4xlarge", "g4dn.8xlarge", "g4dn.16xlarge"), 1),
+    "g4dn.12xlarge": 4,
+    "g4dn.metal": 8,
+    **dict.fromkeys(("g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g5.8xlarge", "g5.16xlarge"), 1),
+    **dict.fromkeys(("g5.12xlarge", "g5.24xlarge"), 4),
+    "g5.48xlarge": 8,
+    **dict.fromkeys(("g5g.xlarge", "g5g.2xlarge", "g5g.4xlarge", "g5g.8xlarge"), 1),
+    **dict.fromkeys(("g5g.16xlarge", "g5g.metal"), 2),
+    **dict.fromkeys(("g6.xlarge", "g6.2xlarge", "g6.4xlarge", "g6.8xlarge", "g6.16xlarge"), 1),
+    **dict.fromkeys(("g6.12xlarge", "g6.24xlarge"), 4),
+    "g6.48xlarge": 8,
+    **dict.fromkeys(("g6e.xlarge", "g6e.2xlarge", "g6e.4xlarge", "g6e.8xlarge", "g6e.16xlarge"), 1),
+    **dict.fromkeys(("g6e.12xlarge", "g6e.24xlarge"), 4),
+    "g6e.48xlarge": 8,
+    **dict.fromkeys(("gr6.4xlarge", "gr6.8xlarge"), 1),
+    "p3.2xlarge": 1,
+    "p3.8xlarge": 4,
+    "p3.16xlarge": 8,
+    "p3dn.24xlarge": 8,
+    "p4d.24xlarge": 8,
+    "p4de.24xlarge": 8,
+    "p5.4xlarge": 1,
+    **dict.fromkeys(("p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge", "p6-b200.48xlarge"), 8),
+}
+
+
+def preset_command(preset: ServingPreset, *, model: str, port: int, gpus: int) -> list[str]:
+    """The preset's container command for this model, port and GPU count (the API key stays a variable's name)."""
+    if preset is ServingPreset.VLLM:
+        parallel = ["--tensor-parallel-size", str(gpus)] if gpus > 1 else []
+        return [
+            "--model",
+            model,
+            "--host",
+            UNIVERSAL_HOST,
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(PRESET_MAX_MODEL_LEN),
+            *parallel,
+        ]
+    parallel = f" --tp {gpus}" if gpus > 1 else ""
+    # `exec` leaves the server as the container's main process (it gets ECS's SIGTERM); "$@" passes servingArgs,
+    # appended after the script's $0.
+    script = (
+        f"exec python3 -m sglang.launch_server --model-path {shlex.quote(model)} --host {UNIVERSAL_HOST} "
+        f'--port {port}{parallel} --api-key "${API_KEY_ENV}" "$@"'
+    )
+    return ["sh", "-c", script, "sglang"]
+
+
+def _list(value: Any) -> Any:
+    """A list from a JSON list, a comma list (the command line's form), or a list already."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        return _json_object(value)
+    return _split_list(value)
+
+
+def _argv(value: Any) -> Any:
+    """A command line from a JSON list of strings, or a string split as a shell would split it."""
+    if isinstance(value, str):
+        if value.strip().startswith("["):
+            return _json_object(value)
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into arguments ({exc})") from exc
+    return value
+
+
+def _lists_by_region(value: Any) -> Any:
+    value = _json_object(value)
+    if isinstance(value, dict):
+        return {region: _list(ids) for region, ids in value.items()}
+    return value
+
+
+def _check_secret_reference(value: str) -> str:
+    arn = SECRET_ARN_PATTERN.match(value)
+    if value.startswith("arn:"):
+        if not arn:
+            raise ValueError(
+                f"'{value}' is not a Secrets Manager secret ARN "
+                "(arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
+            )
+        _check_region(arn.group("region"))
+    elif not SECRET_NAME_PATTERN.match(value):
+        raise ValueError(f"'{value}' is not a Secrets Manager secret name (letters, digits and /_+=.@-)")
+    return value
+
+
+def _check_env_name(name: str) -> None:
+    if not ENV_NAME_PATTERN.match(name):
+        raise ValueError(f"'{name}' is not an environment variable name (letters, digits and _, not first a digit)")
 
 
 def _split_list(value: Any) -> Any:
@@ -131,10 +282,31 @@ class SpothubConfig(BaseModel):
     max_instances_per_region: Annotated[int, Field(ge=1, le=100, alias="maxInstancesPerRegion")] = 2
     root_volume_gib: Annotated[int, Field(ge=30, le=16384, alias="rootVolumeGiB")] = 200
     log_retention_days: int = Field(30, alias="logRetentionDays")
-    # The serving replica: an OpenAI-compatible server (SGLang by default) on one GPU, weights cached on EFS.
-    serving_image: str = Field("lmsysorg/sglang:v0.4.6.post1-cu124", alias="servingImage", min_length=3)
+    # The serving replica: an OpenAI-compatible server (a preset's, or the operator's image and command) on
+    # servingGpus GPUs, weights cached on EFS. Image, port and health path default to the preset's (see
+    # _preset_defaults); the model fits one 24 GB GPU of the default instance types in bf16.
+    serving_preset: ServingPreset = Field(ServingPreset.VLLM, alias="servingPreset")
     serving_model: str = Field("Qwen/Qwen2.5-7B-Instruct", alias="servingModel", min_length=1)
-    serving_port: Annotated[int, Field(ge=1024, le=65535, alias="servingPort")] = 30000
+    serving_image: str = Field(PRESETS[ServingPreset.VLLM].image, alias="servingImage", min_length=3)
+    serving_command: list[str] | None = Field(None, alias="servingCommand", min_length=1)
+    serving_args: list[str] = Field(default_factory=list, alias="servingArgs")
+    serving_env: dict[str, str] = Field(default_factory=dict, alias="servingEnv")
+    serving_secrets: dict[str, str] = Field(default_factory=dict, alias="servingSecrets")
+    serving_gpus: Annotated[int, Field(ge=1, le=8, alias="servingGpus")] = 1
+    serving_health_path: str = Field(PRESETS[ServingPreset.VLLM].health_path, alias="servingHealthPath")
+    serving_start_period: Annotated[
+        int, Field(ge=0, le=ECS_HEALTH_START_PERIOD_MAX_SECONDS, alias="servingStartPeriod")
+    ] = SERVING_HEALTH_START_PERIOD_SECONDS
+    serving_port: Annotated[int, Field(ge=1024, le=65535, alias="servingPort")] = PRESETS[ServingPreset.VLLM].port
+    # Who may reach servingPort: nothing unless named here.
+    serving_ingress_cidrs: list[str] = Field(default_factory=list, alias="servingIngressCidrs")
+    serving_ingress_prefix_lists: dict[str, list[str]] = Field(default_factory=dict, alias="servingIngressPrefixLists")
+    serving_ingress_security_groups: dict[str, list[str]] = Field(
+        default_factory=dict, alias="servingIngressSecurityGroups"
+    )
+    # The new VPC has public subnets and no NAT gateway: without a public address an instance pulls no image.
+    serving_public_ip: bool = Field(True, alias="servingPublicIp")
+    serving_api_key_secret: str | None = Field(None, alias="servingApiKeySecret")
     # How often the worker state machines look at the group and the task (simulated time in the sandbox). Not
     # below 10 s: each poll's call adds to its wait, and the launch's budgets nest only while that share is small.
     poll_seconds: Annotated[int, Field(ge=10, le=600, alias="pollSeconds")] = WORKER_POLL_SECONDS
@@ -144,12 +316,55 @@ class SpothubConfig(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("vpcs", mode="before")
+    @field_validator("vpcs", "serving_env", "serving_secrets", mode="before")
     @classmethod
     def _vpcs_json(cls, value: Any) -> Any:
         return _json_object(value)
 
-    @field_validator("hub_as_worker", mode="before")
+    @field_validator("serving_command", "serving_args", mode="before")
+    @classmethod
+    def _command_line(cls, value: Any) -> Any:
+        return _argv(value)
+
+    @field_validator("serving_ingress_cidrs", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: Any) -> Any:
+        return _list(value)
+
+    @field_validator("serving_ingress_prefix_lists", "serving_ingress_security_groups", mode="before")
+    @classmethod
+    def _ids_by_region(cls, value: Any) -> Any:
+        return _lists_by_region(value)
+
+    @field_validator("serving_preset", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() not in {p.value for p in ServingPreset}:
+            raise ValueError(f"unknown preset '{value}'; one of {', '.join(p.value for p in ServingPreset)}")
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        """The preset's image, port and health path where the context names none."""
+        if not isinstance(data, dict):
+            return data
+        name = str(data.get("servingPreset", data.get("serving_preset", ServingPreset.VLLM))).strip().lower()
+        if name not in {p.value for p in ServingPreset}:
+            return data  # the field's validator names the unknown preset
+        preset = PRESETS[ServingPreset(name)]
+        defaults = {
+            ("servingImage", "serving_image"): preset.image,
+            ("servingPort", "serving_port"): preset.port,
+            ("servingHealthPath", "serving_health_path"): preset.health_path,
+        }
+        filled = dict(data)
+        for (alias, name_), value in defaults.items():
+            if alias not in filled and name_ not in filled:
+                filled[alias] = value
+        return filled
+
+    @field_validator("hub_as_worker", "serving_public_ip", mode="before")
     @classmethod
     def _flag(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0", "yes", "no"}:
@@ -233,6 +448,79 @@ class SpothubConfig(BaseModel):
             raise ValueError(f"'{value}' is not a lower-case DNS name (gpu.example.com)")
         return value
 
+    @field_validator("serving_model", "serving_image")
+    @classmethod
+    def _one_word(cls, value: str) -> str:
+        if not NO_WHITESPACE_PATTERN.match(value):
+            raise ValueError(f"'{value}' must not contain spaces")
+        return value
+
+    @field_validator("serving_health_path")
+    @classmethod
+    def _health_path(cls, value: str) -> str:
+        if not HEALTH_PATH_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not a URL path (/health): '/' then letters, digits and ._~/%-")
+        return value
+
+    @field_validator("serving_env")
+    @classmethod
+    def _plain_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            _check_env_name(name)
+            if CREDENTIAL_NAME_WORDS & set(name.upper().split("_")):
+                raise ValueError(
+                    f"'{name}' looks like a credential: plain environment is in the task definition for anyone "
+                    "who can describe it; put the value in Secrets Manager and name it in servingSecrets"
+                )
+        return value
+
+    @field_validator("serving_secrets")
+    @classmethod
+    def _secret_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, reference in value.items():
+            _check_env_name(name)
+            _check_secret_reference(reference)
+        return value
+
+    @field_validator("serving_api_key_secret")
+    @classmethod
+    def _api_key_secret(cls, value: str | None) -> str | None:
+        return None if value is None else _check_secret_reference(value)
+
+    @field_validator("serving_ingress_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        networks = []
+        for cidr in value:
+            try:
+                network = ipaddress.ip_network(cidr, strict=True) if "/" in cidr else None
+            except ValueError as exc:
+                raise ValueError(f"'{cidr}' is not a CIDR range ({exc})") from None
+            if network is None:
+                raise ValueError(
+                    f"'{cidr}' is not a CIDR range: name the prefix length (203.0.113.0/24, 2001:db8::/32)"
+                )
+            networks.append(str(network))
+        return networks
+
+    @field_validator("serving_ingress_prefix_lists")
+    @classmethod
+    def _prefix_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for ids in value.values():
+            bad = [i for i in ids if not PREFIX_LIST_PATTERN.match(i)]
+            if bad:
+                raise ValueError(f"not prefix list ids: {', '.join(bad)} (pl-0123abcd…)")
+        return value
+
+    @field_validator("serving_ingress_security_groups")
+    @classmethod
+    def _security_groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for ids in value.values():
+            bad = [i for i in ids if not SECURITY_GROUP_PATTERN.match(i)]
+            if bad:
+                raise ValueError(f"not security group ids: {', '.join(bad)} (sg-0123abcd…)")
+        return value
+
     @model_validator(mode="after")
     def _deployment_shape(self) -> SpothubConfig:
         if self.hub_region in self.worker_regions:
@@ -253,7 +541,80 @@ class SpothubConfig(BaseModel):
             raise ValueError(f"vpcs names {', '.join(stray_vpcs)}, which is not a worker region")
         if (self.hosted_zone_id is None) != (self.endpoint_name is None):
             raise ValueError("hostedZoneId and endpointName go together: set both or neither")
+        self._check_serving()
         return self
+
+    def _check_serving(self) -> None:
+        for key, by_region in (
+            ("servingIngressPrefixLists", self.serving_ingress_prefix_lists),
+            ("servingIngressSecurityGroups", self.serving_ingress_security_groups),
+        ):
+            stray = sorted(set(by_region) - set(self.deployed_worker_regions))
+            if stray:
+                raise ValueError(
+                    f"{key} names {', '.join(stray)}, which is not a worker region "
+                    f"(worker regions: {', '.join(self.deployed_worker_regions)})"
+                )
+        if not self.serving_public_ip:
+            without_vpc = [r for r in self.deployed_worker_regions if r not in self.vpcs]
+            if without_vpc:
+                raise ValueError(
+                    f"servingPublicIp=false needs vpcs for every worker region; none for {', '.join(without_vpc)}: "
+                    "the VPC spothub creates has public subnets and no NAT gateway, so an instance without a "
+                    "public address could pull no image and reach no AWS API"
+                )
+        if self.serving_gpus > 1:
+            unknown = [t for t in self.instance_types if t not in GPU_COUNTS]
+            if unknown:
+                raise ValueError(
+                    f"servingGpus={self.serving_gpus} but the GPU count of {', '.join(unknown)} is not known to "
+                    "spothub (stacks/config.py GPU_COUNTS): name instance types it knows, or add them there"
+                )
+            short = [f"{t} has {GPU_COUNTS[t]}" for t in self.instance_types if GPU_COUNTS[t] < self.serving_gpus]
+            if short:
+                raise ValueError(
+                    f"servingGpus={self.serving_gpus} does not fit every instance type: {', '.join(short)} "
+                    f"(every type in instanceTypes needs at least {self.serving_gpus} GPUs)"
+                )
+        reserved = set(self.serving_api_key_environment)
+        for key, names in (("servingEnv", self.serving_env), ("servingSecrets", self.serving_secrets)):
+            clash = sorted(reserved & set(names))
+            if clash:
+                raise ValueError(f"{key} sets {', '.join(clash)}, which holds the model API key (servingApiKeySecret)")
+        both = sorted(set(self.serving_env) & set(self.serving_secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both servingEnv and servingSecrets: name it once")
+
+    @property
+    def serving_command_line(self) -> list[str]:
+        """The serving container's command: servingCommand, or the preset's, then servingArgs."""
+        base = (
+            self.serving_command
+            if self.serving_command is not None
+            else preset_command(
+                self.serving_preset, model=self.serving_model, port=self.serving_port, gpus=self.serving_gpus
+            )
+        )
+        return [*base, *self.serving_args]
+
+    @property
+    def serving_api_key_environment(self) -> tuple[str, ...]:
+        """The container's variables that hold the model API key (container secrets, never plain environment)."""
+        return (API_KEY_ENV, *PRESETS[self.serving_preset].api_key_environment)
+
+    @property
+    def generates_api_key(self) -> bool:
+        return self.serving_api_key_secret is None
+
+    @property
+    def api_key_secret_name(self) -> str:
+        """The Secrets Manager secret holding the model API key (a name, or the ARN the operator gave)."""
+        return self.serving_api_key_secret or f"spothub/{self.prefix}/model-api-key"
+
+    @property
+    def serving_health_url(self) -> str:
+        """Where the agent on the instance asks the server whether it is healthy."""
+        return f"http://127.0.0.1:{self.serving_port}{self.serving_health_path}"
 
     @property
     def deployed_worker_regions(self) -> list[str]:

@@ -7,6 +7,7 @@ orchestrator, their rules), AgentApi (the agents' routes)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
@@ -22,6 +23,7 @@ from stacks.constructs.alerts_topic import AlertsTopic
 from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.log_retention import log_retention
+from stacks.constructs.model_api_key import ModelApiKey
 from stacks.constructs.platform_status import PlatformStatus
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, FunctionDefaults
 from stacks.constructs.rest_api import SpothubRestApi
@@ -124,6 +126,8 @@ class HubStack(Stack):
             api=self.api,
         )
 
+        self.model_api_key = ModelApiKey(self, "ModelApiKey", config=config)
+
         self._publish_parameters()
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spothub API (SigV4 signed)")
         CfnOutput(self, "StateTableName", value=self.state_table.table_name)
@@ -142,6 +146,12 @@ class HubStack(Stack):
             "instance-types": ",".join(self.config.instance_types),
             "capacity-fallback": self.config.capacity_fallback,
             "alerts-topic-arn": self.alerts.topic.topic_arn,
+            # Where the model API key is (a name, never the key): the CLI reads it for the operator.
+            "model-api-key-secret": self.model_api_key.secret_name,
+            "serving-port": str(self.config.serving_port),
+            # What the agent on each instance reads (hub region, the instance role's ReadHubParameters): the
+            # serving container's health, on servingPort and servingHealthPath.
+            "agent-config": json.dumps({"health_url": self.config.serving_health_url}),
         }
         if self.config.endpoint_name:
             values["endpoint-name"] = self.config.endpoint_name

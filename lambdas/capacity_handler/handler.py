@@ -34,6 +34,8 @@ class CapacityHandlerSettings(HubSettings):
     active_instance_parameter: str = Field(alias="SPOTHUB_ACTIVE_INSTANCE_PARAMETER", min_length=1)
     hosted_zone_id: str | None = Field(None, alias="SPOTHUB_HOSTED_ZONE_ID")
     endpoint_name: str | None = Field(None, alias="SPOTHUB_ENDPOINT_NAME")
+    # Which address the endpoint's records hold: the instances' public one ("true") or their private one.
+    serving_public_ip: bool = Field(alias="SPOTHUB_SERVING_PUBLIC_IP")
     alerts_topic_arn: str = Field(alias="SPOTHUB_ALERTS_TOPIC_ARN", min_length=1)
     instance_types: list[str] = Field(alias="SPOTHUB_INSTANCE_TYPES", min_length=1)
 
@@ -53,6 +55,7 @@ hub = HubServices(
     active_instance_parameter=settings.active_instance_parameter,
     hosted_zone_id=settings.hosted_zone_id or None,
     endpoint_name=settings.endpoint_name or None,
+    serving_public_ip=settings.serving_public_ip,
     alerts=boto3.client("sns"),
     alerts_topic_arn=settings.alerts_topic_arn,
     instance_types=tuple(settings.instance_types),

@@ -24,6 +24,9 @@ NOT_EMULATED: dict[str, str] = {
 REPLACES_MOTO: dict[str, str] = {
     "AWS::StepFunctions::StateMachine": "moto ignores DefinitionSubstitutions and creates the machine where "
     "executions are only recorded, not run",
+    "AWS::ECS::TaskDefinition": "moto's model registers the family, containers, volumes and memory only, "
+    "dropping ExecutionRoleArn, TaskRoleArn, NetworkMode, Cpu, RequiresCompatibilities, PlacementConstraints and "
+    "Tags; the sandbox's serving container reads its secrets as the execution role",
 }
 
 # Every resource the sandbox created, as (type, physical id), for the deployer's report.
@@ -331,6 +334,100 @@ class StepFunctionsStateMachine(EmulatedResource):
             name, definition, properties["RoleArn"], sm_type=properties.get("StateMachineType", "STANDARD")
         )
         return machine.arn, {"Arn": machine.arn, "Name": name}
+
+
+class EcsTaskDefinition(EmulatedResource):
+    """A task definition registered with every property the ECS API takes (see REPLACES_MOTO)."""
+
+    TYPE = "AWS::ECS::TaskDefinition"
+    ATTRIBUTES = ("TaskDefinitionArn",)
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.core.utils import pascal_to_camelcase, remap_nested_keys  # noqa: PLC0415
+        from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+        def nested(key: str) -> Any:
+            return remap_nested_keys(properties.get(key) or [], pascal_to_camelcase)
+
+        definition = ecs_backends[account_id][region].register_task_definition(
+            family=properties.get("Family") or logical_id,
+            container_definitions=nested("ContainerDefinitions"),
+            volumes=nested("Volumes"),
+            network_mode=properties.get("NetworkMode"),
+            tags=[{"key": t["Key"], "value": t["Value"]} for t in properties.get("Tags") or []],
+            placement_constraints=nested("PlacementConstraints"),
+            # Only FARGATE changes moto's model (EC2 is its default), and with EC2 named moto wants a `memory`
+            # where ECS takes a container's memoryReservation alone.
+            requires_compatibilities=[c for c in properties.get("RequiresCompatibilities") or [] if c != "EC2"] or None,
+            cpu=properties.get("Cpu"),
+            memory=properties.get("Memory"),
+            task_role_arn=properties.get("TaskRoleArn"),
+            execution_role_arn=properties.get("ExecutionRoleArn"),
+        )
+        return definition.arn, {"TaskDefinitionArn": definition.arn}
+
+
+class SecretsManagerSecret(EmulatedResource):
+    """A secret, its value given (SecretString) or generated (GenerateSecretString, as GetRandomPassword does),
+    replicated to ReplicaRegions under the same name with the same value. Ref and Id: its ARN."""
+
+    TYPE = "AWS::SecretsManager::Secret"
+    ATTRIBUTES = ("Id",)
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.secretsmanager.models import secretsmanager_backends  # noqa: PLC0415
+
+        backend = secretsmanager_backends[account_id][region]
+        value = properties.get("SecretString")
+        generate = properties.get("GenerateSecretString")
+        if generate is not None:
+            value = cls._generate(backend, generate)
+        answer = backend.create_secret(
+            name=properties.get("Name") or f"{logical_id}-{_suffix()}",
+            secret_string=value,
+            secret_binary=None,
+            description=properties.get("Description"),
+            tags=properties.get("Tags"),
+            kms_key_id=properties.get("KmsKeyId"),
+            client_request_token=None,
+            replica_regions=[
+                {"Region": r["Region"], **({"KmsKeyId": r["KmsKeyId"]} if r.get("KmsKeyId") else {})}
+                for r in properties.get("ReplicaRegions") or []
+            ],
+            force_overwrite=False,
+        )
+        arn = json.loads(answer)["ARN"] if isinstance(answer, str) else answer["ARN"]
+        return arn, {"Id": arn}
+
+    @staticmethod
+    def _generate(backend: Any, generate: dict[str, Any]) -> str:
+        def flag(key: str) -> bool:
+            return str(generate.get(key, False)).lower() == "true"
+
+        password = json.loads(
+            backend.get_random_password(
+                password_length=int(generate.get("PasswordLength", 32)),
+                exclude_characters=generate.get("ExcludeCharacters", ""),
+                exclude_numbers=flag("ExcludeNumbers"),
+                exclude_punctuation=flag("ExcludePunctuation"),
+                exclude_uppercase=flag("ExcludeUppercase"),
+                exclude_lowercase=flag("ExcludeLowercase"),
+                include_space=flag("IncludeSpace"),
+                require_each_included_type=str(generate.get("RequireEachIncludedType", True)).lower() == "true",
+            )
+        )["RandomPassword"]
+        template, key = generate.get("SecretStringTemplate"), generate.get("GenerateStringKey")
+        if template and key:
+            return json.dumps({**json.loads(template), key: password})
+        return str(password)
+
+
+def _suffix() -> str:
+    import secrets  # noqa: PLC0415
+
+    return secrets.token_hex(6)
 
 
 def register() -> list[str]:

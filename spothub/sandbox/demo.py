@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TextIO
 
-from spothub.sandbox.sandbox import Sandbox, SandboxError
+import requests
+
+from spothub.sandbox.model_client import RecordWatch
+from spothub.sandbox.model_server import INSTANCE_HEADER
+from spothub.sandbox.sandbox import OUTSIDE_ADDRESS, Sandbox, SandboxError
 
 
 @dataclass
@@ -129,20 +133,25 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
         bad.text[:160],
     )
 
+    endpoint, key = _model_endpoint_chapter(n, sandbox, placed)
+
     old = first.get("instance_id", "")
     old_region = placed.get("region") or second
     n.chapter(
         f"{old_region} loses its capacity: interruption warning, a replacement in {best} (on-demand, since {best} "
         "is still excluded for spot), then the old one goes"
     )
-    for pool in sandbox.market.pools(old_region):
-        sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=0)
-    moved = _serving(n, sandbox, "a replacement is serving", lambda d: d.get("region") not in (None, old_region))
-    n.expect(moved.get("region") == best, f"GET /spot-instances shows the new region, {best}", _where(moved))
-    n.eventually(
-        lambda: sandbox.fleet.instances[old].state == "terminated", "the interrupted instance is gone", timeout_s=30
-    )
+    name = sandbox.endpoint_settings().get("SPOTHUB_ENDPOINT_NAME", "")
+    with RecordWatch(sandbox, name) as watch:
+        for pool in sandbox.market.pools(old_region):
+            sandbox.market.set_zone(pool.zone, pool.instance_type, capacity=0)
+        moved = _serving(n, sandbox, "a replacement is serving", lambda d: d.get("region") not in (None, old_region))
+        n.expect(moved.get("region") == best, f"GET /spot-instances shows the new region, {best}", _where(moved))
+        n.eventually(
+            lambda: sandbox.fleet.instances[old].state == "terminated", "the interrupted instance is gone", timeout_s=30
+        )
     n.expect(_healthy_before_gone(sandbox, old), "the replacement was healthy before the old instance was gone")
+    _endpoint_after_failover(n, sandbox=sandbox, watch=watch, endpoint=endpoint, key=key, old=old, moved=moved)
 
     _instance_health_chapters(n, sandbox, moved)
 
@@ -172,6 +181,96 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
         file=out,
     )
     return n.failures
+
+
+# The generated key's length (stacks/constructs/model_api_key.py).
+API_KEY_LENGTH = 40
+
+
+def _model_endpoint_chapter(n: Narrator, sandbox: Sandbox, placed: dict) -> tuple[str, str]:
+    """A client at the address the ingress lets in reaches the model by its name, with the key only."""
+    endpoint = placed.get("endpoint") or ""
+    instance_id = (placed.get("instances") or [{}])[0].get("instance_id", "")
+    instance = sandbox.fleet.instances.get(instance_id) if sandbox.fleet else None
+    n.chapter(f"A client at {sandbox.state()['client_address']} calls the model at {endpoint or '(no endpoint)'}")
+    settings = sandbox.endpoint_settings()
+    n.expect(
+        bool(settings) and endpoint == f"http://{settings.get('SPOTHUB_ENDPOINT_NAME')}:{sandbox.serving_port()}",
+        "GET /spot-instances answers the endpoint's stable name and port",
+        endpoint,
+    )
+    key = ""
+    try:
+        key = sandbox.api_key()
+    except Exception as exc:
+        n.expect(False, "`spothub api-key` reads the generated key from Secrets Manager", str(exc))
+    else:
+        n.expect(
+            len(key) == API_KEY_LENGTH,
+            "`spothub api-key` reads the generated key from Secrets Manager",
+            f"{len(key)} characters",
+        )
+    public_ip = instance.public_ip if instance else None
+    values = sandbox.resolve(settings.get("SPOTHUB_ENDPOINT_NAME", "")) if settings else []
+    n.expect(
+        bool(public_ip) and values == [public_ip],
+        "the Route 53 record names the instance's public address",
+        f"{','.join(values)} for {instance_id}",
+    )
+    chat = {"messages": [{"role": "user", "content": "Hello?"}]}
+    answer = _call(sandbox, endpoint, "/v1/chat/completions", chat, key=key)
+    body = (
+        answer.json()
+        if answer is not None and answer.headers.get("Content-Type", "").startswith("application/json")
+        else {}
+    )
+    n.expect(
+        answer is not None and answer.status_code == HTTPStatus.OK and body.get("object") == "chat.completion",
+        "with the key, POST /v1/chat/completions gets an OpenAI-shaped completion from the stand-in server",
+        f"model {body.get('model')}, answered by {answer.headers.get(INSTANCE_HEADER) if answer is not None else '?'}",
+    )
+    refused = _call(sandbox, endpoint, "/v1/chat/completions", chat)
+    n.expect(
+        refused is not None and refused.status_code == HTTPStatus.UNAUTHORIZED,
+        "without the key the server refuses it with 401",
+        refused.text[:120] if refused is not None else "no answer",
+    )
+    try:
+        sandbox.model_request(endpoint, "/v1/models", key=key, source_ip=OUTSIDE_ADDRESS)
+    except requests.exceptions.ConnectTimeout as exc:
+        n.expect(True, f"from {OUTSIDE_ADDRESS}, outside the ingress, the connection times out", str(exc)[:160])
+    else:
+        n.expect(False, f"from {OUTSIDE_ADDRESS}, outside the ingress, the connection times out", "it connected")
+    return endpoint, key
+
+
+def _endpoint_after_failover(
+    n: Narrator, *, sandbox: Sandbox, watch: RecordWatch, endpoint: str, key: str, old: str, moved: dict
+) -> None:
+    new = (moved.get("instances") or [{}])[0].get("instance_id", "")
+    fleet = sandbox.fleet
+    new_ip = fleet.instances[new].public_ip if fleet and new in fleet.instances else None
+    gone = [e.at for e in sandbox.timeline if e.kind == "terminated" and e.details.get("instance_id") == old]
+    named = watch.first_naming(new_ip or "")
+    n.expect(
+        named is not None and bool(gone) and named <= gone[0],
+        "the Route 53 record named the new instance before the old one was gone",
+        watch.history(sandbox.origin),
+    )
+    answer = _call(sandbox, endpoint, "/v1/chat/completions", {"messages": []}, key=key)
+    by = answer.headers.get(INSTANCE_HEADER) if answer is not None else None
+    n.expect(
+        answer is not None and answer.status_code == HTTPStatus.OK and by == new,
+        "the same endpoint name, with the same key, answers from the new instance",
+        f"answered by {by}",
+    )
+
+
+def _call(sandbox: Sandbox, endpoint: str, path: str, body: object, key: str | None = None) -> requests.Response | None:
+    try:
+        return sandbox.model_request(endpoint, path, body, key=key)
+    except requests.exceptions.RequestException:
+        return None
 
 
 DEMO_SPEED = 4.0

@@ -571,6 +571,48 @@ _original_describe_spot_price_history: Any = None
 _original_put_metric_data: Any = None
 
 
+def _secret_by_partial_arn(store: Any, key: str) -> Any:
+    """The secret a partial ARN (arn:...:secret:<name>, without the random suffix) names in this region:
+    moto finds a replica only by its name or full ARN, since it keeps replicas under their ARN."""
+    from moto.secretsmanager.utils import get_secret_name_from_partial_arn  # noqa: PLC0415
+
+    name = get_secret_name_from_partial_arn(key)
+    region = key.split(":")[3] if key.startswith("arn:") else None
+    return next(
+        (s for s in dict.values(store) if s.name == name and (region is None or s.arn.split(":")[3] == region)),
+        None,
+    )
+
+
+def _patch_secrets_store() -> None:
+    """ECS names a secret of another stack by its partial ARN; a replica must answer to it as on AWS."""
+    from moto.secretsmanager.models import SecretsStore  # noqa: PLC0415
+
+    global _original_store_getitem, _original_store_contains, _original_store_get  # noqa: PLW0603
+    _original_store_getitem, _original_store_contains = SecretsStore.__getitem__, SecretsStore.__contains__
+    _original_store_get = SecretsStore.get
+
+    def getitem(self: Any, key: str) -> Any:
+        found = _secret_by_partial_arn(self, key) if not _original_store_contains(self, key) else None
+        return found if found is not None else _original_store_getitem(self, key)
+
+    def contains(self: Any, key: str) -> bool:
+        return bool(_original_store_contains(self, key) or _secret_by_partial_arn(self, key) is not None)
+
+    def get(self: Any, key: str) -> Any:
+        found = _original_store_get(self, key)
+        return found if found is not None else _secret_by_partial_arn(self, key)
+
+    SecretsStore.__getitem__ = getitem  # type: ignore[method-assign,assignment]
+    SecretsStore.__contains__ = contains  # type: ignore[method-assign,assignment]
+    SecretsStore.get = get  # type: ignore[method-assign,assignment]
+
+
+_original_store_getitem: Any = None
+_original_store_contains: Any = None
+_original_store_get: Any = None
+
+
 def apply() -> None:
     """Install every addition; idempotent."""
     global _applied  # noqa: PLW0603
@@ -608,6 +650,7 @@ def apply() -> None:
         _original_put_events = events_models.EventsBackend.put_events
         events_models.EventsBackend.put_events = _events_put_events  # type: ignore[method-assign]
         _patch_capacity_apis()
+        _patch_secrets_store()
         from spothub.sandbox import ecs_placement  # noqa: PLC0415
 
         ecs_placement.apply()  # ECS placement against registered CPU, memory and GPUs

@@ -6,6 +6,7 @@ or by hand, with the events AWS sends, and terminated two simulated minutes afte
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -26,10 +27,16 @@ from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.imds import InstanceMetadataServer
 from spothub.sandbox.market import Pool, SpotMarket
 from spothub.sandbox.ports import free_port
+from spothub.sandbox.serving_container import ContainerStartError, ServingContainer, prepare
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
 
 INTERRUPTION_NOTICE_SECONDS = 120
 MODEL_SERVER = Path(__file__).with_name("model_server.py")
+CONTAINER_ENTRY = Path(__file__).with_name("container_entry.py")
+# Public addresses of simulated instances: the documentation ranges (RFC 5737), never a real host.
+PUBLIC_ADDRESS_RANGES = ("203.0.113.0/24", "198.51.100.0/24")
+# Why ECS stops a task whose container could not be created (its stopCode).
+TASK_FAILED_TO_START = "TaskFailedToStart"
 # The agent's pace in the sandbox, in real seconds: fast enough that every simulated minute of a clock
 # sped up to 60x still sees heartbeats, and a notice is seen within a poll.
 AGENT_PACE = {
@@ -91,7 +98,13 @@ class SimulatedInstance:
     ecs_cluster: str | None = None
     role_arn: str | None = None  # the instance profile's role
     lifecycle_action: LifecycleAction | None = None
-    workload_port: int = 0
+    workload_port: int = 0  # where the stand-in model server listens on this machine
+    private_ip: str | None = None
+    public_ip: str | None = None
+    security_groups: list[str] = field(default_factory=list)
+    # The serving container as ECS created it (environment and secrets resolved), or why it could not.
+    container: ServingContainer | None = None
+    container_error: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -112,7 +125,20 @@ class SimulatedInstance:
                 "log": str(self.log_path),
             },
             "imds_endpoint": self.imds.endpoint,
+            "private_ip": self.private_ip,
+            "public_ip": self.public_ip,
+            "security_groups": self.security_groups,
+            "serving": {
+                "port": self.container.port if self.container else None,
+                "model": self.container.model if self.container else None,
+                "local_port": self.workload_port or None,
+                "error": self.container_error,
+            },
         }
+
+    @property
+    def container_spec_path(self) -> Path:
+        return self.log_path.with_name(f"{self.instance_id}.container.json")
 
 
 class Fleet:
@@ -141,6 +167,7 @@ class Fleet:
         self._lock = threading.RLock()
         self.instances: dict[str, SimulatedInstance] = {}
         self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
+        self._public_ips: set[str] = set()  # in use by instances not terminated
         self._tick_lock = threading.Lock()
         self._stopping = False
         self._ticker = Ticker(
@@ -207,6 +234,7 @@ class Fleet:
         launch_template = None
         if group.ec2_launch_template:
             launch_template = {"LaunchTemplateId": group.ec2_launch_template.id}
+        network = primary_interface(group)
         reservation = ec2.run_instances(
             group.image_id,
             1,
@@ -219,8 +247,11 @@ class Fleet:
             launch_template=launch_template,
             is_instance_type_default=False,
             subnet_id=zone_subnets.get(zone),
+            # moto reads a template's SecurityGroupIds, not the groups of its NetworkInterfaces.
+            security_group_ids=network.get("Groups") or [],
         )
         moto_instance = reservation.instances[0]
+        self._assign_public_ip(moto_instance, network)
         moto_instance.lifecycle = "spot" if capacity_type == "spot" else None
         moto_instance.autoscaling_group = group
         hook = self._launch_hook(group)
@@ -299,6 +330,9 @@ class Fleet:
             log_path=self._work_dir / "instances" / f"{instance_id}.log",
             lifecycle_action=lifecycle_action,
             role_arn=instance_profile_role(group),
+            private_ip=moto_instance.private_ip,
+            public_ip=moto_instance.public_ip,
+            security_groups=sorted({g.id for g in moto_instance.nics[0].group_set} if moto_instance.nics else set()),
         )
         with self._lock:
             self.instances[instance_id] = instance
@@ -310,6 +344,103 @@ class Fleet:
             + (f", Pending:Wait on {lifecycle_action.hook_name}" if lifecycle_action else ""),
             instance.describe(),
         )
+
+    def _assign_public_ip(self, moto_instance: Any, network: dict[str, Any]) -> None:
+        """A public address when the launch template's interface asks for one (else as the subnet maps one
+        on launch), from a documentation range and unique among live instances: moto draws 54.214.x.y
+        at random, and ignores the template's AssociatePublicIpAddress."""
+        nic = moto_instance.nics.get(0) if moto_instance.nics else None
+        if nic is None:
+            return
+        wanted = network.get("AssociatePublicIpAddress")
+        if wanted is None:
+            wanted = bool(getattr(nic.subnet, "map_public_ip_on_launch", False))
+        nic.public_ip = None
+        if str(wanted).lower() != "true":
+            return
+        for block in PUBLIC_ADDRESS_RANGES:
+            for host in ipaddress.ip_network(block).hosts():
+                if str(host) not in self._public_ips:
+                    self._public_ips.add(str(host))
+                    nic.public_ip = str(host)
+                    return
+        raise RuntimeError(f"no public address left in {', '.join(PUBLIC_ADDRESS_RANGES)}")
+
+    def _prepare_container(self, instance: SimulatedInstance) -> None:
+        """What ECS does before the serving container starts: read its task definition, fetch its secrets as
+        the task execution role. A refusal is the task's stoppedReason, as on ECS."""
+        endpoint = self._agent_environment.get("AWS_ENDPOINT_URL", "")
+        if instance.container is not None or instance.container_error is not None or not endpoint:
+            return
+        admin = {key: self._agent_environment.get(key, "") for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        try:
+            instance.container = prepare(
+                account=self._account,
+                region=instance.region,
+                session_name=instance.instance_id,
+                endpoint_url=endpoint,
+                admin_credentials=admin,
+                iam=self._iam,
+            )
+        except ContainerStartError as exc:
+            instance.container_error = str(exc)
+            self._record(
+                "failure",
+                f"{instance.instance_id}: the serving container did not start: {exc}"[:400],
+                {"instance_id": instance.instance_id, "reason": str(exc)},
+            )
+
+    def _workload_command(self, instance: SimulatedInstance) -> list[str]:
+        """The stand-in model server, inside the container's environment (container_entry.py). The spec
+        holds the resolved secrets: readable by this user only, removed when the instance goes."""
+        container = instance.container
+        server = [sys.executable, str(MODEL_SERVER), "--port", str(instance.workload_port)]
+        server += ["--load-seconds", str(MODEL_LOAD_SECONDS), "--instance-id", instance.instance_id]
+        if container is not None:
+            if container.model:
+                server += ["--model", container.model]
+            server += ["--health-path", container.health_path]
+        if container is None and instance.container_error is None:
+            return server  # no serving task definition in this region: the bare stand-in
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONUNBUFFERED": "1",
+            # The sandbox finds an instance's processes by its IMDS endpoint (see _stop_instance_processes).
+            "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
+            **(container.environment if container else {}),
+        }
+        spec = {"error": instance.container_error} if instance.container_error else {}
+        spec.update(environment=environment, command=server)
+        path = instance.container_spec_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as spec_file:
+            json.dump(spec, spec_file)
+        return [sys.executable, str(CONTAINER_ENTRY), str(path)]
+
+    def _stop_tasks_that_failed_to_start(self) -> None:
+        """ECS stops a task whose container could not be created, with the reason: the launch sees it."""
+        failed = [i for i in self.running() if i.container_error and i.ecs_cluster]
+        if not failed:
+            return
+        from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+        for instance in failed:
+            backend = ecs_backends[self._account][instance.region]
+            name = (instance.ecs_cluster or "").split("/")[-1]
+            own = {
+                c.container_instance_arn
+                for c in backend.container_instances.get(name, {}).values()
+                if c.ec2_instance_id == instance.instance_id
+            }
+            for task in list(backend.tasks.get(name, {}).values()):
+                if task.container_instance_arn in own and task.last_status != "STOPPED":
+                    backend.stop_task(name, task.task_arn, instance.container_error or "")
+                    task.stop_code = TASK_FAILED_TO_START
+                    self._record(
+                        "task-stopped",
+                        f"{instance.instance_id}: {TASK_FAILED_TO_START}: {instance.container_error}"[:400],
+                        {"instance_id": instance.instance_id, "task": task.task_arn},
+                    )
 
     def _register_with_ecs(self, instance: SimulatedInstance, user_data: Any) -> None:
         """What the ECS container agent does at boot: join the cluster named in the user data, registering
@@ -504,6 +635,7 @@ class Fleet:
             self._record("terminated", f"{instance_id} in {instance.zone}", {"instance_id": instance_id})
             if instance.capacity_type == "spot":
                 self._market.release(instance.zone, instance.instance_type)
+            self._public_ips.discard(instance.public_ip or "")
             self._deregister_from_ecs(instance)
             self._stop_instance_processes(instance)
 
@@ -516,6 +648,7 @@ class Fleet:
             for instance in due:
                 self._terminate(instance)
             self._expire_lifecycle_actions(now)
+            self._stop_tasks_that_failed_to_start()
             self._reconcile_groups(now)
 
     # --- internals ---------------------------------------------------------------------------------------
@@ -573,9 +706,10 @@ class Fleet:
         instance.log_path.parent.mkdir(parents=True, exist_ok=True)
         if not instance.workload_port:
             instance.workload_port = free_port()
+        self._prepare_container(instance)
         # The workload runs as a local process (the agent's process runner), standing in for the ECS task.
-        workload = [sys.executable, str(MODEL_SERVER), "--port", str(instance.workload_port)]
-        workload += ["--load-seconds", str(MODEL_LOAD_SECONDS)]
+        workload = self._workload_command(instance)
+        health_path = instance.container.health_path if instance.container else "/health"
         environment = {
             **self._agent_environment,
             **AGENT_PACE,
@@ -586,7 +720,7 @@ class Fleet:
             "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
             "SPOTHUB_AGENT_STATE_DIR": str(self._work_dir / "instances" / instance.instance_id),
             "SPOTHUB_AGENT_WORKLOAD_COMMAND": json.dumps(workload),
-            "SPOTHUB_AGENT_HEALTH_URL": f"http://127.0.0.1:{instance.workload_port}/health",
+            "SPOTHUB_AGENT_HEALTH_URL": f"http://127.0.0.1:{instance.workload_port}{health_path}",
         }
         if self._iam is not None and instance.role_arn:
             # The agent calls as the instance profile's role, session named by the instance id (as on EC2).
@@ -617,6 +751,7 @@ class Fleet:
                 if marker in environ.read_bytes().split(b"\0"):
                     os.kill(int(environ.parent.name), signal.SIGKILL)
         instance.imds.stop()
+        instance.container_spec_path.unlink(missing_ok=True)  # it holds the container's secrets
 
     def _get(self, instance_id: str) -> SimulatedInstance:
         with self._lock:
@@ -661,6 +796,16 @@ def instance_profile_role(group: Any) -> str | None:
         )
         return found.roles[0].arn if found.roles else None
     return None
+
+
+def primary_interface(group: Any) -> dict[str, Any]:
+    """Device 0 of the group's launch template's NetworkInterfaces ({} when it has none)."""
+    template = group.ec2_launch_template
+    if template is None:
+        return {}
+    version = template.get_version(getattr(group, "launch_template_version", None) or "$Default")
+    interfaces = (version.data or {}).get("NetworkInterfaces") or []
+    return next((dict(i) for i in interfaces if int(i.get("DeviceIndex", 0)) == 0), {})
 
 
 def _distribution(group: Any) -> tuple[list[str], bool]:

@@ -41,8 +41,21 @@ from stacks.paths import REPO_ROOT
 ACCOUNT = "123456789012"
 ACCESS_KEY_ID = "AKIASPOTHUBSANDBOX00"
 SECRET_ACCESS_KEY = "spothub-sandbox-secret-access-key"  # noqa: S105 (a fixed local credential, by design)
-# The deployment the sandbox runs unless told otherwise: a hub and two worker regions.
-DEFAULT_CONTEXT = {"hubRegion": "us-east-1", "workerRegions": "us-west-2,eu-west-1"}
+# The model endpoint's name in the sandbox, its hosted zone (created in the emulator: see _ensure_hosted_zone)
+# and the pretend client the model's security groups let in (documentation ranges, RFC 5737: no real host).
+ENDPOINT_NAME = "model.spothub.test"
+HOSTED_ZONE_ID = "Z0SPOTHUBSANDBOX"
+CLIENT_ADDRESS = "192.0.2.10"
+OUTSIDE_ADDRESS = "198.51.100.200"
+# The deployment the sandbox runs unless told otherwise: a hub and two worker regions, serving a model
+# at a stable name to clients of 192.0.2.0/24.
+DEFAULT_CONTEXT: dict[str, Any] = {
+    "hubRegion": "us-east-1",
+    "workerRegions": "us-west-2,eu-west-1",
+    "hostedZoneId": HOSTED_ZONE_ID,
+    "endpointName": ENDPOINT_NAME,
+    "servingIngressCidrs": ["192.0.2.0/24"],
+}
 STATE_DIR = REPO_ROOT / ".spothub"
 PRICES_FILE = REPO_ROOT.parent / "shared" / "prices.json"
 
@@ -171,8 +184,15 @@ class Sandbox:
         self.aws_endpoint_url = f"http://{self.options.host}:{aws_port}"
         # What every function sees stays in the process environment between invocations, so that the
         # per-invocation swap never removes a key another thread is reading (see lambda_runtime).
-        self._saved_environment = {key: os.environ.get(key) for key in self.function_environment()}
-        os.environ.update(self.function_environment())
+        # The region keys too: each invocation sets its function's region, and a key absent before it would be
+        # removed after it, while a boto3 client made in another thread (the fleet's) checks and reads it.
+        process_environment = {
+            **self.function_environment(),
+            "AWS_REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        }
+        self._saved_environment = {key: os.environ.get(key) for key in process_environment}
+        os.environ.update(process_environment)
         runtime = LambdaRuntime(state_dir / "work", self.function_environment(), self.principals.credentials_for)
         self._hooks = emulator_patches.Hooks(
             lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure, clock=self.clock
@@ -183,6 +203,7 @@ class Sandbox:
         self.deployments = deployer.deploy_all()
         for deployment in self.deployments:
             self.record("deployed", deployment.report().splitlines()[0], {"stack": deployment.stack_name})
+        self._ensure_hosted_zone()
 
         self.market, self.fleet = self._start_market(cdk_out, runtime)
         self._api = self._start_api()
@@ -257,6 +278,7 @@ class Sandbox:
         self._settle()
         self._forget_executions()
         self._forget_alarms_and_metrics()
+        self._forget_endpoint_records()
         for deployment in self.deployments:
             dynamodb = self.client("dynamodb", deployment.region)
             for table in dynamodb.list_tables()["TableNames"]:
@@ -362,7 +384,12 @@ class Sandbox:
         }
 
     def state(self) -> dict[str, Any]:
+        endpoint = self.endpoint_settings()
         return {
+            "prefix": self.prefix,
+            "endpoint_name": endpoint.get("SPOTHUB_ENDPOINT_NAME"),
+            "hosted_zone_id": endpoint.get("SPOTHUB_HOSTED_ZONE_ID"),
+            "client_address": CLIENT_ADDRESS,
             "api_url": self.api_url,
             "control_url": self.control_url,
             "aws_endpoint_url": self.aws_endpoint_url,
@@ -382,6 +409,120 @@ class Sandbox:
             config=Config(retries={"max_attempts": 1}),
             **self.credentials(),
         )
+
+    # --- the model endpoint, as a client reaches it -------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        """The deployment's prefix, from the parameters the hub publishes (/spothub/<prefix>/...)."""
+        ssm = self.client("ssm", self.hub.region)
+        published = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Contains", "Values": ["/api-url"]}]
+        )["Parameters"]
+        names = [p["Name"] for p in published if p["Name"].startswith("/spothub/")]
+        return names[0].split("/")[2] if names else "spothub"
+
+    def endpoint_settings(self) -> dict[str, str]:
+        """SPOTHUB_HOSTED_ZONE_ID and SPOTHUB_ENDPOINT_NAME as the deployed capacity handler has them ({} without)."""
+        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+        for function in lambda_backends[ACCOUNT][self.hub.region]._lambdas.all():
+            variables = function.environment_vars or {}
+            if variables.get("SPOTHUB_HOSTED_ZONE_ID") and variables.get("SPOTHUB_ENDPOINT_NAME"):
+                return {k: str(variables[k]) for k in ("SPOTHUB_HOSTED_ZONE_ID", "SPOTHUB_ENDPOINT_NAME")}
+        return {}
+
+    def serving_port(self) -> int:
+        """The port the model serves on: the hub's /spothub/<prefix>/serving-port, else the task definition's."""
+        from spothub.sandbox.serving_container import port_and_health_path, serving_task_definition  # noqa: PLC0415
+
+        ssm = self.client("ssm", self.hub.region)
+        with contextlib.suppress(Exception):
+            return int(ssm.get_parameter(Name=f"/spothub/{self.prefix}/serving-port")["Parameter"]["Value"])
+        for worker in self.workers:
+            definition = serving_task_definition(ACCOUNT, worker.region)
+            if definition is not None and definition.container_definitions:
+                port, _ = port_and_health_path(definition.container_definitions[0])
+                if port is not None:
+                    return port
+        raise SandboxError("no serving port: neither /spothub/<prefix>/serving-port nor a serving task definition")
+
+    def api_key(self) -> str:
+        """The model endpoint's key, as `spothub api-key` reads it: the secret the hub names in SSM."""
+        ssm = self.client("ssm", self.hub.region)
+        name = ssm.get_parameter(Name=f"/spothub/{self.prefix}/model-api-key-secret")["Parameter"]["Value"]
+        return str(self.client("secretsmanager", self.hub.region).get_secret_value(SecretId=name)["SecretString"])
+
+    def resolve(self, name: str) -> list[str]:
+        """The A values of a name in the emulator's Route 53 (every value of a multivalue answer)."""
+        from spothub.sandbox.model_client import ModelClient  # noqa: PLC0415
+
+        return ModelClient(self).resolve(name)
+
+    def model_request(
+        self,
+        endpoint: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = None,
+        source_ip: str = CLIENT_ADDRESS,
+        source_groups: list[str] | None = None,
+        method: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> requests.Response:
+        """A request to the model endpoint (`http://name:port`, an address, or a bare name) from a client at
+        `source_ip`, as the network carries it: the name resolved through the emulator's Route 53, refused
+        (requests' ConnectTimeout) where the instance's security groups do not let the client in. See
+        spothub/sandbox/model_client.py."""
+        from spothub.sandbox.model_client import ModelClient  # noqa: PLC0415
+
+        return ModelClient(self).request(
+            endpoint,
+            path,
+            body,
+            key=key,
+            source_ip=source_ip,
+            source_groups=source_groups,
+            method=method,
+            timeout_s=timeout_s,
+        )
+
+    def _forget_endpoint_records(self) -> None:
+        """The endpoint's records of before (one per replica) go with the replicas they named."""
+        settings = self.endpoint_settings()
+        if not settings:
+            return
+        route53 = self.client("route53")
+        zone_id, name = settings["SPOTHUB_HOSTED_ZONE_ID"], settings["SPOTHUB_ENDPOINT_NAME"].rstrip(".") + "."
+        records = route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        stale = [r for r in records if r["Name"] == name and r["Type"] == "A"]
+        if stale:
+            route53.change_resource_record_sets(
+                HostedZoneId=zone_id,
+                ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": record} for record in stale]},
+            )
+
+    def _ensure_hosted_zone(self) -> None:
+        """The hosted zone the deployment's endpoint record goes in (a public zone for the name's parent
+        domain, with the id the context gave), unless the emulator already has it."""
+        settings = self.endpoint_settings()
+        if not settings:
+            return
+        from moto.route53.models import route53_backends  # noqa: PLC0415
+
+        backend = route53_backends[ACCOUNT]["aws"]
+        zone_id, name = settings["SPOTHUB_HOSTED_ZONE_ID"], settings["SPOTHUB_ENDPOINT_NAME"].rstrip(".")
+        if zone_id in backend.zones:
+            return
+        labels = name.split(".")
+        domain = ".".join(labels[1:]) if len(labels) > 2 else name  # noqa: PLR2004 (a name below a domain)
+        zone = backend.create_hosted_zone(f"{domain}.", private_zone=False, comment="spothub sandbox endpoint zone")
+        # Route 53 chooses a zone's id; the context named one before the zone existed, so the zone takes it.
+        backend.zones.pop(zone.resource_id)
+        zone.resource_id = zone_id
+        backend.zones[zone_id] = zone
+        self.record("deployed", f"hosted zone {domain} ({zone_id}) for {name}", {"zone": zone_id})
 
     # --- the API, as a user calls it -------------------------------------------------------------
 

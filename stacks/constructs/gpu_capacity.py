@@ -89,9 +89,13 @@ class GpuCapacity(Construct):
             self,
             "InstanceSecurityGroup",
             vpc=vpc,
+            # Immutable: a new description would replace the group, and with it the rule that lets the instances
+            # of a live replica reach the model cache. Shell access is Session Manager's; the only inbound rules
+            # are the model port's, from the configured sources (_allow_model_clients).
             description="spothub GPU instances: no inbound at all (Session Manager for shell access)",
             allow_all_outbound=True,
         )
+        self._allow_model_clients(config, stack.region)
 
         self.model_cache = efs.FileSystem(
             self,
@@ -176,7 +180,9 @@ class GpuCapacity(Construct):
             # Containers (one hop further) cannot reach the instance's credentials.
             http_put_response_hop_limit=1,
             instance_metadata_tags=True,
-            associate_public_ip_address=True,
+            # servingPublicIp: the endpoint's address, and the way out to image registries and AWS APIs in a VPC
+            # without a NAT gateway (spothub's own); false needs the operator's VPC (config.py checks).
+            associate_public_ip_address=config.serving_public_ip,
             block_devices=[
                 ec2.BlockDevice(
                     device_name="/dev/xvda",
@@ -272,6 +278,18 @@ class GpuCapacity(Construct):
         self._grant_ecs_agent_permissions()
         self.workload_logs.grant_write(self.role)
         self._acknowledge_findings(stack, wildcard_resources)
+
+    def _allow_model_clients(self, config: SpothubConfig, region: str) -> None:
+        """The model port (TCP), from exactly the configured sources: CIDR ranges, and this region's prefix lists
+        and client security groups. Nothing else comes in; with no source configured, nothing at all."""
+        port = ec2.Port.tcp(config.serving_port)
+        peers: list[tuple[ec2.IPeer, str]] = [
+            (ec2.Peer.ipv6(cidr) if ":" in cidr else ec2.Peer.ipv4(cidr), cidr) for cidr in config.serving_ingress_cidrs
+        ]
+        peers += [(ec2.Peer.prefix_list(pl), pl) for pl in config.serving_ingress_prefix_lists.get(region, [])]
+        peers += [(ec2.Peer.security_group_id(sg), sg) for sg in config.serving_ingress_security_groups.get(region, [])]
+        for peer, source in peers:
+            self.security_group.add_ingress_rule(peer, port, f"model clients: {source}")
 
     def _acknowledge_findings(self, stack: Stack, wildcard_resources: dict[str, str]) -> None:
         reasons = {

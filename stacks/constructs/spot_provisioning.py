@@ -63,6 +63,13 @@ class SpotProvisioning(Construct):
             description=f"spothub {config.prefix}: the serving instance (JSON), written by the capacity handler",
         )
 
+        # Where a replica answers, for the functions that publish or report its endpoint.
+        serving = {
+            "SPOTHUB_SERVING_PORT": str(config.serving_port),
+            "SPOTHUB_SERVING_PUBLIC_IP": "true" if config.serving_public_ip else "false",
+        }
+        if config.endpoint_name:
+            serving["SPOTHUB_ENDPOINT_NAME"] = config.endpoint_name
         self.spot_finder = self._spot_finder(functions=functions, config=config, state_table=state_table, alerts=alerts)
         self.toggle = self._toggle(
             functions=functions,
@@ -72,6 +79,7 @@ class SpotProvisioning(Construct):
             alerts=alerts,
             api=api,
             orchestrator_arn=orchestrator_arn,
+            serving=serving,
         )
 
         details = functions.function(
@@ -79,6 +87,7 @@ class SpotProvisioning(Construct):
             "InstanceDetails",
             concern="instance_details",
             description="GET /spot-instances: where the replicas run",
+            environment=serving,
         )
         state_table.grant(details.function, "dynamodb:GetItem", "dynamodb:Query")
         alerts.key.grant_decrypt(details.function)
@@ -92,6 +101,7 @@ class SpotProvisioning(Construct):
             bus=bus,
             alerts=alerts,
             orchestrator_arn=orchestrator_arn,
+            serving=serving,
         )
 
         self.orchestrator = SpothubStateMachine(
@@ -203,6 +213,7 @@ class SpotProvisioning(Construct):
         alerts: AlertsTopic,
         api: SpothubRestApi,
         orchestrator_arn: str,
+        serving: Mapping[str, str],
     ) -> SpothubFunction:
         toggle = functions.function(
             self,
@@ -213,6 +224,7 @@ class SpotProvisioning(Construct):
                 "SPOTHUB_INSTANCE_TYPES": ",".join(config.instance_types),
                 "SPOTHUB_ORCHESTRATOR_ARN": orchestrator_arn,
                 "SPOTHUB_HUB_BUS": bus.event_bus_name,
+                **serving,
             },
         )
         state_table.grant(
@@ -244,17 +256,18 @@ class SpotProvisioning(Construct):
         bus: events.IEventBus,
         alerts: AlertsTopic,
         orchestrator_arn: str,
+        serving: Mapping[str, str],
     ) -> SpothubFunction:
         environment = {
+            **serving,
             "SPOTHUB_HUB_BUS": bus.event_bus_name,
             "SPOTHUB_ORCHESTRATOR_ARN": orchestrator_arn,
             "SPOTHUB_ACTIVE_INSTANCE_PARAMETER": self.active_instance_parameter.parameter_name,
             "SPOTHUB_ALERTS_TOPIC_ARN": alerts.topic.topic_arn,
             "SPOTHUB_INSTANCE_TYPES": ",".join(config.instance_types),
         }
-        if config.hosted_zone_id and config.endpoint_name:
+        if config.hosted_zone_id:
             environment["SPOTHUB_HOSTED_ZONE_ID"] = config.hosted_zone_id
-            environment["SPOTHUB_ENDPOINT_NAME"] = config.endpoint_name
         handler = functions.function(
             self,
             "CapacityHandler",
@@ -293,6 +306,8 @@ class SpotProvisioning(Construct):
             )
         )
         if config.hosted_zone_id and config.endpoint_name:
+            # UPSERT a replica's A record when it serves, DELETE it when the replica stops: the one action, on
+            # this zone, for the endpoint name's A records only.
             handler.function.add_to_role_policy(
                 iam.PolicyStatement(
                     sid="MoveEndpoint",
@@ -310,7 +325,9 @@ class SpotProvisioning(Construct):
                         "ForAllValues:StringEquals": {
                             "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
                                 config.endpoint_name.rstrip(".").lower()
-                            ]
+                            ],
+                            "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
+                            "route53:ChangeResourceRecordSetsActions": ["UPSERT", "DELETE"],
                         }
                     },
                 )

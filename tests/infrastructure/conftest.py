@@ -35,3 +35,54 @@ def hub_as_worker(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         ),
     }
     return synthesize(tmp_path_factory.mktemp("hub-as-worker"), context)
+
+
+# The serving keys set, in the reference regions: who may reach the model, another preset, port and health path,
+# a token by reference (a name, and a complete ARN in another region).
+SERVING_CONTEXT = {
+    **REFERENCE_CONTEXT,
+    "servingPreset": "sglang",
+    "servingModel": "meta-llama/Llama-3.1-8B-Instruct",
+    "servingPort": "9000",
+    "servingHealthPath": "/ready",
+    "servingStartPeriod": "120",
+    "servingArgs": "--mem-fraction-static 0.85 --served-model-name llama",
+    "servingEnv": json.dumps({"TOKENIZERS_PARALLELISM": "false"}),
+    "servingSecrets": json.dumps(
+        {
+            "HF_TOKEN": "team/hf-token",
+            "EXTRA_CREDENTIALS": "arn:aws:secretsmanager:us-east-1:123456789012:secret:team/extra-AbC123",
+        }
+    ),
+    "servingIngressCidrs": "203.0.113.0/24,2001:db8::/48",
+    "servingIngressPrefixLists": json.dumps({"us-west-2": ["pl-0123456789abcdef0"]}),
+    "servingIngressSecurityGroups": json.dumps({"eu-west-1": ["sg-0123456789abcdef0", "sg-0fedcba9876543210"]}),
+}
+
+
+@pytest.fixture(scope="session")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("serving"), SERVING_CONTEXT)
+
+
+# The operator's own VPCs without public addresses, their own API key secret, a model on four GPUs.
+OPERATOR_VPC_CONTEXT = {
+    "hubRegion": "us-east-1",
+    "workerRegions": "us-west-2",
+    "hubAsWorker": "true",
+    "instanceTypes": "g5.12xlarge,g6e.12xlarge",
+    "servingGpus": "4",
+    "servingPublicIp": "false",
+    "servingApiKeySecret": "platform/model-key",
+    "vpcs": json.dumps(
+        {
+            "us-east-1": {"vpcId": "vpc-0123456789abcdef0", "subnetIds": ["subnet-0aaa1111"]},
+            "us-west-2": {"vpcId": "vpc-0fedcba987654321f", "subnetIds": ["subnet-0ccc3333"]},
+        }
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def operator_vpc(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("operator-vpc"), OPERATOR_VPC_CONTEXT)

@@ -24,8 +24,10 @@ def lint_errors(templates: list[Path]) -> list[str]:
     return [f"{f['Filename']}: {f['Rule']['Id']} {f['Message']}" for f in findings if f["Level"] == "Error"]
 
 
-def test_templates_have_no_cfn_lint_errors(reference: Synthesized, hub_as_worker: Synthesized) -> None:
-    for synthesized in (reference, hub_as_worker):
+def test_templates_have_no_cfn_lint_errors(
+    reference: Synthesized, hub_as_worker: Synthesized, serving: Synthesized, operator_vpc: Synthesized
+) -> None:
+    for synthesized in (reference, hub_as_worker, serving, operator_vpc):
         assert lint_errors(sorted(synthesized.outdir.glob("*.template.json"))) == []
 
 

@@ -77,6 +77,9 @@ def test_parameters_are_published_under_the_prefix(reference: Synthesized) -> No
             "capacity-fallback",
             "alerts-topic-arn",
             "endpoint-name",
+            "model-api-key-secret",
+            "serving-port",
+            "agent-config",
         )
     }
 

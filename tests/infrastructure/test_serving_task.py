@@ -28,20 +28,21 @@ def _user_data(synthesized: Synthesized, region: str) -> str:
     return "".join(part if isinstance(part, str) else "<token>" for part in joined["Fn::Join"][1])
 
 
-def _deployments(reference: Synthesized, hub_as_worker: Synthesized) -> list[tuple[Synthesized, str]]:
-    """Every worker of both deployments: the default instance types and p4d/p5."""
-    return [(s, r) for s in (reference, hub_as_worker) for r in s.config.deployed_worker_regions]
+def _deployments(*synthesized: Synthesized) -> list[tuple[Synthesized, str]]:
+    """Every worker of these deployments."""
+    return [(s, r) for s in synthesized for r in s.config.deployed_worker_regions]
 
 
 def test_the_serving_task_fits_what_ecs_registers_on_every_configured_instance_type(
-    reference: Synthesized, hub_as_worker: Synthesized
+    reference: Synthesized, hub_as_worker: Synthesized, operator_vpc: Synthesized
 ) -> None:
-    for synthesized, region in _deployments(reference, hub_as_worker):
+    # The default instance types; p4d/p5; a model on 4 GPUs of g5.12xlarge and g6e.12xlarge.
+    for synthesized, region in _deployments(reference, hub_as_worker, operator_vpc):
         config = ecs_config(_user_data(synthesized, region))
         _, definition = _one(synthesized, region, "AWS::ECS::TaskDefinition")
         properties = definition["Properties"]
         needs = task_requirements(properties["ContainerDefinitions"], properties.get("Cpu"), properties.get("Memory"))
-        assert needs.gpus == 1
+        assert needs.gpus == synthesized.config.serving_gpus
         assert needs.memory_mib > 0, "a task with no memory reservation would be placed anywhere"
         for instance_type in synthesized.config.instance_types:
             registered = registered_resources(instance_type, config)
@@ -121,3 +122,26 @@ def test_user_data_delivers_the_task_role_and_drops_the_serving_users_traffic_to
     environment = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert environment["HF_HOME"] == "/model-cache/huggingface"
     assert json.dumps(definition["Properties"]["Volumes"]).count("/mnt/model-cache") == 1
+
+
+def test_every_serving_configuration_keeps_the_hardening(serving: Synthesized, operator_vpc: Synthesized) -> None:
+    """Another preset, secrets, several GPUs: the same user, no-new-privileges and an empty task role."""
+    for synthesized, region in _deployments(serving, operator_vpc):
+        stack_name = synthesized.config.worker_stack_name(region)
+        _, definition = _one(synthesized, region, "AWS::ECS::TaskDefinition")
+        (container,) = definition["Properties"]["ContainerDefinitions"]
+        assert container["User"] == f"{SERVING_UID}:{SERVING_UID}"
+        assert "no-new-privileges" in container["DockerSecurityOptions"]
+        assert not container.get("Privileged")
+        assert not container.get("LinuxParameters", {}).get("Capabilities", {}).get("Add")
+        task_role = definition["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+        assert task_role != definition["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+        role = synthesized.templates[stack_name]["Resources"][task_role]
+        assert not role["Properties"].get("ManagedPolicyArns")
+        assert not role["Properties"].get("Policies")
+        attached = [
+            logical_id
+            for logical_id, policy in synthesized.resources(stack_name, "AWS::IAM::Policy").items()
+            if {"Ref": task_role} in policy["Properties"].get("Roles", [])
+        ]
+        assert attached == [], "the model server calls no AWS API, and reads no secret itself"

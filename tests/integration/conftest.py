@@ -51,6 +51,9 @@ HUB_ENVIRONMENT = {
     "SPOTHUB_STATE_TABLE": "spothub-state",
     "SPOTHUB_CAPACITY_FALLBACK": "on-demand",
 }
+# How the deployment serves, as the stacks tell the capacity handler, instance details and toggle functions.
+SERVING_PORT = 8000
+SERVING_ENVIRONMENT = {"SPOTHUB_SERVING_PORT": str(SERVING_PORT), "SPOTHUB_SERVING_PUBLIC_IP": "true"}
 # A definition moto accepts; executions are not run (moto's default), only recorded with their input.
 IDLE_DEFINITION = json.dumps({"StartAt": "Idle", "States": {"Idle": {"Type": "Pass", "End": True}}})
 
@@ -171,11 +174,16 @@ class ApiCalls:
                 }
             return SimpleNamespace(status_code=200), {**(response or {}), "ResponseMetadata": {"HTTPStatusCode": 200}}
 
-        event = f"before-call.{self._service}.{operation}"
-        if operation in self._replies:
-            self._client.meta.events.unregister(event, self._replies[operation])
+        self.forget(operation)
         self._replies[operation] = reply
-        self._client.meta.events.register(event, reply)
+        self._client.meta.events.register(f"before-call.{self._service}.{operation}", reply)
+
+    def forget(self, operation: str) -> None:
+        """From now on, let `operation` reach moto again."""
+        if operation in self._replies:
+            self._client.meta.events.unregister(
+                f"before-call.{self._service}.{operation}", self._replies.pop(operation)
+            )
 
 
 def asl_actions(machine: str) -> set[str]:

@@ -23,11 +23,13 @@ from spothub_core.consumers import Target, consumed_by
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
-from spothub_core.errors import Superseded
+from spothub_core.errors import DependencyUnavailable, Superseded
 from spothub_core.logic.worker_reports import dispatch
-from spothub_core.timings import QUOTA_EXCLUSION_SECONDS
+from spothub_core.models.records import ReplicaStatus
+from spothub_core.timings import ENDPOINT_DNS_TTL_SECONDS, QUOTA_EXCLUSION_SECONDS
 from tests.integration.conftest import (
     HUB_ENVIRONMENT,
+    SERVING_ENVIRONMENT,
     STATE_TABLE_KEYS,
     ApiCalls,
     BusRecorder,
@@ -87,6 +89,7 @@ def handler(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[ModuleTyp
         monkeypatch,
         {
             **HUB_ENVIRONMENT,
+            **SERVING_ENVIRONMENT,
             "POWERTOOLS_SERVICE_NAME": "spothub-capacity-handler",
             "SPOTHUB_HUB_BUS": HUB_BUS,
             "SPOTHUB_ORCHESTRATOR_ARN": ORCHESTRATOR_ARN,
@@ -193,6 +196,18 @@ def failed(error_class: str = "capacity", launch_id: str = "replica-0-g1-0") -> 
         "code": "InsufficientInstanceCapacity",
         "message": "no g5 capacity",
     }
+
+
+def endpoint_records(handler: ModuleType) -> list[dict[str, Any]]:
+    """The endpoint name's A records in the hosted zone."""
+    zone_id = handler.settings.hosted_zone_id
+    records = boto3.client("route53").list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    return [r for r in records if r["Type"] == "A" and r["Name"].rstrip(".") == ENDPOINT]
+
+
+def addresses(handler: ModuleType) -> dict[str, list[str]]:
+    """What the endpoint name answers, by replica: each replica's record and its addresses."""
+    return {r["SetIdentifier"]: [v["Value"] for v in r["ResourceRecords"]] for r in endpoint_records(handler)}
 
 
 def commands(bus: BusRecorder, detail_type: str) -> list[dict[str, Any]]:
@@ -311,10 +326,13 @@ def test_record_instance_serves_the_replica_and_publishes_the_instance(
         "public_ip": "203.0.113.7",
         "private_ip": "10.0.0.7",
     }
-    zone_id = handler.settings.hosted_zone_id
-    records = boto3.client("route53").list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
-    (record,) = [r for r in records if r["Type"] == "A"]
+    (record,) = endpoint_records(handler)
     assert record["Name"].rstrip(".") == ENDPOINT
+    assert (record["SetIdentifier"], record["MultiValueAnswer"], record["TTL"]) == (
+        "replica-0",
+        True,
+        ENDPOINT_DNS_TTL_SECONDS,
+    )
     assert record["ResourceRecords"] == [{"Value": "203.0.113.7"}]
 
 
@@ -841,6 +859,207 @@ def test_an_unhealthy_instance_spothub_does_not_serve_from_is_only_recorded(
     assert [r.instance_id for r in health.remediations()] == ["i-0stray"]
     assert executions(ORCHESTRATOR_ARN) == {}
     assert placing.instance("i-0stray") is None
+
+
+# --- the endpoint's records: one per replica, moved make before break, withdrawn when torn down ----------------
+
+OLD_INSTANCE = {**INSTANCE, "instance_id": "i-0old", "public_ip": "198.51.100.9", "private_ip": "10.1.0.9"}
+
+
+def serve(
+    handler: ModuleType, store: ProvisioningStore, replica_id: str, instance: dict[str, Any], region: str
+) -> None:
+    """Place `replica_id` on `instance` (generation 1), as the orchestrator's record_instance does."""
+    launch_id = f"{replica_id}-g1-{instance['instance_id']}"
+    store.update_replica(replica_id, {"target_region": region, "launch_id": launch_id})
+    answer = record_instance(
+        handler,
+        replica_id=replica_id,
+        launch_id=launch_id,
+        region=region,
+        instance={**instance, "availability_zone": f"{region}a"},
+    )
+    assert answer["superseded"] is False
+
+
+@pytest.fixture
+def two_replicas(store: ProvisioningStore) -> ProvisioningStore:
+    """Provisioning enabled at generation 1 with replica-0 and replica-1 being placed."""
+    assert store.write_config(config(status="enabled", generation=1, replicas=2), expected_generation=0)
+    for replica_id in ("replica-0", "replica-1"):
+        assert store.start_placing(replica_id, generation=1, execution=f"{replica_id}-g1", now=NOW)
+    return store
+
+
+@pytest.fixture
+def route53(handler: ModuleType) -> ApiCalls:
+    """The record changes the handler sends Route 53 (they still reach moto)."""
+    return ApiCalls(handler.hub.route53, "ChangeResourceRecordSets")
+
+
+def test_serving_privately_the_record_holds_the_private_address(
+    handler: ModuleType, placing: ProvisioningStore, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    monkeypatch.setenv("SPOTHUB_SERVING_PUBLIC_IP", "false")
+    private = load_handler("capacity_handler.handler")
+    monkeypatch.setattr(private, "time", SimpleNamespace(time=clock))
+    record_instance(private)
+    assert addresses(private) == {"replica-0": ["10.0.0.7"]}
+
+
+def test_each_replica_has_its_own_record_under_the_one_name(
+    handler: ModuleType, two_replicas: ProvisioningStore
+) -> None:
+    serve(handler, two_replicas, "replica-0", INSTANCE, REGION)
+    serve(handler, two_replicas, "replica-1", OLD_INSTANCE, OTHER_REGION)
+    assert addresses(handler) == {"replica-0": ["203.0.113.7"], "replica-1": ["198.51.100.9"]}
+    assert {r["MultiValueAnswer"] for r in endpoint_records(handler)} == {True}
+
+
+def test_a_replacement_moves_the_record_to_the_new_instance_before_the_old_one_is_torn_down(
+    handler: ModuleType, placing: ProvisioningStore, route53: ApiCalls, sfn: ApiCalls
+) -> None:
+    serve(handler, placing, "replica-0", OLD_INSTANCE, OTHER_REGION)
+    assert addresses(handler) == {"replica-0": ["198.51.100.9"]}
+    deliver(
+        handler,
+        "Spothub Capacity Notice",
+        {"region": OTHER_REGION, "instance_id": "i-0old", "kind": "rebalance", "notice_id": "n-1"},
+        region=OTHER_REGION,
+    )
+    assert placing.replica("replica-0").status == "replacing"  # type: ignore[union-attr]
+    assert addresses(handler) == {"replica-0": ["198.51.100.9"]}, "the old instance answers until the new one serves"
+
+    replacing = {"instance_id": "i-0old", "region": OTHER_REGION, "notice": "rebalance"}
+    result = record_instance(handler, launch_id="replica-0-g1-1", replacing=replacing)
+    assert result["retire"] == {"instance_id": "i-0old", "region": OTHER_REGION}
+    # The record names the new instance while the old one still runs (make before break), in one UPSERT.
+    assert addresses(handler) == {"replica-0": ["203.0.113.7"]}
+    assert placing.instance("i-0old").status == "at-risk"  # type: ignore[union-attr]
+    assert [c["ChangeBatch"]["Changes"][0]["Action"] for c in route53.of("ChangeResourceRecordSets")] == [
+        "UPSERT",
+        "UPSERT",
+    ]
+
+    act(
+        handler,
+        "dispatch_teardown",
+        token="token-t",
+        teardown_id="retire-i-0old",
+        region=OTHER_REGION,
+        instance_id="i-0old",
+    )
+    report = {"teardown_id": "retire-i-0old", "region": OTHER_REGION, "instance_id": "i-0old"}
+    assert deliver(handler, "Spothub Teardown Completed", report, region=OTHER_REGION) == "teardown completed"
+    assert placing.instance("i-0old").status == "terminated"  # type: ignore[union-attr]
+    assert addresses(handler) == {"replica-0": ["203.0.113.7"]}, "the old instance's teardown left the record alone"
+    assert len(route53.of("ChangeResourceRecordSets")) == 2, "no DELETE was sent for the replica that moved on"
+
+
+def test_a_retired_replicas_record_is_deleted_when_its_instance_is_torn_down(
+    handler: ModuleType, two_replicas: ProvisioningStore, route53: ApiCalls
+) -> None:
+    serve(handler, two_replicas, "replica-0", INSTANCE, REGION)
+    serve(handler, two_replicas, "replica-1", OLD_INSTANCE, OTHER_REGION)
+    # Fewer replicas wanted: the toggle stops replica-1 and asks for its instance's teardown.
+    two_replicas.replica_status("replica-1", ReplicaStatus.STOPPED)
+    report = {"teardown_id": "retire-i-0old", "region": OTHER_REGION, "instance_id": "i-0old"}
+    assert deliver(handler, "Spothub Teardown Completed", report, region=OTHER_REGION) == "ignored: no pending teardown"
+    assert addresses(handler) == {"replica-0": ["203.0.113.7"]}
+    (delete,) = [
+        c for c in route53.of("ChangeResourceRecordSets") if c["ChangeBatch"]["Changes"][0]["Action"] == "DELETE"
+    ]
+    assert delete["ChangeBatch"]["Changes"][0]["ResourceRecordSet"] == {
+        "Name": ENDPOINT,
+        "Type": "A",
+        "SetIdentifier": "replica-1",
+        "MultiValueAnswer": True,
+        "TTL": ENDPOINT_DNS_TTL_SECONDS,
+        "ResourceRecords": [{"Value": "198.51.100.9"}],
+    }
+    assert two_replicas.instance("i-0old").status == "terminated"  # type: ignore[union-attr]
+
+
+def test_a_disable_with_teardown_deletes_every_replicas_record_region_by_region(
+    handler: ModuleType, two_replicas: ProvisioningStore
+) -> None:
+    serve(handler, two_replicas, "replica-0", INSTANCE, REGION)
+    serve(handler, two_replicas, "replica-1", OLD_INSTANCE, OTHER_REGION)
+    assert two_replicas.write_config(config(status="disabled", generation=2), expected_generation=1)
+    two_replicas.stop_replicas(NOW)
+    deliver(handler, "Spothub Teardown Completed", {"teardown_id": f"teardown-{REGION}-abc", "region": REGION})
+    assert addresses(handler) == {"replica-1": ["198.51.100.9"]}
+    report = {"teardown_id": f"teardown-{OTHER_REGION}-abc", "region": OTHER_REGION}
+    deliver(handler, "Spothub Teardown Completed", report, region=OTHER_REGION)
+    assert addresses(handler) == {}
+    assert {i.status for i in two_replicas.instances()} == {"terminated"}
+
+
+def test_a_record_already_gone_or_a_redelivered_report_is_no_error(
+    handler: ModuleType, placing: ProvisioningStore, route53: ApiCalls
+) -> None:
+    serve(handler, placing, "replica-0", INSTANCE, REGION)
+    assert placing.write_config(config(status="disabled", generation=2), expected_generation=1)
+    placing.stop_replicas(NOW)
+    # Gone already (an operator removed it, or an earlier delivery did): AWS answers InvalidChangeBatch.
+    route53.answer(
+        "ChangeResourceRecordSets",
+        error=(
+            "InvalidChangeBatch",
+            "[Tried to delete resource record set [name='gpu.spothub.example.com.', type='A', "
+            "set-identifier='replica-0'] but it was not found]",
+        ),
+    )
+    report = {"teardown_id": f"teardown-{REGION}-abc", "region": REGION}
+    assert deliver(handler, "Spothub Teardown Completed", report) == "ignored: no pending teardown"
+    assert placing.instance("i-0new").status == "terminated"  # type: ignore[union-attr]
+    route53.forget("ChangeResourceRecordSets")
+    assert deliver(handler, "Spothub Teardown Completed", report) == "ignored: no pending teardown"
+
+
+def test_a_record_that_names_another_address_now_is_left_alone(
+    handler: ModuleType, placing: ProvisioningStore, route53: ApiCalls
+) -> None:
+    serve(handler, placing, "replica-0", INSTANCE, REGION)
+    # Route 53 refuses a DELETE whose values differ from the record's: that record is not this instance's.
+    route53.answer(
+        "ChangeResourceRecordSets",
+        error=(
+            "InvalidChangeBatch",
+            "[Tried to delete resource record set [name='gpu.spothub.example.com.', type='A', "
+            "set-identifier='replica-0'] but the values provided do not match the current values]",
+        ),
+    )
+    report = {"teardown_id": "orphan-i-0new", "region": REGION, "instance_id": "i-0new"}
+    assert deliver(handler, "Spothub Teardown Completed", report) == "ignored: no pending teardown"
+    assert placing.instance("i-0new").status == "terminated"  # type: ignore[union-attr]
+
+
+def test_a_failed_withdrawal_raises_and_its_redelivery_withdraws(
+    handler: ModuleType, placing: ProvisioningStore, route53: ApiCalls
+) -> None:
+    serve(handler, placing, "replica-0", INSTANCE, REGION)
+    route53.answer("ChangeResourceRecordSets", error=("Throttling", "Rate exceeded"))
+    report = {"teardown_id": "orphan-i-0new", "region": REGION, "instance_id": "i-0new"}
+    with pytest.raises(DependencyUnavailable, match="could not withdraw the endpoint record: Throttling"):
+        deliver(handler, "Spothub Teardown Completed", report)
+    assert placing.instance("i-0new").status == "serving", "not recorded gone: the redelivery withdraws it"
+    route53.forget("ChangeResourceRecordSets")
+    deliver(handler, "Spothub Teardown Completed", report)
+    assert addresses(handler) == {}
+    assert placing.instance("i-0new").status == "terminated"  # type: ignore[union-attr]
+
+
+def test_a_cancelled_launchs_completion_terminates_nothing_and_keeps_the_record(
+    handler: ModuleType, placing: ProvisioningStore
+) -> None:
+    # The replica serves in REGION while its replacement's launch there is cancelled (given up): that
+    # teardown names no instance, yet the serving one must stay recorded and published.
+    serve(handler, placing, "replica-0", INSTANCE, REGION)
+    report = {"teardown_id": "cancel-replica-0-g1-7", "region": REGION}
+    assert deliver(handler, "Spothub Teardown Completed", report) == "ignored: no pending teardown"
+    assert placing.instance("i-0new").status == "serving"  # type: ignore[union-attr]
+    assert addresses(handler) == {"replica-0": ["203.0.113.7"]}
 
 
 # Every kind the handler consumes, each exercised by a test above.

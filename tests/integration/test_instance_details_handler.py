@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pydantic import ValidationError
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
@@ -25,7 +26,14 @@ from spothub_core.models.records import (
     Remediation,
     ReplicaStatus,
 )
-from tests.integration.conftest import HUB_ENVIRONMENT, STATE_TABLE_KEYS, load_handler, set_environment
+from tests.integration.conftest import (
+    HUB_ENVIRONMENT,
+    SERVING_ENVIRONMENT,
+    SERVING_PORT,
+    STATE_TABLE_KEYS,
+    load_handler,
+    set_environment,
+)
 from tests.lambda_events import FakeLambdaContext, rest_proxy_event
 
 NOW = 1_700_000_000.0
@@ -40,6 +48,8 @@ INSTANCE_KEYS = {
     "instance_type",
     "launched_at",
     "status",
+    "endpoint",
+    "billing",
 }
 REPLICA_KEYS = {
     "replica_id",
@@ -51,12 +61,16 @@ REPLICA_KEYS = {
     "target_region",
     "error",
     "placed_at",
+    "endpoint",
 }
 
 
 @pytest.fixture
 def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    set_environment(monkeypatch, {**HUB_ENVIRONMENT, "POWERTOOLS_SERVICE_NAME": "spothub-instance-details"})
+    set_environment(
+        monkeypatch,
+        {**HUB_ENVIRONMENT, **SERVING_ENVIRONMENT, "POWERTOOLS_SERVICE_NAME": "spothub-instance-details"},
+    )
     with mock_aws():
         boto3.client("dynamodb").create_table(TableName=TABLE, **STATE_TABLE_KEYS)
         yield load_handler("instance_details.handler")
@@ -84,7 +98,15 @@ def enable(store: ProvisioningStore, *, replicas: int = 1, generation: int = 1) 
 
 
 def place(
-    store: ProvisioningStore, replica_id: str, region: str, instance_id: str, *, launched_at: str, generation: int = 1
+    store: ProvisioningStore,
+    replica_id: str,
+    region: str,
+    instance_id: str,
+    *,
+    launched_at: str,
+    generation: int = 1,
+    public_ip: str | None = "203.0.113.7",
+    private_ip: str = "10.0.0.7",
 ) -> None:
     """What the capacity handler records when a replica's instance is healthy (record_instance)."""
     store.update_replica(replica_id, {"target_region": region, "launch_id": f"{replica_id}-g1-0"})
@@ -106,8 +128,8 @@ def place(
             "instance_type": "g5.xlarge",
             "availability_zone": f"{region}a",
             "capacity_type": "spot",
-            "private_ip": "10.0.0.7",
-            "public_ip": "203.0.113.7",
+            "private_ip": private_ip,
+            "public_ip": public_ip,
             "launched_at": launched_at,
             "task_arn": f"arn:aws:ecs:{region}:123456789012:task/spothub/abc",
             "region": region,
@@ -130,8 +152,9 @@ def heartbeat(handler: ModuleType, instance_id: str, *, gpu: dict[str, Any]) -> 
 def test_nothing_enabled_is_idle_with_no_instances(handler: ModuleType) -> None:
     status, body = get(handler)
     assert status == 200
-    assert {k: body[k] for k in ("region", "instances", "provisioning", "state", "replicas")} == {
+    assert {k: body[k] for k in ("region", "endpoint", "instances", "provisioning", "state", "replicas")} == {
         "region": None,
+        "endpoint": None,
         "instances": [],
         "provisioning": "disabled",
         "state": "idle",
@@ -170,6 +193,8 @@ def test_a_placed_replica_shows_its_region_its_instance_and_why(handler: ModuleT
         "instance_type": "g5.xlarge",
         "launched_at": "2023-11-14T22:10:00Z",
         "status": "serving",
+        "endpoint": f"http://203.0.113.7:{SERVING_PORT}",
+        "billing": True,
     }
     assert "task_arn" not in instance
     (replica,) = body["replicas"]
@@ -183,7 +208,9 @@ def test_a_placed_replica_shows_its_region_its_instance_and_why(handler: ModuleT
         "target_region": None,
         "error": None,
         "placed_at": NOW_ISO,
+        "endpoint": f"http://203.0.113.7:{SERVING_PORT}",
     }
+    assert body["endpoint"] == f"http://203.0.113.7:{SERVING_PORT}"
     assert body["settings"]["instance_types"] == ["g5.xlarge"]
     assert body["settings"]["replicas"] == 1
 
@@ -346,6 +373,113 @@ def test_launched_at_is_iso_8601_utc_whatever_form_it_was_recorded_in(
     assert instance["launched_at"] == "2023-11-14T22:10:00Z"
 
 
+# --- where clients reach the model, and what bills ------------------------------------------------------
+
+
+def reload(monkeypatch: pytest.MonkeyPatch, **environment: str) -> ModuleType:
+    """The handler after a cold start with `environment` changed."""
+    set_environment(monkeypatch, environment)
+    return load_handler("instance_details.handler")
+
+
+def test_serving_privately_the_endpoints_use_the_private_address(
+    handler: ModuleType, store: ProvisioningStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = reload(monkeypatch, SPOTHUB_SERVING_PUBLIC_IP="false")
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    _, body = get(private)
+    ((replica,), (instance,)) = body["replicas"], body["instances"]
+    assert replica["endpoint"] == instance["endpoint"] == body["endpoint"] == f"http://10.0.0.7:{SERVING_PORT}"
+
+
+def test_an_instance_without_the_address_clients_use_has_no_endpoint(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    # Serving publicly, an instance with only a private address is not reachable: no endpoint, not the private one.
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z", public_ip=None)
+    _, body = get(handler)
+    ((replica,), (instance,)) = body["replicas"], body["instances"]
+    assert (replica["endpoint"], instance["endpoint"], body["endpoint"]) == (None, None, None)
+    assert (instance["private_ip"], instance["billing"]) == ("10.0.0.7", True)
+
+
+def test_the_top_level_endpoint_is_the_first_serving_replicas_without_an_endpoint_name(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store, replicas=3)
+    place(store, "replica-1", "eu-west-1", "i-0bbb", launched_at="2023-11-14T22:00:00Z", public_ip="198.51.100.2")
+    place(store, "replica-2", "us-west-2", "i-0ccc", launched_at="2023-11-14T22:10:00Z", public_ip="198.51.100.3")
+    _, body = get(handler)
+    assert [(r["replica_id"], r["endpoint"]) for r in body["replicas"]] == [
+        ("replica-0", None),
+        ("replica-1", f"http://198.51.100.2:{SERVING_PORT}"),
+        ("replica-2", f"http://198.51.100.3:{SERVING_PORT}"),
+    ]
+    assert body["endpoint"] == f"http://198.51.100.2:{SERVING_PORT}"
+
+
+def test_a_replacing_replica_still_serves_at_its_old_instances_endpoint(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store)
+    place(store, "replica-0", "eu-west-1", "i-0bbb", launched_at="2023-11-14T22:00:00Z")
+    store.put_instance("i-0bbb", {"status": "at-risk"})
+    assert store.start_replacing("replica-0", instance_id="i-0bbb", execution="replica-0-r-i-0bbb", now=NOW)
+    _, body = get(handler)
+    (replica,) = body["replicas"]
+    assert (replica["status"], replica["endpoint"]) == ("replacing", f"http://203.0.113.7:{SERVING_PORT}")
+    assert body["endpoint"] == f"http://203.0.113.7:{SERVING_PORT}"
+
+
+def test_with_an_endpoint_name_the_top_level_endpoint_is_the_name(
+    handler: ModuleType, store: ProvisioningStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = reload(monkeypatch, SPOTHUB_ENDPOINT_NAME="gpu.example.com")
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    _, body = get(named)
+    assert body["endpoint"] == f"http://gpu.example.com:{SERVING_PORT}"
+    (replica,) = body["replicas"]
+    assert replica["endpoint"] == f"http://203.0.113.7:{SERVING_PORT}", "each replica still says its own"
+
+
+def test_instances_bill_until_they_are_terminated(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store, replicas=2)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    place(store, "replica-1", "eu-west-1", "i-0bbb", launched_at="2023-11-14T22:00:00Z")
+    store.put_instance("i-0bbb", {"status": InstanceStatus.TERMINATING})
+    _, body = get(handler)
+    assert {i["instance_id"]: i["billing"] for i in body["instances"]} == {"i-0aaa": True, "i-0bbb": True}
+    store.put_instance("i-0bbb", {"status": InstanceStatus.TERMINATED})
+    _, body = get(handler)
+    assert {i["instance_id"]: i["billing"] for i in body["instances"]} == {"i-0aaa": True}
+
+
+def test_instances_left_running_by_a_disable_still_bill_and_answer(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    enable(store)
+    place(store, "replica-0", "us-west-2", "i-0aaa", launched_at="2023-11-14T22:10:00Z")
+    disable(store)
+    _, body = get(handler)
+    assert body["state"] == "left-running"
+    (instance,) = body["instances"]
+    assert (instance["billing"], instance["endpoint"]) == (True, f"http://203.0.113.7:{SERVING_PORT}")
+    assert body["endpoint"] is None, "no replica serves: no endpoint to send clients to"
+
+
+@pytest.mark.parametrize("missing", ["SPOTHUB_SERVING_PORT", "SPOTHUB_SERVING_PUBLIC_IP"])
+def test_a_cold_start_without_the_serving_settings_fails_naming_them(
+    handler: ModuleType, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    monkeypatch.delenv(missing)
+    with pytest.raises(ValidationError) as raised:
+        load_handler("instance_details.handler")
+    assert [e["loc"] for e in raised.value.errors()] == [(missing,)]
+
+
 def test_the_openapi_document_describes_the_answer(handler: ModuleType) -> None:
     schema = handler.app.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
     answer = schema["paths"]["/spot-instances"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
@@ -355,6 +489,7 @@ def test_the_openapi_document_describes_the_answer(handler: ModuleType) -> None:
         "provisioning",
         "state",
         "region",
+        "endpoint",
         "replicas",
         "instances",
         "settings",
@@ -369,6 +504,7 @@ def test_the_openapi_document_describes_the_answer(handler: ModuleType) -> None:
         "idle",
     ]
     assert set(described["InstanceView"]["properties"]) >= INSTANCE_KEYS | {"region", "last_seen", "ready", "gpu"}
+    assert set(described["ReplicaView"]["properties"]) == REPLICA_KEYS
 
 
 def test_an_unreadable_state_table_is_503_without_a_traceback(handler: ModuleType) -> None:

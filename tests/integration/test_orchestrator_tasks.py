@@ -13,6 +13,7 @@ from spothub_core.dal.provisioning import LAUNCH
 from spothub_core.errors import Superseded
 from spothub_core.logic.hub_services import HubServices
 from spothub_core.logic.worker_reports import on_launch_failed
+from spothub_core.timings import ENDPOINT_DNS_TTL_SECONDS
 from tests.integration.capacity_builders import (
     BUS,
     NOW,
@@ -143,9 +144,23 @@ def test_record_instance_with_a_hosted_zone_upserts_the_endpoint(table: Any) -> 
     assert call["HostedZoneId"] == "Z123"
     (change,) = call["ChangeBatch"]["Changes"]
     assert change["Action"] == "UPSERT"
-    record_set = change["ResourceRecordSet"]
-    assert (record_set["Name"], record_set["Type"]) == ("gpu.example.com", "A")
-    assert record_set["ResourceRecords"] == [{"Value": "203.0.113.7"}]
+    assert change["ResourceRecordSet"] == {
+        "Name": "gpu.example.com",
+        "Type": "A",
+        "SetIdentifier": "replica-0",
+        "MultiValueAnswer": True,
+        "TTL": ENDPOINT_DNS_TTL_SECONDS,
+        "ResourceRecords": [{"Value": "203.0.113.7"}],
+    }
+
+
+def test_record_instance_serving_privately_upserts_the_private_address(table: Any) -> None:
+    hub = services(table, hosted_zone_id="Z123", endpoint_name="gpu.example.com", serving_public_ip=False)
+    assert hub.store.write_config(config(status="enabled", generation=1), expected_generation=0)
+    assert hub.store.start_placing("replica-0", generation=1, execution="replica-0-g1", now=NOW)
+    record_instance(hub, record_request("i-1"), now=NOW)
+    (change,) = hub.route53.change_resource_record_sets.call_args.kwargs["ChangeBatch"]["Changes"]
+    assert change["ResourceRecordSet"]["ResourceRecords"] == [{"Value": "10.0.0.7"}]
 
 
 def test_record_instance_of_an_older_generation_is_superseded(hub: HubServices) -> None:

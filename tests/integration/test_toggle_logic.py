@@ -12,7 +12,7 @@ from spothub_core.errors import DependencyUnavailable, InvalidRequest
 from spothub_core.logic.provisioning import Orchestration, toggle
 from spothub_core.models.api import ToggleRequest, ToggleResponse
 from spothub_core.models.orchestrator_tasks import OrchestratorInput
-from spothub_core.models.records import ProvisioningConfig, ProvisioningStatus
+from spothub_core.models.records import InstanceStatus, ProvisioningConfig, ProvisioningStatus
 
 NOW = 1_700_000_000.0
 WORKER_REGIONS = ["us-west-2", "eu-west-1"]
@@ -136,8 +136,8 @@ def test_a_failed_start_leaves_the_replica_stopped_so_enabling_again_retries(
 
 def test_disable_stops_the_running_execution(store: ProvisioningStore, fake: FakeOrchestration) -> None:
     run(store, fake, action="enable")
-    answer = run(store, fake, action="disable")
-    assert answer == ToggleResponse(message="Spot provisioning disabled successfully")
+    answer = run(store, fake, action="disable", teardown=False)
+    assert answer.message.startswith("Spot provisioning disabled")
     assert fake.stopped == [("replica-0-g1", "spot provisioning disabled")]
     config = store.config()
     assert (config.status, config.generation) == ("disabled", 2)
@@ -145,10 +145,57 @@ def test_disable_stops_the_running_execution(store: ProvisioningStore, fake: Fak
     assert fake.commands == []
 
 
-def test_disabling_while_disabled_does_nothing(store: ProvisioningStore, fake: FakeOrchestration) -> None:
-    run(store, fake, action="disable")
+def test_disable_tears_down_by_default(store: ProvisioningStore, fake: FakeOrchestration) -> None:
+    run(store, fake, action="enable")
+    answer = run(store, fake, action="disable")
+    assert answer == ToggleResponse(message="Spot provisioning disabled successfully")
+    assert answer.model_dump(mode="json") == {"message": "Spot provisioning disabled successfully"}
+    assert sorted(detail["region"] for _, _, detail in fake.commands) == sorted(WORKER_REGIONS)
+    assert {detail_type for detail_type, _, _ in fake.commands} == {"Spothub Teardown Requested"}
+
+
+def test_disable_without_teardown_says_what_keeps_running_and_billing(
+    store: ProvisioningStore, fake: FakeOrchestration
+) -> None:
+    run(store, fake, action="enable", replicas=2)
+    store.put_instance("i-0aaa", {"region": "us-west-2", "replica_id": "replica-0", "status": InstanceStatus.SERVING})
+    store.put_instance("i-0bbb", {"region": "eu-west-1", "replica_id": "replica-1", "status": InstanceStatus.AT_RISK})
+    store.put_instance("i-0ccc", {"region": "eu-west-1", "status": InstanceStatus.TERMINATING})
+    store.put_instance("i-0ddd", {"region": "eu-west-1", "status": InstanceStatus.TERMINATED})
+    answer = run(store, fake, action="disable", teardown=False)
+    assert answer.instances_running == 2, "a terminating instance stops on its own; a terminated one bills no more"
+    assert answer.message == "Spot provisioning disabled; 2 instances keep running, serving and billing"
+    assert answer.hint is not None
+    assert '{"action": "disable"}' in answer.hint
+    assert "teardown defaults to true" in answer.hint
+    assert fake.commands == []
+
+
+def test_disable_without_teardown_with_nothing_running_says_so(
+    store: ProvisioningStore, fake: FakeOrchestration
+) -> None:
+    run(store, fake, action="enable")
+    answer = run(store, fake, action="disable", teardown=False)
+    assert (answer.instances_running, answer.message) == (0, "Spot provisioning disabled; no instance is running")
+
+
+def test_disabling_while_disabled_without_teardown_does_nothing(
+    store: ProvisioningStore, fake: FakeOrchestration
+) -> None:
+    run(store, fake, action="disable", teardown=False)
     assert (fake.started, fake.stopped, fake.commands) == ([], [], [])
     assert store.config() == ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=0)
+
+
+def test_disabling_while_disabled_tears_down_what_a_disable_without_teardown_left(
+    store: ProvisioningStore, fake: FakeOrchestration
+) -> None:
+    run(store, fake, action="enable")
+    run(store, fake, action="disable", teardown=False)
+    assert fake.commands == []
+    run(store, fake, action="disable")
+    assert sorted(detail["region"] for _, _, detail in fake.commands) == sorted(WORKER_REGIONS)
+    assert store.config().generation == 2, "the switch is not written again"
 
 
 def test_disabling_twice_stops_the_execution_once(store: ProvisioningStore, fake: FakeOrchestration) -> None:
@@ -197,3 +244,10 @@ def test_teardown_with_enable_is_rejected() -> None:
 
 def test_teardown_with_disable_is_accepted() -> None:
     assert ToggleRequest(action="disable", teardown=True).teardown is True
+
+
+def test_teardown_defaults_to_true_and_its_default_is_no_error_with_enable() -> None:
+    assert ToggleRequest(action="disable").teardown is True
+    assert ToggleRequest.model_validate({"action": "enable"}).action == "enable"
+    assert ToggleRequest.model_validate({"action": "enable", "teardown": False}).action == "enable"
+    assert ToggleRequest.model_json_schema()["properties"]["teardown"]["default"] is True

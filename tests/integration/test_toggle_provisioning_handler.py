@@ -19,6 +19,7 @@ from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.models.records import InstanceStatus, ProvisioningConfig, ProvisioningStatus
 from tests.integration.conftest import (
     HUB_ENVIRONMENT,
+    SERVING_ENVIRONMENT,
     STATE_TABLE_KEYS,
     WORKER_REGIONS,
     BusRecorder,
@@ -34,6 +35,10 @@ ORCHESTRATOR_ARN = f"arn:aws:states:us-east-1:123456789012:stateMachine:{ORCHEST
 HUB_BUS = "spothub-hub"
 DEFAULT_TYPES = ["g5.xlarge", "g6.xlarge"]
 PATH = "/spot-provisioning"
+HINT = (
+    'POST /spot-provisioning {"action": "disable"} (teardown defaults to true) terminates them; until then '
+    'GET /spot-instances lists them with "billing": true'
+)
 
 
 @pytest.fixture
@@ -42,6 +47,7 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         monkeypatch,
         {
             **HUB_ENVIRONMENT,
+            **SERVING_ENVIRONMENT,
             "POWERTOOLS_SERVICE_NAME": "spothub-toggle-provisioning",
             "SPOTHUB_INSTANCE_TYPES": ",".join(DEFAULT_TYPES),
             "SPOTHUB_ORCHESTRATOR_ARN": ORCHESTRATOR_ARN,
@@ -189,12 +195,26 @@ def test_a_failed_start_is_503_and_enabling_again_retries_it(handler: ModuleType
 # --- disable ---------------------------------------------------------------------------------------
 
 
-def test_disable_while_disabled_is_a_200_no_op(handler: ModuleType, store: ProvisioningStore, bus: BusRecorder) -> None:
-    assert post(handler, {"action": "disable"}) == (200, {"message": "Spot provisioning disabled successfully"})
+def test_disable_without_teardown_while_disabled_is_a_200_no_op(
+    handler: ModuleType, store: ProvisioningStore, bus: BusRecorder
+) -> None:
+    assert post(handler, {"action": "disable", "teardown": False}) == (
+        200,
+        {"message": "Spot provisioning disabled; no instance is running", "instances_running": 0, "hint": HINT},
+    )
     assert store.config() == ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=0)
     assert store.replicas() == []
     assert executions(ORCHESTRATOR_ARN) == {}
     assert bus.events() == []
+
+
+def test_disable_while_disabled_tears_down_again(
+    handler: ModuleType, store: ProvisioningStore, bus: BusRecorder
+) -> None:
+    # How instances left running by a disable without teardown are stopped: the hint's request.
+    assert post(handler, {"action": "disable"}) == (200, {"message": "Spot provisioning disabled successfully"})
+    assert store.config() == ProvisioningConfig(status=ProvisioningStatus.DISABLED, generation=0)
+    assert sorted(e["detail"]["region"] for e in bus.events()) == sorted(WORKER_REGIONS)
 
 
 def test_disable_stops_the_orchestrators_and_the_replicas(handler: ModuleType, store: ProvisioningStore) -> None:
@@ -209,15 +229,32 @@ def test_disable_stops_the_orchestrators_and_the_replicas(handler: ModuleType, s
     assert (config.status, config.generation) == ("disabled", 2)
 
 
-def test_disable_without_teardown_puts_no_command(handler: ModuleType, bus: BusRecorder) -> None:
-    post(handler, {"action": "enable"})
-    post(handler, {"action": "disable"})
+def test_disable_without_teardown_puts_no_command_and_says_what_keeps_billing(
+    handler: ModuleType, store: ProvisioningStore, bus: BusRecorder
+) -> None:
+    post(handler, {"action": "enable", "replicas": 2})
+    serve(store, "replica-0", "us-west-2", "i-0aaa")
+    serve(store, "replica-1", "eu-west-1", "i-0bbb")
+    assert post(handler, {"action": "disable", "teardown": False}) == (
+        200,
+        {
+            "message": "Spot provisioning disabled; 2 instances keep running, serving and billing",
+            "instances_running": 2,
+            "hint": HINT,
+        },
+    )
     assert bus.events() == []
+    assert {r.status for r in store.replicas()} == {"stopped"}
 
 
-def test_disable_with_teardown_asks_every_worker_region_to_tear_down(handler: ModuleType, bus: BusRecorder) -> None:
+@pytest.mark.parametrize(
+    "body", [{"action": "disable"}, {"action": "disable", "teardown": True}], ids=["default", "true"]
+)
+def test_disable_with_teardown_asks_every_worker_region_to_tear_down(
+    handler: ModuleType, bus: BusRecorder, body: dict[str, Any]
+) -> None:
     post(handler, {"action": "enable"})
-    assert post(handler, {"action": "disable", "teardown": True})[0] == 200
+    assert post(handler, body) == (200, {"message": "Spot provisioning disabled successfully"})
     events = bus.events()
     assert {(e["source"], e["detail-type"]) for e in events} == {("spothub.hub", "Spothub Teardown Requested")}
     assert sorted(e["detail"]["region"] for e in events) == sorted(WORKER_REGIONS)
@@ -388,6 +425,27 @@ def test_teardown_with_enable_is_400(handler: ModuleType) -> None:
     assert status == 400
     assert any("teardown applies to disable only" in detail["problem"] for detail in answer["details"])
     assert executions(ORCHESTRATOR_ARN) == {}
+
+
+def test_enable_with_teardown_false_is_accepted(handler: ModuleType) -> None:
+    assert post(handler, {"action": "enable", "teardown": False}) == (
+        200,
+        {"message": "Spot provisioning enabled successfully"},
+    )
+
+
+def test_the_openapi_document_says_teardown_defaults_to_true_and_what_a_disable_answers(handler: ModuleType) -> None:
+    schema = handler.app.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
+    described = schema["components"]["schemas"]
+    teardown = described["ToggleRequest"]["properties"]["teardown"]
+    assert teardown["default"] is True
+    assert "default true" in teardown["description"]
+    answer = schema["paths"][PATH]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    reference = answer["$ref"].rsplit("/", 1)[-1]
+    while "$ref" in described[reference]:
+        reference = described[reference]["$ref"].rsplit("/", 1)[-1]
+    assert set(described[reference]["properties"]) == {"message", "instances_running", "hint"}
+    assert described[reference]["required"] == ["message"]
 
 
 def test_another_method_on_the_path_is_a_json_404(handler: ModuleType) -> None:

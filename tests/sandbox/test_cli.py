@@ -71,3 +71,29 @@ def test_sandbox_up_serves_until_sigterm_then_cleans_up(sandbox: Sandbox, tmp_pa
     assert process.returncode == 0, output
     assert "sandbox stopped" in output
     assert not state_file.exists()
+
+
+def test_api_key_prints_the_running_sandboxs_model_key(sandbox: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "sandbox.json").write_text(json.dumps(sandbox.state()))
+    result = subprocess.run(
+        [sys.executable, "-m", "spothub.cli", "api-key", "--sandbox", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == sandbox.api_key()
+
+
+def test_api_key_without_a_running_sandbox_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "spothub.cli", "api-key", "--sandbox", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no running sandbox" in result.stderr
+    assert result.stdout == ""

@@ -298,6 +298,86 @@ def test_an_emulated_alarm_is_created_through_the_cloudwatch_backend() -> None:
     assert not cls.has_cfn_attr("Name")
 
 
+def test_moto_task_definition_model_drops_the_execution_role() -> None:
+    source = inspect.getsource(_moto_task_definition_create())
+    assert "execution_role_arn" not in source and "ExecutionRoleArn" not in source
+
+
+def _moto_task_definition_create() -> Any:
+    from moto.ecs.models import TaskDefinition  # noqa: PLC0415
+
+    return TaskDefinition.create_from_cloudformation_json
+
+
+def test_an_emulated_task_definition_keeps_its_roles_and_network_mode() -> None:
+    cls = parsing.resource_class_from_type("AWS::ECS::TaskDefinition")
+    properties = {
+        "Family": "spothub-test-serving",
+        "NetworkMode": "host",
+        "RequiresCompatibilities": ["EC2"],
+        "ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/execution",
+        "TaskRoleArn": f"arn:aws:iam::{ACCOUNT}:role/task",
+        "ContainerDefinitions": [
+            {
+                "Name": "server",
+                "Image": "vllm/vllm-openai:v0.8.5",
+                "MemoryReservation": 12288,
+                "Environment": [{"Name": "HF_HOME", "Value": "/cache"}],
+                "Secrets": [{"Name": "SPOTHUB_API_KEY", "ValueFrom": "arn:aws:secretsmanager:eu-west-1:1:secret:k"}],
+            }
+        ],
+    }
+    created = cls.create_from_cloudformation_json("TaskDefinition", {"Properties": properties}, ACCOUNT, REGION)
+    from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+    stored = ecs_backends[ACCOUNT][REGION].describe_task_definition("spothub-test-serving")
+    assert created.physical_resource_id == stored.arn == created.get_cfn_attribute("TaskDefinitionArn")
+    assert stored.execution_role_arn == properties["ExecutionRoleArn"]
+    assert stored.task_role_arn == properties["TaskRoleArn"]
+    assert stored.network_mode == "host"
+    container = stored.container_definitions[0]
+    assert container["secrets"] == [
+        {"name": "SPOTHUB_API_KEY", "valueFrom": "arn:aws:secretsmanager:eu-west-1:1:secret:k"}
+    ]
+    assert container["environment"] == [{"name": "HF_HOME", "value": "/cache"}]
+
+
+def test_an_emulated_secret_is_generated_and_replicated_with_the_same_value() -> None:
+    from moto.secretsmanager.models import secretsmanager_backends  # noqa: PLC0415
+
+    cls = parsing.resource_class_from_type("AWS::SecretsManager::Secret")
+    properties = {
+        "Name": "spothub/test/model-api-key",
+        "GenerateSecretString": {"ExcludePunctuation": True, "PasswordLength": 40},
+        "ReplicaRegions": [{"Region": "us-west-2"}],
+    }
+    created = cls.create_from_cloudformation_json("Secret", {"Properties": properties}, ACCOUNT, REGION)
+    assert created.physical_resource_id == created.get_cfn_attribute("Id")
+    assert created.physical_resource_id.startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:spothub/test/")
+    primary = secretsmanager_backends[ACCOUNT][REGION].get_secret_value("spothub/test/model-api-key", None, None)
+    replica = secretsmanager_backends[ACCOUNT]["us-west-2"].get_secret_value("spothub/test/model-api-key", None, None)
+    assert primary["SecretString"] == replica["SecretString"]
+    assert len(primary["SecretString"]) == 40
+    assert primary["SecretString"].isalnum()
+
+
+def test_moto_finds_a_replica_secret_by_name_only_and_the_patch_by_partial_arn() -> None:
+    from moto.secretsmanager.models import SecretsStore, secretsmanager_backends  # noqa: PLC0415
+
+    backend = secretsmanager_backends[ACCOUNT][REGION]
+    backend.create_secret(
+        "spothub/test/replicated", "value", None, None, None, None, None, [{"Region": "us-east-2"}], False
+    )
+    replicas = secretsmanager_backends[ACCOUNT]["us-east-2"].secrets
+    partial = f"arn:aws:secretsmanager:us-east-2:{ACCOUNT}:secret:spothub/test/replicated"
+    # moto keeps a replica under its full ARN, so its own lookup of the partial ARN's name misses it.
+    assert not emulator_patches._original_store_contains(replicas, partial)
+    assert isinstance(replicas, SecretsStore)
+    assert partial in replicas
+    assert replicas[partial].name == "spothub/test/replicated"
+    assert f"arn:aws:secretsmanager:us-east-2:{ACCOUNT}:secret:spothub/test/other" not in replicas
+
+
 # --- Fn::GetAZs: the stack's own region -----------------------------------------------------------------
 
 

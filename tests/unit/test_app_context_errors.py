@@ -33,6 +33,8 @@ def run_app(context: dict, outdir: Path) -> subprocess.CompletedProcess[str]:
         ({"workerRegions": "", "hubAsWorker": False}, "workerRegions is empty"),
         ({"workerRegions": "us-west-2,us-west-2"}, "lists us-west-2 more than once"),
         ({"instanceTypes": "p3_2xlarge"}, "'p3_2xlarge' is not an EC2 instance type name"),
+        ({"servingIngressCidrs": "198.51.100.7"}, "'198.51.100.7' is not a CIDR range: name the prefix length"),
+        ({"servingPublicIp": "false"}, "servingPublicIp=false needs vpcs for every worker region"),
     ],
 )
 def test_bad_context_exits_with_one_line_and_no_traceback(tmp_path: Path, context: dict, expected: str) -> None:

@@ -38,7 +38,9 @@ from spothub_core.timings import (
     SPOT_NOTICE_WINDOW_SECONDS,
 )
 
-DEFAULT_HEALTH_URL = "http://127.0.0.1:30000/health"
+# The default preset's (vLLM: port 8000). The hub publishes the deployment's own (servingPort, servingHealthPath)
+# in agent-config, which replaces this.
+DEFAULT_HEALTH_URL = "http://127.0.0.1:8000/health"
 # The serving container ECS started, by the label the ECS agent puts on it.
 DEFAULT_CONTAINER_FILTER = f"label={ECS_CONTAINER_NAME_LABEL}={SERVING_CONTAINER_NAME}"
 DEFAULT_STATE_DIR = Path("/var/lib/spothub-agent")

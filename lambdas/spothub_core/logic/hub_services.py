@@ -9,12 +9,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from spothub_core.contracts import HubCommand, TeardownRequested
+from spothub_core.dal.active_instance import EndpointRecord, withdraw_endpoint_record
 from spothub_core.dal.event_bus import put_command
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.executions import start_named
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.logic.endpoints import serving_address
 from spothub_core.models.orchestrator_tasks import OrchestratorInput
+from spothub_core.models.records import InstanceRecord
+
+# The teardown id of a launch's cancellation: its completion (which names no instance) is no region's teardown.
+CANCEL_PREFIX = "cancel-"
 
 
 @dataclass(frozen=True)
@@ -31,12 +37,41 @@ class HubServices:
     active_instance_parameter: str
     hosted_zone_id: str | None = None
     endpoint_name: str | None = None
+    # Whether clients reach instances at their public address (else the private one): the one the records hold.
+    serving_public_ip: bool = True
     # The operator's alerts topic (SNS client and ARN), and the instance types the worker groups launch: a quota
     # alert names the quotas of their families.
     alerts: Any = None
     alerts_topic_arn: str | None = None
     instance_types: tuple[str, ...] = ()
     prefix: str = "spothub"
+
+
+def endpoint_record(
+    hub: HubServices, replica_id: str, public_ip: str | None, private_ip: str | None
+) -> EndpointRecord | None:
+    """The replica's A record holding this instance's serving address; None without a zone and a name, or
+    while the instance has no such address."""
+    address = serving_address(public_ip, private_ip, public=hub.serving_public_ip)
+    if not (hub.hosted_zone_id and hub.endpoint_name and address):
+        return None
+    return EndpointRecord(hub.hosted_zone_id, hub.endpoint_name, replica_id, address)
+
+
+def withdraw_endpoint(hub: HubServices, instance: InstanceRecord) -> None:
+    """A torn-down instance leaves the endpoint name: its replica's record goes, if it still names this instance.
+
+    A replica that moved on (make before break) had its record changed to the new instance already; it keeps
+    it. Route 53 would refuse that DELETE anyway (other values), but the sandbox's emulator deletes by the
+    replica's SetIdentifier alone."""
+    if not instance.replica_id:
+        return
+    replica = hub.store.replica(instance.replica_id)
+    if replica is None or replica.instance_id != instance.instance_id:
+        return
+    record = endpoint_record(hub, instance.replica_id, instance.public_ip, instance.private_ip)
+    if record:
+        withdraw_endpoint_record(hub.route53, record, instance_id=instance.instance_id)
 
 
 def start_orchestrator(hub: HubServices, name: str, state: OrchestratorInput) -> bool:
@@ -51,7 +86,7 @@ def send_command(hub: HubServices, detail_type: HubCommand, command: BaseModel) 
 def cancel_launch(hub: HubServices, region: str, launch_id: str) -> None:
     """Ask the region to stop a launch nobody waits for any more (and whatever it started)."""
     command = TeardownRequested(
-        teardown_id=f"cancel-{launch_id}", region=region, launch_id=launch_id, reason=f"cancel {launch_id}"
+        teardown_id=f"{CANCEL_PREFIX}{launch_id}", region=region, launch_id=launch_id, reason=f"cancel {launch_id}"
     )
     send_command(hub, HubCommand.TEARDOWN_REQUESTED, command)
 

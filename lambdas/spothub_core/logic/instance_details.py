@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.logic.endpoints import Serving, endpoint_url, serving_address
 from spothub_core.models.api import (
     InstanceView,
     ProvisioningSettings,
@@ -34,20 +35,27 @@ SERVING_STATUSES = (ReplicaStatus.SERVING, ReplicaStatus.REPLACING)
 RECENT_REMEDIATIONS = 20
 
 
-def describe(store: ProvisioningStore, health: InstanceHealthStore) -> SpotInstances:
+def describe(store: ProvisioningStore, health: InstanceHealthStore, serving: Serving) -> SpotInstances:
     config = store.config()
     agents = health.agents()
     replicas = sorted(store.replicas(), key=lambda r: r.replica_id)
     live = [i for i in store.instances() if i.status != InstanceStatus.TERMINATED]
     live.sort(key=lambda i: (i.status != InstanceStatus.SERVING, i.launched_at or ""))
-    live_ids = {i.instance_id for i in live}
-    replica_views = [_replica(r, live_ids) for r in replicas]
+    endpoints = {i.instance_id: _endpoint(i, serving) for i in live}
+    replica_views = [_replica(r, endpoints) for r in replicas]
+    serving_views = [v for v in replica_views if v.status in SERVING_STATUSES]
     return SpotInstances(
         provisioning=ProvisioningStatus.ENABLED if config.enabled else ProvisioningStatus.DISABLED,
         state=_state(replicas, live),
-        region=next((v.region for v in replica_views if v.status in SERVING_STATUSES and v.region), None),
+        region=next((v.region for v in serving_views if v.region), None),
+        # The name follows the replicas (a record per replica): clients keep it across failovers.
+        endpoint=(
+            endpoint_url(serving.endpoint_name, serving.port)
+            if serving.endpoint_name
+            else next((v.endpoint for v in serving_views if v.endpoint), None)
+        ),
         replicas=replica_views,
-        instances=[_instance(i, agents.get(i.instance_id)) for i in live],
+        instances=[_instance(i, agents.get(i.instance_id), endpoints[i.instance_id]) for i in live],
         settings=_settings(config),
         remediations=[
             RemediationView(
@@ -67,9 +75,15 @@ def _state(replicas: list[Replica], live: list[InstanceRecord]) -> ProvisioningS
     return ProvisioningState.LEFT_RUNNING if live else ProvisioningState.IDLE
 
 
-def _replica(replica: Replica, live_ids: set[str]) -> ReplicaView:
-    """A replica whose instance is gone (terminated, or never recorded) points at none and is in no region."""
-    running = replica.instance_id in live_ids
+def _endpoint(instance: InstanceRecord, serving: Serving) -> str | None:
+    address = serving_address(instance.public_ip, instance.private_ip, public=serving.public_ip)
+    return endpoint_url(address, serving.port)
+
+
+def _replica(replica: Replica, endpoints: dict[str, str | None]) -> ReplicaView:
+    """A replica whose instance is gone (terminated, or never recorded) points at none, is in no region and
+    has no endpoint; `endpoints` holds the live instances'."""
+    running = replica.instance_id in endpoints
     return ReplicaView(
         replica_id=replica.replica_id,
         status=replica.status,
@@ -80,12 +94,13 @@ def _replica(replica: Replica, live_ids: set[str]) -> ReplicaView:
         target_region=replica.target_region,
         error=replica.error,
         placed_at=replica.placed_at,
+        endpoint=endpoints.get(replica.instance_id or ""),
     )
 
 
-def _instance(instance: InstanceRecord, agent: AgentRecord | None) -> InstanceView:
-    """The instance as placement left it, and what its agent last said: when, whether the workload is ready,
-    the GPUs' health."""
+def _instance(instance: InstanceRecord, agent: AgentRecord | None, endpoint: str | None) -> InstanceView:
+    """The instance as placement left it, where its model server answers, and what its agent last said: when,
+    whether the workload is ready, the GPUs' health. It bills until it is terminated (a terminating one too)."""
     return InstanceView(
         instance_id=instance.instance_id,
         region=instance.region,
@@ -100,6 +115,8 @@ def _instance(instance: InstanceRecord, agent: AgentRecord | None) -> InstanceVi
         last_seen=agent.last_seen if agent else None,
         ready=agent.ready if agent else None,
         gpu=agent.gpu if agent else None,
+        endpoint=endpoint,
+        billing=instance.status != InstanceStatus.TERMINATED,
     )
 
 

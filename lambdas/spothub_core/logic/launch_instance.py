@@ -50,6 +50,10 @@ from spothub_core.models.worker_tasks import (
 )
 
 FATAL_STOP_CODES = ("CannotPullContainerError", "CannotCreateContainerError", "InvalidImage")
+# ECS could not fetch the container's secrets: fatal only when it was refused or the secret does not exist (a
+# grant or a name to fix, not a region to retry in); a network error there is worth retrying.
+SECRETS_NOT_FETCHED = "ResourceInitializationError"
+SECRETS_REFUSED = ("AccessDenied", "ResourceNotFoundException", "not authorized")
 CLAIMABLE = ("Pending:Wait", "InService")
 FAILED_ACTIVITY = ("Failed", "Cancelled")
 
@@ -118,7 +122,9 @@ def workload_status(worker: WorkerRegion, task: WorkloadStatus) -> Workload:
         )
     if described.get("lastStatus") == "STOPPED":
         reason = f"{described.get('stopCode', '')} {described.get('stoppedReason', '')}".strip()
-        fatal = any(code in reason for code in FATAL_STOP_CODES)
+        fatal = any(code in reason for code in FATAL_STOP_CODES) or (
+            SECRETS_NOT_FETCHED in reason and any(refusal in reason for refusal in SECRETS_REFUSED)
+        )
         return WorkloadFailed(
             error_class=(LaunchFailure.FATAL if fatal else LaunchFailure.TRANSIENT).value,
             code="TaskStopped",

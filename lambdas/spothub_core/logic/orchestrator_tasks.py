@@ -15,7 +15,13 @@ from spothub_core.contracts import HubCommand, LaunchRequested, TeardownRequeste
 from spothub_core.dal.active_instance import ActiveInstance, publish_active_instance
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN
 from spothub_core.errors import RegionTaken, Superseded
-from spothub_core.logic.hub_services import HubServices, cancel_launch, send_command, start_orchestrator
+from spothub_core.logic.hub_services import (
+    HubServices,
+    cancel_launch,
+    endpoint_record,
+    send_command,
+    start_orchestrator,
+)
 from spothub_core.logic.region_exclusions import exclude_after_timeout
 from spothub_core.logic.region_reservations import release, reserve
 from spothub_core.logic.replacements import start_replacement
@@ -128,13 +134,13 @@ def record_instance(hub: HubServices, request: RecordInstanceInput, *, now: floa
             "updated_at": int(now),
         },
     )
+    # Make before break: the replica's record names the new instance before the old one is retired.
     publish_active_instance(
         hub.ssm,
         hub.route53,
         parameter=hub.active_instance_parameter,
-        hosted_zone_id=hub.hosted_zone_id,
-        endpoint_name=hub.endpoint_name,
         active=ActiveInstance(region, instance.instance_id, instance.public_ip, instance.private_ip),
+        record=endpoint_record(hub, request.replica_id, instance.public_ip, instance.private_ip),
     )
     replacing = request.replacing
     retire = None

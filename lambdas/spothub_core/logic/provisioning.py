@@ -2,8 +2,10 @@
 
 Enable writes the switch (a new generation when something changed) and starts one orchestrator
 execution per replica that is not already placed; execution names carry the replica and the
-generation, so a second enable, or two at once, start nothing new. Disable stops the orchestrators;
-with `teardown` it also asks every worker region to stop its tasks and scale its groups to 0.
+generation, so a second enable, or two at once, start nothing new. Disable stops the orchestrators and,
+with `teardown` (the default), asks every worker region to stop its tasks and scale its groups to 0 (also
+when already disabled: that is how instances left running by a disable without teardown are stopped);
+without it, the answer says how many instances keep running and billing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.errors import Conflict, InvalidRequest
 from spothub_core.models.api import ToggleRequest, ToggleResponse
 from spothub_core.models.orchestrator_tasks import OrchestratorInput, Replacing
-from spothub_core.models.records import ProvisioningConfig, ProvisioningStatus, Replica, ReplicaStatus
+from spothub_core.models.records import (
+    InstanceStatus,
+    ProvisioningConfig,
+    ProvisioningStatus,
+    Replica,
+    ReplicaStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,14 @@ class Orchestration:
 
 # The operator's settings on the switch: enabling with the same ones (and nothing failed) changes nothing.
 SETTINGS = ("replicas", "instance_types", "allowed_regions", "denied_regions")
+
+
+# Instances that stop on their own: a teardown was asked for, or they are gone.
+STOPPING = (InstanceStatus.TERMINATING, InstanceStatus.TERMINATED)
+TEARDOWN_HINT = (
+    'POST /spot-provisioning {"action": "disable"} (teardown defaults to true) terminates them; until then '
+    'GET /spot-instances lists them with "billing": true'
+)
 
 
 def execution_name(replica_id: str, generation: int) -> str:
@@ -52,7 +68,22 @@ def toggle(
         _enable(request, store, orchestration, worker_regions, default_instance_types, now)
         return ToggleResponse(message="Spot provisioning enabled successfully")
     _disable(request, store, orchestration, worker_regions, now)
-    return ToggleResponse(message="Spot provisioning disabled successfully")
+    if request.teardown:
+        return ToggleResponse(message="Spot provisioning disabled successfully")
+    return _left_running(store)
+
+
+def _left_running(store: ProvisioningStore) -> ToggleResponse:
+    """Disabled without teardown: say what keeps running and billing, and how to stop it."""
+    running = sum(1 for i in store.instances() if i.status not in STOPPING)
+    left = {0: "no instance is running", 1: "1 instance keeps running, serving and billing"}.get(
+        running, f"{running} instances keep running, serving and billing"
+    )
+    return ToggleResponse(
+        message=f"Spot provisioning disabled; {left}",
+        instances_running=running,
+        hint=TEARDOWN_HINT,
+    )
 
 
 def _enable(  # noqa: PLR0917

@@ -27,7 +27,13 @@ from spothub_core.contracts import (
 )
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN
 from spothub_core.dal.task_tokens import send_failure, send_heartbeat, send_success
-from spothub_core.logic.hub_services import HubServices, cancel_launch, teardown_orphan
+from spothub_core.logic.hub_services import (
+    CANCEL_PREFIX,
+    HubServices,
+    cancel_launch,
+    teardown_orphan,
+    withdraw_endpoint,
+)
 from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_error
 from spothub_core.logic.region_exclusions import exclude_after_failure
 from spothub_core.logic.region_reservations import release
@@ -102,12 +108,17 @@ def on_launch_unsuccessful(hub: HubServices, detail: LaunchUnsuccessfulDetail, *
 
 @dispatch.on(TeardownCompleted)
 def on_teardown_completed(hub: HubServices, report: TeardownCompleted, *, now: float, region: str = "") -> str:
-    resolved = hub.store.resolve_request(TEARDOWN, report.teardown_id, RequestStatus.COMPLETED, resolved_at=now)
-    for instance in hub.store.instances():
+    """The instance (or, naming none, every instance of the region) is gone: it leaves the endpoint name, then
+    is recorded terminated. A launch's cancellation names no instance either, yet tears down none recorded."""
+    cancelled_launch = report.instance_id is None and report.teardown_id.startswith(CANCEL_PREFIX)
+    for instance in [] if cancelled_launch else hub.store.instances():
         if instance.region != report.region or instance.status == InstanceStatus.TERMINATED:
             continue
         if report.instance_id is None or instance.instance_id == report.instance_id:
+            # Withdrawn first: a redelivery after a failed withdrawal finds the instance not yet terminated.
+            withdraw_endpoint(hub, instance)
             hub.store.put_instance(instance.instance_id, {"status": InstanceStatus.TERMINATED, "updated_at": int(now)})
+    resolved = hub.store.resolve_request(TEARDOWN, report.teardown_id, RequestStatus.COMPLETED, resolved_at=now)
     if resolved is None:
         return "ignored: no pending teardown"
     if resolved.task_token:

@@ -6,9 +6,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from typing_extensions import TypedDict
 
 from spothub_core.models.records import CapacityType, InstanceStatus, ProvisioningStatus, ReplicaStatus
 
@@ -54,7 +64,14 @@ class ToggleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     action: Literal["enable", "disable"] = Field(description="enable or disable spot provisioning")
-    teardown: bool = Field(False, description="with disable: stop the tasks and scale every worker group to 0")
+    # Default true: an operator who disables expects the GPUs to stop billing; keeping them is the explicit choice.
+    teardown: bool = Field(
+        True,
+        description=(
+            "with disable: stop the tasks, scale every worker group to 0 and terminate the instances (default "
+            "true); false keeps the instances running, serving and billing until a disable with teardown"
+        ),
+    )
     replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="serving replicas to keep (default 1)")
     instance_types: list[str] | None = Field(None, min_length=1, max_length=20)
     allowed_regions: list[str] | None = Field(None, min_length=1)
@@ -82,13 +99,35 @@ class ToggleRequest(BaseModel):
 
     @model_validator(mode="after")
     def _teardown_disables(self) -> ToggleRequest:
-        if self.action == "enable" and self.teardown:
+        # Only an explicit `"teardown": true` with enable is refused: the default is disable's.
+        if self.action == "enable" and "teardown" in self.model_fields_set and self.teardown:
             raise ValueError("teardown applies to disable only")
         return self
 
 
-class ToggleResponse(BaseModel):
+class ToggleAnswer(TypedDict):
+    """The JSON of a ToggleResponse: the fields a disable without teardown adds are absent otherwise, not null."""
+
     message: str
+    instances_running: NotRequired[
+        Annotated[
+            int, Field(ge=0, description="with disable without teardown: instances that keep running and billing")
+        ]
+    ]
+    hint: NotRequired[Annotated[str, Field(description="with disable without teardown: how to stop those instances")]]
+
+
+class ToggleResponse(BaseModel):
+    """The answer of POST /spot-provisioning."""
+
+    message: str
+    instances_running: int | None = Field(None, ge=0)
+    hint: str | None = None
+
+    # Its JSON (and the OpenAPI document) leaves out what is None: enable's answer is still just its message.
+    @model_serializer(mode="wrap", return_type=ToggleAnswer)
+    def _without_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 # --- GET /status -----------------------------------------------------------------------------------
@@ -131,6 +170,9 @@ class ReplicaView(BaseModel):
     target_region: str | None = Field(description="where its launch in flight goes, if any")
     error: str | None
     placed_at: UtcTime | None = Field(description="when its instance entered service, ISO 8601 UTC")
+    endpoint: str | None = Field(
+        description="its instance's model server, http://<address>:<port>; None while it has no instance or address"
+    )
 
 
 class InstanceView(BaseModel):
@@ -147,6 +189,13 @@ class InstanceView(BaseModel):
     last_seen: UtcTime | None = Field(description="the agent's last heartbeat, ISO 8601 UTC; None before any")
     ready: bool | None = Field(description="whether the workload answers its health check, as the agent last said")
     gpu: dict[str, Any] | None = Field(description="the GPUs' health, as the agent last said")
+    endpoint: str | None = Field(
+        description=(
+            "its model server, http://<public ip, or private ip when servingPublicIp is false>:<servingPort>; "
+            "None while it has no such address"
+        )
+    )
+    billing: bool = Field(description="whether EC2 bills it: true until it is terminated")
 
 
 class ProvisioningSettings(BaseModel):
@@ -170,6 +219,12 @@ class SpotInstances(BaseModel):
     provisioning: ProvisioningStatus
     state: ProvisioningState
     region: str | None = Field(description="the first serving replica's region (each replica says its own)")
+    endpoint: str | None = Field(
+        description=(
+            "where clients reach the model: http://<endpointName>:<port> when the deployment has an endpoint name "
+            "(a DNS record that follows the replicas), else the first serving replica's endpoint"
+        )
+    )
     replicas: list[ReplicaView]
     instances: list[InstanceView] = Field(description="every instance not terminated, serving ones first")
     settings: ProvisioningSettings

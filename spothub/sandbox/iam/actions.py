@@ -11,11 +11,13 @@ trusted, never silently allowed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
+from xml.etree import ElementTree
 
 from spothub.sandbox.iam.evaluator import ContextValue
 from spothub.sandbox.iam.reference import reference_action
@@ -32,6 +34,7 @@ class ApiRequest:
     params: dict[str, Any]  # JSON body, or the query/form parameters (first value of each)
     path: str = "/"
     partition: str = "aws"
+    body: str = ""  # the raw body, for the REST-XML protocols (Route 53) whose parameters are in it
 
     def arn(self, service: str, resource: str, *, region: str | None = None, account: str | None = None) -> str:
         region = self.region if region is None else region
@@ -100,6 +103,22 @@ class ResourceFacts:
         if cluster.startswith("arn:"):
             return cluster
         return request.arn("ecs", f"cluster/{cluster or 'default'}")
+
+    def secret(self, request: ApiRequest, secret_id: str) -> tuple[str, dict[str, str]]:
+        """A secret's full ARN and tags, from its name, full or partial ARN; the name's ARN pattern (with
+        the random suffix as `??????`) when the emulator has no such secret."""
+        from moto.secretsmanager.models import secretsmanager_backends  # noqa: PLC0415
+
+        region = secret_id.split(":")[3] if secret_id.startswith("arn:") else request.region
+        backend = secretsmanager_backends[request.account][region]
+        try:
+            found = backend.describe_secret(secret_id)
+        except Exception:
+            name = secret_id.split(":secret:", 1)[1] if secret_id.startswith("arn:") else secret_id
+            return request.arn("secretsmanager", f"secret:{name}-??????", region=region), {}
+        described = found.to_dict() if hasattr(found, "to_dict") else json.loads(found)
+        tags = {t["Key"]: t.get("Value", "") for t in described.get("Tags") or []}
+        return str(described["ARN"]), tags
 
     def task_definition_arn(self, request: ApiRequest, task_definition: str) -> str:
         if task_definition.startswith("arn:"):
@@ -345,9 +364,43 @@ def _route53(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
     match = _ROUTE53_ZONE.search(request.path)
     if match is None:
         raise UnresolvedAction(f"route53:{request.operation}")
-    return [
-        Authorization(f"route53:{request.operation}", [f"arn:{request.partition}:route53:::hostedzone/{match['zone']}"])
-    ]
+    context: dict[str, ContextValue] = {}
+    if request.operation == "ChangeResourceRecordSets":
+        context = _record_changes(request.body)
+    zone = f"arn:{request.partition}:route53:::hostedzone/{match['zone']}"
+    return [Authorization(f"route53:{request.operation}", [zone], context)]
+
+
+def _record_changes(body: str) -> dict[str, ContextValue]:
+    """The condition keys of a ChangeResourceRecordSets batch: each change's action, record type and
+    normalized name (lower case, no trailing dot, escapes as Route 53 writes them)."""
+    try:
+        root = ElementTree.fromstring(body)  # noqa: S314 (the sandbox's own clients' requests)
+    except ElementTree.ParseError as exc:
+        raise UnresolvedAction(f"route53:ChangeResourceRecordSets (body: {exc})") from exc
+
+    def texts(tag: str) -> list[str]:
+        return [e.text or "" for e in root.iter() if e.tag.rsplit("}", 1)[-1] == tag]
+
+    names = [name.rstrip(".").lower() for name in texts("Name")]
+    return {
+        "route53:ChangeResourceRecordSetsActions": texts("Action"),
+        "route53:ChangeResourceRecordSetsRecordTypes": texts("Type"),
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames": names,
+    }
+
+
+def _secretsmanager(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    secret_id = request.params.get("SecretId")
+    if not secret_id:
+        raise UnresolvedAction(f"secretsmanager:{request.operation}")
+    arn, tags = facts.secret(request, str(secret_id))
+    context: dict[str, ContextValue] = {"secretsmanager:SecretId": arn, **_resource_tags(tags)}
+    if request.params.get("VersionStage"):
+        context["secretsmanager:VersionStage"] = str(request.params["VersionStage"])
+    if request.params.get("VersionId"):
+        context["secretsmanager:VersionId"] = str(request.params["VersionId"])
+    return [Authorization(f"secretsmanager:{request.operation}", [arn], context)]
 
 
 RESOLVERS: dict[str, Resolver] = {
@@ -364,6 +417,7 @@ RESOLVERS: dict[str, Resolver] = {
     "sns": _sns,
     "sqs": _sqs,
     "route53": _route53,
+    "secretsmanager": _secretsmanager,
 }
 
 

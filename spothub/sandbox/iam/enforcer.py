@@ -278,6 +278,7 @@ class Enforcer:
             params=_parameters(response),
             path=response.path,
             partition=session.role_arn.split(":")[1],
+            body=_raw_body(response),
         )
         who = session.role_arn.rsplit("/", 1)[-1]
         try:
@@ -299,6 +300,13 @@ class Enforcer:
                     code = _KMS_DENIED_CODE.get(service, code)
                 return code, message
         return None
+
+
+def _raw_body(response: Any) -> str:
+    body = response.body
+    if isinstance(body, bytes):
+        return body.decode(errors="replace")
+    return body if isinstance(body, str) else ""
 
 
 def _parameters(response: Any) -> dict[str, Any]:

@@ -242,6 +242,12 @@ def test_a_running_task_is_healthy_with_the_instances_facts(handler: ModuleType)
     [
         ("CannotPullContainerError: pull access denied for serve", "fatal"),
         ("Essential container in task exited", "transient"),
+        (
+            "ResourceInitializationError: unable to pull secrets or registry auth: AccessDeniedException: the role"
+            " may not call secretsmanager:GetSecretValue",
+            "fatal",
+        ),
+        ("ResourceInitializationError: unable to pull secrets or registry auth: connection timed out", "transient"),
     ],
 )
 def test_a_stopped_task_is_a_failure_classed_by_its_reason(handler: ModuleType, reason: str, error_class: str) -> None:
