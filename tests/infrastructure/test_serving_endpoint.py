@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from spothub_core.timings import SERVING_HEALTH_START_PERIOD_SECONDS
-from stacks.config import PRESET_MAX_MODEL_LEN
+from stacks.serving_presets import PRESET_MAX_MODEL_LEN
 from tests.infrastructure.synth import Synthesized
 
 ACCOUNT = {"Ref": "AWS::AccountId"}

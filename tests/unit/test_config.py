@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.config import GPU_COUNTS, ConfigError, ServingPreset, SpothubConfig
+from stacks.config import ConfigError, SpothubConfig
+from stacks.serving_presets import GPU_COUNTS, ServingPreset
 
 
 def test_defaults_describe_a_hub_and_two_workers() -> None:
