@@ -62,9 +62,6 @@ hub = HubServices(
     prefix=settings.prefix,
 )
 
-# The orchestrator's actions: the model each one's input is read into, and the task that answers it.
-ACTIONS = TASKS
-
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
@@ -86,9 +83,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 def _act(event: dict[str, Any], now: float) -> dict[str, Any]:
     """One orchestrator action; a ValidationError naming the field when its input breaks the action's model."""
     name = event["action"]
-    if name not in ACTIONS:
-        raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTIONS)}")
-    model, task = ACTIONS[name]
+    if name not in TASKS:
+        raise ValueError(f"unknown action {name!r}; known: {', '.join(TASKS)}")
+    model, task = TASKS[name]
     request = model.model_validate({k: v for k, v in event.items() if k != "action"})
     result = task(hub, request, now=now).model_dump(mode="json")
     logger.info("action done", extra={"action": name, "result": result})

@@ -112,6 +112,15 @@ def alarm_name_prefix(prefix: str) -> str:
 # --- payloads: the detail of each of spothub's own detail-types ---------------------------------
 
 CapacityType = Literal["spot", "on-demand"]
+
+
+class NoticeKind(StrEnum):
+    """What a capacity notice warns of: a rebalance recommendation, or an interruption (two minutes left)."""
+
+    REBALANCE = "rebalance"
+    INTERRUPTION = "interruption"
+
+
 ErrorClass = Literal["capacity", "quota", "transient", "fatal"]
 
 
@@ -182,7 +191,7 @@ class CapacityNotice(_Detail):
 
     region: str
     instance_id: str
-    kind: Literal["rebalance", "interruption"]
+    kind: NoticeKind
     notice_id: str
     replica_id: str | None = None
     launch_id: str | None = None

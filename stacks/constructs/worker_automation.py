@@ -18,8 +18,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
-from spothub_core.contracts import AwsEvent, Source
-from spothub_core.models.worker_tasks import NoticeKind
+from spothub_core.contracts import AwsEvent, NoticeKind, Source
 from spothub_core.timings import (
     EVENT_DELIVERY_MAX_AGE_SECONDS,
     MAX_INSTANCE_POLLS_SECONDS,

@@ -384,7 +384,7 @@ def test_continue_as_new_starts_a_fresh_orchestrator_execution(handler: ModuleTy
 def test_every_orchestrator_action_in_the_asl_is_registered(handler: ModuleType) -> None:
     named = asl_actions("spot_orchestrator")
     assert named
-    assert named <= set(handler.ACTIONS)
+    assert named <= set(handler.TASKS)
 
 
 def test_an_action_whose_input_breaks_its_model_raises_naming_the_field_and_changes_nothing(

@@ -16,7 +16,7 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,12 +25,11 @@ from spothub_agent.imds import Imds, ImdsError
 from spothub_agent.logs import log_event, warn
 from spothub_agent.publisher import Publisher, PublishError
 from spothub_agent.state import AgentState
-from spothub_core.contracts import CapacityNotice, InstanceTag
+from spothub_core.contracts import CapacityNotice, InstanceTag, NoticeKind
 
-NoticeKind = Literal["interruption", "rebalance"]
 NOTICE_PATHS: dict[NoticeKind, str] = {
-    "interruption": "spot/instance-action",
-    "rebalance": "events/recommendations/rebalance",
+    NoticeKind.INTERRUPTION: "spot/instance-action",
+    NoticeKind.REBALANCE: "events/recommendations/rebalance",
 }
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from spothub_core.contracts import InstanceTag
+from spothub_core.contracts import InstanceTag, NoticeKind
 from spothub_core.dal.ec2_instances import tags_of
 from spothub_core.logic.worker_region import WorkerRegion
-from spothub_core.models.worker_tasks import Identify, NoticeKind, NotOurs, Ours, Owner
+from spothub_core.models.worker_tasks import Identify, NotOurs, Ours, Owner
 
 
 def identify(worker: WorkerRegion, task: Identify) -> Owner:

@@ -8,11 +8,11 @@ as ISO 8601. Unknown attributes are ignored, so an item written by a newer versi
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CapacityType = Literal["spot", "on-demand"]
+from spothub_core.contracts import CapacityType
 
 
 class ProvisioningStatus(StrEnum):

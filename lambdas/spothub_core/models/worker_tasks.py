@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spothub_core.contracts import CapacityType, ErrorClass, InstanceFacts
+from spothub_core.contracts import CapacityType, ErrorClass, InstanceFacts, NoticeKind
 
 
 class _Task(BaseModel):
@@ -23,13 +23,6 @@ class _Task(BaseModel):
 
 class _Result(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-class NoticeKind(StrEnum):
-    """A capacity notice's kind (contracts.CapacityNotice.kind)."""
-
-    REBALANCE = "rebalance"
-    INTERRUPTION = "interruption"
 
 
 class ClaimStatus(StrEnum):

@@ -14,8 +14,8 @@ import boto3
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from spothub_core.contracts import CapacityNotice, HubCommand, LaunchRequested, Source, TeardownRequested
-from spothub_core.models.worker_tasks import CapacityMonitorInput, ClaimStatus, NoticeKind, WorkloadState
+from spothub_core.contracts import CapacityNotice, HubCommand, LaunchRequested, NoticeKind, Source, TeardownRequested
+from spothub_core.models.worker_tasks import CapacityMonitorInput, ClaimStatus, WorkloadState
 from stacks.paths import STATEMACHINES_DIR
 from tests.integration.conftest import ApiCalls, asl_actions, eventbridge_event, executions
 from tests.integration.worker_region.region import LAUNCH_ID, REGION, run
@@ -140,7 +140,8 @@ def test_the_capacity_monitor_reads_its_input_model() -> None:
 
 
 def test_the_notice_kinds_are_the_capacity_notices() -> None:
-    assert {k.value for k in NoticeKind} == set(typing.get_args(CapacityNotice.model_fields["kind"].annotation))
+    assert CapacityMonitorInput.model_fields["kind"].annotation is CapacityNotice.model_fields["kind"].annotation
+    assert {k.value for k in NoticeKind} == {"rebalance", "interruption"}
 
 
 @pytest.mark.parametrize(
