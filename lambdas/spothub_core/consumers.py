@@ -23,6 +23,8 @@ from spothub_core.contracts import (
     AWS_EVENT_SOURCES,
     AlarmStateChangeDetail,
     AwsEvent,
+    BatchFleetReport,
+    BatchFleetRequested,
     CapacityNotice,
     DrainCompleted,
     HubCommand,
@@ -56,6 +58,8 @@ class Target(StrEnum):
     WORKER_TASKS = "worker_tasks"
     INSTANCE_REMEDIATION = "instance_remediation"
     CAPACITY_MONITOR = "capacity_monitor"
+    BATCH_SUPERVISOR = "batch_supervisor"
+    BATCH_FLEET = "batch_fleet"
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,12 @@ CONSUMERS: tuple[Consumer, ...] = (
         Bus.HUB,
         Target.CAPACITY_HANDLER,
     ),
+    # Batch jobs: a worker region's account of a job's group.
+    Consumer(Source.WORKER, WorkerReport.BATCH_FLEET_REPORT, BatchFleetReport, Bus.HUB, Target.BATCH_SUPERVISOR),
     # A worker region: the hub's commands, its own alarms and spot notices.
     Consumer(Source.HUB, HubCommand.LAUNCH_REQUESTED, LaunchRequested, Bus.WORKER, Target.WORKER_TASKS),
     Consumer(Source.HUB, HubCommand.TEARDOWN_REQUESTED, TeardownRequested, Bus.WORKER, Target.WORKER_TASKS),
+    Consumer(Source.HUB, HubCommand.BATCH_FLEET_REQUESTED, BatchFleetRequested, Bus.WORKER, Target.BATCH_FLEET),
     Consumer(
         _aws(AwsEvent.ALARM_STATE_CHANGE),
         AwsEvent.ALARM_STATE_CHANGE,

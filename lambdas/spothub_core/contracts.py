@@ -54,6 +54,7 @@ class HubCommand(StrEnum):
 
     LAUNCH_REQUESTED = "Spothub Launch Requested"
     TEARDOWN_REQUESTED = "Spothub Teardown Requested"
+    BATCH_FLEET_REQUESTED = "Spothub Batch Fleet Requested"
 
 
 class WorkerReport(StrEnum):
@@ -67,6 +68,13 @@ class WorkerReport(StrEnum):
     CAPACITY_NOTICE = "Spothub Capacity Notice"
     DRAIN_COMPLETED = "Spothub Drain Completed"
     INSTANCE_UNHEALTHY = "Spothub Instance Unhealthy"
+    BATCH_FLEET_REPORT = "Spothub Batch Fleet Report"
+
+
+class HubEvent(StrEnum):
+    """What the hub announces on its own bus for automation (source `spothub.hub`, no region)."""
+
+    JOB_FINISHED = "Spothub Job Finished"
 
 
 class TaskError(StrEnum):
@@ -90,6 +98,13 @@ class InstanceTag(StrEnum):
     MODEL_CACHE = "spothub:model-cache"
     REPLICA = "spothub:replica"
     LAUNCH = "spothub:launch-id"
+    # On the instances of a batch job's group (set by the group at launch): the agent runs in batch mode.
+    JOB = "spothub:job-id"
+
+
+def job_group_name(prefix: str, job_id: str) -> str:
+    """A batch job's Auto Scaling group in a worker region: the worker stack's grants match `<prefix>-job-*`."""
+    return f"{prefix}-{job_id}"
 
 
 # Auto Scaling's own tag on every member of a group.
@@ -221,9 +236,63 @@ class InstanceUnhealthy(_Detail):
     launch_id: str | None = None
 
 
+class BatchFleetRequested(_Detail):
+    """The hub asks a worker region for a batch job's capacity: its group (created on first use from the region's
+    batch launch template, tagged with the job) grows to `desired` (never shrinks by this: workers leave
+    themselves, decrementing); `release_instances` are terminated (decrementing); `release` deletes the group."""
+
+    job_id: str = Field(min_length=1, max_length=40)
+    region: str
+    desired: int = Field(0, ge=0)
+    capacity_type: CapacityType = "spot"
+    instance_types: list[str] = Field(default_factory=list)  # empty: the region's batch instance types
+    release_instances: list[str] = Field(default_factory=list)
+    release: bool = False
+    requested_at: float = 0.0  # the hub's time: a region applies nothing older than what it applied
+
+
+class BatchFleetReport(_Detail):
+    """A worker region's answer to a batch fleet request: the group as it is, and its last launch failure."""
+
+    job_id: str
+    region: str
+    group_name: str
+    desired: int = 0
+    in_service: int = 0
+    instance_ids: list[str] = Field(default_factory=list)
+    error: str | None = None
+    error_class: ErrorClass | None = None
+    released: bool = False
+    requested_at: float = 0.0  # echoed from the request it answers
+
+
+class BatchCounts(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    pending: int = 0
+    assigned: int = 0
+    processing: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class JobFinished(_Detail):
+    """A batch job ended (completed, failed or cancelled): for automation on the hub bus."""
+
+    job_id: str
+    status: Literal["completed", "failed", "cancelled"]
+    files: int
+    batches: BatchCounts
+    output_bucket: str
+    output_prefix: str
+    reason: str | None = None
+    finished_at: str  # ISO 8601 UTC
+
+
 COMMAND_MODELS: dict[HubCommand, type[_Detail]] = {
     HubCommand.LAUNCH_REQUESTED: LaunchRequested,
     HubCommand.TEARDOWN_REQUESTED: TeardownRequested,
+    HubCommand.BATCH_FLEET_REQUESTED: BatchFleetRequested,
 }
 
 REPORT_MODELS: dict[WorkerReport, type[_Detail]] = {
@@ -234,7 +303,10 @@ REPORT_MODELS: dict[WorkerReport, type[_Detail]] = {
     WorkerReport.CAPACITY_NOTICE: CapacityNotice,
     WorkerReport.DRAIN_COMPLETED: DrainCompleted,
     WorkerReport.INSTANCE_UNHEALTHY: InstanceUnhealthy,
+    WorkerReport.BATCH_FLEET_REPORT: BatchFleetReport,
 }
+
+HUB_EVENT_MODELS: dict[HubEvent, type[_Detail]] = {HubEvent.JOB_FINISHED: JobFinished}
 
 
 # --- AWS service events spothub consumes: the fields of `detail` it reads ------------------------------

@@ -199,3 +199,32 @@ SERVING_HEALTH_TIMEOUT_SECONDS = 10
 SERVING_HEALTH_START_PERIOD_SECONDS = 5 * MINUTE_SECONDS
 # ECS's stop timeout (SIGTERM to SIGKILL) is the agent's drain grace period: the same promise to the server.
 SERVING_STOP_TIMEOUT_SECONDS = AGENT_GRACE_SECONDS
+
+# --- batch jobs --------------------------------------------------------------------------------------------
+
+# The batch supervisor's schedule: timeouts, scaling, completion. Once a minute, the design's floor for a
+# polling function; the listing's end and the worker API's calls do what cannot wait a minute.
+BATCH_SUPERVISOR_SECONDS = MINUTE_SECONDS
+# A job's defaults (POST /jobs fields): a worker acknowledges its assignment within five minutes (the download
+# starts after the ack) and finishes a batch within the hour.
+BATCH_ACK_TIMEOUT_SECONDS = 5 * MINUTE_SECONDS
+BATCH_PROCESSING_TIMEOUT_SECONDS = HOUR_SECONDS
+# A worker with nothing to claim while batches are still in flight elsewhere (they may come back) asks again
+# after this long.
+BATCH_WAIT_RETRY_SECONDS = 15
+# The agent in batch mode asks for work again this soon after a batch (or an error), at most.
+AGENT_BATCH_POLL_SECONDS = 5
+# One listing task lists pages for this long, then hands its place to the next task (each task is one Lambda
+# invocation; a 100,000-file prefix is 100 pages).
+BATCH_LISTING_BUDGET_SECONDS = 30
+BATCH_LISTING_FUNCTION_TIMEOUT_SECONDS = 2 * MINUTE_SECONDS
+# The whole listing of a prefix, at worst (a million files at about a second a page with its writes).
+BATCH_LISTING_TIMEOUT_SECONDS = 2 * HOUR_SECONDS
+# Workers asked of a region that have not registered this long after are counted lost (boot, image pull);
+# the region is asked again, or another one.
+BATCH_WORKER_BOOT_SECONDS = 15 * MINUTE_SECONDS
+# A worker that has not called the worker API this long is silent: its batch is taken back at its deadline
+# anyway; this only marks the worker in the job's view.
+BATCH_WORKER_SILENT_SECONDS = 5 * MINUTE_SECONDS
+# A finished job's items (batches, workers, errors) expire this long after it ended; the job item stays.
+BATCH_RECORD_TTL_SECONDS = 30 * DAY_SECONDS
