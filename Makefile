@@ -35,8 +35,13 @@ demo: install
 sandbox: install
 	$(BIN)/spothub sandbox up
 
+# In parallel processes, one sandbox each: first everything but the sandbox tests, then those (moto's
+# `mock_aws()` in a unit or integration test resets the process-wide backends a running sandbox lives in).
+TEST_PROCESSES ?= auto
+PYTEST_PARALLEL := -n $(TEST_PROCESSES) --maxprocesses 4 --dist loadfile
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL) --ignore=tests/sandbox
+	$(BIN)/pytest $(PYTEST_PARALLEL) tests/sandbox
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
