@@ -1,22 +1,26 @@
-"""The `spothub` command. Sub-commands arrive with the capabilities they drive."""
+"""The `spothub` command. Sub-commands arrive with the capabilities they drive: the local ones here, the
+ones that call the deployed API in cli_api.py (and a module per capability beside it, like cli_jobs.py)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from spothub import __version__
-from stacks.paths import REPO_ROOT
-
-STATE_DIR = REPO_ROOT / ".spothub"
+from spothub.cli_api import META_KEY, STATE_DIR, api_options, register
+from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE
 
 if TYPE_CHECKING:
     from spothub.sandbox.sandbox import SandboxOptions
 
+__all__ = ["STATE_DIR", "cli", "main"]
 
-def _summary(args: argparse.Namespace) -> int:
+
+def _summary(args: SimpleNamespace) -> int:
     from spothub.assembly_summary import render, summarize  # noqa: PLC0415 (keeps --help fast)
 
     try:
@@ -27,7 +31,7 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
+def _sandbox_options(args: SimpleNamespace) -> SandboxOptions:
     from spothub.sandbox.sandbox import SandboxOptions  # noqa: PLC0415
 
     return SandboxOptions(
@@ -40,7 +44,7 @@ def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
     )
 
 
-def _sandbox_up(args: argparse.Namespace) -> int:
+def _sandbox_up(args: SimpleNamespace) -> int:
     import signal  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
@@ -84,7 +88,7 @@ def _sandbox_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sandbox_demo(args: argparse.Namespace) -> int:
+def _sandbox_demo(args: SimpleNamespace) -> int:
     from spothub.sandbox.demo import run_demo  # noqa: PLC0415
     from spothub.sandbox.sandbox import Sandbox, SandboxError, free_port  # noqa: PLC0415
 
@@ -106,7 +110,7 @@ def _sandbox_demo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _api_key(args: argparse.Namespace) -> int:
+def _api_key(args: SimpleNamespace) -> int:
     """Print the model endpoint's key: the secret named in /spothub/<prefix>/model-api-key-secret, read with
     the caller's AWS credentials (in the sandbox, the running sandbox's, from its state file)."""
     import json  # noqa: PLC0415
@@ -147,7 +151,7 @@ def _api_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace) -> int:
+def _replay(args: SimpleNamespace) -> int:
     import json  # noqa: PLC0415
 
     from spothub.replay.report import render_table, replay  # noqa: PLC0415
@@ -168,75 +172,108 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spothub",
-        description="spothub: keep GPU work on the cheapest spot capacity across AWS regions.",
-    )
-    parser.add_argument("--version", action="version", version=f"spothub {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    summary = commands.add_parser(
-        "summary", help="summarize a synthesized cloud assembly: stacks, regions, resources, API routes"
-    )
-    summary.add_argument("--cdk-out", default="cdk.out", help="the cloud assembly directory (default: cdk.out)")
-    summary.set_defaults(handler=_summary)
+# --- the command line -------------------------------------------------------------------------------
 
-    sandbox = commands.add_parser("sandbox", help="run the synthesized stacks on an embedded AWS emulator")
-    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="SANDBOX_COMMAND", required=True)
-    for name, handler, port, helptext in (
-        ("up", _sandbox_up, 8080, "start the sandbox and run until interrupted"),
-        ("demo", _sandbox_demo, 0, "start a sandbox, play the narrated scenario, check every expectation"),
-    ):
-        command = sandbox_commands.add_parser(name, help=helptext)
-        command.add_argument("--port", type=int, default=port, help=f"API port (default: {port or 'a free one'})")
-        command.add_argument("--cdk-out", help="reuse this synthesized assembly instead of synthesizing")
-        command.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-        command.add_argument("--traces", help="replay spot capacity from this trace directory")
-        command.add_argument("--shape", help="the trace shape to replay (e.g. v100_1)")
-        command.add_argument(
-            "--state-dir", default=str(STATE_DIR), help=f"where sandbox.json and work files go (default: {STATE_DIR})"
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+    help="spothub: keep GPU work on the cheapest spot capacity across AWS regions.",
+    epilog="The API commands (status, instances, enable, disable, jobs) sign with your AWS credentials and find "
+    "the API in SSM (/spothub/<prefix>/api-url in --region), or take --url, or --sandbox for the local sandbox; "
+    "these options go before or after the command.",
+)
+@click.version_option(__version__, "--version", prog_name="spothub", message="%(prog)s %(version)s")
+@api_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command(help="summarize a synthesized cloud assembly: stacks, regions, resources, API routes")
+@click.option("--cdk-out", default="cdk.out", help="the cloud assembly directory (default: cdk.out)")
+def summary(cdk_out: str) -> int:
+    return _summary(SimpleNamespace(cdk_out=cdk_out))
+
+
+@cli.group(help="run the synthesized stacks on an embedded AWS emulator")
+def sandbox() -> None:
+    pass
+
+
+def _sandbox_command(name: str, handler: Any, port: int, helptext: str) -> None:
+    @sandbox.command(name, help=helptext)
+    @click.option("--port", type=int, default=port, help=f"API port (default: {port or 'a free one'})")
+    @click.option("--cdk-out", help="reuse this synthesized assembly instead of synthesizing")
+    @click.option("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    @click.option("--traces", help="replay spot capacity from this trace directory")
+    @click.option("--shape", help="the trace shape to replay (e.g. v100_1)")
+    @click.option(
+        "--state-dir", default=str(STATE_DIR), help=f"where sandbox.json and work files go (default: {STATE_DIR})"
+    )
+    def run(**options: Any) -> int:
+        return handler(SimpleNamespace(**options))
+
+
+_sandbox_command("up", _sandbox_up, 8080, "start the sandbox and run until interrupted")
+_sandbox_command("demo", _sandbox_demo, 0, "start a sandbox, play the narrated scenario, check every expectation")
+
+
+@cli.command(
+    "api-key",
+    help="print the model endpoint's API key (Authorization: Bearer <key>), from Secrets Manager. Reads the "
+    "secret named in /spothub/<prefix>/model-api-key-secret in the hub region with your AWS credentials "
+    "(secretsmanager:GetSecretValue, ssm:GetParameter), or the running sandbox's.",
+)
+@click.option("--sandbox", "in_sandbox", is_flag=True, help="the running sandbox's key (its sandbox.json)")
+@click.option("--region", help="the hub region of the deployment")
+@click.option("--prefix", help="the deployment's prefix (default: spothub)")
+@click.option("--state-dir", help=f"where the sandbox's sandbox.json is (default: {STATE_DIR})")
+@click.pass_context
+def api_key(ctx: click.Context, in_sandbox: bool, region: str | None, prefix: str | None, state_dir: str | None) -> int:
+    # The root's options (`spothub --sandbox api-key`) stand in for the command's own.
+    given = {name: value for name, (value, _source) in ctx.meta.get(META_KEY, {}).items()}
+    in_sandbox = in_sandbox or bool(given.get("sandbox"))
+    region = region or given.get("region")
+    if in_sandbox and region:
+        raise click.UsageError("--region cannot be used with --sandbox (the sandbox's region is used)")
+    return _api_key(
+        SimpleNamespace(
+            sandbox=in_sandbox,
+            region=region,
+            prefix=prefix or given.get("prefix") or "spothub",
+            state_dir=state_dir or given.get("state_dir") or str(STATE_DIR),
         )
-        command.set_defaults(handler=handler)
+    )
 
-    api_key = commands.add_parser(
-        "api-key",
-        help="print the model endpoint's API key (Authorization: Bearer <key>), from Secrets Manager",
-        description="Reads the secret named in /spothub/<prefix>/model-api-key-secret in the hub region with your "
-        "AWS credentials (secretsmanager:GetSecretValue, ssm:GetParameter), or the running sandbox's.",
-    )
-    where = api_key.add_mutually_exclusive_group()
-    where.add_argument("--sandbox", action="store_true", help="the running sandbox's key (its sandbox.json)")
-    where.add_argument("--region", help="the hub region of the deployment")
-    api_key.add_argument("--prefix", default="spothub", help="the deployment's prefix (default: spothub)")
-    api_key.add_argument(
-        "--state-dir", default=str(STATE_DIR), help=f"where the sandbox's sandbox.json is (default: {STATE_DIR})"
-    )
-    api_key.set_defaults(handler=_api_key)
 
-    from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE  # noqa: PLC0415
+@cli.command(help="replay spot capacity traces through production's policy and the baselines")
+@click.option("--traces", required=True, help="a folder of <zone>_<shape>.json trace files")
+@click.option("--shape", default=DEFAULT_SHAPE, help=f"the shape to replay (default: {DEFAULT_SHAPE})")
+@click.option("--replicas", type=int, default=1, help="ready replicas wanted (default: 1)")
+@click.option("--cold-start", type=float, default=300.0, help="seconds from launch to ready: boot and model load (300)")
+@click.option("--prices", default=str(DEFAULT_PRICES), help=f"prices file (default: {DEFAULT_PRICES})")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
+def replay(**options: Any) -> int:
+    options["json"] = options.pop("as_json")
+    return _replay(SimpleNamespace(**options))
 
-    replay = commands.add_parser(
-        "replay", help="replay spot capacity traces through production's policy and the baselines"
-    )
-    replay.add_argument("--traces", required=True, help="a folder of <zone>_<shape>.json trace files")
-    replay.add_argument("--shape", default=DEFAULT_SHAPE, help=f"the shape to replay (default: {DEFAULT_SHAPE})")
-    replay.add_argument("--replicas", type=int, default=1, help="ready replicas wanted (default: 1)")
-    replay.add_argument(
-        "--cold-start", type=float, default=300.0, help="seconds from launch to ready: boot and model load (300)"
-    )
-    replay.add_argument("--prices", default=str(DEFAULT_PRICES), help=f"prices file (default: {DEFAULT_PRICES})")
-    replay.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    replay.set_defaults(handler=_replay)
-    return parser
+
+register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 0
-    return int(args.handler(args))
+    """Run the command line; the exit status is returned, not raised (usage errors: 2)."""
+    try:
+        result = cli.main(args=argv, prog_name="spothub", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The agent bundle the launch template installs: worker_agent/ plus the control plane's modules it shares,
-under spothub_core/: the event contracts and the instance tag keys (contracts.py), the timings (timings.py)
-and the agent API's request models (models/agent.py). The agent names its events, reads its tags, sizes its
-waits and builds its payloads from the same modules the control plane validates them with, not copies.
+under spothub_core/: the event contracts and the instance tag keys (contracts.py), the timings (timings.py),
+the agent API's request models (models/agent.py) and the batch worker API's models (models/batch_workers.py).
+The agent names its events, reads its tags, sizes its waits and builds its payloads from the same modules the
+control plane validates them with, not copies.
 
 The shipped modules import the standard library and pydantic only (worker_agent/requirements.txt pins it as
 the Lambdas do); tests/agent/test_agent_bundle.py checks that the bundle imports on its own."""
@@ -20,8 +21,11 @@ AGENT_BUNDLE_CACHE = REPO_ROOT / ".build" / "agent-bundle"
 CORE_DIR = LAMBDAS_DIR / "spothub_core"
 # Paths under spothub_core/, shipped as they are. Not spothub_core/__init__.py: the bundle writes its own, so
 # that the package's docstring says what the agent has of it.
-SHIPPED_MODULES = ("contracts.py", "timings.py", "models/__init__.py", "models/agent.py")
-CORE_INIT = '"""What the agent shares with the control plane: event contracts, timings, the agent API\'s models."""\n'
+SHIPPED_MODULES = ("contracts.py", "timings.py", "models/__init__.py", "models/agent.py", "models/batch_workers.py")
+CORE_INIT = (
+    '"""What the agent shares with the control plane: event contracts, timings, the agent API\'s and the batch '
+    'worker API\'s models."""\n'
+)
 _IGNORED = ("__pycache__", "*.pyc", "tests")
 
 

@@ -1,6 +1,7 @@
 """Entry point of the systemd service: identity and tags from IMDS, settings from SSM and the
-environment, then the agent's loops until SIGTERM. Exits non-zero only when it cannot tell which
-instance it is on (systemd restarts it); a control plane that does not answer never stops it.
+environment, then the agent's loops until SIGTERM; on an instance tagged spothub:job-id, the batch worker
+instead (batch.py), until it leaves its group. Exits non-zero only when it cannot tell which instance it
+is on (systemd restarts it); a control plane that does not answer never stops it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from spothub_agent import __version__
 from spothub_agent.agent import Agent
 from spothub_agent.aws import AwsClients, read_parameter
+from spothub_agent.batch import BatchWorker
 from spothub_agent.config import ConfigError, describe, load_config
 from spothub_agent.imds import DEFAULT_ENDPOINT, Imds, ImdsError
 from spothub_agent.settings import SettingsError, load_settings
@@ -43,7 +45,10 @@ def main() -> int:
         log.error(json.dumps({"event": "config_failed", "reason": str(exc)}))
         return 1
     log.info(json.dumps({"event": "configured", **settings.describe()}, default=str))
-    Agent(config, settings, imds, aws).run(stop)
+    if config.batch_mode:
+        BatchWorker(config, settings, imds, aws).run(stop)
+    else:
+        Agent(config, settings, imds, aws).run(stop)
     log.info(json.dumps({"event": "stopped", "instance_id": config.instance_id}))
     return 0
 

@@ -3,6 +3,9 @@ must not hold up the interruption watch or the agent's own stop.
 
 SSM and EventBridge are called in the hub region (parameters and the hub bus live there);
 Auto Scaling and CloudWatch in the instance's own region (its group and its alarms live there).
+S3 (batch mode's inputs and outputs) from the instance's region too; botocore follows a bucket elsewhere
+to its own region. Its client waits longer and retries more: it moves files, and a failed transfer fails
+the batch.
 `AWS_ENDPOINT_URL` (the sandbox's emulator) is honoured by boto3 itself.
 """
 
@@ -26,6 +29,9 @@ CLIENT_CONFIG = Config(
     user_agent_extra=f"spothub-agent/{__version__}",
 )
 
+# S3 transfers: a read may wait on a large object's next bytes; throttling (503 SlowDown) is retried.
+S3_CONFIG = CLIENT_CONFIG.merge(Config(read_timeout=60, retries={"mode": "standard", "total_max_attempts": 5}))
+
 
 class AwsClients:
     def __init__(self, region: str, hub_region: str, session: boto3.Session | None = None) -> None:
@@ -35,11 +41,11 @@ class AwsClients:
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
 
-    def client(self, service: str, region: str) -> Any:
+    def client(self, service: str, region: str, config: Config = CLIENT_CONFIG) -> Any:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                self._clients[key] = self._session.client(service, region_name=region, config=CLIENT_CONFIG)
+                self._clients[key] = self._session.client(service, region_name=region, config=config)
             return self._clients[key]
 
     @property
@@ -57,6 +63,10 @@ class AwsClients:
     @property
     def cloudwatch(self) -> Any:
         return self.client("cloudwatch", self.region)
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3", self.region, S3_CONFIG)
 
     def warm(self) -> None:
         """Make the clients now: loading a service model takes a noticeable fraction of a second, which

@@ -10,6 +10,9 @@ from spothub_core.contracts import GROUP_TAG, CapacityType, InstanceTag
 
 # The tags the group sets at launch that the agent cannot run without.
 REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, GROUP_TAG, InstanceTag.LIFECYCLE_HOOK)
+# A batch job's group has no lifecycle hook (the worker registers itself) and the worker leaves by its own
+# instance id: the job's tag is what it needs, and what puts the agent in batch mode.
+BATCH_REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, InstanceTag.JOB)
 CAPACITY_TYPES: tuple[str, ...] = get_args(CapacityType)
 
 
@@ -30,18 +33,25 @@ class AgentConfig:
     model_cache: str
     account_id: str = ""
     capacity_type: str = ""  # spot or on-demand (IMDS instance-life-cycle); "" when IMDS does not say
+    job_id: str = ""  # the spothub:job-id tag: a batch job's worker
 
     @property
     def ssm_prefix(self) -> str:
         return f"/spothub/{self.prefix}"
 
+    @property
+    def batch_mode(self) -> bool:
+        return bool(self.job_id)
+
 
 def load_config(imds: Imds) -> AgentConfig:
-    """Identity, tags and purchase option from IMDS; raises ConfigError naming what is missing."""
+    """Identity, tags and purchase option from IMDS; raises ConfigError naming what is missing. The tag
+    spothub:job-id puts the agent in batch mode (see batch.py)."""
     identity = imds.identity()
     tags = imds.tags()
     life_cycle = (imds.get("instance-life-cycle") or "").strip()
-    missing = [str(tag) for tag in REQUIRED_TAGS if not tags.get(tag)]
+    job_id = tags.get(InstanceTag.JOB, "")
+    missing = [str(tag) for tag in (BATCH_REQUIRED_TAGS if job_id else REQUIRED_TAGS) if not tags.get(tag)]
     if missing:
         raise ConfigError(
             f"instance tags {', '.join(missing)} are missing: is instance metadata tagging enabled "
@@ -54,11 +64,12 @@ def load_config(imds: Imds) -> AgentConfig:
         instance_type=identity["instanceType"],
         prefix=tags[InstanceTag.PREFIX],
         hub_region=tags[InstanceTag.HUB_REGION],
-        auto_scaling_group=tags[GROUP_TAG],
-        lifecycle_hook=tags[InstanceTag.LIFECYCLE_HOOK],
+        auto_scaling_group=tags.get(GROUP_TAG, ""),
+        lifecycle_hook=tags.get(InstanceTag.LIFECYCLE_HOOK, ""),
         model_cache=tags.get(InstanceTag.MODEL_CACHE, ""),
         account_id=str(identity.get("accountId", "")),
         capacity_type=life_cycle if life_cycle in CAPACITY_TYPES else "",
+        job_id=job_id,
     )
 
 

@@ -24,6 +24,7 @@ from spothub_core.contracts import ECS_CONTAINER_NAME_LABEL, SERVING_CONTAINER_N
 from spothub_core.timings import (
     AGENT_BACKOFF_BASE_SECONDS,
     AGENT_BACKOFF_CAP_SECONDS,
+    AGENT_BATCH_POLL_SECONDS,
     AGENT_CONFIG_RETRY_SECONDS,
     AGENT_DRAIN_COMMAND_SECONDS,
     AGENT_DRAIN_MARGIN_SECONDS,
@@ -48,6 +49,9 @@ MAX_LAST_LINES = 50  # what the control plane keeps of a heartbeat's output
 
 Runner = Literal["docker-attach", "docker", "process"]
 RUNNERS: tuple[str, ...] = ("docker-attach", "docker", "process")
+# Batch mode's runner of a batch's container: `docker run` (instances), or a local process (the sandbox).
+BatchRunnerKind = Literal["docker", "process"]
+BATCH_RUNNERS: tuple[str, ...] = ("docker", "process")
 
 
 class SettingsError(ValueError):
@@ -83,6 +87,11 @@ class Settings:
     last_lines: int = 20
     state_dir: Path = DEFAULT_STATE_DIR
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    # Batch mode (the spothub:job-id tag): how a batch's container runs, and the pause before asking for work
+    # again after an error or a `wait` without retry_after_s.
+    batch_runner: BatchRunnerKind = "docker"
+    batch_command: tuple[str, ...] = ()  # the process runner's command (the sandbox's stand-in job)
+    batch_poll_s: float = float(AGENT_BATCH_POLL_SECONDS)
 
     def describe(self) -> dict[str, Any]:
         described = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "workload"}
@@ -100,6 +109,7 @@ _SECONDS_KEYS = (
     "lifecycle_heartbeat_s",
     "backoff_base_s",
     "backoff_cap_s",
+    "batch_poll_s",
 )
 
 ENVIRONMENT: dict[str, str] = {
@@ -114,6 +124,9 @@ ENVIRONMENT: dict[str, str] = {
     "SPOTHUB_AGENT_DRAIN_COMMAND": "drain_command",
     "SPOTHUB_AGENT_WORKLOAD_COMMAND": "workload_command",
     "SPOTHUB_AGENT_STATE_DIR": "state_dir",
+    "SPOTHUB_AGENT_BATCH_RUNNER": "batch_runner",
+    "SPOTHUB_AGENT_BATCH_COMMAND": "batch_command",
+    "SPOTHUB_AGENT_BATCH_POLL_SECONDS": "batch_poll_s",
 }
 
 
@@ -133,6 +146,8 @@ def build_settings(agent_config: str | None, environ: Mapping[str, str]) -> Sett
         if environ.get(variable, "") != "":
             overrides[key] = _env_value(variable, environ[variable])
     settings = _apply(settings, overrides, "environment")
+    if settings.batch_runner == "process" and not settings.batch_command:
+        raise SettingsError("the batch process runner needs a command (SPOTHUB_AGENT_BATCH_COMMAND, a JSON list)")
     return fit_notice_window(settings)
 
 
@@ -163,7 +178,7 @@ def fit_notice_window(settings: Settings) -> Settings:
 
 def _env_value(variable: str, value: str) -> Any:
     key = ENVIRONMENT[variable]
-    if key in ("drain_command", "workload_command"):
+    if key in ("drain_command", "workload_command", "batch_command"):
         try:
             return json.loads(value)
         except ValueError as exc:
@@ -190,11 +205,21 @@ def _apply(settings: Settings, document: Mapping[str, Any], origin: str) -> Sett
             changes[key] = Path(str(value))
         elif key == "workload":
             workload = _workload(value, workload, where)
+        elif key in ("batch_runner", "batch_command"):
+            changes[key] = _batch_setting(key, value, where)
         elif key == "workload_command":  # the environment's shortcut: a process runner with this command
             workload = replace(workload, runner="process", command=_command(value, where))
         else:
             warn("setting_unknown", key=key, origin=origin)
     return replace(settings, **changes, workload=workload)
+
+
+def _batch_setting(key: str, value: Any, where: str) -> Any:
+    if key == "batch_command":
+        return _command(value, where)
+    if value not in BATCH_RUNNERS:
+        raise SettingsError(f"{where} must be one of {', '.join(BATCH_RUNNERS)}, got {value!r}")
+    return value
 
 
 def _workload(value: Any, current: WorkloadSpec, where: str) -> WorkloadSpec:

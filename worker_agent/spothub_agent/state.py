@@ -3,6 +3,7 @@
 What it holds is what a restarted agent must neither lose nor repeat: the control plane's current
 assignment, whether the launch lifecycle action was completed (and how), which capacity notices
 were published, how far a drain got, and the workload process the agent started (to adopt it).
+In batch mode: the batch in hand (to clean up after it and process it again) and whether the worker left.
 """
 
 from __future__ import annotations
@@ -111,6 +112,24 @@ class AgentState:
             self._data["workload"] = workload
             self._write()
 
+    @property
+    def batch(self) -> dict[str, Any] | None:
+        """Batch mode: the batch in hand ({"assignment", "worker_id", "run": the container or process}), or
+        {"left": ...} once the worker left its group; None between batches."""
+        with self._lock:
+            return copy.deepcopy(self._data["batch"])
+
+    def set_batch(self, batch: dict[str, Any] | None) -> None:
+        with self._lock:
+            if batch != self._data["batch"]:
+                self._data["batch"] = batch
+                self._write()
+
+    def update_batch(self, **fields: Any) -> None:
+        with self._lock:
+            self._data["batch"] = {**(self._data["batch"] or {}), **fields}
+            self._write()
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return copy.deepcopy(self._data)
@@ -127,6 +146,7 @@ class AgentState:
             "notices": {},
             "drain": None,
             "workload": None,
+            "batch": None,
         }
 
     def _read(self) -> dict[str, Any]:
