@@ -33,6 +33,9 @@ SUBNET_ID_PATTERN = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 ACCOUNT_PATTERN = re.compile(r"^[0-9]{12}$")
 PREFIX_LIST_PATTERN = re.compile(r"^pl-[0-9a-f]{8,17}$")
 SECURITY_GROUP_PATTERN = re.compile(r"^sg-[0-9a-f]{8,17}$")
+# S3's rules for a general purpose bucket's name: 3-63 of a-z0-9.-, a letter or digit at each end, no "..",
+# not an IP address.
+BUCKET_NAME_PATTERN = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # What a POSIX shell (and so a container's environment) accepts as a variable's name.
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
@@ -224,11 +227,34 @@ class SpothubConfig(BaseModel):
     # How often the worker state machines look at the group and the task (simulated time in the sandbox). Not
     # below 10 s: each poll's call adds to its wait, and the launch's budgets nest only while that share is small.
     poll_seconds: Annotated[int, Field(ge=10, le=600, alias="pollSeconds")] = WORKER_POLL_SECONDS
+    # Batch jobs read from and write to these buckets only (the roles are granted on them and nothing else);
+    # with none named, every job is refused with a 400 that says to set them.
+    batch_input_buckets: list[str] = Field(default_factory=list, alias="batchInputBuckets")
+    batch_output_buckets: list[str] = Field(default_factory=list, alias="batchOutputBuckets")
+    # The batch workers' instance types where a job names none (default: instanceTypes).
+    batch_instance_types: list[str] | None = Field(None, alias="batchInstanceTypes", min_length=1)
+    # The most workers of one job in one region: the maximum size of each job's group.
+    batch_max_workers_per_region: Annotated[int, Field(ge=1, le=500, alias="batchMaxWorkersPerRegion")] = 20
+    # Subscribed to the jobs topic: told of every job's end.
+    jobs_notify_email: str | None = Field(None, alias="jobsNotifyEmail")
+    # A verified SES identity in the hub region (the address, or its domain) that job ends are also e-mailed from.
+    jobs_ses_sender: str | None = Field(None, alias="jobsSesSender")
 
     @field_validator("worker_regions", "instance_types", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("batch_input_buckets", "batch_output_buckets", mode="before")
+    @classmethod
+    def _bucket_list(cls, value: Any) -> Any:
+        return _list(value)
+
+    @field_validator("batch_instance_types", mode="before")
+    @classmethod
+    def _batch_types_list(cls, value: Any) -> Any:
+        value = _list(value)
+        return None if value == [] else value  # `-c batchInstanceTypes=`: instanceTypes
 
     @field_validator("vpcs", "serving_env", "serving_secrets", mode="before")
     @classmethod
@@ -317,12 +343,22 @@ class SpothubConfig(BaseModel):
     @field_validator("instance_types")
     @classmethod
     def _instance_types(cls, value: list[str]) -> list[str]:
-        bad = [t for t in value if not INSTANCE_TYPE_PATTERN.match(t)]
+        return _check_instance_types(value)
+
+    @field_validator("batch_instance_types")
+    @classmethod
+    def _batch_instance_types(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_instance_types(value)
+
+    @field_validator("batch_input_buckets", "batch_output_buckets")
+    @classmethod
+    def _buckets(cls, value: list[str]) -> list[str]:
+        bad = [b for b in value if not BUCKET_NAME_PATTERN.match(b)]
         if bad:
-            raise ValueError(f"{', '.join(repr(t) for t in bad)} is not an EC2 instance type name (like g5.xlarge)")
-        duplicates = sorted({t for t in value if value.count(t) > 1})
-        if duplicates:
-            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+            raise ValueError(
+                f"{', '.join(repr(b) for b in bad)} is not an S3 bucket name (3-63 of a-z, 0-9, '.' and '-')"
+            )
+        _refuse_duplicates(value)
         return value
 
     @field_validator("log_retention_days")
@@ -341,7 +377,7 @@ class SpothubConfig(BaseModel):
             raise ValueError(f"'{value}' is not a 12-digit AWS account id")
         return value
 
-    @field_validator("alert_email")
+    @field_validator("alert_email", "jobs_notify_email", "jobs_ses_sender")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
         if value is not None and not EMAIL_PATTERN.match(value):
@@ -531,6 +567,18 @@ class SpothubConfig(BaseModel):
         return f"http://127.0.0.1:{self.serving_port}{self.serving_health_path}"
 
     @property
+    def batch_worker_instance_types(self) -> list[str]:
+        """The batch workers' instance types where a job names none: batchInstanceTypes, else instanceTypes."""
+        return list(self.batch_instance_types or self.instance_types)
+
+    @property
+    def jobs_ses_identities(self) -> list[str]:
+        """The SES identities jobsSesSender may be verified as: the address itself, or its domain."""
+        if self.jobs_ses_sender is None:
+            return []
+        return [self.jobs_ses_sender, self.jobs_ses_sender.rsplit("@", 1)[1]]
+
+    @property
     def deployed_worker_regions(self) -> list[str]:
         """Regions that get a WorkerStack, the hub region first when it is also a worker."""
         return ([self.hub_region] if self.hub_as_worker else []) + list(self.worker_regions)
@@ -576,6 +624,20 @@ class SpothubConfig(BaseModel):
             return cls.model_validate(ours)
         except ValidationError as exc:
             raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _check_instance_types(value: list[str]) -> list[str]:
+    bad = [t for t in value if not INSTANCE_TYPE_PATTERN.match(t)]
+    if bad:
+        raise ValueError(f"{', '.join(repr(t) for t in bad)} is not an EC2 instance type name (like g5.xlarge)")
+    _refuse_duplicates(value)
+    return value
+
+
+def _refuse_duplicates(value: list[str]) -> None:
+    duplicates = sorted({v for v in value if value.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"lists {', '.join(duplicates)} more than once")
 
 
 def _check_region(region: str) -> None:

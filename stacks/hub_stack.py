@@ -3,7 +3,8 @@
 The stack holds what its parts share (the state table, the hub bus, the alerts topic and key, the dependency
 layer, the API, the failure queue); each part is a construct that owns its functions, grants and state
 machines: PlatformStatus (GET /status), SpotProvisioning (the switch, the finder, the capacity handler, the
-orchestrator, their rules), AgentApi (the agents' routes)."""
+orchestrator, their rules), AgentApi (the agents' routes), BatchJobs (the jobs table, the jobs and worker routes,
+the listing state machine, the supervisor, the jobs topic)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from spothub_core import timings
 from stacks.config import SpothubConfig
 from stacks.constructs.agent_api import AgentApi
 from stacks.constructs.alerts_topic import AlertsTopic
+from stacks.constructs.batch_jobs import BatchJobs
 from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.log_retention import log_retention
@@ -126,6 +128,18 @@ class HubStack(Stack):
             api=self.api,
         )
 
+        self.batch = BatchJobs(
+            self,
+            "BatchJobs",
+            config=config,
+            functions=self.functions,
+            key=self.alerts.key,
+            bus=self.bus,
+            failed_invocations=self.failed_invocations.queue,
+            api=self.api,
+            spot_finder=self.spot_provisioning.spot_finder.function,
+        )
+
         self.model_api_key = ModelApiKey(self, "ModelApiKey", config=config)
 
         self._publish_parameters()
@@ -133,6 +147,8 @@ class HubStack(Stack):
         CfnOutput(self, "StateTableName", value=self.state_table.table_name)
         CfnOutput(self, "HubBusArn", value=self.bus.event_bus_arn)
         CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)
+        CfnOutput(self, "JobsTableName", value=self.batch.table.table_name)
+        CfnOutput(self, "JobsTopicArn", value=self.batch.topic.topic_arn)
         self._suppress_platform_findings()
 
     def _publish_parameters(self) -> None:

@@ -1,4 +1,4 @@
-"""A worker region: GPU capacity and the region-local automation. One per worker region."""
+"""A worker region: GPU capacity, batch capacity and the region-local automation. One per worker region."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from constructs import Construct
 
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import AlertsTopic
+from stacks.constructs.batch_capacity import BatchCapacity
 from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.event_forwarding import EventForwarding
 from stacks.constructs.failure_queue import FailureQueue
@@ -88,6 +89,17 @@ class WorkerStack(Stack):
             worker_bus=self.bus,
             functions=self.functions,
         )
+        # Batch jobs' groups, created per job by the batch fleet function; their reports reach the hub through
+        # the automation's ReportsToHub rule (every worker report the hub consumes).
+        self.batch = BatchCapacity(
+            self,
+            "BatchCapacity",
+            config=config,
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            worker_bus=self.bus,
+            functions=self.functions,
+        )
         EventForwarding(
             self,
             "ForwardToHub",
@@ -102,3 +114,4 @@ class WorkerStack(Stack):
         CfnOutput(self, "WorkerBusArn", value=self.bus.event_bus_arn)
         CfnOutput(self, "ServingTaskFamily", value=self.serving.task_definition.family)
         CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)
+        CfnOutput(self, "BatchLaunchTemplateId", value=self.batch.launch_template.launch_template_id or "")

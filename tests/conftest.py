@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_DEPRECATED", "quiet")
@@ -22,3 +24,10 @@ def pytest_collection_modifyitems(items: list) -> None:
     """Run the sandbox tests last: `mock_aws()` (unit and integration tests) resets moto's process-wide
     backends, which would wipe a running session sandbox."""
     items.sort(key=lambda item: "tests/sandbox/" in str(item.fspath).replace("\\", "/"))
+
+
+@pytest.fixture(autouse=True)
+def _output_width_of_a_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest-xdist's workers say COLUMNS=80: the CLI's tables would wrap there and not in a serial run."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)

@@ -52,7 +52,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "denied_regions": request.denied_regions or switch.denied_regions,
         }
     )
-    occupied = occupied_regions(request.replica_id, provisioning.replicas(), provisioning.reservations())
+    occupied = (
+        {}
+        if request.share_regions
+        else occupied_regions(request.replica_id, provisioning.replicas(), provisioning.reservations())
+    )
     answer = find_regions(
         request,
         occupied=occupied,

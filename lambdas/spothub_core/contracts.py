@@ -262,6 +262,9 @@ class BatchFleetReport(_Detail):
     instance_ids: list[str] = Field(default_factory=list)
     error: str | None = None
     error_class: ErrorClass | None = None
+    # When the failed scaling activity started (epoch seconds): the hub acts on a failure of its latest growth
+    # only, and excludes the region from the failure's time, so a repeated report of it extends nothing.
+    error_at: float | None = None
     released: bool = False
     requested_at: float = 0.0  # echoed from the request it answers
 

@@ -228,3 +228,10 @@ BATCH_WORKER_BOOT_SECONDS = 15 * MINUTE_SECONDS
 BATCH_WORKER_SILENT_SECONDS = 5 * MINUTE_SECONDS
 # A finished job's items (batches, workers, errors) expire this long after it ended; the job item stays.
 BATCH_RECORD_TTL_SECONDS = 30 * DAY_SECONDS
+# A request that would create a job's group in a worker region is applied only this fresh: one delivered late
+# (EventBridge retries a delivery for hours) after the job's release must not bring its group back; the supervisor
+# asks again within minutes while it still needs the workers.
+BATCH_FLEET_CREATE_MAX_AGE_SECONDS = 5 * MINUTE_SECONDS
+# A finished job's notification waits at most this long for its regions to report their groups released (every
+# worker gone): a region that does not answer holds up no one's notification; its release is asked every minute.
+BATCH_RELEASE_WAIT_SECONDS = 10 * MINUTE_SECONDS

@@ -154,8 +154,9 @@ class SpotProvisioning(Construct):
                     max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
                 )
             )
-        # The hub's own commands that a worker region's tasks consume, for that region.
-        commands = entries(bus=Bus.WORKER, target=Target.WORKER_TASKS, source=Source.HUB)
+        # The hub's own commands that a worker region consumes (its tasks' and its batch fleet's), for that region:
+        # one source, so one exact pattern.
+        commands = entries(bus=Bus.WORKER, source=Source.HUB)
         for region in config.deployed_worker_regions:
             worker_bus = events.EventBus.from_event_bus_arn(
                 self,
@@ -168,7 +169,7 @@ class SpotProvisioning(Construct):
                 self,
                 f"CommandsTo-{region}",
                 event_bus=bus,
-                description=f"Launch and teardown commands for {region}",
+                description=f"Launch, teardown and batch fleet commands for {region}",
                 event_pattern=only_pattern(commands, detail={"region": [region]}),
             )
             rule.add_target(targets.EventBus(worker_bus, dead_letter_queue=failed_invocations))

@@ -6,12 +6,21 @@ import pytest
 
 from tests.infrastructure.synth import REFERENCE_CONTEXT, Synthesized, synthesize
 
+# Batch jobs: two input buckets, one output bucket, an address told of every job, an SES sender.
+BATCH_CONTEXT = {
+    "batchInputBuckets": "spothub-inputs,team.raw-data",
+    "batchOutputBuckets": "spothub-outputs",
+    "jobsNotifyEmail": "jobs@example.com",
+    "jobsSesSender": "spothub@example.com",
+}
+
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Hub in us-east-1, workers in us-west-2 and eu-west-1, alerts by e-mail, a stable DNS name."""
+    """Hub in us-east-1, workers in us-west-2 and eu-west-1, alerts by e-mail, a stable DNS name, batch buckets."""
     context = {
         **REFERENCE_CONTEXT,
+        **BATCH_CONTEXT,
         "alertEmail": "oncall@example.com",
         "hostedZoneId": "Z0123456789ABCDEFGHIJ",
         "endpointName": "gpu.example.com",

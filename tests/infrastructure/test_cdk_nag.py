@@ -22,6 +22,13 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::<SpotProvisioningCapacityHandlerFunction4A337EA1.Arn>:*]",
         "AwsSolutions-IAM5[Resource::<SpotProvisioningSpotFinderFunction1B802D6A.Arn>:*]",
         "AwsSolutions-IAM5[Resource::arn:aws:states:us-east-1:<AWS::AccountId>:execution:spothub-spot-orchestrator:*]",
+        # Batch jobs: the listing state machine invokes its two functions; the jobs API stops listings (cancel)
+        # and reads config files in the input buckets.
+        "AwsSolutions-IAM5[Resource::<BatchJobsListingFunctionAC71A90E.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::<BatchJobsSupervisorFunction7887773B.Arn>:*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:states:us-east-1:<AWS::AccountId>:execution:spothub-batch-listing:*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:s3:::spothub-inputs/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:s3:::team.raw-data/*]",
         # The model API key: read once when the serving task starts, so rotated by hand and a replacement.
         "AwsSolutions-SMG4",
         "AwsSolutions-SQS3",
@@ -45,6 +52,15 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::arn:aws:execute-api:us-east-1:<AWS::AccountId>:*/*/POST/agents/*]",
         "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:us-west-2:<AWS::AccountId>:alarm:spothub-agent-*]",
         "AwsSolutions-SQS3",
+        # Batch capacity: jobs' groups (created per job), the worker routes, images and the batch buckets.
+        "AwsSolutions-IAM5[Resource::arn:aws:autoscaling:us-west-2:<AWS::AccountId>:autoScalingGroup:*:"
+        "autoScalingGroupName/spothub-job-*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:execute-api:us-east-1:<AWS::AccountId>:*/*/POST/workers/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:execute-api:us-east-1:<AWS::AccountId>:*/*/GET/workers/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:ecr:*:<AWS::AccountId>:repository/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:s3:::spothub-inputs/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:s3:::team.raw-data/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:s3:::spothub-outputs/*]",
     },
 }
 

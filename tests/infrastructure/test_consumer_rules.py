@@ -14,16 +14,24 @@ from spothub_core.contracts import AWS_EVENT_SOURCES, Source
 from tests.infrastructure.synth import Synthesized
 
 Pair = tuple[str, str]
+# The hub's consumers, all on the hub bus.
+HUB_TARGETS = (Target.CAPACITY_HANDLER, Target.BATCH_SUPERVISOR)
 # The worker region's consumers, by the bus their rules read ("default": the region's default bus).
 WORKER_TARGETS = {
     Target.WORKER_TASKS: "WorkerBus",
+    Target.BATCH_FLEET: "WorkerBus",
     Target.INSTANCE_REMEDIATION: "default",
     Target.CAPACITY_MONITOR: "default",
 }
 
 
 def _rules(synthesized: Synthesized, stack_name: str) -> list[dict[str, Any]]:
-    return [r["Properties"] for r in synthesized.resources(stack_name, "AWS::Events::Rule").values()]
+    """The rules that match events (schedules, such as the batch supervisor's, match none)."""
+    return [
+        r["Properties"]
+        for r in synthesized.resources(stack_name, "AWS::Events::Rule").values()
+        if "EventPattern" in r["Properties"]
+    ]
 
 
 def _pairs(pattern: dict[str, Any]) -> set[Pair]:
@@ -61,27 +69,29 @@ def _keys(target: Target) -> set[Pair]:
     return {(str(s), str(d)) for s, d in consumed_by(target)}
 
 
-def test_the_capacity_handler_takes_exactly_its_entries_from_the_hub_bus(reference: Synthesized) -> None:
+@pytest.mark.parametrize("target", HUB_TARGETS)
+def test_each_hub_consumer_takes_exactly_its_entries_from_the_hub_bus(reference: Synthesized, target: Target) -> None:
     hub = reference.config.hub_stack_name()
-    pairs, buses = _pairs_to(reference, hub, Target.CAPACITY_HANDLER)
-    assert pairs == _keys(Target.CAPACITY_HANDLER)
+    pairs, buses = _pairs_to(reference, hub, target)
+    assert pairs == _keys(target)
     assert len(buses) == 1
     assert next(iter(buses)).startswith("HubBus")
 
 
-def test_one_hub_rule_per_source_with_the_lists_pattern(reference: Synthesized) -> None:
+@pytest.mark.parametrize("target", HUB_TARGETS)
+def test_one_hub_rule_per_source_with_the_lists_pattern(reference: Synthesized, target: Target) -> None:
     hub = reference.config.hub_stack_name()
     handler_rules = [
         rule["EventPattern"]
         for rule in _rules(reference, hub)
-        if {_consumer_of(reference, hub, t) for t in rule["Targets"]} == {Target.CAPACITY_HANDLER.value}
+        if {_consumer_of(reference, hub, t) for t in rule["Targets"]} == {target.value}
     ]
-    expected = list(event_patterns(consumed_by(Target.CAPACITY_HANDLER).values()).values())
+    expected = list(event_patterns(consumed_by(target).values()).values())
     assert sorted(handler_rules, key=json.dumps) == sorted(expected, key=json.dumps)
 
 
 def test_every_consumer_is_checked_here() -> None:
-    assert {Target.CAPACITY_HANDLER, *WORKER_TARGETS} == set(Target)
+    assert {*HUB_TARGETS, *WORKER_TARGETS} == set(Target)
 
 
 @pytest.mark.parametrize(("target", "bus"), WORKER_TARGETS.items())
@@ -109,8 +119,13 @@ def test_a_worker_region_forwards_to_the_hub_exactly_the_hub_entries_it_produces
     assert pairs == {(str(s), str(d)) for s, d in produced_here}
 
 
-def test_the_hub_sends_each_worker_region_exactly_what_its_tasks_consume(reference: Synthesized) -> None:
+def test_the_hub_sends_each_worker_region_exactly_the_commands_it_consumes(reference: Synthesized) -> None:
     hub = reference.config.hub_stack_name()
+    # The hub's own commands to a worker bus: its tasks' (launch, teardown) and its batch fleet's.
+    commands = {
+        (str(c.source), str(c.detail_type)) for c in CONSUMERS if c.bus == Bus.WORKER and c.source == Source.HUB
+    }
+    assert commands == _keys(Target.WORKER_TASKS) | _keys(Target.BATCH_FLEET)
     for region in reference.config.deployed_worker_regions:
         pairs, _ = _pairs_to(reference, hub, f"arn:aws:events:{region}:")
-        assert pairs == _keys(Target.WORKER_TASKS), region
+        assert pairs == commands, region

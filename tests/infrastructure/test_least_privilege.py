@@ -47,6 +47,8 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "autoscaling:DescribeAutoScalingInstances": None,
     "autoscaling:DescribeScalingActivities": None,
     "ec2:DescribeInstances": None,
+    # The batch fleet function: what a job's group launches from.
+    "ec2:DescribeLaunchTemplateVersions": None,
     "ec2:RunInstances": "ec2:LaunchTemplate",
     "ec2:CreateTags": "ec2:LaunchTemplate",
     "ecs:ListTasks": "ecs:cluster",
@@ -151,3 +153,90 @@ def test_spot_finder_reads_spot_data_and_queries_exclusions_only(reference: Synt
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
     }
+
+
+# What every function's role has besides its own: its log group, the dead-letter queue, X-Ray.
+FUNCTION_BASE = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "sqs:SendMessage",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+# Readers and writers of the encrypted tables.
+TABLE_KEY = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"}
+JOBS_TABLE = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+
+
+def test_batch_hub_functions_may_call_only_their_actions(reference: Synthesized) -> None:
+    expected = {
+        "BatchJobsJobsApiRole": {
+            *JOBS_TABLE,
+            "s3:ListBucket",
+            "s3:GetObject",
+            "states:StartExecution",
+            "states:StopExecution",
+            "sns:Subscribe",
+            "sns:ListSubscriptionsByTopic",
+            "sns:GetSubscriptionAttributes",
+            "sns:SetSubscriptionAttributes",
+        },
+        "BatchJobsWorkersApiRole": {*JOBS_TABLE, "dynamodb:BatchGetItem"},
+        "BatchJobsListingRole": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "s3:ListBucket"},
+        "BatchJobsSupervisorRole": {
+            *JOBS_TABLE,
+            "dynamodb:BatchGetItem",
+            "events:PutEvents",
+            "sns:Publish",
+            "lambda:InvokeFunction",
+            "ses:SendEmail",
+        },
+    }
+    for role_prefix, actions in expected.items():
+        assert _function_actions(reference, role_prefix) == FUNCTION_BASE | TABLE_KEY | actions, role_prefix
+
+
+def _worker_role_actions(reference: Synthesized, region: str, role_prefix: str) -> set[str]:
+    policies = reference.resources(reference.config.worker_stack_name(region), "AWS::IAM::Policy")
+    (policy,) = [p for logical_id, p in policies.items() if logical_id.startswith(role_prefix)]
+    return {
+        action
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in _as_list(statement["Action"])
+    }
+
+
+def test_batch_worker_roles_may_call_only_their_actions(reference: Synthesized) -> None:
+    for region in ("us-west-2", "eu-west-1"):
+        assert _worker_role_actions(reference, region, "BatchCapacityBatchFleetRole") == FUNCTION_BASE | {
+            "autoscaling:CreateAutoScalingGroup",
+            "autoscaling:CreateOrUpdateTags",
+            "autoscaling:UpdateAutoScalingGroup",
+            "autoscaling:SetDesiredCapacity",
+            "autoscaling:TerminateInstanceInAutoScalingGroup",
+            "autoscaling:DeleteAutoScalingGroup",
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeScalingActivities",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:RunInstances",
+            "ec2:CreateTags",
+            "iam:PassRole",
+            "events:PutEvents",
+        }, region
+        assert _worker_role_actions(reference, region, "BatchCapacityInstanceRole") == {
+            "execute-api:Invoke",
+            "ssm:GetParameter",
+            "autoscaling:TerminateInstanceInAutoScalingGroup",
+            "ecr:GetAuthorizationToken",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "cloudwatch:PutMetricData",
+            "ssm:UpdateInstanceInformation",
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:AbortMultipartUpload",
+        }, region

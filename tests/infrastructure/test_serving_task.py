@@ -15,7 +15,10 @@ from tests.infrastructure.synth import Synthesized
 
 
 def _one(synthesized: Synthesized, region: str, resource_type: str) -> tuple[str, dict[str, Any]]:
-    (found,) = synthesized.resources(synthesized.config.worker_stack_name(region), resource_type).items()
+    resources = synthesized.resources(synthesized.config.worker_stack_name(region), resource_type).items()
+    if resource_type == "AWS::EC2::LaunchTemplate":  # the serving instances', not the batch workers'
+        resources = [(k, t) for k, t in resources if t["Properties"]["LaunchTemplateName"].endswith("-gpu")]
+    (found,) = resources
     return found
 
 

@@ -69,7 +69,11 @@ def test_launch_template_requires_imdsv2_encrypts_root_and_uses_the_public_gpu_a
 def test_user_data_joins_the_cluster_mounts_the_cache_and_installs_the_agent(
     reference: Synthesized, region: str
 ) -> None:
-    (template,) = reference.resources(reference.config.worker_stack_name(region), "AWS::EC2::LaunchTemplate").values()
+    (template,) = [
+        t
+        for t in reference.resources(reference.config.worker_stack_name(region), "AWS::EC2::LaunchTemplate").values()
+        if t["Properties"]["LaunchTemplateName"] == "spothub-gpu"
+    ]
     user_data = json.dumps(template["Properties"]["LaunchTemplateData"]["UserData"])
     assert "ECS_CLUSTER=" in user_data
     assert "ECS_ENABLE_GPU_SUPPORT=true" in user_data
@@ -199,6 +203,7 @@ def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region:
             "EventPattern": {
                 "source": ["spothub.worker"],
                 "detail-type": [
+                    "Spothub Batch Fleet Report",
                     "Spothub Capacity Notice",
                     "Spothub Instance Unhealthy",
                     "Spothub Launch Failed",

@@ -692,6 +692,24 @@ def test_launch_unsuccessful_in_another_region_fails_no_launch(
     assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]
 
 
+def test_launch_unsuccessful_of_a_batch_jobs_group_fails_no_launch_and_excludes_no_region(
+    handler: ModuleType, placing: ProvisioningStore, sfn: ApiCalls, exclusions: ExclusionStore
+) -> None:
+    dispatch_launch(handler)
+    detail = {
+        "StatusCode": "Failed",
+        "StatusMessage": "We currently do not have sufficient g5.xlarge capacity (InsufficientInstanceCapacity).",
+        "AutoScalingGroupName": "spothub-job-0123456789ab",
+    }
+    event = eventbridge_event("aws.autoscaling", "EC2 Instance Launch Unsuccessful", detail, region=REGION)
+    assert handler.lambda_handler(event, FakeLambdaContext()) == {
+        "outcome": "ignored: spothub-job-0123456789ab is not the serving group"
+    }
+    assert sfn.calls == []
+    assert excluded(exclusions) == {}
+    assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]
+
+
 def test_teardown_completed_answers_the_waiting_task_and_marks_the_instance_terminated(
     handler: ModuleType, store: ProvisioningStore, sfn: ApiCalls
 ) -> None:

@@ -136,13 +136,13 @@ def test_the_switchs_instance_types_and_allowed_regions_apply(
     result = find(handler, {"replica_id": "replica-0"})
     assert scores.of("GetSpotPlacementScores")[0]["InstanceTypes"] == ["g6.xlarge"]
     assert result["best"] == WEST
-    assert result["left_out"] == [{"region": EU, "reason": "not in the operator's allowed regions"}]
+    assert result["left_out"] == [{"region": EU, "reason": "not in the operator's allowed regions", "kind": "not-allowed"}]
 
 
 def test_a_region_denied_by_the_caller_is_left_out_with_the_reason(handler: ModuleType, scores: ApiCalls) -> None:
     result = find(handler, {"denied_regions": [EU]})
     assert [r["region"] for r in result["ranked"]] == [WEST]
-    assert result["left_out"] == [{"region": EU, "reason": "denied by the operator"}]
+    assert result["left_out"] == [{"region": EU, "reason": "denied by the operator", "kind": "denied"}]
 
 
 def test_a_region_holding_another_replica_is_left_out(
@@ -152,7 +152,7 @@ def test_a_region_holding_another_replica_is_left_out(
     store.update_replica("replica-1", {"status": "serving", "region": EU, "instance_id": "i-0eu"})
     result = find(handler, {"replica_id": "replica-0"})
     assert result["best"] == WEST
-    assert result["left_out"] == [{"region": EU, "reason": "holds replica-1"}]
+    assert result["left_out"] == [{"region": EU, "reason": "holds replica-1", "kind": "occupied"}]
     # The replica being placed does not keep itself out of its own region.
     assert find(handler, {"replica_id": "replica-1"})["best"] == EU
 
@@ -166,10 +166,20 @@ def test_a_region_another_replica_reserved_is_left_out_before_it_launches_there(
     assert store.reserve_region(EU, replica_id="replica-1", launch_id="replica-1-g1-0", now=time.time())
     result = find(handler, {"replica_id": "replica-0"})
     assert result["best"] == WEST
-    assert result["left_out"] == [{"region": EU, "reason": "holds replica-1"}]
+    assert result["left_out"] == [{"region": EU, "reason": "holds replica-1", "kind": "occupied"}]
     # Left behind by a replica since stopped, the reservation keeps no one out.
     store.replica_status("replica-1", "stopped")
     assert find(handler, {"replica_id": "replica-0"})["best"] == EU
+
+
+def test_a_batch_job_shares_the_regions_that_hold_replicas(
+    handler: ModuleType, scores: ApiCalls, store: ProvisioningStore
+) -> None:
+    assert store.start_placing("replica-1", generation=1, execution="replica-1-g1", now=time.time())
+    assert store.reserve_region(EU, replica_id="replica-1", launch_id="replica-1-g1-0", now=time.time())
+    result = find(handler, {"share_regions": True, "target_capacity": 3})
+    assert result["best"] == EU
+    assert result["left_out"] == []
 
 
 def test_a_replacement_keeps_its_region_when_it_scores_as_well(handler: ModuleType, scores: ApiCalls) -> None:
@@ -208,7 +218,7 @@ def test_the_spot_watchs_look_gets_no_on_demand_region(
 def test_an_allowed_region_outside_the_deployment_is_named_in_left_out(handler: ModuleType, scores: ApiCalls) -> None:
     result = find(handler, {"allowed_regions": [WEST, "ap-south-1"]})
     assert result["best"] == WEST
-    assert {"region": "ap-south-1", "reason": "not a worker region of this deployment"} in result["left_out"]
+    assert {"region": "ap-south-1", "reason": "not a worker region of this deployment", "kind": "unknown-region"} in result["left_out"]
 
 
 def test_ec2_refusing_the_scores_raises_the_error_the_orchestrator_retries(handler: ModuleType) -> None:

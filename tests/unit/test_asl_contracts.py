@@ -15,10 +15,14 @@ import pytest
 
 import spothub_core
 from spothub_core.contracts import HubCommand, Source, TaskError, WorkerReport
+from spothub_core.models.batch_tasks import LISTING_ACTIONS, SUPERVISOR_ACTIONS
 
 STATE_MACHINES = sorted((Path(__file__).parents[2] / "statemachines").glob("*.asl.json"))
 # Error names of AWS itself: Step Functions' own, and those of the service integrations the ASL uses.
 AWS_ERROR_PREFIXES = ("States.", "Lambda.", "EventBridge.")
+# The batch functions' actions, by the substitution of the function's ARN: a task names one of them and passes
+# only fields of its model (the models forbid others, so a renamed field would fail the task's first call).
+ACTIONS_BY_FUNCTION = {"${BatchListingArn}": LISTING_ACTIONS, "${BatchSupervisorArn}": SUPERVISOR_ACTIONS}
 
 
 def _walk(node: Any, key: str) -> Iterator[Any]:
@@ -64,3 +68,21 @@ def test_every_error_the_asl_catches_is_raised_by_name_somewhere(path: Path) -> 
 
 def test_the_task_errors_are_domain_exceptions() -> None:
     assert {e.value for e in TaskError} <= _domain_exceptions()
+
+
+@pytest.mark.parametrize("path", STATE_MACHINES, ids=lambda p: p.name)
+def test_every_batch_task_names_an_action_its_function_knows_with_its_fields(path: Path) -> None:
+    definition = json.loads(path.read_text())
+    for parameters in _walk(definition, "Parameters"):
+        if not isinstance(parameters, dict) or parameters.get("FunctionName") not in ACTIONS_BY_FUNCTION:
+            continue
+        actions = ACTIONS_BY_FUNCTION[parameters["FunctionName"]]
+        payload = dict(parameters["Payload"])
+        action = payload.pop("action")
+        assert action in actions, f"{path.name}: {parameters['FunctionName']} has no action {action!r}"
+        passed = {key.removesuffix(".$") for key in payload}
+        assert passed <= set(actions[action].model_fields), f"{path.name}: {action} is passed {sorted(passed)}"
+
+
+def test_the_batch_listing_is_among_the_state_machines_checked() -> None:
+    assert "batch_listing.asl.json" in {path.name for path in STATE_MACHINES}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spothub_core.logic.ranking import LeftOut, RegionObservation, rank_regions
+from spothub_core.models.orchestrator_tasks import LeftOutKind
 from spothub_core.models.records import Exclusion
 
 NOW = 1_000_000.0
@@ -22,7 +23,7 @@ def test_an_occupied_region_is_left_out_with_the_replica_it_holds() -> None:
         [obs("us-east-1", 9, 0.10), obs("us-west-2", 5, 0.20)], now=NOW, occupied={"us-east-1": "replica-0"}
     )
     assert ranking.regions() == ["us-west-2"]
-    assert ranking.left_out == (LeftOut("us-east-1", "holds replica-0"),)
+    assert ranking.left_out == (LeftOut("us-east-1", "holds replica-0", LeftOutKind.OCCUPIED),)
 
 
 def test_the_other_regions_keep_their_usual_order_around_an_occupied_one() -> None:
@@ -36,7 +37,10 @@ def test_several_occupied_regions_each_say_which_replica_they_hold() -> None:
     observations = [obs("a-1", 9, 0.1), obs("b-1", 8, 0.1), obs("c-1", 7, 0.1)]
     ranking = rank_regions(observations, now=NOW, occupied={"a-1": "replica-0", "c-1": "replica-2"})
     assert ranking.regions() == ["b-1"]
-    assert set(ranking.left_out) == {LeftOut("a-1", "holds replica-0"), LeftOut("c-1", "holds replica-2")}
+    assert set(ranking.left_out) == {
+        LeftOut("a-1", "holds replica-0", LeftOutKind.OCCUPIED),
+        LeftOut("c-1", "holds replica-2", LeftOutKind.OCCUPIED),
+    }
 
 
 @pytest.mark.parametrize("occupied", [None, {}])
@@ -131,7 +135,7 @@ def test_a_preferred_region_that_is_occupied_is_not_kept() -> None:
         prefer="us-west-2",
     )
     assert ranking.regions() == ["us-east-1"]
-    assert ranking.left_out == (LeftOut("us-west-2", "holds replica-1"),)
+    assert ranking.left_out == (LeftOut("us-west-2", "holds replica-1", LeftOutKind.OCCUPIED),)
 
 
 def test_a_preferred_region_moves_only_itself_the_rest_keep_their_order() -> None:

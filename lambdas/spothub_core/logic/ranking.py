@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from spothub_core.models.orchestrator_tasks import LeftOutKind
 from spothub_core.models.records import Exclusion
 
 
@@ -36,6 +37,7 @@ class RankedRegion:
 class LeftOut:
     region: str
     reason: str
+    kind: LeftOutKind
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,14 @@ def rank_regions(
     for observation in sorted(observations, key=lambda o: o.region):
         region = observation.region
         if region in denied_set:
-            left_out.append(LeftOut(region, "denied by the operator"))
+            left_out.append(LeftOut(region, "denied by the operator", LeftOutKind.DENIED))
         elif allowed_set is not None and region not in allowed_set:
-            left_out.append(LeftOut(region, "not in the operator's allowed regions"))
+            left_out.append(LeftOut(region, "not in the operator's allowed regions", LeftOutKind.NOT_ALLOWED))
         elif occupied and region in occupied:
-            left_out.append(LeftOut(region, f"holds {occupied[region]}"))
+            left_out.append(LeftOut(region, f"holds {occupied[region]}", LeftOutKind.OCCUPIED))
         elif region in active:
             until, reason = active[region]
-            left_out.append(LeftOut(region, f"excluded for {until - now:.0f}s more: {reason}"))
+            left_out.append(LeftOut(region, f"excluded for {until - now:.0f}s more: {reason}", LeftOutKind.EXCLUDED))
         else:
             candidates.append(observation)
 

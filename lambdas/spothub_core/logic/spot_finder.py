@@ -7,7 +7,13 @@ from dataclasses import asdict
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.spot_market import Ec2ClientFor, observe_regions
 from spothub_core.logic.ranking import LeftOut, rank_regions
-from spothub_core.models.orchestrator_tasks import FindAnswer, FindRequest, LeftOutView, RankedRegionView
+from spothub_core.models.orchestrator_tasks import (
+    FindAnswer,
+    FindRequest,
+    LeftOutKind,
+    LeftOutView,
+    RankedRegionView,
+)
 
 
 def find_regions(
@@ -52,7 +58,10 @@ def find_regions(
         on_demand_region=on_demand_region,
         ranked=[RankedRegionView(**asdict(r)) for r in ranking.ranked],
         left_out=[LeftOutView(**asdict(o)) for o in ranking.left_out]
-        + [LeftOutView(region=r, reason="not a worker region of this deployment") for r in unknown],
+        + [
+            LeftOutView(region=r, reason="not a worker region of this deployment", kind=LeftOutKind.UNKNOWN_REGION)
+            for r in unknown
+        ],
         instance_types=instance_types,
         target_capacity=request.target_capacity,
         observed_at=now,

@@ -86,7 +86,11 @@ def on_launch_failed(hub: HubServices, report: LaunchFailed, *, now: float, regi
 
 @dispatch.on(LaunchUnsuccessfulDetail)
 def on_launch_unsuccessful(hub: HubServices, detail: LaunchUnsuccessfulDetail, *, now: float, region: str) -> str:
-    """Auto Scaling could not launch in a worker region (forwarded AWS event): fail that region's pending launch."""
+    """Auto Scaling could not launch in a worker region (forwarded AWS event): fail that region's pending launch.
+    Only the serving group's: a batch job's group (`<prefix>-job-...`) fails no replica's launch and excludes no
+    region for serving (the batch supervisor hears of its failures from the region's fleet reports)."""
+    if detail.group_name and detail.group_name != serving_group_name(hub.prefix):
+        return f"ignored: {detail.group_name} is not the serving group"
     message = detail.status_message or detail.description
     failure = classify_launch_error(None, message)
     pending = [launch for launch in hub.store.pending(LAUNCH) if launch.region == region]
@@ -164,6 +168,11 @@ def on_instance_unhealthy(hub: HubServices, report: InstanceUnhealthy, *, now: f
         report.instance_id, {"status": InstanceStatus.UNHEALTHY, "notice": report.reason[:300], "updated_at": int(now)}
     )
     return start_replacement(hub, instance.replica_id, report.instance_id, report.region, "unhealthy", now=now)
+
+
+def serving_group_name(prefix: str) -> str:
+    """The worker regions' serving group, as the worker stack names it (stacks/constructs/gpu_capacity.py)."""
+    return f"{prefix}-gpu"
 
 
 def _fail_launch(  # noqa: PLR0917 (one report's fields)

@@ -82,6 +82,7 @@ class JobRequest(BaseModel):
 class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus
+    notification: str | None = Field(None, description="what notify_email will hear, when one was given")
 
 
 class WorkerView(BaseModel):

@@ -27,6 +27,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from spothub_core.contracts import CapacityType
 
 
+class JobsIndex(StrEnum):
+    """The jobs table's global secondary indexes (the stack declares them, the dal queries them)."""
+
+    BY_STATUS = "by_status"
+    BY_TIME = "by_time"
+
+
+# Each index's partition and sort key attributes, and what by_status projects beyond the keys (what the claim
+# and the timeouts read without going back to the item).
+JOBS_INDEX_KEYS: dict[JobsIndex, tuple[str, str]] = {
+    JobsIndex.BY_STATUS: ("status_key", "sk"),
+    JobsIndex.BY_TIME: ("list_key", "created_key"),
+}
+BY_STATUS_PROJECTION = ("deadline", "worker_id", "attempt")
+
+
 class JobStatus(StrEnum):
     LISTING = "listing"  # the listing state machine partitions the prefix into batches
     RUNNING = "running"  # batches are handed out; workers come and go
@@ -110,6 +126,10 @@ class Batch(_Record):
     worker_id: str | None = None  # the worker holding it (assigned/processing)
     deadline: float | None = None  # ack deadline (assigned) or processing deadline (processing)
     last_error: str | None = None
+    # The worker it was last taken back from, and why ("ack timeout", "processing timeout", "reported failed",
+    # "worker shutting down", "instance gone"): a late call of that worker is answered saying so.
+    taken_from: str | None = None
+    taken_because: str | None = None
     updated_at: float | None = None
 
 
@@ -140,10 +160,14 @@ class RegionFleet(_Record):
     in_service: int = 0  # the region's last report
     error: str | None = None  # the region's last launch failure, as Auto Scaling said it
     error_class: str | None = None  # capacity | quota | transient | fatal
-    excluded_until: float | None = None  # no more workers asked of this region until then
+    excluded_until: float | None = None  # no more (spot) workers asked of this region until then
+    on_demand_excluded_until: float | None = None  # the same for on-demand workers (after an on-demand failure)
     released: bool = False  # the job's group in the region is deleted
-    requested_at: float | None = None
+    requested_at: float | None = None  # the hub's latest request of any kind (growth, look, release)
     reported_at: float | None = None
+    grown_at: float | None = None  # the hub's latest request that grew the group: boot grace and errors count from it
+    group_desired: int | None = None  # the group's desired capacity, as the region's last report said
+    reported_for: float | None = None  # the request (its requested_at) the recorded report answered
 
 
 class JobError(_Record):

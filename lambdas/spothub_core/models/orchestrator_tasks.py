@@ -8,6 +8,8 @@ start builds. Inputs forbid unknown fields, so a renamed field in the ASL fails 
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spothub_core.contracts import CapacityType, InstanceFacts
@@ -205,6 +207,9 @@ class FindRequest(BaseModel):
     prefer_region: str | None = None
     # Spot or nothing (a replica on on-demand looking for spot again): no on-demand region is offered.
     spot_only: bool = False
+    # A batch job's workers run in their own groups beside the serving replicas: no region is left out for
+    # holding a replica.
+    share_regions: bool = False
 
     @field_validator("instance_types", "allowed_regions", "denied_regions")
     @classmethod
@@ -222,9 +227,20 @@ class RankedRegionView(BaseModel):
     reason: str
 
 
+class LeftOutKind(StrEnum):
+    """Why the ranking left a region out, for callers that act on the kind (the reason says it for people)."""
+
+    DENIED = "denied"  # the operator's deny list
+    NOT_ALLOWED = "not-allowed"  # outside the operator's allow list
+    OCCUPIED = "occupied"  # holds another replica
+    EXCLUDED = "excluded"  # a spot exclusion after a failure, until it expires
+    UNKNOWN_REGION = "unknown-region"  # not a worker region of this deployment
+
+
 class LeftOutView(BaseModel):
     region: str
     reason: str
+    kind: LeftOutKind
 
 
 class FindAnswer(_Output):
