@@ -57,9 +57,12 @@ synth: install
 	$(CDK) synth --quiet $(DEMO_CONTEXT)
 	$(BIN)/spothub summary --cdk-out cdk.out
 
-# The sandbox figures, then the replay: a table per folder of ../shared/traces and the speed benchmark.
+# The sandbox figures, the batch queue's, every handler's cold import, then the replay: a table per folder of
+# ../shared/traces and the speed benchmark.
 bench: install
 	$(BIN)/python benchmarks/sandbox_bench.py
+	$(BIN)/python benchmarks/batch_bench.py
+	$(BIN)/python benchmarks/cold_import_bench.py
 	@for traces in $(TRACES)/*/; do echo; $(BIN)/spothub replay --traces $$traces || exit 1; done
 	@echo
 	$(BIN)/python benchmarks/replay_bench.py

@@ -114,7 +114,8 @@ def run(files: int, batch_size: int, workers: int, seed: int) -> dict[str, Any]:
         counter.attach(own.meta.client)
         api = batch_queue.WorkerApi(
             jobs=JobStore(own),
-            queue=BatchQueue(own, rng=random.Random(seed + n)),  # noqa: S311, workers=WorkerStore(own)
+            queue=BatchQueue(own, rng=random.Random(seed + n)),  # noqa: S311 (spreads the claims)
+            workers=WorkerStore(own),
         )
         instance_id = f"i-{n:017x}"
         worker_id = worker_id_of(JOB, instance_id)

@@ -33,10 +33,16 @@ from tests.integration.batch_fixtures import JOBS_REGION, atomic_items, jobs_tab
 JOB = "job-00000000c1a1"
 
 
+def seeded(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 (reproducible spreads of the claims; no secret)
+
+
 @pytest.fixture(autouse=True)
 def _atomic_items() -> Iterator[None]:
     with atomic_items():
         yield
+
+
 NOW = 1_700_000_000.0
 
 
@@ -79,7 +85,7 @@ def thread_api(name: str, ledger: ClaimLedger, seed: int) -> WorkerApi:
     table = boto3.session.Session().resource("dynamodb", region_name=JOBS_REGION).Table(name)
     recording = RecordingTable(table, ledger)
     return WorkerApi(
-        jobs=JobStore(table), queue=BatchQueue(recording, rng=random.Random(seed)), workers=WorkerStore(recording)
+        jobs=JobStore(table), queue=BatchQueue(recording, rng=seeded(seed)), workers=WorkerStore(recording)
     )
 
 
@@ -105,9 +111,7 @@ def test_many_workers_process_every_batch_once(jobs_table: Any) -> None:  # noqa
         api = thread_api(jobs_table.name, ledger, seed=n % 3)  # three seeds: workers pick the same points
         instance_id = f"i-{n:017x}"
         worker_id = worker_id_of(JOB, instance_id)
-        batch_queue.register(
-            api, WorkerRegistration(job_id=JOB, instance_id=instance_id, region="us-west-2"), now=NOW
-        )
+        batch_queue.register(api, WorkerRegistration(job_id=JOB, instance_id=instance_id, region="us-west-2"), now=NOW)
         start.wait()
         while True:
             answer = batch_queue.assignment(api, worker_id, now=NOW)

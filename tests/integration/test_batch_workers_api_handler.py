@@ -39,7 +39,11 @@ REGISTRATION = {
 def handler(monkeypatch: pytest.MonkeyPatch, jobs_table: Any) -> Iterator[ModuleType]:  # noqa: F811
     set_environment(
         monkeypatch,
-        {**HUB_ENVIRONMENT, "POWERTOOLS_SERVICE_NAME": "spothub-batch-workers-api", "SPOTHUB_JOBS_TABLE": jobs_table.name},
+        {
+            **HUB_ENVIRONMENT,
+            "POWERTOOLS_SERVICE_NAME": "spothub-batch-workers-api",
+            "SPOTHUB_JOBS_TABLE": jobs_table.name,
+        },
     )
     yield load_handler("batch_workers_api.handler")
 
@@ -78,7 +82,9 @@ def assignment(handler: ModuleType, worker_id: str = WORKER) -> tuple[int, dict[
     return call(handler, "GET", f"/workers/{worker_id}/assignment", caller=worker_id.split(".")[1])
 
 
-def status(handler: ModuleType, batch_id: str | None, state: str, error: str | None = None) -> tuple[int, dict[str, Any]]:
+def status(
+    handler: ModuleType, batch_id: str | None, state: str, error: str | None = None
+) -> tuple[int, dict[str, Any]]:
     body = {"batch_id": batch_id, "status": state, **({"error": error} if error else {})}
     return call(handler, "POST", f"/workers/{WORKER}/status", body)
 
@@ -96,11 +102,16 @@ def test_register_for_an_unknown_job_is_a_404(handler: ModuleType) -> None:
 
 
 def test_register_for_a_finished_job_is_taken_and_the_first_assignment_says_shutdown(
-    handler: ModuleType, job: Job, jobs_table: Any  # noqa: F811
+    handler: ModuleType,
+    job: Job,
+    jobs_table: Any,  # noqa: F811
 ) -> None:
     JobStore(jobs_table).transition(JOB, JobStatus.CANCELLED, allowed_from=(JobStatus.RUNNING,), now=NOW)
     assert register(handler)[0] == 200
-    assert assignment(handler) == (200, {"command": "shutdown", "retry_after_s": None, "reason": "the job is cancelled"})
+    assert assignment(handler) == (
+        200,
+        {"command": "shutdown", "retry_after_s": None, "reason": "the job is cancelled"},
+    )
 
 
 def test_an_instance_may_register_only_itself(handler: ModuleType, job: Job) -> None:
@@ -154,7 +165,13 @@ def test_an_assignment_is_a_batch_then_a_wait_then_a_shutdown(handler: ModuleTyp
     code, wait = assignment(handler)
     assert (code, wait["command"], wait["retry_after_s"]) == (200, "wait", 15)
 
-    call(handler, "POST", f"/workers/{other}/status", {"batch_id": second["batch_id"], "status": "completed"}, caller=OTHER)
+    call(
+        handler,
+        "POST",
+        f"/workers/{other}/status",
+        {"batch_id": second["batch_id"], "status": "completed"},
+        caller=OTHER,
+    )
     assert assignment(handler) == (200, {"command": "shutdown", "retry_after_s": None, "reason": "no batches left"})
 
 
@@ -179,7 +196,9 @@ def test_an_instance_may_ask_only_for_its_own_work(handler: ModuleType, job: Job
     assert (code, answer["message"]) == (403, f"instance {OTHER} may not speak for {INSTANCE}")
     code, _ = call(handler, "POST", f"/workers/{WORKER}/ack", {"batch_id": "b-0000000"}, caller=OTHER)
     assert code == 403
-    code, _ = call(handler, "POST", f"/workers/{WORKER}/status", {"batch_id": None, "status": "shutting-down"}, caller=OTHER)
+    code, _ = call(
+        handler, "POST", f"/workers/{WORKER}/status", {"batch_id": None, "status": "shutting-down"}, caller=OTHER
+    )
     assert code == 403
 
 
@@ -267,7 +286,11 @@ def test_failed_twice_fails_the_batch_for_good(handler: ModuleType, job: Job) ->
             break
         status(handler, again["batch_id"], "completed")
     code, last = status(handler, batch_id, "failed", "exit 3")
-    assert (code, last["status"], last["message"]) == (200, "failed", f"batch {batch_id} failed for good after 2 failures")
+    assert (code, last["status"], last["message"]) == (
+        200,
+        "failed",
+        f"batch {batch_id} failed for good after 2 failures",
+    )
 
 
 def test_completed_after_being_reported_failed_is_a_409(handler: ModuleType, job: Job) -> None:
@@ -303,7 +326,13 @@ def test_shutting_down_without_a_batch(handler: ModuleType, job: Job) -> None:
     register(handler)
     assert status(handler, None, "shutting-down") == (
         200,
-        {"worker_id": WORKER, "batch_id": None, "status": "shutting-down", "changed": True, "message": "worker shutting down"},
+        {
+            "worker_id": WORKER,
+            "batch_id": None,
+            "status": "shutting-down",
+            "changed": True,
+            "message": "worker shutting down",
+        },
     )
 
 

@@ -35,7 +35,7 @@ from spothub_core.dal.state_table import (
     to_item_value,
     to_number,
 )
-from spothub_core.errors import DependencyUnavailable
+from spothub_core.errors import Conflict, DependencyUnavailable
 from spothub_core.models.batch_records import Job, JobStatus
 
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem, DynamoDB's limit
@@ -71,7 +71,7 @@ class JobStore:
             ConditionExpression="attribute_not_exists(pk)",
         )
         if response is None:
-            raise DependencyUnavailable(f"could not record job {job.job_id}: a job with that id exists")
+            raise Conflict(f"job {job.job_id} exists already")
 
     def get(self, job_id: str) -> Job | None:
         item = call(f"read job {job_id}", self._table.get_item, Key=job_key(job_id), ConsistentRead=True).get("Item")
