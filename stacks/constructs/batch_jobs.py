@@ -294,7 +294,11 @@ class BatchJobs(Construct):
 
     def _grant_listing(self, config: SpothubConfig) -> None:
         # Read the job, write batches 25 at a time, count what was listed, move the job on.
-        self._grant_table(self.listing, ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"))
+        # BatchGetItem: a retried listing task reads which of its batches exist before writing them again.
+        self._grant_table(
+            self.listing,
+            ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
+        )
         self._list_input_buckets(self.listing, config.batch_input_buckets)
 
     def _grant_supervisor(self, config: SpothubConfig, bus: events.IEventBus, spot_finder: lambda_.IFunction) -> None:

@@ -355,7 +355,7 @@ def test_workers_api_grants(reference: Synthesized) -> None:
 def test_listing_grants(reference: Synthesized) -> None:
     statements = _function_statements(reference, HUB, "batch_listing")
     actions, indexes = _table_statements(statements)
-    assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"}
+    assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}
     assert indexes == set()
     by_sid = _by_sid(statements)
     assert by_sid["ListInputBuckets"]["Resource"] == ["arn:aws:s3:::spothub-inputs", "arn:aws:s3:::team.raw-data"]

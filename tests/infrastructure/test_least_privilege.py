@@ -182,7 +182,13 @@ def test_batch_hub_functions_may_call_only_their_actions(reference: Synthesized)
             "sns:SetSubscriptionAttributes",
         },
         "BatchJobsWorkersApiRole": {*JOBS_TABLE, "dynamodb:BatchGetItem"},
-        "BatchJobsListingRole": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "s3:ListBucket"},
+        "BatchJobsListingRole": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+            "s3:ListBucket",
+        },
         "BatchJobsSupervisorRole": {
             *JOBS_TABLE,
             "dynamodb:BatchGetItem",

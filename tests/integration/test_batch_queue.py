@@ -179,6 +179,20 @@ def test_a_claim_assigns_one_pending_batch_to_the_worker(api: WorkerApi) -> None
     }
 
 
+def test_writing_the_same_batches_again_leaves_the_claimed_ones_as_they_are(api: WorkerApi) -> None:
+    # A listing task retried after it wrote: its batches come again while a worker holds one of them.
+    start_job(api, batches=30)
+    join(api)
+    assigned = take(api)
+    again = [Batch(job_id=JOB, batch_id=batch_id_of(n), file_names=[f"f{n}.txt"]) for n in range(30)]
+
+    api.queue.put_batches(JOB, again)
+
+    held = batch(api, assigned.batch_id)
+    assert (held.status, held.worker_id) == (BatchStatus.ASSIGNED, W1)
+    assert api.queue.counts(JOB).model_dump()["pending"] == 29
+
+
 def test_a_lost_answer_gets_the_same_batch_again_not_a_second_one(api: WorkerApi) -> None:
     start_job(api)
     join(api)

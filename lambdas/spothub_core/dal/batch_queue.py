@@ -87,10 +87,17 @@ class BatchQueue:
 
     def put_batches(self, job_id: str, batches: list[Batch]) -> None:
         """Write new batches, 25 a request; items DynamoDB leaves unprocessed are sent again with exponential
-        backoff, a bounded number of times, then DependencyUnavailable."""
+        backoff, a bounded number of times, then DependencyUnavailable.
+
+        Batches already written are left alone: a listing task retried after it wrote (a timeout, a lost answer)
+        writes the same batches again, and workers may have claimed or finished them meanwhile. BatchWriteItem
+        takes no condition, so a consistent read of the chunk's keys comes first (one request per 25 batches);
+        nothing else writes a batch that does not exist yet, so nothing can slip in between."""
         client, name = self._table.meta.client, self._table.name
         for start in range(0, len(batches), WRITE_BATCH_LIMIT):
-            chunk = batches[start : start + WRITE_BATCH_LIMIT]
+            chunk = self._not_written(job_id, batches[start : start + WRITE_BATCH_LIMIT])
+            if not chunk:
+                continue
             unprocessed: dict[str, Any] = {name: [{"PutRequest": {"Item": batch_item(b)}} for b in chunk]}
             for attempt in range(WRITE_ATTEMPTS):
                 answer = call(f"write batches of {job_id}", client.batch_write_item, RequestItems=unprocessed)
@@ -104,6 +111,29 @@ class BatchQueue:
                 raise DependencyUnavailable(
                     f"could not write batches of {job_id}: {left} left unprocessed after {WRITE_ATTEMPTS} tries"
                 )
+
+    def _not_written(self, job_id: str, chunk: list[Batch]) -> list[Batch]:
+        client, name = self._table.meta.client, self._table.name
+        keys = {batch.batch_id: batch_key(job_id, seq_of(batch.batch_id)) for batch in chunk}
+        wanted: dict[str, Any] = {
+            name: {
+                "Keys": list(keys.values()),
+                "ConsistentRead": True,
+                "ProjectionExpression": "sk",
+            }
+        }
+        written: set[str] = set()
+        for attempt in range(WRITE_ATTEMPTS):
+            answer = call(f"read batches of {job_id}", client.batch_get_item, RequestItems=wanted)
+            written.update(item["sk"] for item in answer.get("Responses", {}).get(name, []))
+            wanted = answer.get("UnprocessedKeys") or {}
+            if not wanted:
+                break
+            if attempt < WRITE_ATTEMPTS - 1:
+                self._sleep(min(BACKOFF_BASE_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS))
+        if wanted:
+            raise DependencyUnavailable(f"could not read batches of {job_id}: keys left unprocessed")
+        return [batch for batch in chunk if keys[batch.batch_id]["sk"] not in written]
 
     # --- reading ------------------------------------------------------------------------------------------------
 
