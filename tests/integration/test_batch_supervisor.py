@@ -35,6 +35,7 @@ from spothub_core.models.batch_records import Batch, Job, JobSpec, JobStatus, Wo
 from spothub_core.models.batch_workers import BatchStatusReport, WorkerRegistration
 from spothub_core.models.orchestrator_tasks import FindAnswer, FindRequest, RankedRegionView
 from spothub_core.timings import (
+    BATCH_LISTING_TIMEOUT_SECONDS,
     BATCH_RELEASE_WAIT_SECONDS,
     BATCH_WORKER_BOOT_SECONDS,
     CAPACITY_EXCLUSION_SECONDS,
@@ -598,3 +599,18 @@ def test_a_job_whose_listing_failed_is_told_and_settled_at_once(
     assert ses.calls == []  # the job named no one to e-mail
     assert finished_events(bus)[0]["reason"] == "no files under s3://in/data/"
     assert stores.jobs.unsettled() == []
+
+
+def test_a_job_left_listing_past_the_listings_budget_is_failed_and_told(
+    handler: ModuleType, stores: SimpleNamespace, clock: Clock, sns: ApiCalls
+) -> None:
+    submit(stores, batches=2, status=JobStatus.LISTING)
+    supervise(handler)
+    assert stores.jobs.get(JOB).status == JobStatus.LISTING  # within the budget: the listing is at work
+
+    clock.now = NOW - 600 + BATCH_LISTING_TIMEOUT_SECONDS + 1
+    supervise(handler)
+
+    job = stores.jobs.get(JOB)
+    assert job.status == JobStatus.FAILED
+    assert job.reason == f"the listing did not finish within {BATCH_LISTING_TIMEOUT_SECONDS // 60} minutes"

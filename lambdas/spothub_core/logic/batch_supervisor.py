@@ -49,7 +49,7 @@ from spothub_core.logic.batch_scaling import (
 from spothub_core.models.batch_records import Job, JobStatus, RegionFleet, Worker, WorkerStatus
 from spothub_core.models.batch_tasks import Supervise, Supervised
 from spothub_core.models.orchestrator_tasks import FindAnswer, FindRequest
-from spothub_core.timings import BATCH_RELEASE_WAIT_SECONDS
+from spothub_core.timings import BATCH_LISTING_TIMEOUT_SECONDS, BATCH_RELEASE_WAIT_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ def supervise_job(services: SupervisorServices, job: Job, *, now: float) -> JobS
     if job.status == JobStatus.RUNNING and all_batches_done(job, counts):
         finished = end_job(services, job, counts, now=now)
         job = services.jobs.get(job.job_id) or job
+    elif listing_stuck(job, now):
+        finished = fail_stuck_listing(services, job, now=now)
+        job = services.jobs.get(job.job_id) or job
     fleets = services.fleets.list(job.job_id)
     if not job.status.finished:
         requested = scale(services, job, counts, fleets, now=now)
@@ -139,6 +142,22 @@ def all_batches_done(job: Job, counts: BatchCounts) -> bool:
     finished ones must add up to the job's batches as well: a batch just put back to pending is never missed."""
     in_queue = counts.pending + counts.assigned + counts.processing
     return in_queue == 0 and counts.completed + counts.failed >= job.batches
+
+
+def listing_stuck(job: Job, now: float) -> bool:
+    """Listing past the listing state machine's whole budget: its execution ended without a word (its own failure
+    step failed after every retry) and nothing else would ever move the job on."""
+    return job.status == JobStatus.LISTING and now - job.created_at > BATCH_LISTING_TIMEOUT_SECONDS
+
+
+def fail_stuck_listing(services: SupervisorServices, job: Job, *, now: float) -> bool:
+    reason = f"the listing did not finish within {BATCH_LISTING_TIMEOUT_SECONDS // 60} minutes"
+    failed = services.jobs.transition(
+        job.job_id, JobStatus.FAILED, allowed_from=(JobStatus.LISTING,), now=now, reason=reason, finished_at=now
+    )
+    if failed:
+        logger.warning("listing stuck: job failed", extra={"job_id": job.job_id})
+    return failed
 
 
 def end_status(counts: BatchCounts) -> JobStatus:
