@@ -15,20 +15,17 @@ from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Fn, Stack
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag, job_group_name
 from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS, MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
-from stacks.agent_bundle import stage_agent_bundle
 from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import entries, patterns
-from stacks.constructs.gpu_capacity import AGENT_HOME
+from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.nag import acknowledge, nag_resource
 
@@ -85,14 +82,7 @@ class BatchCapacity(Construct):
         )
         wildcards = self._grant_worker(config)
 
-        agent_bundle = s3_assets.Asset(self, "AgentBundle", path=str(stage_agent_bundle()))
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="ReadAgentBundle",
-                actions=["s3:GetObject"],
-                resources=[agent_bundle.bucket.arn_for_objects(agent_bundle.s3_object_key)],
-            )
-        )
+        bundle = agent_bundle(self, self.role)
         user_data = ec2.UserData.for_linux()
         user_data.add_commands(
             "set -euo pipefail",
@@ -102,40 +92,14 @@ class BatchCapacity(Construct):
             "systemctl enable --now docker",
             "dnf install -y awscli-2 unzip",
         )
-        bundle_file = user_data.add_s3_download_command(
-            bucket=agent_bundle.bucket, bucket_key=agent_bundle.s3_object_key, local_file=f"{AGENT_HOME}.zip"
-        )
-        user_data.add_commands(
-            f"mkdir -p {AGENT_HOME}",
-            f"unzip -o {bundle_file} -d {AGENT_HOME}",
-            f"bash {AGENT_HOME}/install.sh",
-        )
-        self.launch_template = ec2.LaunchTemplate(
+        install_agent(user_data, bundle)
+        self.launch_template = gpu_launch_template(
             self,
-            "LaunchTemplate",
-            launch_template_name=f"{config.prefix}-batch",
-            # Docker and the NVIDIA container toolkit come with the ECS-optimized GPU AMI.
-            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            name=f"{config.prefix}-batch",
+            config=config,
             role=self.role,
             security_group=self.security_group,
             user_data=user_data,
-            require_imdsv2=True,
-            # The job's container (one hop further, on Docker's bridge) cannot reach the instance's credentials.
-            http_put_response_hop_limit=1,
-            instance_metadata_tags=True,
-            # As the GPU template: the way out to S3, registries and the hub API in a VPC without a NAT gateway.
-            associate_public_ip_address=config.serving_public_ip,
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        config.root_volume_gib,
-                        encrypted=True,
-                        volume_type=ec2.EbsDeviceVolumeType.GP3,
-                        delete_on_termination=True,
-                    ),
-                )
-            ],
         )
         self.launch_template_arn = stack.format_arn(
             service="ec2", resource="launch-template", resource_name=self.launch_template.launch_template_id or "*"

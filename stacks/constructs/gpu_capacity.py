@@ -20,13 +20,12 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_efs as efs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag
 from spothub_core.timings import LAUNCH_HOOK_TIMEOUT_SECONDS
-from stacks.agent_bundle import stage_agent_bundle
 from stacks.config import SpothubConfig
+from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.serving_task import SERVING_UID
 from stacks.nag import acknowledge, nag_resource
@@ -36,7 +35,6 @@ LAUNCH_HOOK_NAME = "spothub-workload-healthy"
 LAUNCH_HOOK_TIMEOUT = Duration.seconds(LAUNCH_HOOK_TIMEOUT_SECONDS)
 MODEL_CACHE_MOUNT = "/mnt/model-cache"
 HF_CACHE = f"{MODEL_CACHE_MOUNT}/huggingface"  # the serving container's HF_HOME, /model-cache/huggingface
-AGENT_HOME = "/opt/spothub-agent"
 # Memory the ECS agent leaves out of what it registers: the host's own processes (ECS and spothub agents,
 # Docker, the EFS and SSM agents). Placement only: the serving container's reservation is soft.
 ECS_RESERVED_MEMORY_MIB = 256
@@ -121,15 +119,7 @@ class GpuCapacity(Construct):
         wildcard_resources = self._grant_agent_permissions(config, stack, hub_bus_arn)
         self.model_cache.grant(self.role, "elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")
 
-        agent_bundle = s3_assets.Asset(self, "AgentBundle", path=str(stage_agent_bundle()))
-        # The one object, not the whole bootstrap bucket (what Asset.grant_read would give).
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="ReadAgentBundle",
-                actions=["s3:GetObject"],
-                resources=[agent_bundle.bucket.arn_for_objects(agent_bundle.s3_object_key)],
-            )
-        )
+        bundle = agent_bundle(self, self.role)
 
         self.cluster = ecs.Cluster(
             self,
@@ -159,41 +149,14 @@ class GpuCapacity(Construct):
             f"install -d -o {SERVING_UID} -g {SERVING_UID} {HF_CACHE}",
             f"find {HF_CACHE} ! -user {SERVING_UID} -exec chown -h {SERVING_UID}:{SERVING_UID} {{}} +",
         )
-        bundle_file = user_data.add_s3_download_command(
-            bucket=agent_bundle.bucket, bucket_key=agent_bundle.s3_object_key, local_file=f"{AGENT_HOME}.zip"
-        )
-        user_data.add_commands(
-            f"mkdir -p {AGENT_HOME}",
-            f"unzip -o {bundle_file} -d {AGENT_HOME}",
-            f"bash {AGENT_HOME}/install.sh",
-        )
-
-        self.launch_template = ec2.LaunchTemplate(
+        install_agent(user_data, bundle)
+        self.launch_template = gpu_launch_template(
             self,
-            "LaunchTemplate",
-            launch_template_name=f"{config.prefix}-gpu",
-            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            name=f"{config.prefix}-gpu",
+            config=config,
             role=self.role,
             security_group=self.security_group,
             user_data=user_data,
-            require_imdsv2=True,
-            # Containers (one hop further) cannot reach the instance's credentials.
-            http_put_response_hop_limit=1,
-            instance_metadata_tags=True,
-            # servingPublicIp: the endpoint's address, and the way out to image registries and AWS APIs in a VPC
-            # without a NAT gateway (spothub's own); false needs the operator's VPC (config.py checks).
-            associate_public_ip_address=config.serving_public_ip,
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        config.root_volume_gib,
-                        encrypted=True,
-                        volume_type=ec2.EbsDeviceVolumeType.GP3,
-                        delete_on_termination=True,
-                    ),
-                )
-            ],
         )
 
         self.group = autoscaling.AutoScalingGroup(

@@ -1,0 +1,81 @@
+"""What every spothub instance shares, serving or batch: the agent's bundle (an S3 asset only the instance's
+role may read), its installation at boot, and the launch template's settings (the ECS-optimized GPU AMI,
+IMDSv2 with a hop limit of 1, instance metadata tags, an encrypted root volume)."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from stacks.agent_bundle import stage_agent_bundle
+from stacks.config import SpothubConfig
+
+AGENT_HOME = "/opt/spothub-agent"
+
+
+def agent_bundle(scope: Construct, role: iam.IRole) -> s3_assets.Asset:
+    """The agent's bundle as an asset; the role may read that one object, not the whole bootstrap bucket
+    (what Asset.grant_read would give)."""
+    bundle = s3_assets.Asset(scope, "AgentBundle", path=str(stage_agent_bundle()))
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="ReadAgentBundle",
+            actions=["s3:GetObject"],
+            resources=[bundle.bucket.arn_for_objects(bundle.s3_object_key)],
+        )
+    )
+    return bundle
+
+
+def install_agent(user_data: ec2.UserData, bundle: s3_assets.Asset) -> None:
+    """User data lines that download the bundle and install the agent as its systemd service."""
+    bundle_file = user_data.add_s3_download_command(
+        bucket=bundle.bucket, bucket_key=bundle.s3_object_key, local_file=f"{AGENT_HOME}.zip"
+    )
+    user_data.add_commands(
+        f"mkdir -p {AGENT_HOME}",
+        f"unzip -o {bundle_file} -d {AGENT_HOME}",
+        f"bash {AGENT_HOME}/install.sh",
+    )
+
+
+def gpu_launch_template(
+    scope: Construct,
+    *,
+    name: str,
+    config: SpothubConfig,
+    role: iam.IRole,
+    security_group: ec2.ISecurityGroup,
+    user_data: ec2.UserData,
+) -> ec2.LaunchTemplate:
+    return ec2.LaunchTemplate(
+        scope,
+        "LaunchTemplate",
+        launch_template_name=name,
+        # Docker and the NVIDIA container toolkit come with it.
+        machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+        role=role,
+        security_group=security_group,
+        user_data=user_data,
+        require_imdsv2=True,
+        # Containers (one hop further) cannot reach the instance's credentials.
+        http_put_response_hop_limit=1,
+        instance_metadata_tags=True,
+        # servingPublicIp: the serving endpoint's address, and the way out to image registries, S3 and AWS APIs
+        # in a VPC without a NAT gateway (spothub's own); false needs the operator's VPC (config.py checks).
+        associate_public_ip_address=config.serving_public_ip,
+        block_devices=[
+            ec2.BlockDevice(
+                device_name="/dev/xvda",
+                volume=ec2.BlockDeviceVolume.ebs(
+                    config.root_volume_gib,
+                    encrypted=True,
+                    volume_type=ec2.EbsDeviceVolumeType.GP3,
+                    delete_on_termination=True,
+                ),
+            )
+        ],
+    )
