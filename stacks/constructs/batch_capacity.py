@@ -13,18 +13,17 @@ routes of the hub API and remove its own instance from its job's group.
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Fn, Stack
+from aws_cdk import ArnFormat, Fn, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag, job_group_name
-from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS, MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
+from spothub_core.timings import MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
-from stacks.constructs.consumer_rules import entries, patterns
+from stacks.constructs.consumer_rules import consuming_rules, entries
 from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.nag import acknowledge, nag_resource
@@ -123,23 +122,15 @@ class BatchCapacity(Construct):
         self.function = self.spothub_function.function
         self._grant_fleet(config, worker_bus)
 
-        # What the batch fleet consumes from the worker bus (spothub_core.consumers): one rule per source.
-        for source, pattern in patterns(entries(bus=Bus.WORKER, target=Target.BATCH_FLEET)).items():
-            rule = events.Rule(
-                self,
-                f"HubBatchCommands-{source}",
-                event_bus=worker_bus,
-                description="Batch fleet commands from the hub",
-                event_pattern=pattern,
-            )
-            rule.add_target(
-                targets.LambdaFunction(
-                    self.function,
-                    dead_letter_queue=functions.dead_letter_queue,
-                    retry_attempts=8,
-                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
-                )
-            )
+        consuming_rules(
+            self,
+            "HubBatchCommands",
+            bus=worker_bus,
+            consumed=entries(bus=Bus.WORKER, target=Target.BATCH_FLEET),
+            function=self.function,
+            dead_letter_queue=functions.dead_letter_queue,
+            description="Batch fleet commands from the hub",
+        )
         self._acknowledge(wildcards)
 
     def _objects_arn(self, bucket: str) -> str:

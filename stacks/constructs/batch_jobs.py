@@ -29,12 +29,11 @@ from spothub_core.models.batch_workers import BatchAck, BatchStatusReport, Worke
 from spothub_core.timings import (
     BATCH_LISTING_FUNCTION_TIMEOUT_SECONDS,
     BATCH_SUPERVISOR_SECONDS,
-    EVENT_DELIVERY_MAX_AGE_SECONDS,
     MULTI_CALL_FUNCTION_TIMEOUT_SECONDS,
 )
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import KMS_READ_WRITE
-from stacks.constructs.consumer_rules import entries, patterns
+from stacks.constructs.consumer_rules import consuming_rules, entries
 from stacks.constructs.python_function import FunctionDefaults, SpothubFunction
 from stacks.constructs.rest_api import SpothubRestApi
 from stacks.constructs.state_machine import SpothubStateMachine
@@ -361,20 +360,12 @@ class BatchJobs(Construct):
                 max_event_age=Duration.seconds(BATCH_SUPERVISOR_SECONDS),
             )
         )
-        # One rule per source, so that no rule lets through a pairing of one source's name with another's type.
-        for source, pattern in patterns(entries(bus=Bus.HUB, target=Target.BATCH_SUPERVISOR)).items():
-            rule = events.Rule(
-                self,
-                f"ToBatchSupervisor-{source}",
-                event_bus=bus,
-                description=f"What the batch supervisor consumes from {source}",
-                event_pattern=pattern,
-            )
-            rule.add_target(
-                targets.LambdaFunction(
-                    self.supervisor.function,
-                    dead_letter_queue=failed_invocations,
-                    retry_attempts=8,
-                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
-                )
-            )
+        consuming_rules(
+            self,
+            "ToBatchSupervisor",
+            bus=bus,
+            consumed=entries(bus=Bus.HUB, target=Target.BATCH_SUPERVISOR),
+            function=self.supervisor.function,
+            dead_letter_queue=failed_invocations,
+            description="What the batch supervisor consumes from {source}",
+        )

@@ -6,10 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aws_cdk import Duration
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
 
 from spothub_core.consumers import CONSUMERS, Bus, Consumer, Target, event_patterns
 from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
+from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS
 
 
 def entries(*, bus: Bus, target: Target | None = None, source: str | None = None) -> list[Consumer]:
@@ -49,3 +55,40 @@ def only_pattern(consumers: Iterable[Consumer], detail: Mapping[str, Any] | None
 def aws_event_id(entry: Consumer) -> str:
     """A construct id for a rule of one AWS event: `EC2 Instance Launch Unsuccessful` -> `LaunchUnsuccessful`."""
     return "".join(word.title() for word in AwsEvent(entry.detail_type).name.split("_"))
+
+
+def lambda_delivery(function: lambda_.IFunction, dead_letter_queue: sqs.IQueue) -> targets.LambdaFunction:
+    """A rule's Lambda target as every consuming rule has it: a failed delivery retried for up to two hours (a
+    report lost to a throttled function would leave a launch waiting), then the dead-letter queue."""
+    return targets.LambdaFunction(
+        function,
+        dead_letter_queue=dead_letter_queue,
+        retry_attempts=8,
+        max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
+    )
+
+
+def consuming_rules(
+    scope: Construct,
+    id_prefix: str,
+    *,
+    bus: events.IEventBus,
+    consumed: Iterable[Consumer],
+    function: lambda_.IFunction,
+    dead_letter_queue: sqs.IQueue,
+    description: str,
+) -> list[events.Rule]:
+    """What `function` consumes on `bus`: one rule per source (`<id_prefix>-<source>`), so that no rule lets
+    through a pairing of one source's name with another's detail-type. `description` may name `{source}`."""
+    rules = []
+    for source, pattern in patterns(consumed).items():
+        rule = events.Rule(
+            scope,
+            f"{id_prefix}-{source}",
+            event_bus=bus,
+            description=description.format(source=source),
+            event_pattern=pattern,
+        )
+        rule.add_target(lambda_delivery(function, dead_letter_queue))
+        rules.append(rule)
+    return rules

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import AwsEvent, alarm_name_prefix
-from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS
 from stacks.config import SpothubConfig
-from stacks.constructs.consumer_rules import aws_event_id, entries, only_pattern
+from stacks.constructs.consumer_rules import aws_event_id, entries, lambda_delivery, only_pattern
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.nag import acknowledge, nag_resource
 
@@ -95,11 +93,4 @@ class InstanceRemediation(Construct):
                 description="This deployment's instance alarms going to ALARM",
                 event_pattern=only_pattern([entry], detail=filters[AwsEvent(entry.detail_type)]),
             )
-            rule.add_target(
-                targets.LambdaFunction(
-                    function,
-                    dead_letter_queue=functions.dead_letter_queue,
-                    retry_attempts=8,
-                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
-                )
-            )
+            rule.add_target(lambda_delivery(function, functions.dead_letter_queue))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -19,10 +19,10 @@ from constructs import Construct
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import Source
 from spothub_core.models.api import ToggleRequest
-from spothub_core.timings import EVENT_DELIVERY_MAX_AGE_SECONDS, MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
+from spothub_core.timings import MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import KMS_READ_WRITE, AlertsTopic
-from stacks.constructs.consumer_rules import entries, only_pattern, patterns
+from stacks.constructs.consumer_rules import consuming_rules, entries, only_pattern
 from stacks.constructs.python_function import FunctionDefaults, SpothubFunction
 from stacks.constructs.rest_api import SpothubRestApi
 from stacks.constructs.state_machine import SpothubStateMachine
@@ -136,24 +136,15 @@ class SpotProvisioning(Construct):
             "StopExecution on the executions of this deployment's orchestrator only; their names are not known ahead.",
         )
 
-        # What the capacity handler consumes (spothub_core.consumers): one rule per source, so that no rule lets
-        # through a pairing of one source's name with another's detail-type.
-        for source, pattern in patterns(entries(bus=Bus.HUB, target=Target.CAPACITY_HANDLER)).items():
-            rule = events.Rule(
-                self,
-                f"ToCapacityHandler-{source}",
-                event_bus=bus,
-                description=f"What the capacity handler consumes from {source}",
-                event_pattern=pattern,
-            )
-            rule.add_target(
-                targets.LambdaFunction(
-                    self.capacity_handler.function,
-                    dead_letter_queue=failed_invocations,
-                    retry_attempts=8,
-                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
-                )
-            )
+        consuming_rules(
+            self,
+            "ToCapacityHandler",
+            bus=bus,
+            consumed=entries(bus=Bus.HUB, target=Target.CAPACITY_HANDLER),
+            function=self.capacity_handler.function,
+            dead_letter_queue=failed_invocations,
+            description="What the capacity handler consumes from {source}",
+        )
         # The hub's own commands that a worker region consumes (its tasks' and its batch fleet's), for that region:
         # one source, so one exact pattern.
         commands = entries(bus=Bus.WORKER, source=Source.HUB)

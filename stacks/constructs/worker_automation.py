@@ -9,7 +9,7 @@ worker bus to the hub bus.
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -20,14 +20,13 @@ from constructs import Construct
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import AwsEvent, NoticeKind, Source
 from spothub_core.timings import (
-    EVENT_DELIVERY_MAX_AGE_SECONDS,
     MAX_INSTANCE_POLLS_SECONDS,
     MAX_TEARDOWN_POLLS_SECONDS,
     MAX_WORKLOAD_POLLS_SECONDS,
     MULTI_CALL_FUNCTION_TIMEOUT_SECONDS,
 )
 from stacks.config import SpothubConfig
-from stacks.constructs.consumer_rules import entries, only_pattern, patterns
+from stacks.constructs.consumer_rules import consuming_rules, entries, only_pattern
 from stacks.constructs.gpu_capacity import GpuCapacity
 from stacks.constructs.instance_remediation import instance_alarms_arn
 from stacks.constructs.python_function import FunctionDefaults
@@ -125,23 +124,15 @@ class WorkerAutomation(Construct):
             acknowledge(machine, "AwsSolutions-IAM5[Resource::*]", STATE_MACHINE_REASON)
             self.state_machines[kind] = machine
 
-        # What the worker tasks consume from the worker bus (spothub_core.consumers): one rule per source.
-        for source, pattern in patterns(entries(bus=Bus.WORKER, target=Target.WORKER_TASKS)).items():
-            commands = events.Rule(
-                self,
-                f"HubCommands-{source}",
-                event_bus=worker_bus,
-                description="Launch and teardown commands from the hub",
-                event_pattern=pattern,
-            )
-            commands.add_target(
-                targets.LambdaFunction(
-                    self.function,
-                    dead_letter_queue=dead_letter_queue,
-                    retry_attempts=8,
-                    max_event_age=Duration.seconds(EVENT_DELIVERY_MAX_AGE_SECONDS),
-                )
-            )
+        consuming_rules(
+            self,
+            "HubCommands",
+            bus=worker_bus,
+            consumed=entries(bus=Bus.WORKER, target=Target.WORKER_TASKS),
+            function=self.function,
+            dead_letter_queue=dead_letter_queue,
+            description="Launch and teardown commands from the hub",
+        )
         # Spot notices from the default bus: one rule per notice, for the kind in the capacity monitor's input.
         for entry in entries(bus=Bus.WORKER_DEFAULT, target=Target.CAPACITY_MONITOR):
             notice = AwsEvent(entry.detail_type)
