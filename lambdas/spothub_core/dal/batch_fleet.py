@@ -17,9 +17,9 @@ from spothub_core.dal.state_table import (
     PARTITION_KEY,
     SORT_KEY,
     TTL_ATTRIBUTE,
-    call,
     conditional_write,
     plain_item,
+    query_all,
     to_number,
 )
 from spothub_core.models.batch_records import RegionFleet
@@ -38,18 +38,13 @@ class FleetStore:
 
     def list(self, job_id: str) -> list[RegionFleet]:
         """Every region the job asked for capacity (strongly consistent: the supervisor acts on it)."""
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(JOBS_PK.format(job_id=job_id))
+        items = query_all(
+            self._table,
+            f"read the fleet of {job_id}",
+            KeyConditionExpression=Key(PARTITION_KEY).eq(JOBS_PK.format(job_id=job_id))
             & Key(SORT_KEY).begins_with(FLEET_PREFIX),
-            "ConsistentRead": True,
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = call(f"read the fleet of {job_id}", self._table.query, **query)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            ConsistentRead=True,
+        )
         return [RegionFleet.model_validate(plain_item(item)) for item in items]
 
     def request(

@@ -32,6 +32,7 @@ from spothub_core.dal.state_table import (
     call,
     conditional_write,
     plain_item,
+    query_all,
     to_item_value,
     to_number,
 )
@@ -97,17 +98,14 @@ class JobStore:
         """Every job the supervisor still has work on (not settled), in any status."""
         keys: list[dict[str, Any]] = []
         for status in JobStatus:
-            query: dict[str, Any] = {
-                "IndexName": BY_STATUS,
-                "KeyConditionExpression": Key(STATUS_KEY).eq(job_status_key(status.value)),
-                "ProjectionExpression": f"{PARTITION_KEY}, {SORT_KEY}",
-            }
-            while True:
-                page = call(f"list the {status} jobs", self._table.query, **query)
-                keys.extend({PARTITION_KEY: i[PARTITION_KEY], SORT_KEY: i[SORT_KEY]} for i in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    break
-                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            found = query_all(
+                self._table,
+                f"list the {status} jobs",
+                IndexName=BY_STATUS,
+                KeyConditionExpression=Key(STATUS_KEY).eq(job_status_key(status.value)),
+                ProjectionExpression=f"{PARTITION_KEY}, {SORT_KEY}",
+            )
+            keys.extend({PARTITION_KEY: i[PARTITION_KEY], SORT_KEY: i[SORT_KEY]} for i in found)
         return self._get_many(keys)
 
     def transition(

@@ -20,6 +20,7 @@ from spothub_core.dal.state_table import (
     call,
     conditional_write,
     plain_item,
+    query_all,
     to_item_value,
     to_number,
 )
@@ -80,17 +81,12 @@ class WorkerStore:
         return job, worker
 
     def list(self, job_id: str) -> list[Worker]:
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(job_pk(job_id)) & Key(SORT_KEY).begins_with(WORKER_PREFIX),
-            "ConsistentRead": True,
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = call(f"read the workers of {job_id}", self._table.query, **query)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_all(
+            self._table,
+            f"read the workers of {job_id}",
+            KeyConditionExpression=Key(PARTITION_KEY).eq(job_pk(job_id)) & Key(SORT_KEY).begins_with(WORKER_PREFIX),
+            ConsistentRead=True,
+        )
         return [Worker.model_validate(plain_item(item)) for item in items]
 
     def set_status(

@@ -69,16 +69,20 @@ def conditional_write(what: str, method: Any, **arguments: Any) -> Any | None:
         raise DependencyUnavailable(f"could not {what}: {reason_of(exc)}") from exc
 
 
-def query_partition(table: Any, partition: str, what: str) -> list[dict[str, Any]]:
-    """Every item of one partition, page after page."""
+def query_all(table: Any, what: str, **query: Any) -> list[dict[str, Any]]:
+    """Every item a query finds, page after page."""
     items: list[dict[str, Any]] = []
-    query: dict[str, Any] = {"KeyConditionExpression": Key(PARTITION_KEY).eq(partition)}
     while True:
         page = call(what, table.query, **query)
         items.extend(page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             return items
-        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        query = {**query, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
+def query_partition(table: Any, partition: str, what: str) -> list[dict[str, Any]]:
+    """Every item of one partition, page after page."""
+    return query_all(table, what, KeyConditionExpression=Key(PARTITION_KEY).eq(partition))
 
 
 def plain_item(item: dict[str, Any]) -> dict[str, Any]:
