@@ -11,7 +11,7 @@ DEMO_CONTEXT := -c hubRegion=us-east-1 -c workerRegions=us-west-2,eu-west-1
 # The spot capacity traces the replay benchmark reads (shared/ next to the repository).
 TRACES ?= ../shared/traces
 
-.PHONY: install demo test lint format synth sandbox bench clean
+.PHONY: install demo test lint format synth sandbox bench openapi clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -66,6 +66,11 @@ bench: install
 	@for traces in $(TRACES)/*/; do echo; $(BIN)/spothub replay --traces $$traces || exit 1; done
 	@echo
 	$(BIN)/python benchmarks/replay_bench.py
+
+# The API's OpenAPI document (openapi.json), generated from the API functions' routes and models; a test checks
+# the checked-in copy is up to date.
+openapi: $(VENV)/.installed
+	$(BIN)/spothub openapi --output openapi.json
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .spothub .pytest_cache .ruff_cache

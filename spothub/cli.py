@@ -197,6 +197,23 @@ def summary(cdk_out: str) -> int:
     return _summary(SimpleNamespace(cdk_out=cdk_out))
 
 
+@cli.command(help="write the API's OpenAPI document, generated from the API functions' routes and models")
+@click.option("--output", help="the file to write (default: print it)")
+def openapi(output: str | None) -> int:
+    from spothub.openapi import OpenApiError, document, render  # noqa: PLC0415 (imports every handler)
+
+    try:
+        text = render(document())
+    except OpenApiError as exc:
+        click.echo(f"spothub openapi: {exc}", err=True)
+        return 1
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+    return 0
+
+
 @cli.group(help="run the synthesized stacks on an embedded AWS emulator")
 def sandbox() -> None:
     pass

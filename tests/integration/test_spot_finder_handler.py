@@ -136,7 +136,9 @@ def test_the_switchs_instance_types_and_allowed_regions_apply(
     result = find(handler, {"replica_id": "replica-0"})
     assert scores.of("GetSpotPlacementScores")[0]["InstanceTypes"] == ["g6.xlarge"]
     assert result["best"] == WEST
-    assert result["left_out"] == [{"region": EU, "reason": "not in the operator's allowed regions", "kind": "not-allowed"}]
+    assert result["left_out"] == [
+        {"region": EU, "reason": "not in the operator's allowed regions", "kind": "not-allowed"}
+    ]
 
 
 def test_a_region_denied_by_the_caller_is_left_out_with_the_reason(handler: ModuleType, scores: ApiCalls) -> None:
@@ -218,7 +220,11 @@ def test_the_spot_watchs_look_gets_no_on_demand_region(
 def test_an_allowed_region_outside_the_deployment_is_named_in_left_out(handler: ModuleType, scores: ApiCalls) -> None:
     result = find(handler, {"allowed_regions": [WEST, "ap-south-1"]})
     assert result["best"] == WEST
-    assert {"region": "ap-south-1", "reason": "not a worker region of this deployment", "kind": "unknown-region"} in result["left_out"]
+    assert {
+        "region": "ap-south-1",
+        "reason": "not a worker region of this deployment",
+        "kind": "unknown-region",
+    } in result["left_out"]
 
 
 def test_ec2_refusing_the_scores_raises_the_error_the_orchestrator_retries(handler: ModuleType) -> None:

@@ -1,0 +1,57 @@
+"""The API's OpenAPI document: generated from the API functions (never by hand), checked in up to date, and
+covering every route the stacks put on the REST API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spothub.openapi import DOCUMENT, OpenApiError, document, merge, render
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict:
+    return document()
+
+
+def test_the_checked_in_document_is_the_generated_one(generated: dict) -> None:
+    assert DOCUMENT.read_text() == render(generated), "openapi.json is out of date: run `make openapi`"
+
+
+def test_every_route_of_every_api_function_is_in_it(generated: dict) -> None:
+    routes = {(method.upper(), path) for path, operations in generated["paths"].items() for method in operations}
+    assert {
+        ("GET", "/status"),
+        ("POST", "/spot-provisioning"),
+        ("GET", "/spot-instances"),
+        ("POST", "/agents/{instance_id}/register"),
+        ("POST", "/agents/{instance_id}/heartbeat"),
+        ("POST", "/jobs"),
+        ("GET", "/jobs"),
+        ("GET", "/jobs/{job_id}"),
+        ("DELETE", "/jobs/{job_id}"),
+        ("POST", "/workers/register"),
+        ("GET", "/workers/{worker_id}/assignment"),
+        ("POST", "/workers/{worker_id}/ack"),
+        ("POST", "/workers/{worker_id}/status"),
+    } <= routes
+
+
+def test_answers_are_described_by_their_models(generated: dict) -> None:
+    job = generated["paths"]["/jobs/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert job == {"$ref": "#/components/schemas/JobView"}
+    assert "batches" in generated["components"]["schemas"]["JobView"]["properties"]
+
+
+def test_a_route_served_twice_or_a_schema_name_used_twice_is_refused() -> None:
+    one = {"paths": {"/x": {"get": {}}}, "components": {"schemas": {"A": {"type": "object"}}}}
+    with pytest.raises(OpenApiError, match="GET /x is served by two functions"):
+        merge({"first": one, "second": one})
+    other = {"paths": {"/y": {"get": {}}}, "components": {"schemas": {"A": {"type": "string"}}}}
+    with pytest.raises(OpenApiError, match="two different schemas are named A"):
+        merge({"first": one, "second": other})
+
+
+def test_the_document_is_json_with_sigv4_security(generated: dict) -> None:
+    assert json.loads(render(generated))["security"] == [{"sigv4": []}]
