@@ -2,6 +2,7 @@
 
 Routes (JSON bodies; README "Driving the sandbox by hand" lists them with examples):
 GET state, GET timeline?since=S, POST clock/advance {"seconds"}, POST clock/speed {"speed"},
+POST schedules/fire {"rule"} (every scheduled rule whose name contains it, now),
 GET market, POST market/zone {"zone", "instance_type", "capacity"?, "spot_price"?, "placement_score"?},
 GET instances, POST instances/{id}/rebalance | interrupt | agent/kill | agent/restart.
 """
@@ -52,6 +53,8 @@ class ControlSurface:
         if (method, path) == ("POST", "clock/speed"):
             sandbox.clock.set_speed(float(body["speed"]))
             return {"speed": sandbox.clock.speed}
+        if (method, path) == ("POST", "schedules/fire"):
+            return {"fired": sandbox.fire_schedule(str(body["rule"]))}
         market = getattr(sandbox, "market", None)
         fleet = getattr(sandbox, "fleet", None)
         if (method, path) == ("GET", "market") and market is not None:

@@ -15,6 +15,7 @@ from typing import TextIO
 
 import requests
 
+from spothub.sandbox import batch_driver as batch
 from spothub.sandbox.model_client import RecordWatch
 from spothub.sandbox.model_server import INSTANCE_HEADER
 from spothub.sandbox.sandbox import OUTSIDE_ADDRESS, Sandbox, SandboxError
@@ -175,6 +176,8 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
         "GET /spot-instances shows provisioning disabled and idle",
         f"{after.get('provisioning')}, {after.get('state')}",
     )
+
+    _batch_chapter(n, sandbox)
     n.show_timeline()
     print(
         f"\n{'all expectations met' if not n.failures else f'{len(n.failures)} expectations failed'}",
@@ -401,3 +404,147 @@ def _read(path: object) -> str:
         return open(path).read()  # type: ignore[call-overload]
     except OSError:
         return ""
+
+
+# The batch chapter: 200 files in batches of 10 on three workers; each file takes a moment, so that a worker is
+# caught mid-batch. The silent worker's batch comes back at the processing timeout (real seconds: the hub's
+# functions see real time), the shortest a job may ask for.
+BATCH_FILES = 200
+BATCH_SIZE = 10
+BATCH_WORKERS = 3
+BATCH_PROCESSING_TIMEOUT_S = 30
+BATCH_COMMAND = ["transform", "--seconds-per-file", "0.2"]
+
+
+def _batch_chapter(n: Narrator, sandbox: Sandbox) -> None:
+    n.chapter(f"Batch: {BATCH_FILES} files, {BATCH_WORKERS} spot workers; one interrupted, one agent killed mid-batch")
+    # The serving chapters took the spot capacity away and left the regions excluded for spot for a while, in
+    # wall-clock time (which the sandbox clock does not move): both are put back, as a later hour would find them.
+    sandbox.market.restore()  # type: ignore[union-attr]
+    lifted = _lift_exclusions(sandbox)
+    n.expect(True, "the spot market is back to its configured capacity", f"serving exclusions lifted: {lifted}")
+    files = batch.input_files(BATCH_FILES, tag="demo")
+    batch.upload_inputs(sandbox, "demo/in/", files)
+    n.expect(True, f"{BATCH_FILES} files are in s3://{sandbox.batch_input_bucket}/demo/in/")
+    body = batch.job_request(
+        sandbox,
+        "demo/in/",
+        "demo/out/",
+        batch_size=BATCH_SIZE,
+        max_workers=BATCH_WORKERS,
+        processing_timeout_s=BATCH_PROCESSING_TIMEOUT_S,
+        command=BATCH_COMMAND,
+    )
+    with batch.batch_pace(sandbox):
+        accepted = sandbox.request("POST", "jobs", body)
+        job_id = accepted.json().get("job_id", "") if accepted.status_code == HTTPStatus.ACCEPTED else ""
+        n.expect(bool(job_id), "POST /jobs answers 202 with the job id, listing", accepted.text[:160])
+        if not job_id:
+            return
+        running = _batch_eventually(
+            n,
+            sandbox,
+            job_id,
+            lambda v: v.get("status") == "running" and v.get("files") == BATCH_FILES,
+            f"the listing wrote {BATCH_FILES // BATCH_SIZE} batches and the job runs",
+            timeout_s=30,
+        )
+        n.expect(
+            running.get("files") == BATCH_FILES
+            and sum(running.get("batches", {}).values()) == BATCH_FILES // BATCH_SIZE,
+            "GET /jobs/{id} counts the files and the batches",
+            json.dumps(running.get("batches")),
+        )
+        _batch_eventually(
+            n,
+            sandbox,
+            job_id,
+            lambda v: len([w for w in v.get("workers", []) if w.get("status") == "active"]) >= BATCH_WORKERS,
+            f"{BATCH_WORKERS} workers came up in the job's group and registered",
+            timeout_s=60,
+        )
+        # The silent one first: its batch comes back only at its processing timeout, which the rest overlaps.
+        silent = _holding(n, sandbox, job_id, ())
+        if silent:
+            sandbox.fleet.kill_agent(silent["instance_id"])  # type: ignore[union-attr]
+            n.expect(True, f"the agent on {silent['instance_id']} is killed while it holds {silent['batch_id']}")
+        interrupted = _holding(n, sandbox, job_id, (silent or {}).get("instance_id", ""))
+        if interrupted:
+            sandbox.fleet.send_interruption_warning(interrupted["instance_id"])  # type: ignore[union-attr]
+            _batch_eventually(
+                n,
+                sandbox,
+                job_id,
+                lambda v: any(
+                    w["instance_id"] == interrupted["instance_id"] and w.get("status") in ("shutting-down", "gone")
+                    for w in v.get("workers", [])
+                ),
+                f"the interrupted worker handed {interrupted['batch_id']} back at once and left",
+                timeout_s=30,
+            )
+        finished = _batch_eventually(
+            n, sandbox, job_id, lambda v: v.get("status") in batch.FINISHED, "the job finished", timeout_s=120
+        )
+        n.expect(finished.get("status") == "completed", "the job completed", json.dumps(finished.get("batches")))
+        errors = [e for e in finished.get("errors", []) if silent and e.get("batch_id") == silent["batch_id"]]
+        n.expect(
+            bool(errors) and "processing timeout" in errors[0].get("error", ""),
+            f"the silent worker's batch came back after its {BATCH_PROCESSING_TIMEOUT_S} s processing timeout",
+            errors[0].get("error", "")[:120] if errors else "",
+        )
+        n.expect(
+            not [e for e in finished.get("errors", []) if interrupted and e.get("batch_id") == interrupted["batch_id"]],
+            "the interrupted worker's batch was not counted as a failure",
+        )
+        outputs = batch.check_outputs(sandbox, files, "demo/out/")
+        n.expect(outputs.ok, "every output is present exactly once, and right", outputs.summary())
+        n.eventually(lambda: sandbox.job_notifications(job_id), "the jobs topic was told the job's end", 30)
+        n.eventually(
+            lambda: [
+                e
+                for e in sandbox.events(detail_type="Spothub Job Finished")
+                if e.details["event"]["detail"].get("job_id") == job_id
+            ],
+            "`Spothub Job Finished` went on the hub bus",
+            30,
+        )
+        n.eventually(
+            lambda: not sandbox.job_groups() and not sandbox.job_workers(job_id),
+            "no worker is left: the job's groups and their instances are gone",
+            30,
+        )
+
+
+def _batch_eventually(
+    n: Narrator, sandbox: Sandbox, job_id: str, check: Callable[[dict], bool], claim: str, *, timeout_s: float
+) -> dict:
+    try:
+        seen = batch.wait_for_job(sandbox, job_id, check, timeout_s=timeout_s)
+    except AssertionError as exc:
+        n.expect(False, claim, str(exc)[:300])
+        return {}
+    n.expect(True, claim, f"status {seen.get('status')}, batches {json.dumps(seen.get('batches'))}")
+    return seen
+
+
+def _holding(n: Narrator, sandbox: Sandbox, job_id: str, exclude: tuple[str, ...] | str) -> dict | None:
+    excluded = (exclude,) if isinstance(exclude, str) else exclude
+    try:
+        return sandbox.wait_for(
+            lambda: batch.worker_holding_batch(sandbox, job_id, exclude=excluded), timeout_s=30, interval_s=0.2
+        )
+    except SandboxError:
+        n.expect(False, "a worker holds a batch", "none did within 30 s")
+        return None
+
+
+def _lift_exclusions(sandbox: Sandbox) -> list[str]:
+    """Delete the state table's region exclusions (pk EXCLUSION, sk the region); the regions lifted."""
+    dynamodb = sandbox.client("dynamodb", sandbox.hub.region)
+    table = sandbox.hub.outputs["StateTableName"]
+    items = dynamodb.query(
+        TableName=table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "EXCLUSION"}}
+    )["Items"]
+    for item in items:
+        dynamodb.delete_item(TableName=table, Key={"pk": item["pk"], "sk": item["sk"]})
+    return [item["sk"]["S"] for item in items]

@@ -42,6 +42,8 @@ class Hooks:
     on_event: Callable[[str, dict[str, Any]], None] = lambda _bus, _event: None
     # Called with (what, details) for deliveries that failed and went to a dead-letter queue.
     on_failure: Callable[[str, dict[str, Any]], None] = lambda _what, _details: None
+    # Called with (topic ARN, {"message_id", "subject", "message", "attributes"}) for every SNS publish.
+    on_notification: Callable[[str, dict[str, Any]], None] = lambda _topic, _details: None
     # The simulated spot market and fleet (spothub.sandbox.market / .fleet), when the sandbox runs one.
     market: Any = None
     fleet: Any = None
@@ -166,10 +168,27 @@ def _lambda_function_invoke(self: Any, body: str, request_headers: Any, response
         return b""
     if invocation_type == "DryRun":
         return b""
-    payload, function_error = _require_hooks().lambda_runtime.invoke(self, event)
+    runtime = _require_hooks().lambda_runtime
+    caller = _calling_session(request_headers)
+    if caller is not None and runtime.is_running(caller):
+        # A function that invokes another one synchronously waits for it: the callee runs inside the caller's turn.
+        payload, function_error = runtime.invoke(self, event, on_behalf_of=caller)
+    else:
+        payload, function_error = runtime.invoke(self, event)
     if function_error:
         response_headers["x-amz-function-error"] = function_error
     return payload
+
+
+_CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/")
+
+
+def _calling_session(request_headers: Any) -> str | None:
+    """The session name of the role session that signed the request (a function's name), if any."""
+    match = _CREDENTIAL.search(str(request_headers.get("Authorization", "") or ""))
+    enforcer = iam_hooks.current()
+    session = enforcer.principals.session(match["key"]) if match and enforcer else None
+    return session.session_name if session else None
 
 
 def invoke_async(function: Any, event: Any) -> None:
@@ -497,6 +516,78 @@ def _record_lifecycle_action_heartbeat(self: Any) -> Any:
     return EmptyResult()
 
 
+def _describe_scaling_activities(self: Any) -> Any:
+    # moto answers no activity at all; the fleet keeps each group's launches (failed ones with their reason)
+    # and terminations.
+    from moto.core.responses import ActionResult  # noqa: PLC0415
+
+    fleet = _hooks.fleet if _hooks else None
+    if fleet is None:
+        return _original_describe_scaling_activities(self)
+    group_name = self._get_param("AutoScalingGroupName")
+    wanted = set(self._get_param("ActivityIds", []) or [])
+    activities = [
+        a for a in fleet.scaling_activities(self.region, group_name) if not wanted or a["ActivityId"] in wanted
+    ]
+    start = int(self._get_param("NextToken") or 0)
+    size = int(self._get_param("MaxRecords") or 100)
+    page = [{**a, "StartTime": _datetime(a["StartTime"]), "EndTime": _datetime(a["EndTime"])} for a in activities]
+    result: dict[str, Any] = {"Activities": page[start : start + size]}
+    if start + size < len(page):
+        result["NextToken"] = str(start + size)
+    return ActionResult(result)
+
+
+def _datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _delete_auto_scaling_group(self: Any) -> Any:
+    # moto deletes a group with instances, ForceDelete or not, and leaves its Standby instances running. AWS
+    # refuses without ForceDelete while instances remain; with it, every instance of the group is terminated.
+    from moto.autoscaling.exceptions import AutoscalingClientError  # noqa: PLC0415
+
+    backend = self.autoscaling_backend
+    group = backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+    if group is not None and group.instance_states:
+        if not self._get_bool_param("ForceDelete", False):
+            raise AutoscalingClientError(
+                "ResourceInUse",
+                "You cannot delete an AutoScalingGroup while there are instances or pending Spot instance "
+                "request(s) still in the group.",
+            )
+        instance_ids = [state.instance.id for state in group.instance_states]
+        group.instance_states = []
+        group.desired_capacity = 0
+        backend.ec2_backend.terminate_instances(instance_ids)
+    return _original_delete_auto_scaling_group(self)
+
+
+def _terminate_instance_in_auto_scaling_group(self: Any) -> Any:
+    # moto fails with an internal error (StopIteration) for an instance in no group; AWS answers ValidationError.
+    from moto.autoscaling.exceptions import ValidationError  # noqa: PLC0415
+
+    instance_id = self._get_param("InstanceId")
+    known = any(
+        state.instance.id == instance_id
+        for group in list(self.autoscaling_backend.autoscaling_groups.values())
+        for state in group.instance_states
+    )
+    if not known:
+        raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {instance_id}")
+    return _original_terminate_instance_in_auto_scaling_group(self)
+
+
+def _topic_publish(self: Any, message: str, subject: str | None = None, **kwargs: Any) -> str:
+    # Recorded on the timeline: email and SMS subscriptions deliver nothing in the emulator.
+    message_id = _original_topic_publish(self, message, subject=subject, **kwargs)
+    if _hooks:
+        attributes = {k: (v or {}).get("Value") for k, v in (kwargs.get("message_attributes") or {}).items()}
+        details = {"message_id": message_id, "subject": subject, "message": message, "attributes": attributes}
+        _hooks.on_notification(self.arn, details)
+    return message_id
+
+
 def _require_fleet() -> Any:
     fleet = _require_hooks().fleet
     if fleet is None:
@@ -569,6 +660,10 @@ _original_replace_instances: Any = None
 _original_terminate_instances: Any = None
 _original_describe_spot_price_history: Any = None
 _original_put_metric_data: Any = None
+_original_describe_scaling_activities: Any = None
+_original_topic_publish: Any = None
+_original_delete_auto_scaling_group: Any = None
+_original_terminate_instance_in_auto_scaling_group: Any = None
 
 
 def _secret_by_partial_arn(store: Any, key: str) -> Any:
@@ -651,6 +746,12 @@ def apply() -> None:
         events_models.EventsBackend.put_events = _events_put_events  # type: ignore[method-assign]
         _patch_capacity_apis()
         _patch_secrets_store()
+        _serialize_dynamodb_items()
+        from moto.sns.models import Topic  # noqa: PLC0415
+
+        global _original_topic_publish  # noqa: PLW0603
+        _original_topic_publish = Topic.publish
+        Topic.publish = _topic_publish  # type: ignore[method-assign]
         from spothub.sandbox import ecs_placement  # noqa: PLC0415
 
         ecs_placement.apply()  # ECS placement against registered CPU, memory and GPUs
@@ -668,6 +769,41 @@ def apply() -> None:
         # Run state machine definitions in moto's Step Functions interpreter instead of recording them.
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         _applied = True
+
+
+# moto's DynamoDB operations that read or write items (each is one request to DynamoDB).
+DYNAMODB_ITEM_OPERATIONS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "get_item",
+    "query",
+    "scan",
+    "batch_write_item",
+    "batch_get_item",
+    "transact_write_items",
+    "transact_get_items",
+)
+_dynamodb_items = threading.RLock()
+
+
+def serialized(operation: Callable[..., Any], lock: Any) -> Callable[..., Any]:
+    def run(*arguments: Any, **keywords: Any) -> Any:
+        with lock:
+            return operation(*arguments, **keywords)
+
+    run.__wrapped__ = operation  # type: ignore[attr-defined]
+    return run
+
+
+def _serialize_dynamodb_items() -> None:
+    """One DynamoDB item operation at a time: moto checks a condition and then writes, with no lock, so two
+    threads (two workers claiming the same batch) could both pass a condition only one passes on DynamoDB,
+    where each item write with its condition is atomic."""
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    for name in DYNAMODB_ITEM_OPERATIONS:
+        setattr(DynamoDBBackend, name, serialized(getattr(DynamoDBBackend, name), _dynamodb_items))
 
 
 def _patch_capacity_apis() -> None:
@@ -689,6 +825,16 @@ def _patch_capacity_apis() -> None:
     from moto.autoscaling.responses import AutoScalingResponse  # noqa: PLC0415
 
     AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action  # type: ignore[attr-defined]
+    global _original_describe_scaling_activities, _original_delete_auto_scaling_group  # noqa: PLW0603
+    global _original_terminate_instance_in_auto_scaling_group  # noqa: PLW0603
+    _original_describe_scaling_activities = AutoScalingResponse.describe_scaling_activities
+    AutoScalingResponse.describe_scaling_activities = _describe_scaling_activities  # type: ignore[method-assign]
+    _original_delete_auto_scaling_group = AutoScalingResponse.delete_auto_scaling_group
+    AutoScalingResponse.delete_auto_scaling_group = _delete_auto_scaling_group  # type: ignore[method-assign]
+    _original_terminate_instance_in_auto_scaling_group = AutoScalingResponse.terminate_instance_in_auto_scaling_group
+    AutoScalingResponse.terminate_instance_in_auto_scaling_group = (  # type: ignore[method-assign]
+        _terminate_instance_in_auto_scaling_group
+    )
     AutoScalingResponse.record_lifecycle_action_heartbeat = (  # type: ignore[attr-defined]
         _record_lifecycle_action_heartbeat
     )

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,11 +29,13 @@ from spothub.sandbox.imds import InstanceMetadataServer
 from spothub.sandbox.market import Pool, SpotMarket
 from spothub.sandbox.ports import free_port
 from spothub.sandbox.serving_container import ContainerStartError, ServingContainer, prepare
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent
+from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, InstanceTag
 
 INTERRUPTION_NOTICE_SECONDS = 120
 MODEL_SERVER = Path(__file__).with_name("model_server.py")
 CONTAINER_ENTRY = Path(__file__).with_name("container_entry.py")
+# A batch job's container, run by the agent's process runner where an instance would `docker run` the image.
+BATCH_JOB = Path(__file__).with_name("batch_job.py")
 # Public addresses of simulated instances: the documentation ranges (RFC 5737), never a real host.
 PUBLIC_ADDRESS_RANGES = ("203.0.113.0/24", "198.51.100.0/24")
 # Why ECS stops a task whose container could not be created (its stopCode).
@@ -46,6 +49,7 @@ AGENT_PACE = {
     "SPOTHUB_AGENT_LIFECYCLE_HEARTBEAT_SECONDS": "5",
     "SPOTHUB_AGENT_BACKOFF_BASE_SECONDS": "0.2",
     "SPOTHUB_AGENT_BACKOFF_CAP_SECONDS": "2",
+    "SPOTHUB_AGENT_BATCH_POLL_SECONDS": "0.5",
 }
 # How long the simulated model takes to load, in real seconds.
 MODEL_LOAD_SECONDS = 1.0
@@ -57,6 +61,8 @@ INSUFFICIENT_CAPACITY = (
 )
 
 LAUNCH_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
+# Scaling activities kept per group (AWS keeps six weeks of them; a sandbox run is shorter).
+MAX_ACTIVITIES_KEPT = 100
 
 Recorder = Callable[[str, str, dict[str, Any]], Any]
 
@@ -105,6 +111,7 @@ class SimulatedInstance:
     # The serving container as ECS created it (environment and secrets resolved), or why it could not.
     container: ServingContainer | None = None
     container_error: str | None = None
+    job_id: str | None = None  # the spothub:job-id tag: a batch job's worker (the agent in batch mode)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -128,6 +135,7 @@ class SimulatedInstance:
             "private_ip": self.private_ip,
             "public_ip": self.public_ip,
             "security_groups": self.security_groups,
+            "job_id": self.job_id,
             "serving": {
                 "port": self.container.port if self.container else None,
                 "model": self.container.model if self.container else None,
@@ -168,6 +176,8 @@ class Fleet:
         self.instances: dict[str, SimulatedInstance] = {}
         self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
         self._public_ips: set[str] = set()  # in use by instances not terminated
+        self._stopping_threads: list[threading.Thread] = []  # terminated instances' processes being stopped
+        self._activities: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (region, group) -> newest first
         self._tick_lock = threading.Lock()
         self._stopping = False
         self._ticker = Ticker(
@@ -183,8 +193,18 @@ class Fleet:
         self._stopping = True
         self._ticker.stop()
         with self._lock:
+            stopping = list(self._stopping_threads)
             for instance in self.instances.values():
                 self._stop_instance_processes(instance)
+        for thread in stopping:
+            thread.join(timeout=15)
+
+    def wait_until_stopped(self, timeout_s: float = 15.0) -> None:
+        """Until every terminated instance's processes are gone (they stop in the background)."""
+        with self._lock:
+            stopping = list(self._stopping_threads)
+        for thread in stopping:
+            thread.join(timeout=timeout_s)
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -333,11 +353,14 @@ class Fleet:
             private_ip=moto_instance.private_ip,
             public_ip=moto_instance.public_ip,
             security_groups=sorted({g.id for g in moto_instance.nics[0].group_set} if moto_instance.nics else set()),
+            job_id=tags.get(InstanceTag.JOB) or None,
         )
         with self._lock:
             self.instances[instance_id] = instance
-        self._register_with_ecs(instance, group.user_data)
+        if not instance.job_id:  # a batch worker's user data stops the ECS agent: its container is run by docker
+            self._register_with_ecs(instance, group.user_data)
         self._start_agent(instance)
+        self._launch_activity(group, instance)
         self._record(
             "launched",
             f"{instance_id} {instance_type} {capacity_type} in {zone} for {group.name}"
@@ -515,7 +538,75 @@ class Fleet:
             "Details": {"Availability Zone": ",".join(zones)},
         }
         self._record("launch-failed", f"{group.region}/{group.name}: no spot capacity in {', '.join(zones)}", detail)
+        at = time.time()
+        self._add_activity(group.region, group, {**detail, "StartTime": at, "EndTime": at, "Progress": 100})
         self._put_aws_event(group.region, AwsEvent.LAUNCH_UNSUCCESSFUL, detail, [group.arn])
+
+    # --- scaling activities: what DescribeScalingActivities answers (moto keeps none) ------------------------
+    # Stamped with real time, not the sandbox clock: the functions that read them compare them with their own
+    # time (a failure since the launch they started), and they see real time.
+
+    def _add_activity(self, region: str, group: Any, activity: dict[str, Any]) -> None:
+        activity = {
+            "AutoScalingGroupName": group.name,
+            "AutoScalingGroupARN": group.arn,
+            "Progress": 100,
+            "Details": json.dumps(activity.pop("Details", {})),
+            **{k: v for k, v in activity.items() if k != "EC2InstanceId"},
+        }
+        with self._lock:
+            kept = self._activities.setdefault((region, group.name), [])
+            kept.insert(0, activity)
+            del kept[MAX_ACTIVITIES_KEPT:]
+
+    def scaling_activities(self, region: str, group_name: str | None = None) -> list[dict[str, Any]]:
+        """A group's scaling activities (every group's, without a name), newest first, as the API answers them."""
+        with self._lock:
+            found = [a for (r, g), kept in self._activities.items() if r == region for a in kept]
+        if group_name is not None:
+            found = [a for a in found if a["AutoScalingGroupName"] == group_name]
+        return sorted(found, key=lambda a: a["StartTime"], reverse=True)
+
+    def forget_activities(self) -> None:
+        with self._lock:
+            self._activities.clear()
+
+    def _launch_activity(self, group: Any, instance: SimulatedInstance) -> None:
+        now = time.time()
+        self._add_activity(
+            group.region,
+            group,
+            {
+                "ActivityId": str(uuid.uuid4()),
+                "Description": f"Launching a new EC2 instance: {instance.instance_id}",
+                "Cause": "An activity was started to increase the capacity of the group.",
+                "StartTime": now,
+                "EndTime": now,
+                "StatusCode": "Successful",
+                "Details": {"Subnet ID": "", "Availability Zone": instance.zone},
+            },
+        )
+
+    def _termination_activity(self, instance: SimulatedInstance) -> None:
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        group = autoscaling_backends[self._account][instance.region].autoscaling_groups.get(instance.group)
+        if group is None:
+            return
+        now = time.time()
+        self._add_activity(
+            instance.region,
+            group,
+            {
+                "ActivityId": str(uuid.uuid4()),
+                "Description": f"Terminating EC2 instance: {instance.instance_id}",
+                "Cause": f"The instance {instance.instance_id} was taken out of service and terminated.",
+                "StartTime": now,
+                "EndTime": now,
+                "StatusCode": "Successful",
+                "Details": {"Availability Zone": instance.zone},
+            },
+        )
 
     # --- launch lifecycle actions: what Auto Scaling does with a launch hook ----------------------------
 
@@ -633,11 +724,19 @@ class Fleet:
                     continue
                 instance.state = "terminated"
             self._record("terminated", f"{instance_id} in {instance.zone}", {"instance_id": instance_id})
+            self._termination_activity(instance)
             if instance.capacity_type == "spot":
                 self._market.release(instance.zone, instance.instance_type)
             self._public_ips.discard(instance.public_ip or "")
             self._deregister_from_ecs(instance)
-            self._stop_instance_processes(instance)
+            # The instance shuts down after the call that terminated it returned (EC2 answers shutting-down): its
+            # own agent may be that caller (a batch worker leaving its group), waiting for the answer.
+            stopping = threading.Thread(
+                target=self._stop_instance_processes, args=(instance,), name=f"stop-{instance_id}", daemon=True
+            )
+            with self._lock:
+                self._stopping_threads = [t for t in self._stopping_threads if t.is_alive()] + [stopping]
+            stopping.start()
 
     def tick(self) -> None:
         # One tick at a time: the fleet thread and clock advances both tick.
@@ -704,12 +803,6 @@ class Fleet:
         if self._agent_dir is None:
             return
         instance.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if not instance.workload_port:
-            instance.workload_port = free_port()
-        self._prepare_container(instance)
-        # The workload runs as a local process (the agent's process runner), standing in for the ECS task.
-        workload = self._workload_command(instance)
-        health_path = instance.container.health_path if instance.container else "/health"
         environment = {
             **self._agent_environment,
             **AGENT_PACE,
@@ -719,9 +812,19 @@ class Fleet:
             "PYTHONUNBUFFERED": "1",
             "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
             "SPOTHUB_AGENT_STATE_DIR": str(self._work_dir / "instances" / instance.instance_id),
-            "SPOTHUB_AGENT_WORKLOAD_COMMAND": json.dumps(workload),
-            "SPOTHUB_AGENT_HEALTH_URL": f"http://127.0.0.1:{instance.workload_port}{health_path}",
         }
+        if instance.job_id:
+            # A batch job's worker: no serving workload; each batch's container is the stand-in job, a process.
+            environment["SPOTHUB_AGENT_BATCH_RUNNER"] = "process"
+            environment["SPOTHUB_AGENT_BATCH_COMMAND"] = json.dumps([sys.executable, str(BATCH_JOB)])
+        else:
+            if not instance.workload_port:
+                instance.workload_port = free_port()
+            self._prepare_container(instance)
+            # The workload runs as a local process (the agent's process runner), standing in for the ECS task.
+            health_path = instance.container.health_path if instance.container else "/health"
+            environment["SPOTHUB_AGENT_WORKLOAD_COMMAND"] = json.dumps(self._workload_command(instance))
+            environment["SPOTHUB_AGENT_HEALTH_URL"] = f"http://127.0.0.1:{instance.workload_port}{health_path}"
         if self._iam is not None and instance.role_arn:
             # The agent calls as the instance profile's role, session named by the instance id (as on EC2).
             environment.update(self._iam.principals.credentials_for(instance.role_arn, instance.instance_id))

@@ -8,12 +8,15 @@ AWS reports it (`X-Amz-Function-Error: Unhandled`, `{"errorMessage", "errorType"
 so Step Functions `Retry`/`Catch` on error names behave as on AWS.
 
 Invocations are serialized (concurrency 1): the process environment and `sys.modules` are
-swapped per call. The layer's files are not imported (they are built for Lambda's platform);
-the sandbox's own environment provides the same pinned requirements.
+swapped per call. A function that invokes another synchronously (RequestResponse, signed with its own
+role session) waits for the answer: the callee runs inside the caller's turn, nested, its environment
+and modules swapped over the caller's and back. The layer's files are not imported (they are built for
+Lambda's platform); the sandbox's own environment provides the same pinned requirements.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -37,6 +40,22 @@ import boto3
 
 # One invocation at a time, re-entrant so a cold start inside an invocation does not deadlock.
 _INVOCATION_LOCK = threading.RLock()
+
+
+def _snapshot_items(self: Any) -> list[tuple[str, str]]:
+    # list() of a dict's items is atomic under the GIL: no key can go between listing it and reading it.
+    return [(self.decodekey(key), self.decodevalue(value)) for key, value in list(self._data.items())]
+
+
+def _snapshot_copy(self: Any) -> dict[str, str]:
+    return dict(_snapshot_items(self))
+
+
+# An invocation adds its function's variables and removes them after. Readers in other threads that walk the
+# whole environment (urllib's getproxies_environment, for every requests call and every botocore client made;
+# os.environ.copy()) would list a key, then fail to read it once it is gone: KeyError. They read a snapshot.
+type(os.environ).items = _snapshot_items  # type: ignore[assignment,method-assign]
+type(os.environ).copy = _snapshot_copy  # type: ignore[method-assign]
 
 
 @dataclass
@@ -96,6 +115,8 @@ class LambdaRuntime:
         self._credentials = credentials
         self._functions: dict[str, FunctionRuntime] = {}
         self.invocations: list[Invocation] = []
+        # The functions running now, outermost first: more than one only while a caller waits on its callee.
+        self._running: list[str] = []
 
     def _code_dir(self, code: bytes) -> Path:
         digest = hashlib.sha256(code).hexdigest()[:16]
@@ -148,50 +169,63 @@ class LambdaRuntime:
             self._functions[function.function_arn] = current
         return current
 
-    def invoke(self, function: Any, event: Any) -> tuple[bytes, str | None]:
-        """Run the handler on `event`; returns (payload, function error or None)."""
+    def is_running(self, session_name: str) -> bool:
+        """Whether the innermost function running now is the one whose role session is named so."""
+        running = list(self._running)
+        return bool(running) and running[-1][:64] == session_name
+
+    def invoke(self, function: Any, event: Any, *, on_behalf_of: str | None = None) -> tuple[bytes, str | None]:
+        """Run the handler on `event`; returns (payload, function error or None). `on_behalf_of`: the session
+        name (a function's name) of the role session that asked, for a synchronous invocation."""
+        # The running function asks for this one and waits for the answer, holding the turn in its own thread.
+        nested = on_behalf_of is not None and self.is_running(on_behalf_of)
+        with contextlib.nullcontext() if nested else _INVOCATION_LOCK:
+            self._running.append(function.function_name)
+            try:
+                return self._invoke(function, event)
+            finally:
+                self._running.pop()
+
+    def _invoke(self, function: Any, event: Any) -> tuple[bytes, str | None]:
         request_id = str(uuid.uuid4())
-        with _INVOCATION_LOCK:
-            runtime = self.runtime_for(function)
-            started = time.monotonic()
-            context = LambdaContext(
-                function_name=runtime.name,
-                function_version="$LATEST",
-                invoked_function_arn=runtime.arn,
-                memory_limit_in_mb=runtime.memory_mb,
-                aws_request_id=request_id,
-                log_group_name=f"/aws/lambda/{runtime.name}",
-                log_stream_name=f"sandbox/{request_id}",
-                deadline=started + runtime.timeout_s,
-            )
-            error_type: str | None = None
-            with _environment(runtime.environment), _modules_of(runtime), _boto3_session_of(runtime):
-                try:
-                    handler = _load_handler(runtime)
-                    result = handler(event, context)
-                    payload = json.dumps(result).encode() if result is not None else b"null"
-                except Exception as exc:
-                    error_type = type(exc).__name__
-                    payload = json.dumps(
-                        {
-                            "errorMessage": str(exc),
-                            "errorType": error_type,
-                            "requestId": request_id,
-                            "stackTrace": traceback.format_exception(exc)[1:],
-                        }
-                    ).encode()
-            elapsed = time.monotonic() - started
-            if error_type is None and elapsed > runtime.timeout_s:
-                error_type = "Sandbox.Timedout"  # the error name Step Functions sees for a Lambda timeout
+        runtime = self.runtime_for(function)
+        started = time.monotonic()
+        context = LambdaContext(
+            function_name=runtime.name,
+            function_version="$LATEST",
+            invoked_function_arn=runtime.arn,
+            memory_limit_in_mb=runtime.memory_mb,
+            aws_request_id=request_id,
+            log_group_name=f"/aws/lambda/{runtime.name}",
+            log_stream_name=f"sandbox/{request_id}",
+            deadline=started + runtime.timeout_s,
+        )
+        error_type: str | None = None
+        with _environment(runtime.environment), _modules_of(runtime), _boto3_session_of(runtime):
+            try:
+                handler = _load_handler(runtime)
+                result = handler(event, context)
+                payload = json.dumps(result).encode() if result is not None else b"null"
+            except Exception as exc:
+                error_type = type(exc).__name__
                 payload = json.dumps(
                     {
-                        "errorMessage": f"{request_id} Task timed out after {runtime.timeout_s:.2f} seconds",
+                        "errorMessage": str(exc),
                         "errorType": error_type,
+                        "requestId": request_id,
+                        "stackTrace": traceback.format_exception(exc)[1:],
                     }
                 ).encode()
-            self.invocations.append(
-                Invocation(runtime.name, request_id, time.time(), round(elapsed * 1000, 2), error_type)
-            )
+        elapsed = time.monotonic() - started
+        if error_type is None and elapsed > runtime.timeout_s:
+            error_type = "Sandbox.Timedout"  # the error name Step Functions sees for a Lambda timeout
+            payload = json.dumps(
+                {
+                    "errorMessage": f"{request_id} Task timed out after {runtime.timeout_s:.2f} seconds",
+                    "errorType": error_type,
+                }
+            ).encode()
+        self.invocations.append(Invocation(runtime.name, request_id, time.time(), round(elapsed * 1000, 2), error_type))
         return payload, ("Unhandled" if error_type else None)
 
 

@@ -26,6 +26,7 @@ from botocore.credentials import Credentials
 from spothub.sandbox import emulator_patches
 from spothub.sandbox.alarms import AlarmEvaluator
 from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulator, routes_from_emulator
+from spothub.sandbox.buckets import batch_buckets, empty_bucket, ensure_bucket
 from spothub.sandbox.clock import RuleScheduler, SandboxClock
 from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
@@ -35,6 +36,7 @@ from spothub.sandbox.iam.principals import Principals
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
 from spothub.sandbox.ports import free_port
+from spothub_core.contracts import job_group_name
 from stacks.config import cdk_json_context
 from stacks.paths import REPO_ROOT
 
@@ -47,14 +49,19 @@ ENDPOINT_NAME = "model.spothub.test"
 HOSTED_ZONE_ID = "Z0SPOTHUBSANDBOX"
 CLIENT_ADDRESS = "192.0.2.10"
 OUTSIDE_ADDRESS = "198.51.100.200"
+# The batch jobs' buckets (created in the emulator's hub region at start, emptied by a reset).
+BATCH_INPUT_BUCKET = "spothub-sandbox-input"
+BATCH_OUTPUT_BUCKET = "spothub-sandbox-output"
 # The deployment the sandbox runs unless told otherwise: a hub and two worker regions, serving a model
-# at a stable name to clients of 192.0.2.0/24.
+# at a stable name to clients of 192.0.2.0/24, batch jobs from and to the sandbox's buckets.
 DEFAULT_CONTEXT: dict[str, Any] = {
     "hubRegion": "us-east-1",
     "workerRegions": "us-west-2,eu-west-1",
     "hostedZoneId": HOSTED_ZONE_ID,
     "endpointName": ENDPOINT_NAME,
     "servingIngressCidrs": ["192.0.2.0/24"],
+    "batchInputBuckets": [BATCH_INPUT_BUCKET],
+    "batchOutputBuckets": [BATCH_OUTPUT_BUCKET],
 }
 STATE_DIR = REPO_ROOT / ".spothub"
 PRICES_FILE = REPO_ROOT.parent / "shared" / "prices.json"
@@ -195,7 +202,11 @@ class Sandbox:
         os.environ.update(process_environment)
         runtime = LambdaRuntime(state_dir / "work", self.function_environment(), self.principals.credentials_for)
         self._hooks = emulator_patches.Hooks(
-            lambda_runtime=runtime, on_event=self._record_event, on_failure=self._record_failure, clock=self.clock
+            lambda_runtime=runtime,
+            on_event=self._record_event,
+            on_failure=self._record_failure,
+            on_notification=self._record_notification,
+            clock=self.clock,
         )
         emulator_patches.attach(self._hooks)
 
@@ -204,6 +215,7 @@ class Sandbox:
         for deployment in self.deployments:
             self.record("deployed", deployment.report().splitlines()[0], {"stack": deployment.stack_name})
         self._ensure_hosted_zone()
+        self._ensure_batch_buckets()
 
         self.market, self.fleet = self._start_market(cdk_out, runtime)
         self._api = self._start_api()
@@ -265,6 +277,7 @@ class Sandbox:
         # The state machines first, so that no launch or cleanup of before acts on what comes after.
         self._forget_executions()
         self._settle()
+        self._delete_job_groups()
         for worker in self.workers:
             for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
                 group.set_desired_capacity(0)
@@ -289,6 +302,13 @@ class Sandbox:
                     for item in page["Items"]:
                         dynamodb.delete_item(TableName=table, Key=item)
             self._empty_queues(deployment.region)
+        # A fleet command of a job of before may have landed meanwhile: its group goes too.
+        self._delete_job_groups()
+        if self.fleet is not None:
+            self.fleet.wait_until_stopped()
+            self.fleet.forget_activities()
+        self._ensure_batch_buckets(empty=True)
+        self._forget_notifications()
         self.clock.set_speed(self.options.speed)
         with self._timeline_lock:
             self.timeline.clear()
@@ -315,6 +335,25 @@ class Sandbox:
                         with contextlib.suppress(Exception):
                             backend.stop_execution(execution.execution_arn)
                 machine.executions.clear()
+
+    def _delete_job_groups(self) -> None:
+        """Every batch job's group and its instances (a test's job left running, or released late)."""
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        for worker in self.workers:
+            backend = autoscaling_backends[ACCOUNT][worker.region]
+            for name in self.job_groups(worker.region):
+                group = backend.autoscaling_groups.pop(name, None)
+                instance_ids = [state.instance.id for state in group.instance_states] if group else []
+                if instance_ids:
+                    backend.ec2_backend.terminate_instances(instance_ids)
+
+    def _forget_notifications(self) -> None:
+        from moto.sns.models import sns_backends  # noqa: PLC0415
+
+        for region in {d.region for d in self.deployments}:
+            for topic in list(sns_backends[ACCOUNT][region].topics.values()):
+                topic.sent_notifications.clear()
 
     def _forget_alarms_and_metrics(self) -> None:
         from moto.cloudwatch.models import cloudwatch_backends  # noqa: PLC0415
@@ -409,6 +448,77 @@ class Sandbox:
             config=Config(retries={"max_attempts": 1}),
             **self.credentials(),
         )
+
+    # --- batch jobs ----------------------------------------------------------------------------------
+
+    @property
+    def batch_input_bucket(self) -> str:
+        return self._batch_buckets("batchInputBuckets")[0]
+
+    @property
+    def batch_output_bucket(self) -> str:
+        return self._batch_buckets("batchOutputBuckets")[0]
+
+    def _batch_buckets(self, key: str) -> list[str]:
+        names = batch_buckets({key: self.options.context.get(key)})
+        if not names:
+            raise SandboxError(f"the deployment names no {key}")
+        return names
+
+    def _ensure_batch_buckets(self, *, empty: bool = False) -> None:
+        """The deployment's batch buckets exist in the hub region (created at start; a test may have deleted one),
+        and, with `empty`, hold nothing (no objects, no bucket policy)."""
+        s3 = self.client("s3", self.hub.region)
+        for name in batch_buckets(self.options.context):
+            created = ensure_bucket(s3, name, self.hub.region)
+            if created and not empty:
+                self.record("deployed", f"bucket s3://{name} (batch jobs)", {"bucket": name})
+            elif empty and not created:
+                empty_bucket(s3, name)
+
+    def job_groups(self, region: str | None = None) -> list[str]:
+        """The batch jobs' Auto Scaling groups (`<prefix>-job-...`) that exist now, in one or every worker region."""
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        start = job_group_name(self.prefix, "job-")
+        regions = [region] if region else [w.region for w in self.workers]
+        return sorted(
+            name
+            for r in regions
+            for name in list(autoscaling_backends[ACCOUNT][r].autoscaling_groups)
+            if name.startswith(start)
+        )
+
+    def job_workers(self, job_id: str | None = None) -> list[Any]:
+        """The simulated instances of batch jobs (of one job) that are not terminated."""
+        if self.fleet is None:
+            return []
+        return [i for i in self.fleet.running() if i.job_id and (job_id is None or i.job_id == job_id)]
+
+    def job_notifications(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """What was published to the jobs topic (about one job: its job_id message attribute), oldest first."""
+        from moto.sns.models import sns_backends  # noqa: PLC0415
+
+        topic_arn = self.hub.outputs.get("JobsTopicArn", "")
+        topic = sns_backends[ACCOUNT][self.hub.region].topics.get(topic_arn)
+        published = []
+        for message_id, message, subject, attributes, _group in list(topic.sent_notifications) if topic else []:
+            values = {k: (v or {}).get("Value") for k, v in (attributes or {}).items()}
+            if job_id is None or values.get("job_id") == job_id:
+                published.append({"id": message_id, "message": message, "subject": subject, "attributes": values})
+        return published
+
+    def fire_schedule(self, rule_name_contains: str) -> int:
+        """Fire now, by hand, every scheduled rule whose name contains the text (its next firing by the clock is
+        unchanged); returns how many fired."""
+        fired = 0
+        for backend in self._events_backends():
+            for bus in list(backend.event_buses.values()):
+                for rule in list(bus.rules.values()):
+                    if rule.scheduled_expression and rule_name_contains in rule.name and rule.state == "ENABLED":
+                        self._fire_scheduled_rule(rule, self.clock.datetime())
+                        fired += 1
+        return fired
 
     # --- the model endpoint, as a client reaches it -------------------------------------------------
 
@@ -586,6 +696,13 @@ class Sandbox:
             f"{region}/{bus}: {event['source']} {event['detail-type']}",
             {"bus": bus_arn, "event": event},
         )
+
+    def _record_notification(self, topic_arn: str, details: dict[str, Any]) -> None:
+        region, topic = topic_arn.split(":")[3], topic_arn.rsplit(":", 1)[-1]
+        attributes = ", ".join(f"{k}={v}" for k, v in sorted(details.get("attributes", {}).items()))
+        summary = f"{region}/{topic}: {details.get('subject') or '(no subject)'}"
+        summary += f" [{attributes}]" if attributes else ""
+        self.record("notification", summary, {"topic": topic_arn, **details})
 
     def _record_failure(self, what: str, details: dict[str, Any]) -> None:
         self.record("failure", f"{what}: {details.get('function') or details.get('target')}", details)

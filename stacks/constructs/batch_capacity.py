@@ -24,7 +24,7 @@ from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag, job_group_nam
 from spothub_core.timings import MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import consuming_rules, entries
-from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
+from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, grant_launch_template, install_agent
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.nag import acknowledge, nag_resource
 
@@ -99,9 +99,6 @@ class BatchCapacity(Construct):
             role=self.role,
             security_group=self.security_group,
             user_data=user_data,
-        )
-        self.launch_template_arn = stack.format_arn(
-            service="ec2", resource="launch-template", resource_name=self.launch_template.launch_template_id or "*"
         )
 
         self.spothub_function = functions.function(
@@ -273,12 +270,6 @@ class BatchCapacity(Construct):
             # Auto Scaling checks the caller's ec2:RunInstances (and CreateTags, for tags at launch) when a group is
             # created or updated from a launch template: only with the batch template.
             iam.PolicyStatement(
-                sid="UseBatchLaunchTemplate",
-                actions=["ec2:RunInstances", "ec2:CreateTags"],
-                resources=["*"],
-                conditions={"ArnLike": {"ec2:LaunchTemplate": self.launch_template_arn}},
-            ),
-            iam.PolicyStatement(
                 sid="PassBatchRole",
                 actions=["iam:PassRole"],
                 resources=[self.role.role_arn],
@@ -290,6 +281,7 @@ class BatchCapacity(Construct):
         ]
         for statement in statements:
             self.function.add_to_role_policy(statement)
+        grant_launch_template(self.function, "UseBatchLaunchTemplate", self.launch_template)
         reasons = {
             "AwsSolutions-IAM5[Resource::*]": "Describe calls (groups, scaling activities, launch template "
             "versions) have no resource-level permissions; ec2:RunInstances/CreateTags only with this region's "

@@ -4,14 +4,17 @@ IMDSv2 with a hop limit of 1, instance metadata tags, an encrypted root volume).
 
 from __future__ import annotations
 
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from stacks.agent_bundle import stage_agent_bundle
 from stacks.config import SpothubConfig
+from stacks.nag import acknowledge, nag_resource
 
 AGENT_HOME = "/opt/spothub-agent"
 
@@ -79,3 +82,40 @@ def gpu_launch_template(
             )
         ],
     )
+
+
+def grant_launch_template(grantee: lambda_.Function, sid: str, template: ec2.LaunchTemplate) -> None:
+    """What Auto Scaling checks of whoever creates or updates a group from `template`: ec2:RunInstances with that
+    template, and ec2:CreateTags for the tags it puts on the instances and volumes at launch. CreateTags has no
+    ec2:LaunchTemplate key; ec2:CreateAction limits it to tagging as part of a launch."""
+    stack = Stack.of(grantee)
+    tagged = [
+        stack.format_arn(service="ec2", resource=kind, resource_name="*", arn_format=ArnFormat.SLASH_RESOURCE_NAME)
+        for kind in ("instance", "volume")
+    ]
+    template_arn = stack.format_arn(
+        service="ec2", resource="launch-template", resource_name=template.launch_template_id or "*"
+    )
+    grantee.add_to_role_policy(
+        iam.PolicyStatement(
+            sid=sid,
+            actions=["ec2:RunInstances"],
+            resources=["*"],
+            conditions={"ArnLike": {"ec2:LaunchTemplate": template_arn}},
+        )
+    )
+    grantee.add_to_role_policy(
+        iam.PolicyStatement(
+            sid=f"{sid}Tags",
+            actions=["ec2:CreateTags"],
+            resources=tagged,
+            conditions={"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+        )
+    )
+    for arn in tagged:
+        acknowledge(
+            grantee.role or grantee,
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, arn)}]",
+            "Tags at launch on the instances and volumes the group launches, unknown ahead; only as part of "
+            "RunInstances (ec2:CreateAction).",
+        )

@@ -29,6 +29,7 @@ from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import consuming_rules, entries, only_pattern
 from stacks.constructs.gpu_capacity import GpuCapacity
 from stacks.constructs.instance_remediation import instance_alarms_arn
+from stacks.constructs.instance_template import grant_launch_template
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.constructs.serving_task import ServingTask
 from stacks.constructs.state_machine import SpothubStateMachine
@@ -208,21 +209,6 @@ class WorkerAutomation(Construct):
                 ],
                 resources=[group_arn],
             ),
-            # UpdateAutoScalingGroup re-submits the mixed instances policy, which names the launch template.
-            iam.PolicyStatement(
-                sid="UseOwnLaunchTemplate",
-                actions=["ec2:RunInstances", "ec2:CreateTags"],
-                resources=["*"],
-                conditions={
-                    "ArnLike": {
-                        "ec2:LaunchTemplate": stack.format_arn(
-                            service="ec2",
-                            resource="launch-template",
-                            resource_name=capacity.launch_template.launch_template_id or "*",
-                        )
-                    }
-                },
-            ),
             iam.PolicyStatement(
                 sid="PassOwnRoles",
                 actions=["iam:PassRole"],
@@ -280,6 +266,8 @@ class WorkerAutomation(Construct):
         ]
         for statement in statements:
             self.function.add_to_role_policy(statement)
+        # UpdateAutoScalingGroup re-submits the mixed instances policy, which names the launch template.
+        grant_launch_template(self.function, "UseOwnLaunchTemplate", capacity.launch_template)
         reasons = {
             "AwsSolutions-IAM5[Resource::*]": "Describe calls (groups, instances, scaling activities) have no "
             "resource-level permissions; ec2:RunInstances/CreateTags only with this region's launch template; ECS "

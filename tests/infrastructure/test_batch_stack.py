@@ -689,8 +689,13 @@ def test_batch_fleet_grants(reference: Synthesized, region: str) -> None:
     ]
     template_id, _ = _batch_template(reference, name)
     launch = by_sid["UseBatchLaunchTemplate"]
-    assert sorted(launch["Action"]) == ["ec2:CreateTags", "ec2:RunInstances"]
+    assert launch["Action"] == "ec2:RunInstances"
     assert launch["Condition"]["ArnLike"]["ec2:LaunchTemplate"]["Fn::Join"][1][-1] == {"Ref": template_id}
+    # CreateTags has no ec2:LaunchTemplate key: only as part of a launch, on instances and volumes.
+    tags = by_sid["UseBatchLaunchTemplateTags"]
+    assert tags["Action"] == "ec2:CreateTags"
+    assert tags["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+    assert [r["Fn::Join"][1][-1] for r in tags["Resource"]] == [":instance/*", ":volume/*"]
     pass_role = by_sid["PassBatchRole"]
     assert pass_role["Resource"] == {"Fn::GetAtt": [_instance_role(reference, name), "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}

@@ -40,6 +40,8 @@ EXPECTED_ACKNOWLEDGED = {
         "AwsSolutions-IAM5[Resource::arn:aws:autoscaling:us-west-2:<AWS::AccountId>:autoScalingGroup:*:"
         "autoScalingGroupName/spothub-gpu]",
         "AwsSolutions-IAM5[Resource::arn:aws:ec2:us-west-2:<AWS::AccountId>:instance/*]",
+        # Tags at launch (ec2:CreateAction RunInstances) on the volumes a group launches from its template.
+        "AwsSolutions-IAM5[Resource::arn:aws:ec2:us-west-2:<AWS::AccountId>:volume/*]",
         "AwsSolutions-IAM5[Resource::<AutomationWorkerTasksFunctionB8C14F61.Arn>:*]",
         "AwsSolutions-IAM5[Resource::arn:aws:ecs:us-west-2:<AWS::AccountId>:task-definition/spothub-serving:*]",
         # Tags at StartTask (ecs:CreateAction) on the cluster's new tasks; the ECS agent's system logs.

@@ -10,9 +10,8 @@ and benchmarks that call moto from many threads serialize its DynamoDB operation
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +19,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from spothub.sandbox.emulator_patches import DYNAMODB_ITEM_OPERATIONS, serialized
 from spothub_core.dal.batch_table import BY_STATUS, BY_TIME, CREATED_KEY, LIST_KEY, STATUS_KEY
 
 JOBS_TABLE = "spothub-jobs"
@@ -68,21 +68,6 @@ def jobs_table() -> Iterator[Any]:
         yield create_jobs_table()
 
 
-# The DynamoDB backend operations of moto that read or write items (each is one request to DynamoDB).
-ITEM_OPERATIONS = (
-    "put_item",
-    "update_item",
-    "delete_item",
-    "get_item",
-    "query",
-    "scan",
-    "batch_write_item",
-    "batch_get_item",
-    "transact_write_items",
-    "transact_get_items",
-)
-
-
 @contextmanager
 def atomic_items() -> Iterator[None]:
     """Run moto's DynamoDB item operations one at a time, in every thread of the process: each request is then
@@ -90,18 +75,9 @@ def atomic_items() -> Iterator[None]:
     from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
 
     lock = threading.RLock()
-    originals = {name: getattr(DynamoDBBackend, name) for name in ITEM_OPERATIONS}
-
-    def locked(operation: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(operation)
-        def run(*arguments: Any, **keywords: Any) -> Any:
-            with lock:
-                return operation(*arguments, **keywords)
-
-        return run
-
+    originals = {name: getattr(DynamoDBBackend, name) for name in DYNAMODB_ITEM_OPERATIONS}
     for name, operation in originals.items():
-        setattr(DynamoDBBackend, name, locked(operation))
+        setattr(DynamoDBBackend, name, serialized(operation, lock))
     try:
         yield
     finally:

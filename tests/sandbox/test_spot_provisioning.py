@@ -257,8 +257,8 @@ def invocations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     recorded: list[dict[str, Any]] = []
     original = LambdaRuntime.invoke
 
-    def recording(runtime: LambdaRuntime, function: Any, event: Any) -> tuple[bytes, str | None]:
-        payload, error = original(runtime, function, event)
+    def recording(runtime: LambdaRuntime, function: Any, event: Any, **keywords: Any) -> tuple[bytes, str | None]:
+        payload, error = original(runtime, function, event, **keywords)
         try:
             answer = json.loads(payload or b"null")
         except ValueError:

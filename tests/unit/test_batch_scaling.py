@@ -15,6 +15,7 @@ from spothub_core.logic.batch_scaling import (
     booting,
     current_workers,
     exclusion_after,
+    instances_to_release,
     plan,
     release_requests,
     target_workers,
@@ -177,12 +178,30 @@ def test_never_more_than_max_workers_nor_the_work_left() -> None:
     assert enough.added == 0 and enough.requests == ()
 
 
-def test_a_growth_asks_for_the_regions_members_plus_the_addition() -> None:
-    # Two registered, three lost (past the grace): the group holds five; six more are wanted.
+def test_a_growth_asks_for_the_workers_still_expected_plus_the_addition() -> None:
+    # Two registered, three lost (past the grace, never launched): six more are wanted. The lost slots are not
+    # counted again: the region raises its group to the larger of its size and the request, so they are filled
+    # by this growth, not beside it.
     lost = fleet(desired=5, grown_at=NOW - BATCH_WORKER_BOOT_SECONDS - 1)
     result = plan(job(max_workers=8), counts(pending=20), workers(2), [lost], ranking(BEST), NOW, SPOT_ONLY)
     assert result.added == 6
-    assert grown(result) == {BEST: (2 + 3 + 6, "spot")}
+    assert grown(result) == {BEST: (2 + 6, "spot")}
+
+
+def test_on_demand_after_a_failed_spot_growth_asks_no_more_than_the_job_needs() -> None:
+    # Two spot workers asked of the only region failed (excluded since): on-demand takes their place, not theirs too.
+    failed = fleet(BEST, desired=2, grown_at=NOW - 60, excluded_until=NOW + 600)
+    result = plan(job(max_workers=2), counts(pending=5), [], [failed], ranking(BEST), NOW, ON_DEMAND)
+    assert grown(result) == {BEST: (2, "on-demand")}
+
+
+def test_members_that_never_registered_are_released_after_the_boot_grace() -> None:
+    members = [f"i-{n:017x}" for n in range(3)]
+    booted = workers(1)[0].model_copy(update={"instance_id": members[0]})
+    region = fleet(BEST, desired=3, grown_at=NOW - 60, instance_ids=members)
+    assert instances_to_release([booted], [region], NOW) == {}
+    later = NOW - 60 + BATCH_WORKER_BOOT_SECONDS
+    assert instances_to_release([booted], [region], later) == {BEST: members[1:]}
 
 
 def test_a_full_region_passes_the_rest_to_the_next() -> None:
@@ -201,7 +220,7 @@ def test_regions_excluded_for_the_job_are_skipped_and_their_booting_workers_not_
     # Its exclusion over (the boot grace of what it was asked is too), the region is the best again.
     later = failed + CAPACITY_EXCLUSION_SECONDS + 1
     assert grown(plan(job(), counts(pending=3), [], [excluded], ranking(BEST, SECOND), later, SPOT_ONLY)) == {
-        BEST: (3 + 3, "spot")
+        BEST: (3, "spot")
     }
 
 

@@ -83,6 +83,7 @@ class FleetStore:
             "region": report.region,
             "in_service": report.in_service,
             "group_desired": report.desired,
+            "instance_ids": report.instance_ids,
             "error": report.error,
             "error_class": report.error_class,
             "reported_at": to_number(now),

@@ -98,7 +98,9 @@ def _grow(fleet: FleetRegion, request: BatchFleetRequested, group: JobGroup) -> 
     if released:
         group = fleet.groups.describe(group.name) or group
     instance_types = _instance_types(fleet, request)
-    if request.desired > group.desired and (
+    # Any growth brings the launch settings it asks for: after a failed spot growth the group's desired may already
+    # be what an on-demand request asks, and must switch to on-demand all the same.
+    if request.desired > 0 and (
         request.capacity_type != group.capacity_type or tuple(instance_types) != group.instance_types
     ):
         fleet.groups.set_launch(group.name, capacity_type=request.capacity_type, instance_types=instance_types)

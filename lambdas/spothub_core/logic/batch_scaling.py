@@ -164,12 +164,21 @@ def capacity_type_for(spot: list[str], policy: ScalingPolicy) -> CapacityType | 
     return "on-demand" if policy.capacity_fallback == ON_DEMAND_FALLBACK else None
 
 
-def instances_to_release(workers: Iterable[Worker]) -> dict[str, list[str]]:
-    """The instances of unavailable workers (they missed a deadline), by region: terminated, decrementing."""
+def instances_to_release(workers: list[Worker], fleets: list[RegionFleet], now: float) -> dict[str, list[str]]:
+    """By region, terminated with the group's capacity decremented: the instances of unavailable workers (they
+    missed a deadline), and members the region reported that never registered within the boot grace of the
+    last growth (an agent that never started holds a slot of the group, and a later growth would count it)."""
     by_region: dict[str, list[str]] = {}
     for worker in workers:
         if worker.status == WorkerStatus.UNAVAILABLE and worker.region:
             by_region.setdefault(worker.region, []).append(worker.instance_id)
+    known = {w.instance_id for w in workers}
+    for fleet in fleets:
+        if fleet.released or fleet.grown_at is None or now < fleet.grown_at + BATCH_WORKER_BOOT_SECONDS:
+            continue
+        silent = [i for i in fleet.instance_ids if i not in known]
+        if silent:
+            by_region.setdefault(fleet.region, []).extend(silent)
     return by_region
 
 
@@ -215,7 +224,7 @@ def plan(  # noqa: PLR0917 (the decision's inputs, each a plain value)
             note += f"; {added} of {deficit} more asked ({capacity_type}): the regions are full or excluded"
         else:
             note += f"; {added} more asked ({capacity_type})"
-    releases = instances_to_release(workers)
+    releases = instances_to_release(workers, fleets, now)
     watched = set(regions_to_watch(fleets, workers, now))
     requests = []
     for region in sorted(set(growth) | set(releases) | watched):
@@ -229,7 +238,9 @@ def plan(  # noqa: PLR0917 (the decision's inputs, each a plain value)
         if region in growth:
             add, capacity_type = growth[region]
             fleet = by_region.get(region)
-            members = active_in(workers, region) + (unregistered(fleet, workers) if fleet else 0)
+            # Members still expected only: a growth that failed (excluded since) is not counted again, or the
+            # on-demand request that follows a failed spot growth would ask for both.
+            members = active_in(workers, region) + (booting(fleet, workers, now) if fleet else 0)
             request = request.model_copy(update={"desired": members + add, "capacity_type": capacity_type})
         requests.append(request)
     added = sum(add for add, _ in growth.values())

@@ -158,6 +158,7 @@ class RegionFleet(_Record):
     desired: int = 0  # what the hub last asked for (the group only ever grows by the hub's hand)
     capacity_type: CapacityType = "spot"
     in_service: int = 0  # the region's last report
+    instance_ids: list[str] = Field(default_factory=list)  # the group's members in the region's last report
     error: str | None = None  # the region's last launch failure, as Auto Scaling said it
     error_class: str | None = None  # capacity | quota | transient | fatal
     excluded_until: float | None = None  # no more (spot) workers asked of this region until then

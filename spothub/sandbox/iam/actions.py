@@ -99,6 +99,39 @@ class ResourceFacts:
         backend = ec2_backends[request.account][request.region]
         return dict(backend.tags.get(instance_id, {}))
 
+    def launch_template(self, request: ApiRequest, template: dict[str, str]) -> tuple[str, str | None, bool]:
+        """A launch template's ARN, the role of its instance profile (None without one) and whether it tags what
+        it launches (TagSpecifications), for the version asked ($Default without one)."""
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+        from moto.iam.models import iam_backends  # noqa: PLC0415
+
+        backend = ec2_backends[request.account][request.region]
+        try:
+            found = (
+                backend.get_launch_template(template["LaunchTemplateId"])
+                if template.get("LaunchTemplateId")
+                else backend.get_launch_template_by_name(template["LaunchTemplateName"])
+            )
+            data = found.get_version(template.get("Version") or "$Default").data or {}
+        except Exception:  # AWS authorizes what the request names; the call then fails on its own
+            return request.arn("ec2", f"launch-template/{template.get('LaunchTemplateId', '*')}"), None, False
+        arn = request.arn("ec2", f"launch-template/{found.id}")
+        profile = data.get("IamInstanceProfile") or {}
+        role_arn = None
+        iam = iam_backends[request.account][request.partition]
+        try:
+            instance_profile = (
+                iam.get_instance_profile_by_arn(profile["Arn"])
+                if "Arn" in profile
+                else iam.get_instance_profile(profile["Name"])
+                if "Name" in profile
+                else None
+            )
+            role_arn = instance_profile.roles[0].arn if instance_profile and instance_profile.roles else None
+        except Exception:  # an instance profile the emulator does not have: nothing to pass
+            role_arn = None
+        return arn, role_arn, bool(data.get("TagSpecifications") or data.get("TagSpecification"))
+
     def cluster_arn(self, request: ApiRequest, cluster: str) -> str:
         if cluster.startswith("arn:"):
             return cluster
@@ -236,6 +269,8 @@ def _lambda(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
 
 def _autoscaling(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
     params = request.params
+    if request.operation in ("CreateOrUpdateTags", "DeleteTags"):
+        return _autoscaling_tags(request, facts)
     group = params.get("AutoScalingGroupName")
     if group is None and params.get("InstanceId"):
         group = facts.group_of_instance(request, params["InstanceId"])
@@ -243,7 +278,83 @@ def _autoscaling(request: ApiRequest, facts: ResourceFacts) -> list[Authorizatio
         raise UnresolvedAction(f"autoscaling:{request.operation}")
     tags = facts.group_tags(request, group)
     context = _resource_tags(tags, "autoscaling")
+    if request.operation == "CreateAutoScalingGroup":
+        request_tags = {t["Key"]: t.get("Value", "") for t in _members(params, "Tags")}
+        context.update(_tags_context("aws:RequestTag", request_tags))
+        context["aws:TagKeys"] = list(request_tags)
+        template = _group_launch_template(params)
+        if template:
+            context["autoscaling:LaunchTemplateVersionSpecified"] = str(bool(template.get("Version"))).lower()
+        overrides = _members(params, "MixedInstancesPolicy.LaunchTemplate.Overrides")
+        instance_types = [o["InstanceType"] for o in overrides if o.get("InstanceType")]
+        if instance_types:
+            context["autoscaling:InstanceTypes"] = instance_types
+        if params.get("VPCZoneIdentifier"):
+            context["autoscaling:VPCZoneIdentifiers"] = str(params["VPCZoneIdentifier"]).split(",")
+        group_arn = facts.group_arn(request, group)
+        return [
+            Authorization("autoscaling:CreateAutoScalingGroup", [group_arn], context),
+            *_launch_template_use(request, facts, template),
+        ]
     return [Authorization(f"autoscaling:{request.operation}", [facts.group_arn(request, group)], context)]
+
+
+def _members(params: dict[str, Any], prefix: str) -> list[dict[str, str]]:
+    """A query-protocol list of structures (`Prefix.member.N.Field`), in index order."""
+    if isinstance(params.get(prefix), list):  # the JSON protocol's form of the same list
+        return [dict(v) for v in params[prefix]]
+    pattern = re.compile(rf"^{re.escape(prefix)}\.member\.(\d+)\.(.+)$")
+    found: dict[int, dict[str, str]] = {}
+    for key, value in params.items():
+        if match := pattern.match(key):
+            found.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    return [found[index] for index in sorted(found)]
+
+
+def _group_launch_template(params: dict[str, Any]) -> dict[str, str]:
+    """The launch template a CreateAutoScalingGroup names, directly or in its MixedInstancesPolicy."""
+    for prefix in ("LaunchTemplate.", "MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification."):
+        template = {k.removeprefix(prefix): str(v) for k, v in params.items() if k.startswith(prefix)}
+        if template.get("LaunchTemplateId") or template.get("LaunchTemplateName"):
+            return template
+    return {}
+
+
+def _launch_template_use(request: ApiRequest, facts: ResourceFacts, template: dict[str, str]) -> list[Authorization]:
+    """What Auto Scaling checks of the caller who creates a group from a launch template: ec2:RunInstances with
+    the template, ec2:CreateTags when the template tags what it launches, and iam:PassRole of the template's
+    instance profile's role to EC2 (Auto Scaling's launch template permissions)."""
+    if not template:
+        return []
+    template_arn, role_arn, tags_at_launch = facts.launch_template(request, template)
+    context: dict[str, ContextValue] = {"ec2:LaunchTemplate": template_arn, "ec2:IsLaunchTemplateResource": "true"}
+    instances = request.arn("ec2", "instance/*")
+    authorizations = [Authorization("ec2:RunInstances", [template_arn, instances], context)]
+    if tags_at_launch:  # the group's own tags are put on its instances by Auto Scaling's service-linked role
+        tagging: dict[str, ContextValue] = {**context, "ec2:CreateAction": "RunInstances"}
+        authorizations.append(Authorization("ec2:CreateTags", [instances, request.arn("ec2", "volume/*")], tagging))
+    if role_arn:
+        passed: dict[str, ContextValue] = {"iam:PassedToService": "ec2.amazonaws.com"}
+        authorizations.append(Authorization("iam:PassRole", [role_arn], passed))
+    return authorizations
+
+
+def _autoscaling_tags(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    """CreateOrUpdateTags / DeleteTags: each group the tags name (ResourceId), with the tags asked for."""
+    by_group: dict[str, dict[str, str]] = {}
+    for tag in _members(request.params, "Tags"):
+        by_group.setdefault(tag.get("ResourceId", ""), {})[tag.get("Key", "")] = tag.get("Value", "")
+    if not by_group or "" in by_group:
+        raise UnresolvedAction(f"autoscaling:{request.operation}")
+    authorizations = []
+    for group, tags in sorted(by_group.items()):
+        context = _resource_tags(facts.group_tags(request, group), "autoscaling")
+        context.update(_tags_context("aws:RequestTag", tags))
+        context["aws:TagKeys"] = list(tags)
+        authorizations.append(
+            Authorization(f"autoscaling:{request.operation}", [facts.group_arn(request, group)], context)
+        )
+    return authorizations
 
 
 def _ec2_instances(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
@@ -401,6 +512,38 @@ def _secretsmanager(request: ApiRequest, facts: ResourceFacts) -> list[Authoriza
     if request.params.get("VersionId"):
         context["secretsmanager:VersionId"] = str(request.params["VersionId"])
     return [Authorization(f"secretsmanager:{request.operation}", [arn], context)]
+
+
+# moto's S3 names an operation by its own action names (its ACTION_MAP); where one is not the IAM action's.
+_S3_IAM_ACTIONS = {"HeadBucket": "ListBucket"}
+_S3_LIST_KEYS = ("prefix", "delimiter", "max-keys")
+
+
+def s3_authorizations(
+    action: str, bucket: str | None, key: str | None, query: dict[str, Any], *, partition: str = "aws"
+) -> list[Authorization]:
+    """What S3 authorizes for one of moto's S3 actions: the bucket, or the object when the request names a key
+    (an object action on the bucket alone, DeleteObjects, on each of its objects); ListBucket's s3:prefix,
+    s3:delimiter and s3:max-keys from the query. S3 ARNs carry no region or account."""
+    iam_action = f"s3:{_S3_IAM_ACTIONS.get(action, action)}"
+    details = reference_action(iam_action)
+    if details is None:
+        raise UnresolvedAction(f"{iam_action} is not in the Service Authorization Reference")
+    types = {t["name"] for t in details.get("resourceTypes", [])}
+    if bucket is None or not types:
+        resources = ["*"]
+    elif key is not None or ("object" in types and "bucket" not in types):
+        resources = [f"arn:{partition}:s3:::{bucket}/{key if key is not None else '*'}"]
+    else:
+        resources = [f"arn:{partition}:s3:::{bucket}"]
+    context: dict[str, ContextValue] = {}
+    if iam_action == "s3:ListBucket":
+        for name in _S3_LIST_KEYS:
+            value = query.get(name)
+            value = value[0] if isinstance(value, list) and value else value
+            if value not in (None, []):
+                context[f"s3:{name}"] = str(value)
+    return [Authorization(iam_action, resources, context)]
 
 
 RESOLVERS: dict[str, Resolver] = {

@@ -50,8 +50,41 @@ def apply() -> None:
         return int(headers["status"]), headers, body
 
     BaseResponse.call_action = call_action  # type: ignore[method-assign]
+    _s3_authorizes_first()
     _state_machines_call_as_their_role()
     _applied = True
+
+
+def _s3_authorizes_first() -> None:
+    """moto's S3 answers outside call_action: each of its operations names its action and asks
+    `_authenticate_and_authorize_s3_action` first (bucket, key), which is where the sandbox decides."""
+    from moto.s3.exceptions import S3ClientError  # noqa: PLC0415
+    from moto.s3.responses import S3Response  # noqa: PLC0415
+
+    class S3AccessDenied(S3ClientError):
+        code = "AccessDenied"
+
+        def __init__(self, message: str) -> None:
+            super().__init__("AccessDenied", message)
+
+    original = S3Response._authenticate_and_authorize_s3_action
+
+    def authorize(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        original(self, bucket_name=bucket_name, key_name=key_name)
+        enforcer = _enforcer
+        if enforcer is None:
+            return
+        refusal = enforcer.check_s3(
+            authorization_header=str(self.headers.get("Authorization", "") or ""),
+            action=str(self.data.get("Action", "")),
+            bucket=bucket_name,
+            key=key_name,
+            query=dict(self.querystring or {}),
+        )
+        if refusal is not None:
+            raise S3AccessDenied(refusal)
+
+    S3Response._authenticate_and_authorize_s3_action = authorize  # type: ignore[method-assign]
 
 
 def _state_machines_call_as_their_role() -> None:

@@ -190,6 +190,15 @@ def test_a_growth_on_demand_turns_the_groups_launches_on_demand(handler: ModuleT
     assert group()["DesiredCapacity"] == 2  # type: ignore[index]
 
 
+def test_on_demand_asked_at_the_groups_size_still_turns_its_launches_on_demand(handler: ModuleType) -> None:
+    # Two spot workers never came; the hub asks for the same two on-demand instead.
+    ask(handler, desired=2)
+    ask(handler, desired=2, capacity_type="on-demand")
+    distribution = group()["MixedInstancesPolicy"]["InstancesDistribution"]  # type: ignore[index]
+    assert distribution["OnDemandPercentageAboveBaseCapacity"] == 100
+    assert group()["DesiredCapacity"] == 2  # type: ignore[index]
+
+
 def test_release_deletes_the_group_and_is_done_when_it_is_gone(handler: ModuleType, bus: BusRecorder) -> None:
     ask(handler, desired=2)
     bus.events()
