@@ -67,7 +67,10 @@ def test_a_job_processes_every_file_exactly_once_and_tells_its_end(fresh_sandbox
         launched = {i["instance_id"] for i in sandbox.fleet.describe() if i["job_id"] == job_id}
         assert 1 <= len(launched) <= 2
         _no_worker_left(sandbox, job_id)
-        sandbox.wait_for(lambda: sandbox.job_notifications(job_id), timeout_s=30)
+        # The supervisor publishes to the topic, then puts the event: wait for both (another thread's work).
+        sandbox.wait_for(
+            lambda: sandbox.job_notifications(job_id) and _job_finished_events(sandbox, job_id), timeout_s=30
+        )
     (notification,) = sandbox.job_notifications(job_id)
     assert job_id in (notification["subject"] or "") and "completed" in notification["message"]
     (event,) = _job_finished_events(sandbox, job_id)
