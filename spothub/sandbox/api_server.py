@@ -172,8 +172,13 @@ class ApiServer:
                 for key, value in (headers or {"Content-Type": "application/json"}).items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The caller went away before its answer (an agent killed mid-request): nobody to tell, and no
+                    # traceback for the terminal.
+                    self.close_connection = True
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
