@@ -245,11 +245,6 @@ class SpothubConfig(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("batch_input_buckets", "batch_output_buckets", mode="before")
-    @classmethod
-    def _bucket_list(cls, value: Any) -> Any:
-        return _list(value)
-
     @field_validator("batch_instance_types", mode="before")
     @classmethod
     def _batch_types_list(cls, value: Any) -> Any:
@@ -266,9 +261,9 @@ class SpothubConfig(BaseModel):
     def _command_line(cls, value: Any) -> Any:
         return _argv(value)
 
-    @field_validator("serving_ingress_cidrs", mode="before")
+    @field_validator("serving_ingress_cidrs", "batch_input_buckets", "batch_output_buckets", mode="before")
     @classmethod
-    def _cidr_list(cls, value: Any) -> Any:
+    def _comma_or_json_list(cls, value: Any) -> Any:
         return _list(value)
 
     @field_validator("serving_ingress_prefix_lists", "serving_ingress_security_groups", mode="before")
