@@ -60,6 +60,7 @@ class Target(StrEnum):
     CAPACITY_MONITOR = "capacity_monitor"
     BATCH_SUPERVISOR = "batch_supervisor"
     BATCH_FLEET = "batch_fleet"
+    SEARCH_MONITOR = "search_monitor"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,15 @@ CONSUMERS: tuple[Consumer, ...] = (
     ),
     # Batch jobs: a worker region's account of a job's group.
     Consumer(Source.WORKER, WorkerReport.BATCH_FLEET_REPORT, BatchFleetReport, Bus.HUB, Target.BATCH_SUPERVISOR),
+    # The search instance: the search region forwards its spot interruption warnings (EventBridge cannot tell
+    # by tags; the monitor ignores every instance but the search instance).
+    Consumer(
+        _aws(AwsEvent.SPOT_INTERRUPTION_WARNING),
+        AwsEvent.SPOT_INTERRUPTION_WARNING,
+        SpotNoticeDetail,
+        Bus.HUB,
+        Target.SEARCH_MONITOR,
+    ),
     # A worker region: the hub's commands, its own alarms and spot notices.
     Consumer(Source.HUB, HubCommand.LAUNCH_REQUESTED, LaunchRequested, Bus.WORKER, Target.WORKER_TASKS),
     Consumer(Source.HUB, HubCommand.TEARDOWN_REQUESTED, TeardownRequested, Bus.WORKER, Target.WORKER_TASKS),

@@ -8,6 +8,7 @@ field cannot leave one side behind.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -105,6 +106,35 @@ class InstanceTag(StrEnum):
 def job_group_name(prefix: str, job_id: str) -> str:
     """A batch job's Auto Scaling group in a worker region: the worker stack's grants match `<prefix>-job-*`."""
     return f"{prefix}-{job_id}"
+
+
+class SearchTag(StrEnum):
+    """Tags on the search instance (set by the launch, with spothub:prefix, spothub:hub-region and spothub:launch-id):
+    the reconciliation finds it by them, the agent's search mode is chosen by Service."""
+
+    NAME = "Name"  # semantic-search-YYYYMMDD-HHMMSS (search_instance_name)
+    SERVICE = "Service"  # SEARCH_SERVICE
+    MANAGED_BY = "ManagedBy"  # MANAGED_BY
+    VOLUME = "EBSVolumeId"  # the index volume it is bound to
+
+
+SEARCH_SERVICE = "semantic-search"
+MANAGED_BY = "spothub"
+
+
+def search_instance_name(epoch_seconds: float) -> str:
+    """The search instance's Name tag: semantic-search-YYYYMMDD-HHMMSS (UTC, when the launch asked for it)."""
+    return f"{SEARCH_SERVICE}-{datetime.fromtimestamp(epoch_seconds, UTC):%Y%m%d-%H%M%S}"
+
+
+def search_router_name(prefix: str) -> str:
+    """The search region's router function: named, so the hub's functions can build its ARN and be granted it."""
+    return f"{prefix}-search-router"
+
+
+def search_template_name(prefix: str) -> str:
+    """The search instance's launch template in the search region (RunInstances names it; the grants match it)."""
+    return f"{prefix}-search"
 
 
 # Auto Scaling's own tag on every member of a group.

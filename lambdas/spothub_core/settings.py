@@ -33,6 +33,26 @@ class HubSettings(BaseSettings):
     capacity_fallback: str = Field(alias="SPOTHUB_CAPACITY_FALLBACK", min_length=1)
 
 
+class SearchSettings(HubSettings):
+    """The hub's search functions (search_api, search_tasks, search_monitor): the volume, its region and table, the
+    launcher, the router in the search region and the instance's service."""
+
+    search_table_name: str = Field(alias="SPOTHUB_SEARCH_TABLE", min_length=1)
+    search_region: str = Field(alias="SPOTHUB_SEARCH_REGION", min_length=1)
+    volume_id: str = Field(alias="SPOTHUB_SEARCH_VOLUME_ID", pattern=r"^vol-[0-9a-f]{8,17}$")
+    launcher_arn: str = Field(alias="SPOTHUB_SEARCH_LAUNCHER_ARN", min_length=1)
+    router_arn: str = Field(alias="SPOTHUB_SEARCH_ROUTER_ARN", min_length=1)
+    host_parameter: str = Field(alias="SPOTHUB_SEARCH_HOST_PARAMETER", min_length=1)
+    port: int = Field(alias="SPOTHUB_SEARCH_PORT", ge=1, le=65535)
+    health_path: str = Field("/health", alias="SPOTHUB_SEARCH_HEALTH_PATH")
+    instance_type: str = Field(alias="SPOTHUB_SEARCH_INSTANCE_TYPE", min_length=1)
+    use_spot: bool = Field(True, alias="SPOTHUB_SEARCH_USE_SPOT")
+    spot_max_price: str = Field("", alias="SPOTHUB_SEARCH_SPOT_MAX_PRICE")  # "": up to the on-demand price
+    idle_timeout_s: int = Field(alias="SPOTHUB_SEARCH_IDLE_TIMEOUT", ge=60)
+    max_runtime_s: int = Field(alias="SPOTHUB_SEARCH_MAX_RUNTIME", ge=0)  # 0: no limit
+    health_interval_s: int = Field(alias="SPOTHUB_SEARCH_HEALTH_INTERVAL", ge=60)
+
+
 def load_settings(model: type[SettingsT], environ: dict[str, str] | None = None) -> SettingsT:
     """Read `model` from the process environment; list values are comma-separated strings."""
     source = dict(os.environ if environ is None else environ)

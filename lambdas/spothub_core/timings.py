@@ -235,3 +235,37 @@ BATCH_FLEET_CREATE_MAX_AGE_SECONDS = 5 * MINUTE_SECONDS
 # A finished job's notification waits at most this long for its regions to report their groups released (every
 # worker gone): a region that does not answer holds up no one's notification; its release is asked every minute.
 BATCH_RELEASE_WAIT_SECONDS = 10 * MINUTE_SECONDS
+
+# --- the search instance -------------------------------------------------------------------------------------
+
+# Defaults of the search context keys (stacks/config.py): retire an instance nobody queried for half an hour, or
+# that ran half an hour (0: no limit), and check its health every minute (a schedule: a minute is the floor).
+SEARCH_IDLE_TIMEOUT_SECONDS = 30 * MINUTE_SECONDS
+SEARCH_MAX_RUNTIME_SECONDS = 30 * MINUTE_SECONDS
+SEARCH_HEALTH_INTERVAL_SECONDS = MINUTE_SECONDS
+# Consecutive missed health checks that make an instance `failed` (no more routing; replaced).
+SEARCH_HEALTH_MISSES = 3
+# The launcher polls a starting instance's health this often, and gives up this long after RunInstances: boot,
+# the attach, the mount and the container's image pull and index load.
+SEARCH_START_POLL_SECONDS = 10
+SEARCH_START_TIMEOUT_SECONDS = 15 * MINUTE_SECONDS
+# The attach waits for the volume to leave its predecessor (detaching after a termination) at most this long.
+SEARCH_ATTACH_WAIT_SECONDS = 5 * MINUTE_SECONDS
+# The whole launcher execution, at worst: placement and both purchase options, the attach wait and the start.
+SEARCH_LAUNCH_TIMEOUT_SECONDS = SEARCH_ATTACH_WAIT_SECONDS + SEARCH_START_TIMEOUT_SECONDS + 5 * MINUTE_SECONDS
+# A slot held by a launch record still launching/starting this long after its creation is taken back by the
+# monitor (its execution died without its failure step): the launch timeout and a schedule period.
+SEARCH_STALE_LAUNCH_SECONDS = SEARCH_LAUNCH_TIMEOUT_SECONDS + 2 * MINUTE_SECONDS
+# A query with no ready instance is told to come back after this long (Retry-After).
+SEARCH_RETRY_AFTER_SECONDS = 30
+# A query waiting for readiness (wait_s) looks at the record this often.
+SEARCH_WAIT_POLL_SECONDS = 1
+# Each health check's timeout (the router's request to the service), and a query's.
+SEARCH_HEALTH_TIMEOUT_SECONDS = 5
+SEARCH_QUERY_TIMEOUT_SECONDS = 10
+# API Gateway answers 504 after its integration timeout (29 s for a REST API, unless a quota increase was granted):
+# a query's wait for readiness (wait_s, up to 60 accepted) ends in time for the query itself and the answer.
+API_INTEGRATION_TIMEOUT_SECONDS = 29
+SEARCH_WAIT_BUDGET_SECONDS = API_INTEGRATION_TIMEOUT_SECONDS - SEARCH_QUERY_TIMEOUT_SECONDS - 2
+# Ended launches (terminated) are kept this long for the history, then expire.
+SEARCH_RECORD_TTL_SECONDS = 7 * DAY_SECONDS
