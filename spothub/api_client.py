@@ -322,6 +322,18 @@ class ApiClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"jobs/{quote(job_id, safe='')}")
 
+    def search_query(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "search/query", body=body)
+
+    def search_status(self) -> dict[str, Any]:
+        return self.request("GET", "search/status")
+
+    def search_scale(self, direction: str) -> dict[str, Any]:
+        return self.request("POST", f"search/scale-{direction}", query={"count": 1})
+
+    def search_terminate(self, instance_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"search/instances/{quote(instance_id, safe='')}")
+
     # --- messages ---------------------------------------------------------------------------------
 
     def _where(self) -> str:

@@ -246,9 +246,11 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def register(cli: click.Group) -> None:
     """Add the API commands to the root group."""
     from spothub.cli_jobs import jobs  # noqa: PLC0415 (one module per capability)
+    from spothub.cli_search import search  # noqa: PLC0415
 
     _provisioning_commands(cli)
     cli.add_command(jobs)
+    cli.add_command(search)
 
 
 def _provisioning_commands(cli: click.Group) -> None:

@@ -70,6 +70,12 @@ STATE_STYLES = {
     "left-running": "yellow",
     "failed": "bold red",
     "cancelled": "magenta",
+    "ready": "green",
+    "idle": "green",
+    "busy": "cyan",
+    "launching": "yellow",
+    "starting": "yellow",
+    "terminating": "magenta",
 }
 
 
