@@ -35,6 +35,11 @@ def test_every_route_of_every_api_function_is_in_it(generated: dict) -> None:
         ("GET", "/workers/{worker_id}/assignment"),
         ("POST", "/workers/{worker_id}/ack"),
         ("POST", "/workers/{worker_id}/status"),
+        ("POST", "/search/query"),
+        ("GET", "/search/status"),
+        ("POST", "/search/scale-up"),
+        ("POST", "/search/scale-down"),
+        ("DELETE", "/search/instances/{instance_id}"),
     } <= routes
 
 
