@@ -72,12 +72,15 @@ def test_a_refusal_answers_its_shape_without_the_fields_it_does_not_use() -> Non
     [
         (400, HTTPStatus.BAD_REQUEST),
         (413, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
-        (499, HTTPStatus.BAD_REQUEST),
+        (422, HTTPStatus.UNPROCESSABLE_ENTITY),
+        (401, HTTPStatus.BAD_GATEWAY),
+        (404, HTTPStatus.BAD_GATEWAY),
+        (499, HTTPStatus.BAD_GATEWAY),
         (500, None),
         (503, None),
         (None, None),
         (200, None),
     ],
 )
-def test_only_the_services_4xx_is_the_callers_error(code: int | None, answered: HTTPStatus | None) -> None:
+def test_only_the_services_refusal_of_the_query_is_the_callers_error(code: int | None, answered: HTTPStatus | None) -> None:
     assert _client_error(code) == answered

@@ -50,6 +50,10 @@ ONE_PER_VOLUME = "count: one instance per volume, so count must be 1"
 ALREADY_THERE = "Cannot scale up: already have an instance"
 LAUNCH_IN_PROGRESS = "Cannot scale up: instance launch already in progress"
 NOT_READY = "No search instance is ready yet"
+# The service's refusals that are about the query, passed on with their status.
+CALLERS_FAULT = frozenset(
+    {HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, HTTPStatus.UNPROCESSABLE_ENTITY}
+)
 # What the service's own answer keeps in QueryAnswer's fields; anything else it says goes to `extra`, untouched.
 SERVICE_FIELDS = frozenset(ServiceAnswer.model_fields)
 # Records that still hold (or are about to give up) the volume: a scale-down terminates these.
@@ -332,13 +336,14 @@ def _route(
 
 
 def _client_error(code: int | None) -> HTTPStatus | None:
-    """The service's 4xx (the query is what it cannot take), as the status to answer; None for anything else."""
-    if code is None or not HTTPStatus.BAD_REQUEST <= code < HTTPStatus.INTERNAL_SERVER_ERROR:
-        return None
-    try:
+    """The status to answer for a service's refusal of the query itself (malformed, too large, unprocessable); None
+    for anything else. Another 4xx (401, 403, 404: the service or its key is misconfigured) is not the caller's
+    fault: it is answered as a bad gateway."""
+    if code in CALLERS_FAULT:
         return HTTPStatus(code)
-    except ValueError:
-        return HTTPStatus.BAD_REQUEST
+    if code is not None and HTTPStatus.BAD_REQUEST <= code < HTTPStatus.INTERNAL_SERVER_ERROR:
+        return HTTPStatus.BAD_GATEWAY
+    return None
 
 
 def _service_refusal(status: HTTPStatus, body: Any) -> dict[str, Any]:
