@@ -1,6 +1,7 @@
 """The agent bundle the launch template installs: worker_agent/ plus the control plane's modules it shares,
 under spothub_core/: the event contracts and the instance tag keys (contracts.py), the timings (timings.py),
-the agent API's request models (models/agent.py) and the batch worker API's models (models/batch_workers.py).
+the agent API's request models (models/agent.py), the batch worker API's models (models/batch_workers.py) and the
+search records (models/search_records.py: SearchAgentConfig, what the agent reads in search mode).
 The agent names its events, reads its tags, sizes its waits and builds its payloads from the same modules the
 control plane validates them with, not copies.
 
@@ -21,10 +22,17 @@ AGENT_BUNDLE_CACHE = REPO_ROOT / ".build" / "agent-bundle"
 CORE_DIR = LAMBDAS_DIR / "spothub_core"
 # Paths under spothub_core/, shipped as they are. Not spothub_core/__init__.py: the bundle writes its own, so
 # that the package's docstring says what the agent has of it.
-SHIPPED_MODULES = ("contracts.py", "timings.py", "models/__init__.py", "models/agent.py", "models/batch_workers.py")
+SHIPPED_MODULES = (
+    "contracts.py",
+    "timings.py",
+    "models/__init__.py",
+    "models/agent.py",
+    "models/batch_workers.py",
+    "models/search_records.py",
+)
 CORE_INIT = (
     '"""What the agent shares with the control plane: event contracts, timings, the agent API\'s and the batch '
-    'worker API\'s models."""\n'
+    'worker API\'s models, and the search agent\'s configuration."""\n'
 )
 _IGNORED = ("__pycache__", "*.pyc", "tests")
 

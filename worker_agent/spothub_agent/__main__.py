@@ -1,6 +1,8 @@
 """Entry point of the systemd service: identity and tags from IMDS, settings from SSM and the
 environment, then the agent's loops until SIGTERM; on an instance tagged spothub:job-id, the batch worker
-instead (batch.py), until it leaves its group. Exits non-zero only when it cannot tell which instance it
+instead (batch.py), until it leaves its group; on the search instance (Service=semantic-search), the search
+service (search.py), with settings from the environment only (its role reads the search region's parameters, not
+the hub's agent-config). Exits non-zero only when it cannot tell which instance it
 is on (systemd restarts it); a control plane that does not answer never stops it.
 """
 
@@ -19,7 +21,7 @@ from spothub_agent.aws import AwsClients, read_parameter
 from spothub_agent.batch import BatchWorker
 from spothub_agent.config import ConfigError, describe, load_config
 from spothub_agent.imds import DEFAULT_ENDPOINT, Imds, ImdsError
-from spothub_agent.settings import SettingsError, load_settings
+from spothub_agent.settings import SettingsError, build_settings, load_settings
 
 log = logging.getLogger("spothub_agent")
 
@@ -40,13 +42,25 @@ def main() -> int:
     log.info(json.dumps({"event": "started", "version": __version__, **describe(config)}))
     aws = AwsClients(config.region, config.hub_region)
     try:
-        settings = load_settings(lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/agent-config"), os.environ, stop)
+        if config.search_mode:
+            from spothub_agent.search_volume import load_search_options  # noqa: PLC0415 (search mode's only)
+
+            settings = build_settings(None, os.environ)
+            search_options = load_search_options(os.environ)
+        else:
+            settings = load_settings(
+                lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/agent-config"), os.environ, stop
+            )
     except SettingsError as exc:
         log.error(json.dumps({"event": "config_failed", "reason": str(exc)}))
         return 1
     log.info(json.dumps({"event": "configured", **settings.describe()}, default=str))
     if config.batch_mode:
         BatchWorker(config, settings, imds, aws).run(stop)
+    elif config.search_mode:
+        from spothub_agent.search import SearchService  # noqa: PLC0415 (search mode's only)
+
+        SearchService(config, settings, aws, options=search_options).run(stop)
     else:
         Agent(config, settings, imds, aws).run(stop)
     log.info(json.dumps({"event": "stopped", "instance_id": config.instance_id}))

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 from typing import get_args
 
 from spothub_agent.imds import Imds
-from spothub_core.contracts import GROUP_TAG, CapacityType, InstanceTag
+from spothub_core.contracts import GROUP_TAG, SEARCH_SERVICE, CapacityType, InstanceTag, SearchTag
 
 # The tags the group sets at launch that the agent cannot run without.
 REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, GROUP_TAG, InstanceTag.LIFECYCLE_HOOK)
 # A batch job's group has no lifecycle hook (the worker registers itself) and the worker leaves by its own
 # instance id: the job's tag is what it needs, and what puts the agent in batch mode.
 BATCH_REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, InstanceTag.JOB)
+# The search instance (tagged Service=semantic-search by its launch) is in no group either; it needs the volume it
+# is bound to, whose device it mounts.
+SEARCH_REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, SearchTag.VOLUME)
 CAPACITY_TYPES: tuple[str, ...] = get_args(CapacityType)
 
 
@@ -34,6 +37,8 @@ class AgentConfig:
     account_id: str = ""
     capacity_type: str = ""  # spot or on-demand (IMDS instance-life-cycle); "" when IMDS does not say
     job_id: str = ""  # the spothub:job-id tag: a batch job's worker
+    service: str = ""  # the Service tag: semantic-search on the search instance
+    volume_id: str = ""  # the EBSVolumeId tag: the search index's volume
 
     @property
     def ssm_prefix(self) -> str:
@@ -43,15 +48,25 @@ class AgentConfig:
     def batch_mode(self) -> bool:
         return bool(self.job_id)
 
+    @property
+    def search_mode(self) -> bool:
+        return not self.batch_mode and self.service == SEARCH_SERVICE
+
 
 def load_config(imds: Imds) -> AgentConfig:
     """Identity, tags and purchase option from IMDS; raises ConfigError naming what is missing. The tag
-    spothub:job-id puts the agent in batch mode (see batch.py)."""
+    spothub:job-id puts the agent in batch mode (see batch.py); Service=semantic-search in search mode (search.py)."""
     identity = imds.identity()
     tags = imds.tags()
     life_cycle = (imds.get("instance-life-cycle") or "").strip()
     job_id = tags.get(InstanceTag.JOB, "")
-    missing = [str(tag) for tag in (BATCH_REQUIRED_TAGS if job_id else REQUIRED_TAGS) if not tags.get(tag)]
+    service = tags.get(SearchTag.SERVICE, "")
+    required = REQUIRED_TAGS
+    if job_id:
+        required = BATCH_REQUIRED_TAGS
+    elif service == SEARCH_SERVICE:
+        required = SEARCH_REQUIRED_TAGS
+    missing = [str(tag) for tag in required if not tags.get(tag)]
     if missing:
         raise ConfigError(
             f"instance tags {', '.join(missing)} are missing: is instance metadata tagging enabled "
@@ -70,6 +85,8 @@ def load_config(imds: Imds) -> AgentConfig:
         account_id=str(identity.get("accountId", "")),
         capacity_type=life_cycle if life_cycle in CAPACITY_TYPES else "",
         job_id=job_id,
+        service=service,
+        volume_id=tags.get(SearchTag.VOLUME, ""),
     )
 
 
