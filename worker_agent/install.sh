@@ -23,7 +23,8 @@ mkdir -p "$AGENT_HOME"
 if [ "$here" != "$AGENT_HOME" ]; then
   cp -r "$here/spothub_agent" "$here/requirements.txt" "$here/spothub-agent.service" "$AGENT_HOME/"
   # The control plane's modules the agent shares (spothub_core/: contracts.py, timings.py, models/agent.py,
-  # models/batch_workers.py) ship beside it; they need pydantic, which requirements.txt pins as the Lambdas do.
+  # models/batch_workers.py, models/search_records.py) ship beside it; they need pydantic, which requirements.txt
+  # pins as the Lambdas do.
   if [ -d "$here/spothub_core" ]; then cp -r "$here/spothub_core" "$AGENT_HOME/"; fi
   if [ -f "$here/requirements-gpu.txt" ]; then cp "$here/requirements-gpu.txt" "$AGENT_HOME/"; fi
 fi
