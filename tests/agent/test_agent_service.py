@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,12 +53,20 @@ def test_agent_starts_with_its_configuration_and_stops_on_sigterm(tmp_path: Path
 def test_agent_runs_on_when_aws_and_the_control_plane_are_unreachable(tmp_path: Path) -> None:
     with InstanceMetadataServer({}, dict(TAGS), IDENTITY) as imds:
         agent = start_agent(imds.endpoint, tmp_path)
-        time.sleep(4)  # past the settings' retries, into the loops
+        assert agent.stderr is not None
+        events: list[str] = []
+        reader = threading.Thread(
+            target=lambda: events.extend(json.loads(line)["event"] for line in agent.stderr), daemon=True
+        )
+        reader.start()
+        # Past the settings' retries, into the loops: however long that takes on a loaded machine.
+        deadline = time.monotonic() + 30
+        while "control_plane_unreachable" not in events and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert agent.poll() is None
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=10) == 0
-        assert agent.stderr is not None
-        events = [json.loads(line)["event"] for line in agent.stderr.read().splitlines()]
+        reader.join(5)
         assert "configured" in events
         assert "control_plane_unreachable" in events
         assert events[-1] == "stopped"
