@@ -1,6 +1,7 @@
 """The search table in moto's DynamoDB, as the hub stack defines it (pk/sk, TTL on expires_at).
 
-Import the fixture into a test module: `from tests.integration.search_fixtures import search_table  # noqa: F401`.
+Import the fixture into a test module (it is registered under the name `search_table`):
+`from tests.integration.search_fixtures import search_table_fixture  # noqa: F401`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def create_search_table(name: str = SEARCH_TABLE, region: str = SEARCH_TABLE_REG
     return boto3.resource("dynamodb", region_name=region).Table(name)
 
 
-@pytest.fixture
-def search_table() -> Iterator[Any]:
+@pytest.fixture(name="search_table")
+def search_table_fixture() -> Iterator[Any]:
     """An empty search table in moto (us-east-1), as a boto3 Table resource."""
     with mock_aws():
         yield create_search_table()

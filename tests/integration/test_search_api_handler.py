@@ -32,7 +32,7 @@ from spothub_core.timings import (
 )
 from tests.integration.batch_fixtures import atomic_items
 from tests.integration.conftest import HUB_ENVIRONMENT, create_state_machine, executions, load_handler, set_environment
-from tests.integration.search_fixtures import search_table  # noqa: F401 (a fixture)
+from tests.integration.search_fixtures import search_table_fixture  # noqa: F401 (registered as search_table)
 from tests.lambda_events import FakeLambdaContext, rest_proxy_event
 
 HUB = "us-east-1"
@@ -94,7 +94,7 @@ class FakeTime:
 
 
 @pytest.fixture
-def environment(monkeypatch: pytest.MonkeyPatch, search_table: Any) -> dict[str, str]:  # noqa: F811
+def environment(monkeypatch: pytest.MonkeyPatch, search_table: Any) -> dict[str, str]:
     environment = {
         **HUB_ENVIRONMENT,
         "POWERTOOLS_SERVICE_NAME": "spothub-search-api",
@@ -136,7 +136,7 @@ def handler(
 
 
 @pytest.fixture
-def store(search_table: Any) -> SearchStore:  # noqa: F811
+def store(search_table: Any) -> SearchStore:
     return SearchStore(search_table)
 
 

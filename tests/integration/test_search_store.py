@@ -9,7 +9,7 @@ from typing import Any
 from spothub_core.dal.search_store import SearchStore
 from spothub_core.models.search_records import EndReason, SearchInstance, SearchStatus
 from tests.integration.batch_fixtures import atomic_items
-from tests.integration.search_fixtures import search_table  # noqa: F401
+from tests.integration.search_fixtures import search_table_fixture  # noqa: F401 (registered as search_table)
 
 NOW = 1_800_000_000.0
 

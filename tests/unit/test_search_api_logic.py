@@ -82,5 +82,7 @@ def test_a_refusal_answers_its_shape_without_the_fields_it_does_not_use() -> Non
         (200, None),
     ],
 )
-def test_only_the_services_refusal_of_the_query_is_the_callers_error(code: int | None, answered: HTTPStatus | None) -> None:
+def test_only_the_services_refusal_of_the_query_is_the_callers_error(
+    code: int | None, answered: HTTPStatus | None
+) -> None:
     assert _client_error(code) == answered
