@@ -10,8 +10,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
 import shlex
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from aws_cdk.region_info import RegionInfo
@@ -19,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # The shape the API checks in POST /spot-provisioning too.
 from spothub_core.models.api import INSTANCE_TYPE_PATTERN
-from spothub_core.timings import SERVING_HEALTH_START_PERIOD_SECONDS, WORKER_POLL_SECONDS
+from spothub_core.timings import (
+    MINUTE_SECONDS,
+    SEARCH_HEALTH_INTERVAL_SECONDS,
+    SEARCH_IDLE_TIMEOUT_SECONDS,
+    SEARCH_MAX_RUNTIME_SECONDS,
+    SERVING_HEALTH_START_PERIOD_SECONDS,
+    WORKER_POLL_SECONDS,
+)
 from stacks.serving_presets import API_KEY_ENV, GPU_COUNTS, PRESETS, ServingPreset, preset_command
 
 KNOWN_REGIONS: frozenset[str] = frozenset(r.name for r in RegionInfo.regions)
@@ -33,6 +42,7 @@ SUBNET_ID_PATTERN = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 ACCOUNT_PATTERN = re.compile(r"^[0-9]{12}$")
 PREFIX_LIST_PATTERN = re.compile(r"^pl-[0-9a-f]{8,17}$")
 SECURITY_GROUP_PATTERN = re.compile(r"^sg-[0-9a-f]{8,17}$")
+VOLUME_ID_PATTERN = re.compile(r"^vol-[0-9a-f]{8,17}$")
 # S3's rules for a general purpose bucket's name: 3-63 of a-z0-9.-, a letter or digit at each end, no "..",
 # not an IP address.
 BUCKET_NAME_PATTERN = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -239,6 +249,23 @@ class SpothubConfig(BaseModel):
     jobs_notify_email: str | None = Field(None, alias="jobsNotifyEmail")
     # A verified SES identity in the hub region (the address, or its domain) that job ends are also e-mailed from.
     jobs_ses_sender: str | None = Field(None, alias="jobsSesSender")
+    # The search instance: one GPU instance bound to the EBS volume searchVolumeId, in that volume's region
+    # (searchRegion, a worker region; default the first one). Without searchVolumeId no search part is deployed.
+    search_volume_id: str | None = Field(None, alias="searchVolumeId")
+    search_region_name: str | None = Field(None, alias="searchRegion")
+    search_instance_type: str = Field("g5.xlarge", alias="searchInstanceType")
+    search_use_spot: bool = Field(True, alias="searchUseSpot")
+    # The most an hour of spot may cost (USD); none: up to the on-demand price.
+    search_spot_max_price: float | None = Field(None, alias="searchSpotMaxPrice", gt=0)
+    search_idle_timeout: Annotated[int, Field(ge=60, alias="searchIdleTimeout")] = SEARCH_IDLE_TIMEOUT_SECONDS
+    search_max_runtime: Annotated[int, Field(ge=0, alias="searchMaxRuntime")] = SEARCH_MAX_RUNTIME_SECONDS
+    # The monitor's schedule: EventBridge rates are whole minutes.
+    search_health_interval: Annotated[int, Field(ge=60, le=24 * 3600, alias="searchHealthInterval")] = (
+        SEARCH_HEALTH_INTERVAL_SECONDS
+    )
+    search_port: Annotated[int, Field(ge=1024, le=65535, alias="searchPort")] = 8000
+    search_image: str | None = Field(None, alias="searchImage", min_length=3)
+    search_health_path: str = Field("/health", alias="searchHealthPath")
 
     @field_validator("worker_regions", "instance_types", mode="before")
     @classmethod
@@ -299,7 +326,7 @@ class SpothubConfig(BaseModel):
                 filled[alias] = value
         return filled
 
-    @field_validator("hub_as_worker", "serving_public_ip", mode="before")
+    @field_validator("hub_as_worker", "serving_public_ip", "search_use_spot", mode="before")
     @classmethod
     def _flag(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0", "yes", "no"}:
@@ -393,14 +420,58 @@ class SpothubConfig(BaseModel):
             raise ValueError(f"'{value}' is not a lower-case DNS name (gpu.example.com)")
         return value
 
-    @field_validator("serving_model", "serving_image")
+    @field_validator("serving_model", "serving_image", "search_image")
     @classmethod
-    def _one_word(cls, value: str) -> str:
-        if not NO_WHITESPACE_PATTERN.match(value):
+    def _one_word(cls, value: str | None) -> str | None:
+        if value is not None and not NO_WHITESPACE_PATTERN.match(value):
             raise ValueError(f"'{value}' must not contain spaces")
         return value
 
-    @field_validator("serving_health_path")
+    @field_validator("search_volume_id", "search_region_name", "search_image", "search_spot_max_price", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        """`-c searchVolumeId=` (an empty value) unsets an optional key, as leaving it out does."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("search_volume_id")
+    @classmethod
+    def _volume_id(cls, value: str | None) -> str | None:
+        if value is not None and not VOLUME_ID_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not an EBS volume id (vol-0123456789abcdef0)")
+        return value
+
+    @field_validator("search_region_name")
+    @classmethod
+    def _search_region(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_region(value)
+        return value
+
+    @field_validator("search_instance_type")
+    @classmethod
+    def _search_instance_type(cls, value: str) -> str:
+        if not INSTANCE_TYPE_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not an EC2 instance type name (like g5.xlarge)")
+        return value
+
+    @field_validator("search_spot_max_price")
+    @classmethod
+    def _max_price(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{value} is not a price in USD per hour (like 0.45)")
+        return value
+
+    @field_validator("search_health_interval")
+    @classmethod
+    def _whole_minutes(cls, value: int) -> int:
+        if value % MINUTE_SECONDS:
+            raise ValueError(
+                f"{value} is not whole minutes: the health checks run on an EventBridge schedule, whose rate is "
+                f"in minutes (60, 120, ...)"
+            )
+        return value
+
+    @field_validator("serving_health_path", "search_health_path")
     @classmethod
     def _health_path(cls, value: str) -> str:
         if not HEALTH_PATH_PATTERN.match(value):
@@ -487,7 +558,22 @@ class SpothubConfig(BaseModel):
         if (self.hosted_zone_id is None) != (self.endpoint_name is None):
             raise ValueError("hostedZoneId and endpointName go together: set both or neither")
         self._check_serving()
+        self._check_search()
         return self
+
+    def _check_search(self) -> None:
+        region = self.search_region_name
+        if region is not None and region not in self.deployed_worker_regions:
+            raise ValueError(
+                f"searchRegion {region} is not a worker region (worker regions: "
+                f"{', '.join(self.deployed_worker_regions)}): name the region of searchVolumeId, and deploy a "
+                "worker there (workerRegions, or hubAsWorker for the hub region)"
+            )
+        if self.search_volume_id is not None and self.search_image is None:
+            raise ValueError(
+                "searchImage is required with searchVolumeId: the search service's container image "
+                "(it serves GET searchHealthPath and POST /search on searchPort)"
+            )
 
     def _check_serving(self) -> None:
         for key, by_region in (
@@ -572,6 +658,50 @@ class SpothubConfig(BaseModel):
         if self.jobs_ses_sender is None:
             return []
         return [self.jobs_ses_sender, self.jobs_ses_sender.rsplit("@", 1)[1]]
+
+    @property
+    def search_enabled(self) -> bool:
+        """The search part is deployed (hub and search region) only for a named volume."""
+        return self.search_volume_id is not None
+
+    @property
+    def search_region(self) -> str:
+        """Where the search volume, and so the search instance, is: searchRegion, or the first worker region."""
+        return self.search_region_name or self.deployed_worker_regions[0]
+
+    @property
+    def search_spot_max_price_text(self) -> str:
+        """searchSpotMaxPrice as EC2 takes it (a decimal string); "" for none."""
+        if self.search_spot_max_price is None:
+            return ""
+        return format(Decimal(str(self.search_spot_max_price)).normalize(), "f")
+
+    @property
+    def search_table_name(self) -> str:
+        return f"{self.prefix}-search"
+
+    @property
+    def search_launcher_name(self) -> str:
+        return f"{self.prefix}-search-launcher"
+
+    @property
+    def search_host_parameter(self) -> str:
+        """What the search region publishes for the hub's search functions (SearchHost)."""
+        return f"{self.ssm_prefix}/search-host"
+
+    @property
+    def search_config_parameter(self) -> str:
+        """What the agent on the search instance reads (SearchAgentConfig)."""
+        return f"{self.ssm_prefix}/search-config"
+
+    @property
+    def search_api_key_secret_name(self) -> str:
+        return f"{self.prefix}/search/api-key"
+
+    @property
+    def search_instance_role_name(self) -> str:
+        """Named: the hub's launcher passes it (iam:PassRole) from another region."""
+        return f"{self.prefix}-search-instance"
 
     @property
     def deployed_worker_regions(self) -> list[str]:

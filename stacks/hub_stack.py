@@ -4,7 +4,8 @@ The stack holds what its parts share (the state table, the hub bus, the alerts t
 layer, the API, the failure queue); each part is a construct that owns its functions, grants and state
 machines: PlatformStatus (GET /status), SpotProvisioning (the switch, the finder, the capacity handler, the
 orchestrator, their rules), AgentApi (the agents' routes), BatchJobs (the jobs table, the jobs and worker routes,
-the listing state machine, the supervisor, the jobs topic)."""
+the listing state machine, the supervisor, the jobs topic), and with searchVolumeId SearchService (the search
+table, the search routes, the launcher state machine and its tasks, the monitor)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from stacks.constructs.model_api_key import ModelApiKey
 from stacks.constructs.platform_status import PlatformStatus
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, FunctionDefaults
 from stacks.constructs.rest_api import SpothubRestApi
+from stacks.constructs.search_service import SearchService
 from stacks.constructs.spot_provisioning import SpotProvisioning
 from stacks.nag import acknowledge
 
@@ -140,6 +142,20 @@ class HubStack(Stack):
             spot_finder=self.spot_provisioning.spot_finder.function,
         )
 
+        # The search instance, only for a named volume: nothing of it exists otherwise.
+        self.search: SearchService | None = None
+        if config.search_enabled:
+            self.search = SearchService(
+                self,
+                "Search",
+                config=config,
+                functions=self.functions,
+                key=self.alerts.key,
+                bus=self.bus,
+                failed_invocations=self.failed_invocations.queue,
+                api=self.api,
+            )
+
         self.model_api_key = ModelApiKey(self, "ModelApiKey", config=config)
 
         self._publish_parameters()
@@ -149,6 +165,8 @@ class HubStack(Stack):
         CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)
         CfnOutput(self, "JobsTableName", value=self.batch.table.table_name)
         CfnOutput(self, "JobsTopicArn", value=self.batch.topic.topic_arn)
+        if self.search is not None:
+            CfnOutput(self, "SearchTableName", value=self.search.table.table_name)
         self._suppress_platform_findings()
 
     def _publish_parameters(self) -> None:

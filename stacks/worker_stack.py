@@ -1,4 +1,5 @@
-"""A worker region: GPU capacity, batch capacity and the region-local automation. One per worker region."""
+"""A worker region: GPU capacity, batch capacity and the region-local automation. One per worker region; the
+search region's (with searchVolumeId) also holds the search instance's mechanics (SearchHost)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from stacks.constructs.gpu_capacity import MODEL_CACHE_MOUNT, GpuCapacity
 from stacks.constructs.instance_remediation import InstanceRemediation
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, FunctionDefaults
+from stacks.constructs.search_host import SearchHost
 from stacks.constructs.serving_task import ServingTask
 from stacks.constructs.worker_automation import WorkerAutomation
 from stacks.constructs.worker_network import WorkerNetwork
@@ -100,12 +102,26 @@ class WorkerStack(Stack):
             worker_bus=self.bus,
             functions=self.functions,
         )
+        # The search instance's region (the volume's): its router, template, role, secret and parameters.
+        is_search_region = config.search_enabled and self.region == config.search_region
+        self.search: SearchHost | None = None
+        if is_search_region:
+            self.search = SearchHost(
+                self,
+                "Search",
+                config=config,
+                vpc=self.network.vpc,
+                subnets=self.network.subnets,
+                functions=self.functions,
+                key=self.alerts.key,
+            )
         EventForwarding(
             self,
             "ForwardToHub",
             hub_bus_arn=self.hub_bus_arn,
             auto_scaling_group_name=self.capacity.group_name,
             dead_letter_queue=self.undelivered.queue,
+            search_region=is_search_region,
         )
 
         CfnOutput(self, "AutoScalingGroupName", value=self.capacity.group_name)
@@ -115,3 +131,6 @@ class WorkerStack(Stack):
         CfnOutput(self, "ServingTaskFamily", value=self.serving.task_definition.family)
         CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)
         CfnOutput(self, "BatchLaunchTemplateId", value=self.batch.launch_template.launch_template_id or "")
+        if self.search is not None:
+            CfnOutput(self, "SearchLaunchTemplateId", value=self.search.launch_template.launch_template_id or "")
+            CfnOutput(self, "SearchApiKeySecretArn", value=self.search.api_key.secret_arn)

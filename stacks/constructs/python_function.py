@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -29,6 +30,27 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 CODE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "requirements.txt", ".pytest_cache"]
 
 
+@dataclass(frozen=True)
+class FunctionNetwork:
+    """A function in a VPC: its subnets and security groups. The role gets no managed policy for it (the function's
+    role is given; aws-cdk-lib adds AWSLambdaVPCAccessExecutionRole only to a role it creates): whoever places a
+    function in a VPC grants the network interface actions Lambda needs."""
+
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    security_groups: tuple[ec2.ISecurityGroup, ...]
+    # Lambda gives a function's interfaces no public address: in a public subnet it reaches only the VPC.
+    public_subnets: bool = False
+
+    def function_props(self) -> dict[str, Any]:
+        return {
+            "vpc": self.vpc,
+            "vpc_subnets": self.subnets,
+            "security_groups": list(self.security_groups),
+            "allow_public_subnet": self.public_subnets,
+        }
+
+
 class SpothubFunction(Construct):
     def __init__(
         self,
@@ -44,6 +66,8 @@ class SpothubFunction(Construct):
         environment: dict[str, str] | None = None,
         memory_size: int = 256,
         timeout_seconds: int = 30,
+        function_name: str | None = None,
+        network: FunctionNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not (LAMBDAS_DIR / concern / "handler.py").is_file():
@@ -74,6 +98,8 @@ class SpothubFunction(Construct):
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             dead_letter_queue=dead_letter_queue,
+            function_name=function_name,
+            **(network.function_props() if network else {}),
             retry_attempts=2,
             max_event_age=Duration.seconds(ASYNC_INVOCATION_MAX_AGE_SECONDS),
             environment={

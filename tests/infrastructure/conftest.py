@@ -6,6 +6,9 @@ import pytest
 
 from tests.infrastructure.synth import REFERENCE_CONTEXT, Synthesized, synthesize
 
+# Every deployment the fixtures below synthesize, by fixture name: what cfn-lint and cdk-nag look at.
+DEPLOYMENTS = ("reference", "hub_as_worker", "serving", "operator_vpc", "search", "search_in_hub")
+
 # Batch jobs: two input buckets, one output bucket, an address told of every job, an SES sender.
 BATCH_CONTEXT = {
     "batchInputBuckets": "spothub-inputs,team.raw-data",
@@ -95,3 +98,48 @@ OPERATOR_VPC_CONTEXT = {
 @pytest.fixture(scope="session")
 def operator_vpc(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(tmp_path_factory.mktemp("operator-vpc"), OPERATOR_VPC_CONTEXT)
+
+
+# The search instance as the sandbox deploys it: the volume in us-west-2 (one of the two worker regions), a spot
+# price cap, the reference regions otherwise.
+SEARCH_VOLUME_ID = "vol-0dec0de5eadc0ffee"
+SEARCH_CONTEXT = {
+    **REFERENCE_CONTEXT,
+    "searchVolumeId": SEARCH_VOLUME_ID,
+    "searchRegion": "us-west-2",
+    "searchImage": "ghcr.io/example/semantic-search:1.4",
+    "searchSpotMaxPrice": "0.45",
+}
+
+
+@pytest.fixture(scope="session")
+def search(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("search"), SEARCH_CONTEXT)
+
+
+# The search instance in the hub region (also the only worker), in the operator's VPC, on-demand only, with every
+# search key set.
+SEARCH_IN_HUB_CONTEXT = {
+    "prefix": "gpu-prod",
+    "hubRegion": "us-east-1",
+    "workerRegions": "",
+    "hubAsWorker": "true",
+    "account": "123456789012",
+    "vpcs": json.dumps(
+        {"us-east-1": {"vpcId": "vpc-0123456789abcdef0", "subnetIds": ["subnet-0aaa1111", "subnet-0bbb2222"]}}
+    ),
+    "searchVolumeId": "vol-0123456789abcdef0",
+    "searchInstanceType": "g6.2xlarge",
+    "searchUseSpot": "false",
+    "searchIdleTimeout": "600",
+    "searchMaxRuntime": "0",
+    "searchHealthInterval": "120",
+    "searchPort": "9200",
+    "searchImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/search:2",
+    "searchHealthPath": "/ready",
+}
+
+
+@pytest.fixture(scope="session")
+def search_in_hub(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("search-in-hub"), SEARCH_IN_HUB_CONTEXT)

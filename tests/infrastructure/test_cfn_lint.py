@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.infrastructure.conftest import DEPLOYMENTS
 from tests.infrastructure.synth import Synthesized
 
 
@@ -24,11 +27,10 @@ def lint_errors(templates: list[Path]) -> list[str]:
     return [f"{f['Filename']}: {f['Rule']['Id']} {f['Message']}" for f in findings if f["Level"] == "Error"]
 
 
-def test_templates_have_no_cfn_lint_errors(
-    reference: Synthesized, hub_as_worker: Synthesized, serving: Synthesized, operator_vpc: Synthesized
-) -> None:
-    for synthesized in (reference, hub_as_worker, serving, operator_vpc):
-        assert lint_errors(sorted(synthesized.outdir.glob("*.template.json"))) == []
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_templates_have_no_cfn_lint_errors(request: pytest.FixtureRequest, deployment: str) -> None:
+    synthesized: Synthesized = request.getfixturevalue(deployment)
+    assert lint_errors(sorted(synthesized.outdir.glob("*.template.json"))) == []
 
 
 def test_cfn_lint_finds_errors_when_there_are_some(tmp_path: Path) -> None:

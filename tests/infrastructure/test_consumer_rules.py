@@ -1,6 +1,9 @@
 """The synthesized EventBridge rules carry exactly what the consumer list (spothub_core.consumers) gives: for each
 consumer, the (source, detail-type) pairs its rules let through are its entries, on the bus the entries name;
-and the rules that carry events between buses carry exactly what is consumed at the other end."""
+and the rules that carry events between buses carry exactly what is consumed at the other end.
+
+The deployment checked is the search fixture (the reference regions with the search instance in us-west-2), where
+every consumer exists; without searchVolumeId, nothing consumes or forwards the search monitor's entries."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from tests.infrastructure.synth import Synthesized
 
 Pair = tuple[str, str]
 # The hub's consumers, all on the hub bus.
-HUB_TARGETS = (Target.CAPACITY_HANDLER, Target.BATCH_SUPERVISOR)
+HUB_TARGETS = (Target.CAPACITY_HANDLER, Target.BATCH_SUPERVISOR, Target.SEARCH_MONITOR)
+# Consumers whose AWS events only the search region forwards.
+SEARCH_REGION_TARGETS = (Target.SEARCH_MONITOR,)
 # The worker region's consumers, by the bus their rules read ("default": the region's default bus).
 WORKER_TARGETS = {
     Target.WORKER_TASKS: "WorkerBus",
@@ -70,21 +75,21 @@ def _keys(target: Target) -> set[Pair]:
 
 
 @pytest.mark.parametrize("target", HUB_TARGETS)
-def test_each_hub_consumer_takes_exactly_its_entries_from_the_hub_bus(reference: Synthesized, target: Target) -> None:
-    hub = reference.config.hub_stack_name()
-    pairs, buses = _pairs_to(reference, hub, target)
+def test_each_hub_consumer_takes_exactly_its_entries_from_the_hub_bus(search: Synthesized, target: Target) -> None:
+    hub = search.config.hub_stack_name()
+    pairs, buses = _pairs_to(search, hub, target)
     assert pairs == _keys(target)
     assert len(buses) == 1
     assert next(iter(buses)).startswith("HubBus")
 
 
 @pytest.mark.parametrize("target", HUB_TARGETS)
-def test_one_hub_rule_per_source_with_the_lists_pattern(reference: Synthesized, target: Target) -> None:
-    hub = reference.config.hub_stack_name()
+def test_one_hub_rule_per_source_with_the_lists_pattern(search: Synthesized, target: Target) -> None:
+    hub = search.config.hub_stack_name()
     handler_rules = [
         rule["EventPattern"]
-        for rule in _rules(reference, hub)
-        if {_consumer_of(reference, hub, t) for t in rule["Targets"]} == {target.value}
+        for rule in _rules(search, hub)
+        if {_consumer_of(search, hub, t) for t in rule["Targets"]} == {target.value}
     ]
     expected = list(event_patterns(consumed_by(target).values()).values())
     assert sorted(handler_rules, key=json.dumps) == sorted(expected, key=json.dumps)
@@ -97,26 +102,57 @@ def test_every_consumer_is_checked_here() -> None:
 @pytest.mark.parametrize(("target", "bus"), WORKER_TARGETS.items())
 @pytest.mark.parametrize("region", ["us-west-2", "eu-west-1"])
 def test_each_worker_consumer_takes_exactly_its_entries(
-    reference: Synthesized, target: Target, bus: str, region: str
+    search: Synthesized, target: Target, bus: str, region: str
 ) -> None:
-    worker = reference.config.worker_stack_name(region)
-    pairs, buses = _pairs_to(reference, worker, target)
+    worker = search.config.worker_stack_name(region)
+    pairs, buses = _pairs_to(search, worker, target)
     assert pairs == _keys(target)
     assert {"WorkerBus" if b.startswith("WorkerBus") else b for b in buses} == {bus}
     expected_bus = {Bus.WORKER: "WorkerBus", Bus.WORKER_DEFAULT: "default"}
     assert {expected_bus[c.bus] for c in consumed_by(target).values()} == {bus}
 
 
+def _produced_in(synthesized: Synthesized, region: str) -> set[Pair]:
+    """The hub entries a worker region produces: the worker's own reports and the AWS events of the region (the
+    search monitor's only from the search region); the agent puts its reports on the hub bus itself."""
+    search_region = synthesized.config.search_enabled and region == synthesized.config.search_region
+    return {
+        (str(c.source), str(c.detail_type))
+        for c in CONSUMERS
+        if c.bus == Bus.HUB
+        and (c.source == Source.WORKER or c.source in AWS_EVENT_SOURCES.values())
+        and (search_region or c.target not in SEARCH_REGION_TARGETS)
+    }
+
+
 @pytest.mark.parametrize("region", ["us-west-2", "eu-west-1"])
 def test_a_worker_region_forwards_to_the_hub_exactly_the_hub_entries_it_produces(
-    reference: Synthesized, region: str
+    search: Synthesized, reference: Synthesized, region: str
 ) -> None:
-    worker = reference.config.worker_stack_name(region)
-    pairs, _ = _pairs_to(reference, worker, ":event-bus/spothub-hub")
-    hub_entries = [c for c in CONSUMERS if c.bus == Bus.HUB]
-    # The worker's own reports and the AWS events of the region; the agent puts its reports on the hub bus itself.
-    produced_here = {c.key for c in hub_entries if c.source == Source.WORKER or c.source in AWS_EVENT_SOURCES.values()}
-    assert pairs == {(str(s), str(d)) for s, d in produced_here}
+    for synthesized in (search, reference):
+        worker = synthesized.config.worker_stack_name(region)
+        pairs, _ = _pairs_to(synthesized, worker, ":event-bus/spothub-hub")
+        assert pairs == _produced_in(synthesized, region), region
+
+
+def test_only_the_search_region_forwards_the_search_monitors_aws_events(search: Synthesized) -> None:
+    search_pairs = {k for target in SEARCH_REGION_TARGETS for k in _keys(target)}
+    assert search_pairs
+    for region in search.config.deployed_worker_regions:
+        pairs, _ = _pairs_to(search, search.config.worker_stack_name(region), ":event-bus/spothub-hub")
+        assert (search_pairs <= pairs) == (region == search.config.search_region), region
+
+
+def test_without_a_search_volume_nothing_consumes_or_forwards_the_search_monitors_entries(
+    reference: Synthesized,
+) -> None:
+    hub = reference.config.hub_stack_name()
+    assert _pairs_to(reference, hub, Target.SEARCH_MONITOR) == (set(), set())
+    search_pairs = {k for target in SEARCH_REGION_TARGETS for k in _keys(target)}
+    # Spot warnings still reach each region's capacity monitor on its default bus, but none goes to the hub.
+    for region in reference.config.deployed_worker_regions:
+        forwarded, _ = _pairs_to(reference, reference.config.worker_stack_name(region), ":event-bus/spothub-hub")
+        assert not forwarded & search_pairs, region
 
 
 def test_the_hub_sends_each_worker_region_exactly_the_commands_it_consumes(reference: Synthesized) -> None:

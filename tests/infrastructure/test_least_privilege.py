@@ -57,6 +57,12 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "ecs:TagResource": "ecs:cluster",
     "ecs:ListContainerInstances": "ecs:cluster",
     "ecs:DescribeContainerInstances": "ecs:cluster",
+    # The search launcher's tasks: where the volume is and the subnets of its zone.
+    "ec2:DescribeVolumes": None,
+    "ec2:DescribeSubnets": None,
+    # The search router in the VPC: Lambda creates its network interfaces with the function's role, on "*".
+    "ec2:CreateNetworkInterface": None,
+    "ec2:DescribeNetworkInterfaces": None,
 }
 MANAGED_POLICIES_ALLOWED = {"AmazonAPIGatewayPushToCloudWatchLogs"}
 
@@ -82,8 +88,10 @@ def _conditions(statement: dict[str, Any]) -> set[str]:
     return {key for operator in statement.get("Condition", {}).values() for key in operator}
 
 
-def test_no_action_wildcards(reference: Synthesized, hub_as_worker: Synthesized) -> None:
-    for synthesized in (reference, hub_as_worker):
+def test_no_action_wildcards(
+    reference: Synthesized, hub_as_worker: Synthesized, search: Synthesized, search_in_hub: Synthesized
+) -> None:
+    for synthesized in (reference, hub_as_worker, search, search_in_hub):
         for where, statement in _statements(synthesized):
             for action in _as_list(statement["Action"]):
                 assert action != "*", where
@@ -92,9 +100,9 @@ def test_no_action_wildcards(reference: Synthesized, hub_as_worker: Synthesized)
 
 
 def test_resource_wildcards_only_where_the_service_has_no_resource_level_permissions(
-    reference: Synthesized, hub_as_worker: Synthesized
+    reference: Synthesized, hub_as_worker: Synthesized, search: Synthesized, search_in_hub: Synthesized
 ) -> None:
-    for synthesized in (reference, hub_as_worker):
+    for synthesized in (reference, hub_as_worker, search, search_in_hub):
         for where, statement in _statements(synthesized):
             if "*" not in _as_list(statement["Resource"]):
                 continue
@@ -105,8 +113,10 @@ def test_resource_wildcards_only_where_the_service_has_no_resource_level_permiss
                     assert required in _conditions(statement), f'{where}: {action} on "*" needs condition {required}'
 
 
-def test_only_the_api_gateway_logging_role_uses_a_managed_policy(reference: Synthesized) -> None:
-    for stack_name, template in reference.templates.items():
+def test_only_the_api_gateway_logging_role_uses_a_managed_policy(
+    reference: Synthesized, search: Synthesized, search_in_hub: Synthesized
+) -> None:
+    for stack_name, template in [t for s in (reference, search, search_in_hub) for t in s.templates.items()]:
         for logical_id, resource in template["Resources"].items():
             if resource["Type"] != "AWS::IAM::Role":
                 continue
@@ -119,7 +129,7 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(reference: Synt
 
 def _function_actions(reference: Synthesized, role_prefix: str) -> set[str]:
     """Every action the hub function whose role's logical id starts with `role_prefix` may call."""
-    policies = reference.resources("spothub-hub", "AWS::IAM::Policy")
+    policies = reference.resources(reference.config.hub_stack_name(), "AWS::IAM::Policy")
     (policy,) = [p for logical_id, p in policies.items() if logical_id.startswith(role_prefix)]
     return {
         action
@@ -246,3 +256,53 @@ def test_batch_worker_roles_may_call_only_their_actions(reference: Synthesized) 
             "s3:PutObject",
             "s3:AbortMultipartUpload",
         }, region
+
+
+SEARCH_TABLE = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+# What each search function may do in the search region besides the table: the router, the instance's end.
+SEARCH_REGION_BASE = {"lambda:InvokeFunction", "ec2:TerminateInstances", "ec2:DescribeInstances"}
+
+
+def test_search_hub_functions_may_call_only_their_actions(search: Synthesized, search_in_hub: Synthesized) -> None:
+    expected = {
+        "SearchApiRole": {*SEARCH_TABLE, "dynamodb:PutItem", *SEARCH_REGION_BASE, "states:StartExecution"},
+        "SearchMonitorRole": {*SEARCH_TABLE, "dynamodb:PutItem", *SEARCH_REGION_BASE, "states:StartExecution"},
+        "SearchTasksRole": {
+            *SEARCH_TABLE,
+            *SEARCH_REGION_BASE,
+            "ssm:GetParameter",
+            "ec2:DescribeVolumes",
+            "ec2:DescribeSubnets",
+            "ec2:RunInstances",
+            "ec2:CreateTags",
+            "ec2:AttachVolume",
+            "iam:PassRole",
+        },
+    }
+    for synthesized in (search, search_in_hub):
+        for role_prefix, actions in expected.items():
+            assert _function_actions(synthesized, role_prefix) == FUNCTION_BASE | TABLE_KEY | actions, role_prefix
+
+
+def test_search_region_roles_may_call_only_their_actions(search: Synthesized, search_in_hub: Synthesized) -> None:
+    for synthesized in (search, search_in_hub):
+        region = synthesized.config.search_region
+        assert _worker_role_actions(synthesized, region, "SearchRouterRole") == FUNCTION_BASE | {
+            "ec2:CreateNetworkInterface",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSubnets",
+            "ec2:DeleteNetworkInterface",
+            "ec2:AssignPrivateIpAddresses",
+            "ec2:UnassignPrivateIpAddresses",
+        }
+        assert _worker_role_actions(synthesized, region, "SearchInstanceRole") == {
+            "ssm:GetParameter",
+            "secretsmanager:GetSecretValue",
+            "kms:Decrypt",
+            "s3:GetObject",
+            "ssm:UpdateInstanceInformation",
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
+        }

@@ -170,8 +170,10 @@ def test_model_cache_is_encrypted_and_reachable_only_from_the_instances(referenc
     )
 
 
-def test_no_security_group_is_open_to_the_world_or_to_ssh(reference: Synthesized, hub_as_worker: Synthesized) -> None:
-    for synthesized in (reference, hub_as_worker):
+def test_no_security_group_is_open_to_the_world_or_to_ssh(
+    reference: Synthesized, hub_as_worker: Synthesized, search: Synthesized, search_in_hub: Synthesized
+) -> None:
+    for synthesized in (reference, hub_as_worker, search, search_in_hub):
         for name in synthesized.templates:
             for kind in ("AWS::EC2::SecurityGroup", "AWS::EC2::SecurityGroupIngress"):
                 for logical_id, group in synthesized.resources(name, kind).items():
