@@ -424,6 +424,40 @@ class SecretsManagerSecret(EmulatedResource):
         return str(password)
 
 
+def egress_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation egress rule (inline or AWS::EC2::SecurityGroupEgress) as moto's
+    authorize_security_group_egress takes it."""
+    described = {"Description": rule["Description"]} if rule.get("Description") else {}
+    ip_ranges = [{"CidrIp": rule["CidrIp"], **described}] if rule.get("CidrIp") else []
+    ip_ranges += [{"CidrIpv6": rule["CidrIpv6"], **described}] if rule.get("CidrIpv6") else []
+    destination = rule.get("DestinationSecurityGroupId")
+    prefix_list = rule.get("DestinationPrefixListId")
+    return {
+        "ip_protocol": str(rule["IpProtocol"]),
+        "from_port": rule.get("FromPort"),
+        "to_port": rule.get("ToPort"),
+        "ip_ranges": ip_ranges,
+        "source_groups": [{"GroupId": destination}] if destination else [],
+        "prefix_list_ids": [{"PrefixListId": prefix_list, **described}] if prefix_list else [],
+    }
+
+
+class Ec2SecurityGroupEgress(EmulatedResource):
+    """An outbound rule of its own (CDK writes one for a group with allowAllOutbound false that may reach another
+    group): authorized on the group, as EC2's AuthorizeSecurityGroupEgress does."""
+
+    TYPE = "AWS::EC2::SecurityGroupEgress"
+
+    @classmethod
+    def create(cls, logical_id: str, properties: dict[str, Any], account_id: str, region: str) -> tuple[str, dict]:
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+
+        rules, _ = ec2_backends[account_id][region].authorize_security_group_egress(
+            group_name_or_id=properties["GroupId"], **egress_rule(properties)
+        )
+        return (rules[0].id if rules else f"{properties['GroupId']}-{logical_id}"), {}
+
+
 def _suffix() -> str:
     import secrets  # noqa: PLC0415
 

@@ -4,7 +4,9 @@ Routes (JSON bodies; README "Driving the sandbox by hand" lists them with exampl
 GET state, GET timeline?since=S, POST clock/advance {"seconds"}, POST clock/speed {"speed"},
 POST schedules/fire {"rule"} (every scheduled rule whose name contains it, now),
 GET market, POST market/zone {"zone", "instance_type", "capacity"?, "spot_price"?, "placement_score"?},
-GET instances, POST instances/{id}/rebalance | interrupt | agent/kill | agent/restart.
+GET instances, POST instances/{id}/rebalance | interrupt | agent/kill | agent/restart,
+POST instances/{id}/search/health {"healthy": false|true} (the search instance's service fails or passes its health
+checks).
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class ControlSurface:
             return fleet.describe()
         if method == "POST" and parts[0] == "instances" and len(parts) >= 3 and fleet is not None:  # noqa: PLR2004
             instance_id, action = parts[1], "/".join(parts[2:])
+            if action == "search/health":
+                if not isinstance(body.get("healthy"), bool):
+                    raise ControlError(400, 'the body must be {"healthy": true|false}')
+                return fleet.search_health(instance_id, healthy=body["healthy"])
             actions = {
                 "rebalance": fleet.send_rebalance_recommendation,
                 "interrupt": fleet.send_interruption_warning,

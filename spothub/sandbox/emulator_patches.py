@@ -97,6 +97,21 @@ PROPERTY_ADAPTERS: dict[str, tuple[str, str, PropertyAdapter]] = {
     "AWS::SSM::Parameter": ("moto.ssm.models", "Parameter", _ssm_parameter_tags),
 }
 
+
+def _security_group_egress(group: Any, properties: dict[str, Any]) -> None:
+    # moto ignores a group's inline SecurityGroupEgress and keeps the default allow-all rule; on EC2 the rules given
+    # replace it (CDK's allowAllOutbound false gives one rule that matches nothing: no traffic out).
+    from spothub.sandbox.cfn_resources import egress_rule  # noqa: PLC0415
+
+    if "SecurityGroupEgress" not in properties:
+        return
+    group.egress_rules = []
+    for rule in properties["SecurityGroupEgress"]:
+        group.ec2_backend.authorize_security_group_egress(
+            group_name_or_id=group.id, vpc_id=group.vpc_id, **egress_rule(rule)
+        )
+
+
 # moto model -> Fn::GetAtt attributes it lacks
 MISSING_ATTRIBUTES: dict[tuple[str, str], dict[str, Callable[[Any], str]]] = {
     ("moto.efs.models", "FileSystem"): {
@@ -473,6 +488,159 @@ def _terminate_instances(self: Any, instance_ids: list[str]) -> Any:
     return terminated
 
 
+# --- EC2: RunInstances outside a group (the search launcher) and EBS attachments, as EC2 answers them ---------
+
+SPOT_CAPACITY_MESSAGE = (
+    "There is no Spot capacity available that matches your request. We currently do not have sufficient {type} "
+    "capacity in the Availability Zone you requested ({zone}). Our system will be working on provisioning additional "
+    "capacity. You can currently get {type} capacity by not specifying an Availability Zone in your request or "
+    "choosing {others}."
+)
+# What an instance may have a volume attached in (AWS attaches to running and stopped instances only).
+ATTACHABLE_STATES = ("running", "stopped")
+
+
+def _ec2_error(code: str, message: str) -> Exception:
+    from moto.ec2.exceptions import EC2ClientError  # noqa: PLC0415
+
+    return EC2ClientError(code, message)
+
+
+def _run_instances(self: Any) -> Any:
+    """moto launches whatever is asked, ignores ClientToken and starts nothing. EC2: the same ClientToken answers
+    the instances the first request launched; a spot request takes capacity from the market (the zone's pool of the
+    type; InsufficientInstanceCapacity, or SpotMaxPriceTooLow under the zone's price, when it cannot); the
+    instances boot in the fleet (IMDS with their tags, the agent)."""
+    from moto.core.responses import ActionResult  # noqa: PLC0415
+
+    fleet = _hooks.fleet if _hooks else None
+    if fleet is None or self._get_param("DryRun"):
+        return _original_run_instances(self)
+    # One at a time: two requests with one client token launch once.
+    with _run_instances_lock:
+        backend = self.ec2_backend
+        token = self._get_param("ClientToken")
+        if token:
+            for reservation in list(backend.reservations.values()):
+                if any(getattr(i, "client_token", None) == token for i in reservation.instances):
+                    return ActionResult(reservation)
+        return _launch_direct(self, fleet)
+
+
+def _launch_direct(self: Any, fleet: Any) -> Any:
+    backend = self.ec2_backend
+    template = _requested_template(backend, self._get_param("LaunchTemplate", {}) or {})
+    market_type = self._get_param("InstanceMarketOptions.MarketType") or (
+        (template.get("InstanceMarketOptions") or {}).get("MarketType")
+    )
+    count = int(self._get_param("MinCount", if_none="1"))
+    interfaces = self._get_param("NetworkInterfaces", []) or []
+    network = next((dict(i) for i in interfaces if int(i.get("DeviceIndex", 0)) == 0), {})
+    instance_type = self._get_param("InstanceType") or template.get("InstanceType") or "m1.small"
+    zone = _requested_zone(backend, self, network)
+    taken = None
+    if market_type == "spot":
+        taken = fleet.check_spot_capacity(zone, instance_type, count)
+        if taken is None:
+            others = ", ".join(f"{backend.region_name}{z}" for z in "abc" if f"{backend.region_name}{z}" != zone)
+            raise _ec2_error(
+                "InsufficientInstanceCapacity",
+                SPOT_CAPACITY_MESSAGE.format(type=instance_type, zone=zone, others=others),
+            )
+        max_price = self._get_param("InstanceMarketOptions.SpotOptions.MaxPrice") or (
+            ((template.get("InstanceMarketOptions") or {}).get("SpotOptions") or {}).get("MaxPrice")
+        )
+        if max_price and float(max_price) < taken[0].spot_price:
+            for pool in taken:
+                fleet.release_spot(pool)
+            raise _ec2_error(
+                "SpotMaxPriceTooLow",
+                f"Your Spot request price of {max_price} is lower than the minimum required Spot request fulfillment "
+                f"price of {taken[0].spot_price}.",
+            )
+    try:
+        result = _original_run_instances(self)
+    except Exception:
+        for pool in taken or []:
+            fleet.release_spot(pool)
+        raise
+    from spothub.sandbox.fleet import metadata_tags_enabled, profile_role  # noqa: PLC0415
+
+    reservation = result.result
+    profile = template.get("IamInstanceProfile") or {}
+    if self._get_param("IamInstanceProfile.Arn") or self._get_param("IamInstanceProfile.Name"):
+        profile = {k: v for k in ("Arn", "Name") if (v := self._get_param(f"IamInstanceProfile.{k}"))}
+    fleet.launch_direct(
+        list(reservation.instances),
+        capacity_type="spot" if market_type == "spot" else "on-demand",
+        network=network,
+        role_arn=profile_role(backend.account_id, profile),
+        metadata_tags=metadata_tags_enabled(template, self._get_param("MetadataOptions", {}) or {}),
+    )
+    return result
+
+
+def _requested_template(backend: Any, specification: dict[str, Any]) -> dict[str, Any]:
+    """The data of the launch template version a request names ({} without one)."""
+    if not specification:
+        return {}
+    try:
+        return dict(backend._get_template_from_args(specification).data or {})
+    except Exception:  # an unknown template: RunInstances itself answers the error
+        return {}
+
+
+def _requested_zone(backend: Any, response: Any, network: dict[str, Any]) -> str:
+    """Where EC2 places the instance: its subnet's zone (the network interface's or the request's), else the
+    requested zone, else the region's first."""
+    subnet_id = network.get("SubnetId") or response._get_param("SubnetId")
+    if subnet_id:
+        return str(backend.get_subnet(subnet_id).availability_zone)
+    return str(response._get_param("Placement.AvailabilityZone") or f"{backend.region_name}a")
+
+
+def _attach_volume(
+    self: Any, volume_id: str, instance_id: str, device_path: str, delete_on_termination: bool = False
+) -> Any:
+    """moto attaches any volume to any instance, even one attached elsewhere, in another zone, or to a terminated
+    instance. EC2 refuses those (IncorrectState, InvalidVolume.ZoneMismatch, VolumeInUse, a device in use); an
+    attached volume appears on the simulated instance (fleet.on_attached)."""
+    volume = self.get_volume(volume_id)
+    instance = self.get_instance(instance_id)
+    if instance.state not in ATTACHABLE_STATES:
+        raise _ec2_error("IncorrectState", f"Instance '{instance_id}' is not 'running'.")
+    if volume.attachment is not None:
+        raise _ec2_error("VolumeInUse", f"{volume_id} is already attached to an instance")
+    if volume.zone.name != instance.placement.zone:
+        raise _ec2_error(
+            "InvalidVolume.ZoneMismatch",
+            f"The volume '{volume_id}' is not in the same availability zone as instance '{instance_id}'",
+        )
+    if device_path in instance.block_device_mapping:
+        raise _ec2_error(
+            "InvalidParameterValue",
+            f"Invalid value '{device_path}' for unixDevice. Attachment point {device_path} is already in use",
+        )
+    attachment = _original_attach_volume(self, volume_id, instance_id, device_path, delete_on_termination)
+    if _hooks and _hooks.fleet is not None:
+        _hooks.fleet.on_attached(volume_id, instance_id, device_path)
+    return attachment
+
+
+def _detach_volume(self: Any, volume_id: str, instance_id: str, device_path: str) -> Any:
+    # DetachVolume, or the instance's termination (moto detaches its volumes): the device leaves the instance.
+    attachment = _original_detach_volume(self, volume_id, instance_id, device_path)
+    if _hooks and _hooks.fleet is not None:
+        _hooks.fleet.on_detached(volume_id, attachment.instance.id)
+    return attachment
+
+
+_original_run_instances: Any = None
+_run_instances_lock = threading.Lock()
+_original_attach_volume: Any = None
+_original_detach_volume: Any = None
+
+
 # Auto Scaling counts pending instances (Pending:Wait on a launch hook included) toward the desired
 # capacity; moto counts InService only, so a group held by its hook would launch again and again.
 COUNTED_LIFECYCLE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
@@ -721,6 +889,9 @@ def apply() -> None:
             _wrap_create(model, adapter=adapter)
         for (module_name, class_name), attributes in MISSING_ATTRIBUTES.items():
             _add_attributes(getattr(importlib.import_module(module_name), class_name), attributes)
+        from moto.ec2.models.security_groups import SecurityGroup  # noqa: PLC0415
+
+        _wrap_create(SecurityGroup, finish=_security_group_egress)
         from spothub.sandbox import cfn_resources  # noqa: PLC0415
 
         cfn_resources.register()
@@ -821,6 +992,15 @@ def _patch_capacity_apis() -> None:
     _original_terminate_instances = instance_models.InstanceBackend.terminate_instances
     instance_models.InstanceBackend.terminate_instances = _terminate_instances  # type: ignore[method-assign]
     EC2Response.get_spot_placement_scores = _get_spot_placement_scores  # type: ignore[attr-defined]
+    from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: PLC0415
+
+    global _original_run_instances, _original_attach_volume, _original_detach_volume  # noqa: PLW0603
+    _original_run_instances = EC2Response.run_instances
+    EC2Response.run_instances = _run_instances  # type: ignore[method-assign]
+    _original_attach_volume = EBSBackend.attach_volume
+    EBSBackend.attach_volume = _attach_volume  # type: ignore[method-assign]
+    _original_detach_volume = EBSBackend.detach_volume
+    EBSBackend.detach_volume = _detach_volume  # type: ignore[method-assign]
     group_model.active_instances = _active_instances  # type: ignore[method-assign]
     from moto.autoscaling.responses import AutoScalingResponse  # noqa: PLC0415
 

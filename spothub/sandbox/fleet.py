@@ -28,14 +28,23 @@ from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.imds import InstanceMetadataServer
 from spothub.sandbox.market import Pool, SpotMarket
 from spothub.sandbox.ports import free_port
+from spothub.sandbox.search_volume import device_name
 from spothub.sandbox.serving_container import ContainerStartError, ServingContainer, prepare
-from spothub_core.contracts import AWS_EVENT_SOURCES, AwsEvent, InstanceTag
+from spothub_core.contracts import AWS_EVENT_SOURCES, SEARCH_SERVICE, AwsEvent, InstanceTag, SearchTag
+from spothub_core.models.search_records import SearchAgentConfig
 
 INTERRUPTION_NOTICE_SECONDS = 120
 MODEL_SERVER = Path(__file__).with_name("model_server.py")
 CONTAINER_ENTRY = Path(__file__).with_name("container_entry.py")
 # A batch job's container, run by the agent's process runner where an instance would `docker run` the image.
 BATCH_JOB = Path(__file__).with_name("batch_job.py")
+# The search instance's container (the stand-in search service) and its mount helper (search_volume.py).
+SEARCH_SERVER = Path(__file__).with_name("search_server.py")
+SEARCH_VOLUME = Path(__file__).with_name("search_volume.py")
+# Where a Nitro instance lists its EBS volumes by id, and where the search index is mounted: under the instance's
+# own root in the sandbox.
+BLOCK_DEVICE_DIR = "dev/disk/by-id"
+SEARCH_MOUNT_PATH = "mnt/search-index"
 # Public addresses of simulated instances: the documentation ranges (RFC 5737), never a real host.
 PUBLIC_ADDRESS_RANGES = ("203.0.113.0/24", "198.51.100.0/24")
 # Why ECS stops a task whose container could not be created (its stopCode).
@@ -112,6 +121,17 @@ class SimulatedInstance:
     container: ServingContainer | None = None
     container_error: str | None = None
     job_id: str | None = None  # the spothub:job-id tag: a batch job's worker (the agent in batch mode)
+    service: str = ""  # the Service tag: semantic-search runs the agent in search mode
+    # What its service listens on inside the VPC (a search instance's: the search config's port); the stand-in
+    # listens on workload_port on this machine, and the network model maps one to the other.
+    service_port: int | None = None
+    health_path: str = "/health"
+    root_dir: Path | None = None  # the instance's own filesystem: its block devices and mount points
+    volumes: dict[str, str] = field(default_factory=dict)  # attached volume id -> its device (/dev/sdf)
+
+    @property
+    def block_device_dir(self) -> Path | None:
+        return self.root_dir / BLOCK_DEVICE_DIR if self.root_dir else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -136,8 +156,10 @@ class SimulatedInstance:
             "public_ip": self.public_ip,
             "security_groups": self.security_groups,
             "job_id": self.job_id,
+            "service": self.service or None,
+            "volumes": dict(self.volumes),
             "serving": {
-                "port": self.container.port if self.container else None,
+                "port": self.container.port if self.container else self.service_port,
                 "model": self.container.model if self.container else None,
                 "local_port": self.workload_port or None,
                 "error": self.container_error,
@@ -161,6 +183,7 @@ class Fleet:
         agent_environment: dict[str, str],
         work_dir: Path,
         iam: Enforcer | None = None,
+        volumes_dir: Path | None = None,
     ) -> None:
         self._clock = clock
         self._market = market
@@ -170,6 +193,8 @@ class Fleet:
         # Taken now: the process environment changes while a handler runs (its own variables).
         self._agent_environment = {**os.environ, **agent_environment}
         self._work_dir = work_dir
+        # Each EBS volume's data, a directory per volume (search_volume.py); None: volumes hold nothing.
+        self._volumes_dir = volumes_dir
         # The instance's own role: what its agent and its ECS agent may do (None: the sandbox's key).
         self._iam = iam
         self._lock = threading.RLock()
@@ -286,16 +311,89 @@ class Fleet:
         if hook is not None:
             timeout = int(hook.heartbeat_timeout)
             action = LifecycleAction(hook.name, timeout, hook.default_result, self._clock.now() + timeout)
-        self._started(
+        instance = self._started(
             moto_instance,
-            group,
+            region=group.region,
+            group_name=group.name,
+            image_id=group.image_id,
+            user_data=group.user_data,
+            role_arn=instance_profile_role(group),
+            metadata_tags=metadata_tags_enabled(template_data(group)),
             zone=zone,
             instance_type=instance_type,
             capacity_type=capacity_type,
             tags=tags,
             lifecycle_action=action,
         )
+        self._launch_activity(group, instance)
+        self._record(
+            "launched",
+            f"{instance.instance_id} {instance_type} {capacity_type} in {zone} for {group.name}"
+            + (f", Pending:Wait on {action.hook_name}" if action else ""),
+            instance.describe(),
+        )
         return True
+
+    # --- launches: RunInstances called directly (the search launcher) ---------------------------------
+
+    def launch_direct(
+        self,
+        moto_instances: list[Any],
+        *,
+        capacity_type: str,
+        network: dict[str, Any],
+        role_arn: str | None,
+        metadata_tags: bool,
+    ) -> list[SimulatedInstance]:
+        """Instances a RunInstances call launched outside any group (its capacity already taken from the market by
+        the caller, see emulator_patches): each boots as a group's does, with its tags in IMDS and its agent."""
+        started = []
+        with self._lock:
+            if self._stopping:
+                return []
+            for moto_instance in moto_instances:
+                self._assign_public_ip(moto_instance, network)
+                if not moto_instance.security_groups and moto_instance.nics:
+                    # An instance's groups are its primary interface's (moto lists only the request's SecurityGroupIds).
+                    moto_instance.security_groups = list(moto_instance.nics[0].group_set)
+                moto_instance.lifecycle = "spot" if capacity_type == "spot" else None
+                tags = {t["key"]: t["value"] for t in moto_instance.get_tags()}
+                instance = self._started(
+                    moto_instance,
+                    region=moto_instance.region_name,
+                    group_name="",
+                    image_id=moto_instance.image_id,
+                    user_data=moto_instance.user_data,
+                    role_arn=role_arn,
+                    metadata_tags=metadata_tags,
+                    zone=moto_instance.placement.zone,
+                    instance_type=moto_instance.instance_type,
+                    capacity_type=capacity_type,
+                    tags=tags,
+                    lifecycle_action=None,
+                )
+                self._record(
+                    "launched",
+                    f"{instance.instance_id} {instance.instance_type} {capacity_type} in {instance.zone}"
+                    + (f" ({instance.service})" if instance.service else " (RunInstances)"),
+                    instance.describe(),
+                )
+                started.append(instance)
+        return started
+
+    def check_spot_capacity(self, zone: str, instance_type: str, count: int) -> list[Pool] | None:
+        """Take `count` units of spot capacity in one pool for a direct RunInstances (None, nothing taken, when the
+        pool has too few: EC2 refuses the whole request)."""
+        self._market.ensure_pools(zone[:-1], instance_type)
+        taken: list[Pool] = []
+        for _ in range(count):
+            pool = self._market.take_spot([(zone, instance_type)])
+            if pool is None:
+                for given_back in taken:
+                    self._market.release(given_back.zone, given_back.instance_type)
+                return None
+            taken.append(pool)
+        return taken
 
     @staticmethod
     def _launch_hook(group: Any) -> Any:
@@ -306,22 +404,27 @@ class Fleet:
     def _started(
         self,
         moto_instance: Any,
-        group: Any,
         *,
+        region: str,
+        group_name: str,
+        image_id: str,
+        user_data: Any,
+        role_arn: str | None,
+        metadata_tags: bool,
         zone: str,
         instance_type: str,
         capacity_type: str,
         tags: dict[str, str],
         lifecycle_action: LifecycleAction | None,
-    ) -> None:
+    ) -> SimulatedInstance:
         instance_id = moto_instance.id
         identity = {
             "instanceId": instance_id,
-            "region": group.region,
+            "region": region,
             "availabilityZone": zone,
             "instanceType": instance_type,
             "accountId": self._account,
-            "imageId": group.image_id,
+            "imageId": image_id,
             "privateIp": moto_instance.private_ip,
         }
         imds = InstanceMetadataServer(
@@ -329,7 +432,7 @@ class Fleet:
                 "instance-id": instance_id,
                 "instance-type": instance_type,
                 "placement/availability-zone": zone,
-                "placement/region": group.region,
+                "placement/region": region,
                 "local-ipv4": moto_instance.private_ip or "",
                 "public-ipv4": moto_instance.public_ip or "",
                 "instance-life-cycle": capacity_type,
@@ -337,36 +440,51 @@ class Fleet:
             tags=tags,
             identity=identity,
             live_tags=lambda: {t["key"]: t["value"] for t in moto_instance.get_tags()},
+            tags_enabled=metadata_tags,
         ).start()
         instance = SimulatedInstance(
             instance_id=instance_id,
-            region=group.region,
+            region=region,
             zone=zone,
             instance_type=instance_type,
             capacity_type=capacity_type,
-            group=group.name,
+            group=group_name,
             launched_at=self._clock.now(),
             imds=imds,
             log_path=self._work_dir / "instances" / f"{instance_id}.log",
             lifecycle_action=lifecycle_action,
-            role_arn=instance_profile_role(group),
+            role_arn=role_arn,
             private_ip=moto_instance.private_ip,
             public_ip=moto_instance.public_ip,
             security_groups=sorted({g.id for g in moto_instance.nics[0].group_set} if moto_instance.nics else set()),
             job_id=tags.get(InstanceTag.JOB) or None,
+            service=tags.get(SearchTag.SERVICE, ""),
+            root_dir=self._work_dir / "instances" / instance_id / "root",
         )
+        if instance.service == SEARCH_SERVICE:
+            config = self._search_config(region, tags.get(InstanceTag.PREFIX, ""))
+            instance.service_port, instance.health_path = config.port, config.health_path
+        assert instance.block_device_dir is not None  # noqa: S101 (set just above)
+        instance.block_device_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self.instances[instance_id] = instance
-        if not instance.job_id:  # a batch worker's user data stops the ECS agent: its container is run by docker
-            self._register_with_ecs(instance, group.user_data)
+        # A batch worker's user data stops the ECS agent: its container is run by docker; the search instance runs
+        # its container with docker too (the agent's search mode), not as an ECS task.
+        if not instance.job_id and instance.service != SEARCH_SERVICE:
+            self._register_with_ecs(instance, user_data)
         self._start_agent(instance)
-        self._launch_activity(group, instance)
-        self._record(
-            "launched",
-            f"{instance_id} {instance_type} {capacity_type} in {zone} for {group.name}"
-            + (f", Pending:Wait on {lifecycle_action.hook_name}" if lifecycle_action else ""),
-            instance.describe(),
-        )
+        return instance
+
+    def _search_config(self, region: str, prefix: str) -> SearchAgentConfig:
+        """What the search agent reads (SSM /spothub/<prefix>/search-config in the instance's region): the port and
+        health path the service is reached on. The defaults when the deployment publishes none."""
+        from moto.ssm.models import ssm_backends  # noqa: PLC0415
+
+        with contextlib.suppress(Exception):
+            parameter = ssm_backends[self._account][region].get_parameter(f"/spothub/{prefix}/search-config")
+            if parameter is not None:
+                return SearchAgentConfig.model_validate_json(parameter.value)
+        return SearchAgentConfig(image="")
 
     def _assign_public_ip(self, moto_instance: Any, network: dict[str, Any]) -> None:
         """A public address when the launch template's interface asks for one (else as the subnet maps one
@@ -710,6 +828,54 @@ class Fleet:
         self._record("agent-started", instance_id, {"instance_id": instance_id})
         return instance.describe()
 
+    def release_spot(self, pool: Pool) -> None:
+        """Give back capacity taken for a RunInstances that did not launch after all."""
+        self._market.release(pool.zone, pool.instance_type)
+
+    # --- EBS volumes: what the instance sees of an attached volume ----------------------------------------
+
+    def on_attached(self, volume_id: str, instance_id: str, device: str) -> None:
+        """EC2 attached the volume: it appears in the instance's block-device directory, named by its id as on a
+        Nitro instance, a link to the volume's data."""
+        with self._lock:
+            instance = self.instances.get(instance_id)
+        if instance is None or instance.block_device_dir is None:
+            return
+        instance.volumes[volume_id] = device
+        entry = instance.block_device_dir / device_name(volume_id)
+        data = self._volumes_dir / volume_id if self._volumes_dir else None
+        if data is not None:
+            data.mkdir(parents=True, exist_ok=True)  # a volume the sandbox did not fill: empty, as a new one is
+            entry.unlink(missing_ok=True)
+            entry.symlink_to(data, target_is_directory=True)
+        self._record("attached", f"{volume_id} to {instance_id} as {device}", {"volume_id": volume_id})
+
+    def on_detached(self, volume_id: str, instance_id: str) -> None:
+        with self._lock:
+            instance = self.instances.get(instance_id)
+        if instance is None or volume_id not in instance.volumes:
+            return
+        instance.volumes.pop(volume_id, None)
+        if instance.block_device_dir is not None:
+            (instance.block_device_dir / device_name(volume_id)).unlink(missing_ok=True)
+        self._record("detached", f"{volume_id} from {instance_id}", {"volume_id": volume_id})
+
+    def search_health(self, instance_id: str, *, healthy: bool) -> dict[str, Any]:
+        """Make the instance's search service pass or fail its health checks (the stand-in's control route)."""
+        import requests  # noqa: PLC0415
+
+        instance = self._get(instance_id)
+        if instance.service != SEARCH_SERVICE or not instance.workload_port:
+            raise ValueError(f"{instance_id} runs no search service")
+        answer = requests.post(
+            f"http://127.0.0.1:{instance.workload_port}/_control/health", json={"healthy": healthy}, timeout=5
+        )
+        answer.raise_for_status()
+        self._record(
+            "search-health", f"{instance_id}: health checks {'pass' if healthy else 'fail'}", {"healthy": healthy}
+        )
+        return instance.describe()
+
     def terminate_all(self) -> None:
         """Terminate every instance still running, whatever its group thinks (Standby included)."""
         for instance in self.running():
@@ -729,6 +895,8 @@ class Fleet:
                 self._market.release(instance.zone, instance.instance_type)
             self._public_ips.discard(instance.public_ip or "")
             self._deregister_from_ecs(instance)
+            for volume_id in list(instance.volumes):  # EC2 detached them with the termination
+                self.on_detached(volume_id, instance_id)
             # The instance shuts down after the call that terminated it returned (EC2 answers shutting-down): its
             # own agent may be that caller (a batch worker leaving its group), waiting for the answer.
             stopping = threading.Thread(
@@ -817,6 +985,8 @@ class Fleet:
             # A batch job's worker: no serving workload; each batch's container is the stand-in job, a process.
             environment["SPOTHUB_AGENT_BATCH_RUNNER"] = "process"
             environment["SPOTHUB_AGENT_BATCH_COMMAND"] = json.dumps([sys.executable, str(BATCH_JOB)])
+        elif instance.service == SEARCH_SERVICE:
+            environment.update(self._search_environment(instance))
         else:
             if not instance.workload_port:
                 instance.workload_port = free_port()
@@ -838,10 +1008,30 @@ class Fleet:
                 start_new_session=True,
             )
 
+    def _search_environment(self, instance: SimulatedInstance) -> dict[str, str]:
+        """The agent's search mode on a simulated instance: its block devices and its mount point under the
+        instance's own directory, the mount a symlink to the volume's directory (search_volume.py), the container
+        the stand-in search service (search_server.py) on this machine's workload port; the network model maps the
+        service's port in the VPC to it (instance_network.py)."""
+        if not instance.workload_port:
+            instance.workload_port = free_port()
+        assert instance.root_dir is not None  # noqa: S101 (every simulated instance has one)
+        python, volume, server = sys.executable, str(SEARCH_VOLUME), str(SEARCH_SERVER)
+        service = [python, server, "--port", str(instance.workload_port), "--data", "{data}"]
+        return {
+            "SPOTHUB_AGENT_BLOCK_DEVICE_DIR": str(instance.block_device_dir),
+            "SPOTHUB_AGENT_MOUNT_PATH": str(instance.root_dir / SEARCH_MOUNT_PATH),
+            "SPOTHUB_AGENT_MOUNT_COMMAND": json.dumps([python, volume, "mount", "{device}", "{path}"]),
+            "SPOTHUB_AGENT_UNMOUNT_COMMAND": json.dumps([python, volume, "unmount", "{path}"]),
+            "SPOTHUB_AGENT_SEARCH_COMMAND": json.dumps([*service, "--health-path", instance.health_path]),
+            "SPOTHUB_AGENT_HEALTH_URL": f"http://127.0.0.1:{instance.workload_port}{instance.health_path}",
+        }
+
     @staticmethod
     def _stop_instance_processes(instance: SimulatedInstance) -> None:
         """The instance powers off: its agent, and whatever ran on it (the workload, even when the agent was
-        killed and left it behind), found by the instance's IMDS endpoint in their environment."""
+        killed and left it behind), found by the instance's IMDS endpoint in their environment or by the
+        instance's own root on their command line (what the agent starts with an environment of its choosing)."""
         if instance.agent and instance.agent.poll() is None:
             instance.agent.terminate()
             try:
@@ -849,9 +1039,14 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 instance.agent.kill()
         marker = f"SPOTHUB_IMDS_ENDPOINT={instance.imds.endpoint}".encode()
+        root = str(instance.root_dir).encode() if instance.root_dir else None
         for environ in Path("/proc").glob("[0-9]*/environ"):
             with contextlib.suppress(OSError, ValueError):
-                if marker in environ.read_bytes().split(b"\0"):
+                on_instance = marker in environ.read_bytes().split(b"\0")
+                if not on_instance and root is not None:
+                    arguments = environ.with_name("cmdline").read_bytes().split(b"\0")
+                    on_instance = any(a == root or a.startswith(root + b"/") for a in arguments)
+                if on_instance:
                     os.kill(int(environ.parent.name), signal.SIGKILL)
         instance.imds.stop()
         instance.container_spec_path.unlink(missing_ok=True)  # it holds the container's secrets
@@ -881,16 +1076,33 @@ class Fleet:
         )
 
 
-def instance_profile_role(group: Any) -> str | None:
-    """The role of the instance profile the group's launch template names, if any."""
+def template_data(group: Any) -> dict[str, Any]:
+    """The data of the group's launch template version ({} for a group without a launch template)."""
     template = group.ec2_launch_template
     if template is None:
+        return {}
+    return dict(template.get_version(getattr(group, "launch_template_version", None) or "$Default").data or {})
+
+
+def metadata_tags_enabled(template: dict[str, Any], requested: dict[str, Any] | None = None) -> bool:
+    """Whether IMDS shows the instance's tags: MetadataOptions.InstanceMetadataTags of the request, else of the
+    launch template; off unless enabled, as on EC2."""
+    options = {**(template.get("MetadataOptions") or {}), **(requested or {})}
+    return str(options.get("InstanceMetadataTags", "disabled")).lower() == "enabled"
+
+
+def instance_profile_role(group: Any) -> str | None:
+    """The role of the instance profile the group's launch template names, if any."""
+    return profile_role(group.account_id, template_data(group).get("IamInstanceProfile") or {})
+
+
+def profile_role(account: str, profile: dict[str, Any]) -> str | None:
+    """The role of an instance profile given as {"Arn"} or {"Name"} (a launch template's, a request's), if any."""
+    if not profile:
         return None
-    version = template.get_version(getattr(group, "launch_template_version", None) or "$Default")
-    profile = (version.data or {}).get("IamInstanceProfile") or {}
     from moto.iam.models import iam_backends  # noqa: PLC0415
 
-    backend = iam_backends[group.account_id]["aws"]
+    backend = iam_backends[account]["aws"]
     with contextlib.suppress(Exception):
         found = (
             backend.get_instance_profile_by_arn(profile["Arn"])
@@ -903,11 +1115,7 @@ def instance_profile_role(group: Any) -> str | None:
 
 def primary_interface(group: Any) -> dict[str, Any]:
     """Device 0 of the group's launch template's NetworkInterfaces ({} when it has none)."""
-    template = group.ec2_launch_template
-    if template is None:
-        return {}
-    version = template.get_version(getattr(group, "launch_template_version", None) or "$Default")
-    interfaces = (version.data or {}).get("NetworkInterfaces") or []
+    interfaces = template_data(group).get("NetworkInterfaces") or []
     return next((dict(i) for i in interfaces if int(i.get("DeviceIndex", 0)) == 0), {})
 
 

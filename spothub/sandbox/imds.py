@@ -22,9 +22,13 @@ class InstanceMetadataServer:
         identity: dict[str, Any],
         host: str = "127.0.0.1",
         live_tags: Callable[[], dict[str, str]] | None = None,
+        *,
+        tags_enabled: bool = True,
     ) -> None:
         self.metadata = dict(metadata)
         self.tags = dict(tags)
+        # Instance metadata tags (the launch's MetadataOptions.InstanceMetadataTags): off, IMDS has no tags/ paths.
+        self.tags_enabled = tags_enabled
         # The instance's tags as they are now (IMDS shows tags added after launch, e.g. a launch's claim).
         self._live_tags = live_tags
         self.identity = dict(identity)
@@ -88,6 +92,8 @@ class InstanceMetadataServer:
         if not path.startswith(prefix):
             return None
         key = path[len(prefix) :]
+        if key.startswith("tags/") and not self.tags_enabled:
+            return None
         tags = {**self.tags, **self._live_tags()} if self._live_tags else self.tags
         if key == "tags/instance":
             return "\n".join(tags) if tags else None

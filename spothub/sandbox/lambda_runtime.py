@@ -17,6 +17,7 @@ Lambda's platform); the sandbox's own environment provides the same pinned requi
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib
 import io
@@ -40,6 +41,15 @@ import boto3
 
 # One invocation at a time, re-entrant so a cold start inside an invocation does not deadlock.
 _INVOCATION_LOCK = threading.RLock()
+# Per thread, the functions whose handlers run in it now (innermost last): what the network model asks about a
+# connection a handler opens (its VPC configuration; see instance_network.py).
+_THREAD = threading.local()
+
+
+def current_function() -> Any | None:
+    """The moto LambdaFunction whose handler runs in this thread now, or None outside any invocation."""
+    running = getattr(_THREAD, "functions", None)
+    return running[-1] if running else None
 
 
 def _snapshot_items(self: Any) -> list[tuple[str, str]]:
@@ -97,6 +107,7 @@ class FunctionRuntime:
     handler_callable: Any = None
     top_level: set[str] = field(default_factory=set)
     boto3_session: Any = None
+    vpc_config: Any = None  # the function's VpcConfig when this runtime was made
 
 
 class LambdaRuntime:
@@ -150,11 +161,15 @@ class LambdaRuntime:
         }
         code_dir = self._code_dir(function.code_bytes)
         current = self._functions.get(function.function_arn)
+        vpc_config = getattr(function, "_vpc_config", None)
+        # A changed configuration means new execution environments on Lambda: a cold start, nothing kept (the
+        # connections a warm function holds to addresses in its VPC included).
         if (
             current is None
             or current.code_dir != code_dir
             or current.environment != environment
             or current.handler != function.handler
+            or current.vpc_config != vpc_config
         ):
             current = FunctionRuntime(
                 name=function.function_name,
@@ -165,6 +180,7 @@ class LambdaRuntime:
                 timeout_s=float(function.timeout),
                 memory_mb=int(function.memory_size),
                 top_level={p.name.removesuffix(".py") for p in code_dir.iterdir()},
+                vpc_config=copy.deepcopy(vpc_config),
             )
             self._functions[function.function_arn] = current
         return current
@@ -181,9 +197,14 @@ class LambdaRuntime:
         nested = on_behalf_of is not None and self.is_running(on_behalf_of)
         with contextlib.nullcontext() if nested else _INVOCATION_LOCK:
             self._running.append(function.function_name)
+            in_thread = getattr(_THREAD, "functions", None)
+            if in_thread is None:
+                in_thread = _THREAD.functions = []
+            in_thread.append(function)
             try:
                 return self._invoke(function, event)
             finally:
+                in_thread.pop()
                 self._running.pop()
 
     def _invoke(self, function: Any, event: Any) -> tuple[bytes, str | None]:

@@ -99,6 +99,7 @@ class SpotMarket:
         self._pools: dict[tuple[str, str], Pool] = {}
         self._replay: tuple[list[Trace], float] | None = None
         self._configured: dict[tuple[str, str], Pool] = {}
+        self._prices: dict[str, dict[str, Any]] = {}  # what populate was given, for pools added later
         self.on_change: Callable[[Pool], None] = lambda _pool: None
 
     # --- configuration ------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class SpotMarket:
     def populate(self, regions: list[str], instance_types: list[str], prices: dict[str, dict[str, Any]]) -> None:
         """Three zones per region with capacity for every type; prices from the prices file where it
         knows the type, else a nominal on-demand price and spot at 35 % of it."""
+        self._prices = {**self._prices, **prices}
         for region in regions:
             for letter in DEFAULT_ZONE_LETTERS:
                 for instance_type in instance_types:
@@ -137,6 +139,14 @@ class SpotMarket:
                         spot_price=spot,
                         on_demand_price=on_demand,
                     )
+
+    def ensure_pools(self, region: str, instance_type: str) -> None:
+        """The region's zones have a pool of this type (added as populate adds them, unless one exists): a type no
+        group names, launched directly (the search instance), is on the market like any other."""
+        with self._lock:
+            if any(p.region == region and p.instance_type == instance_type for p in self._pools.values()):
+                return
+        self.populate([region], [instance_type], self._prices)
 
     def set_zone(
         self,

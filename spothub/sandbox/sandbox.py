@@ -23,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from spothub.sandbox import emulator_patches
+from spothub.sandbox import emulator_patches, instance_network
 from spothub.sandbox.alarms import AlarmEvaluator
 from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulator, routes_from_emulator
 from spothub.sandbox.buckets import batch_buckets, empty_bucket, ensure_bucket
@@ -33,10 +33,12 @@ from spothub.sandbox.fleet import Fleet
 from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.iam.principals import Principals
+from spothub.sandbox.instance_network import InstanceNetwork
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
 from spothub.sandbox.ports import free_port
-from spothub_core.contracts import job_group_name
+from spothub.sandbox.search_volume import ensure_volume, fill, volume_directory, volumes_root
+from spothub_core.contracts import MANAGED_BY, SearchTag, job_group_name
 from stacks.config import cdk_json_context
 from stacks.paths import REPO_ROOT
 
@@ -52,8 +54,14 @@ OUTSIDE_ADDRESS = "198.51.100.200"
 # The batch jobs' buckets (created in the emulator's hub region at start, emptied by a reset).
 BATCH_INPUT_BUCKET = "spothub-sandbox-input"
 BATCH_OUTPUT_BUCKET = "spothub-sandbox-output"
+# The search index's volume (created in the emulator in <region>a before the stacks are deployed, filled with the
+# sandbox's corpus: see search_volume.py) and the image the search instance would run (the stand-in runs instead).
+SEARCH_REGION = "us-west-2"
+SEARCH_VOLUME_ID = "vol-0dec0de5eadc0ffee"
+SEARCH_IMAGE = "public.ecr.aws/spothub/semantic-search:sandbox"
 # The deployment the sandbox runs unless told otherwise: a hub and two worker regions, serving a model
-# at a stable name to clients of 192.0.2.0/24, batch jobs from and to the sandbox's buckets.
+# at a stable name to clients of 192.0.2.0/24, batch jobs from and to the sandbox's buckets, and the search
+# service over the sandbox's volume.
 DEFAULT_CONTEXT: dict[str, Any] = {
     "hubRegion": "us-east-1",
     "workerRegions": "us-west-2,eu-west-1",
@@ -62,6 +70,9 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "servingIngressCidrs": ["192.0.2.0/24"],
     "batchInputBuckets": [BATCH_INPUT_BUCKET],
     "batchOutputBuckets": [BATCH_OUTPUT_BUCKET],
+    "searchRegion": SEARCH_REGION,
+    "searchVolumeId": SEARCH_VOLUME_ID,
+    "searchImage": SEARCH_IMAGE,
 }
 STATE_DIR = REPO_ROOT / ".spothub"
 PRICES_FILE = REPO_ROOT.parent / "shared" / "prices.json"
@@ -181,6 +192,7 @@ class Sandbox:
         emulator_patches.apply()
         iam_hooks.apply()
         iam_hooks.attach(self.iam)
+        instance_network.apply()
         from moto.moto_api._internal.models import moto_api_backend  # noqa: PLC0415
 
         moto_api_backend.reset()  # a clean account, whatever ran in this process before
@@ -210,6 +222,7 @@ class Sandbox:
         )
         emulator_patches.attach(self._hooks)
 
+        self._ensure_search_volume()  # before the stacks: the deployment names it
         deployer = Deployer(cdk_out, self.aws_endpoint_url, ACCOUNT, self.credentials())
         self.deployments = deployer.deploy_all()
         for deployment in self.deployments:
@@ -249,6 +262,7 @@ class Sandbox:
             self._hooks.executor.shutdown(wait=True, cancel_futures=True)
         if self.fleet:
             self.fleet.stop()
+        instance_network.attach(None)
         emulator_patches.attach(None)
         iam_hooks.attach(None)
         for key, value in self._saved_environment.items():
@@ -308,6 +322,7 @@ class Sandbox:
             self.fleet.wait_until_stopped()
             self.fleet.forget_activities()
         self._ensure_batch_buckets(empty=True)
+        self._ensure_search_volume(refill=True)
         self._forget_notifications()
         self.clock.set_speed(self.options.speed)
         with self._timeline_lock:
@@ -634,6 +649,75 @@ class Sandbox:
         backend.zones[zone_id] = zone
         self.record("deployed", f"hosted zone {domain} ({zone_id}) for {name}", {"zone": zone_id})
 
+    # --- the search volume and instance ----------------------------------------------------------------
+
+    @property
+    def search_region(self) -> str:
+        """Where the search volume is: the context's searchRegion, else the first worker region."""
+        regions = str(self.options.context.get("workerRegions", "")).split(",")
+        return str(self.options.context.get("searchRegion") or regions[0].strip())
+
+    @property
+    def search_volume_id(self) -> str | None:
+        """The deployment's search volume (context searchVolumeId); None: no search part."""
+        return self.options.context.get("searchVolumeId") or None
+
+    @property
+    def search_volume_dir(self) -> Path:
+        """The volume's data, as an instance sees it once attached."""
+        if self.search_volume_id is None:
+            raise SandboxError("the deployment has no search volume (context searchVolumeId)")
+        return volume_directory(self.options.state_dir, self.search_volume_id)
+
+    def search_instances(self) -> list[Any]:
+        """The simulated search instances (Service=semantic-search) that are not terminated."""
+        from spothub_core.contracts import SEARCH_SERVICE  # noqa: PLC0415
+
+        return [i for i in (self.fleet.running() if self.fleet else []) if i.service == SEARCH_SERVICE]
+
+    def search_health(self, instance_id: str, *, healthy: bool) -> dict[str, Any]:
+        """Make the search instance's service pass or fail its health checks (503 on its health path)."""
+        if self.fleet is None:
+            raise SandboxError("the sandbox runs no fleet")
+        return self.fleet.search_health(instance_id, healthy=healthy)
+
+    def _search_instance_types(self) -> list[str]:
+        """The search instance's type as the hub's search functions have it (SPOTHUB_SEARCH_INSTANCE_TYPE)."""
+        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+        return sorted(
+            {
+                str(variables["SPOTHUB_SEARCH_INSTANCE_TYPE"])
+                for function in lambda_backends[ACCOUNT][self.hub.region]._lambdas.all()
+                if (variables := function.environment_vars or {}).get("SPOTHUB_SEARCH_INSTANCE_TYPE")
+            }
+        )
+
+    def _ensure_search_volume(self, *, refill: bool = False) -> None:
+        """The deployment's search volume exists in <search region>a with the context's id, attached to nothing,
+        and its directory holds the corpus (refilled by a reset: what a test wrote there goes)."""
+        volume_id = self.search_volume_id
+        if volume_id is None:
+            return
+        region = self.search_region
+        tags = {"Name": "spothub-search-index", SearchTag.MANAGED_BY.value: MANAGED_BY}
+        created = ensure_volume(ACCOUNT, region, f"{region}a", volume_id, tags)
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+
+        backend = ec2_backends[ACCOUNT][region]
+        attachment = backend.volumes[volume_id].attachment
+        if attachment is not None:  # an instance the fleet does not know held it (a test's): let it go
+            backend.detach_volume(volume_id, attachment.instance.id, attachment.device)
+        directory = volume_directory(self.options.state_dir, volume_id)
+        if created or refill or not directory.is_dir():
+            documents = fill(directory)
+            if created:
+                self.record(
+                    "deployed",
+                    f"volume {volume_id} in {region}a: {documents} documents (the search index)",
+                    {"volume_id": volume_id, "directory": str(directory)},
+                )
+
     # --- the API, as a user calls it -------------------------------------------------------------
 
     def request(
@@ -759,6 +843,7 @@ class Sandbox:
                 for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values()
                 for override in (group.mixed_instances_policy or {}).get("LaunchTemplate", {}).get("Overrides", [])
             }
+            | set(self._search_instance_types())
         )
         market.populate([w.region for w in self.workers], instance_types, prices)
         if self.options.traces:
@@ -772,9 +857,13 @@ class Sandbox:
             agent_environment=self.function_environment(),
             work_dir=self.options.state_dir / "work",
             iam=self.iam,
+            volumes_dir=volumes_root(self.options.state_dir),
         )
         self._started_hooks().market = market
         self._started_hooks().fleet = fleet
+        instance_network.attach(
+            InstanceNetwork(fleet, ACCOUNT, [w.region for w in self.workers], lambda region: self.client("ec2", region))
+        )
         fleet.start()
         return market, fleet
 

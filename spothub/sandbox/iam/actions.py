@@ -132,6 +132,50 @@ class ResourceFacts:
             role_arn = None
         return arn, role_arn, bool(data.get("TagSpecifications") or data.get("TagSpecification"))
 
+    def launch_template_data(self, request: ApiRequest, template: dict[str, str]) -> dict[str, Any]:
+        """The data of the launch template version asked ($Default without one); {} for a template the emulator
+        does not have (the call then fails on its own)."""
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+
+        backend = ec2_backends[request.account][request.region]
+        try:
+            found = (
+                backend.get_launch_template(template["LaunchTemplateId"])
+                if template.get("LaunchTemplateId")
+                else backend.get_launch_template_by_name(template["LaunchTemplateName"])
+            )
+            return dict(found.get_version(template.get("Version") or "$Default").data or {})
+        except Exception:
+            return {}
+
+    def instance_profile_role(self, request: ApiRequest, profile: dict[str, str]) -> str | None:
+        """The role of an instance profile a request names ({"Arn"} or {"Name"}), if the emulator has it."""
+        from moto.iam.models import iam_backends  # noqa: PLC0415
+
+        iam = iam_backends[request.account][request.partition]
+        try:
+            found = iam.get_instance_profile_by_arn(profile["Arn"]) if "Arn" in profile else None
+            found = found or iam.get_instance_profile(profile["Name"])
+        except Exception:
+            return None
+        return found.roles[0].arn if found.roles else None
+
+    def volume(self, request: ApiRequest, volume_id: str) -> tuple[str, dict[str, str]]:
+        """A volume's zone ("" when the emulator has no such volume) and tags."""
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+
+        backend = ec2_backends[request.account][request.region]
+        volume = backend.volumes.get(volume_id)
+        return (volume.zone.name if volume else "", dict(backend.tags.get(volume_id, {})))
+
+    def instance_zone(self, request: ApiRequest, instance_id: str) -> str:
+        from moto.ec2.models import ec2_backends  # noqa: PLC0415
+
+        try:
+            return str(ec2_backends[request.account][request.region].get_instance(instance_id).placement.zone)
+        except Exception:
+            return ""
+
     def cluster_arn(self, request: ApiRequest, cluster: str) -> str:
         if cluster.startswith("arn:"):
             return cluster
@@ -374,6 +418,190 @@ def _ec2_instances(request: ApiRequest, facts: ResourceFacts) -> list[Authorizat
     return authorizations
 
 
+def _request_tags(params: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A request's TagSpecifications (query protocol: TagSpecification.N.ResourceType, .Tag.M.Key/.Value), per
+    resource type."""
+    tagged: dict[str, dict[str, str]] = {}
+    for key, kind in params.items():
+        if match := re.match(r"^TagSpecification\.(\d+)\.ResourceType$", key):
+            index = match.group(1)
+            tags = tagged.setdefault(str(kind), {})
+            for tag_key in sorted(k for k in params if re.match(rf"^TagSpecification\.{index}\.Tag\.\d+\.Key$", k)):
+                tags[params[tag_key]] = params.get(tag_key.removesuffix(".Key") + ".Value", "")
+    return tagged
+
+
+def _template_tags(data: dict[str, Any]) -> dict[str, dict[str, str]]:
+    tagged: dict[str, dict[str, str]] = {}
+    for specification in data.get("TagSpecifications") or data.get("TagSpecification") or []:
+        tags = tagged.setdefault(str(specification.get("ResourceType", "")), {})
+        tags.update({t["Key"]: t.get("Value", "") for t in specification.get("Tags") or specification.get("Tag") or []})
+    return tagged
+
+
+def _ec2_run_instances(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    """RunInstances is authorized on every resource the launch uses or creates (the instance, its volumes and
+    network interface, the subnet, security groups, image, key pair and launch template; with a spot market option
+    the spot instances request, on which ec2:LaunchTemplate is no key); tags given at launch are ec2:CreateTags with
+    ec2:CreateAction; the instance profile's role is iam:PassRole to EC2 (the EC2 API reference's RunInstances
+    permissions)."""
+    launch = _Launch.of(request, facts)
+    instance_context = launch.context("instance")
+    instance_context["ec2:InstanceMarketType"] = "spot" if launch.spot else "on-demand"
+    instance_type = launch.params.get("InstanceType") or launch.data.get("InstanceType")
+    if instance_type:
+        instance_context["ec2:InstanceType"] = str(instance_type)
+    authorizations = [
+        Authorization("ec2:RunInstances", [request.arn("ec2", "instance/*")], instance_context),
+        Authorization("ec2:RunInstances", [request.arn("ec2", "volume/*")], launch.context("volume")),
+        Authorization(
+            "ec2:RunInstances", [request.arn("ec2", "network-interface/*")], launch.context("network-interface")
+        ),
+    ]
+    for arn, from_template in launch.used_resources():
+        context = dict(launch.common)
+        if launch.template:
+            context["ec2:IsLaunchTemplateResource"] = str(from_template).lower()
+        authorizations.append(Authorization("ec2:RunInstances", [arn], context))
+    if launch.spot:
+        spot_request = request.arn("ec2", "spot-instances-request/*")
+        authorizations.append(
+            Authorization("ec2:RunInstances", [spot_request], launch.context("spot-instances-request"))
+        )
+    for kind, tagged in sorted(launch.tags.items()):
+        if tagged and kind in _CREATED_AT_LAUNCH:
+            tagging = {**launch.context(kind), "ec2:CreateAction": "RunInstances"}
+            arn = request.arn("ec2", _CREATED_AT_LAUNCH[kind])
+            authorizations.append(Authorization("ec2:CreateTags", [arn], tagging))
+    role_arn = launch.passed_role()
+    if role_arn:
+        passed: dict[str, ContextValue] = {"iam:PassedToService": "ec2.amazonaws.com"}
+        authorizations.append(Authorization("iam:PassRole", [role_arn], passed))
+    return authorizations
+
+
+# What a launch creates that tags given at launch can go on (TagSpecifications' ResourceType -> its ARN resource).
+_CREATED_AT_LAUNCH = {
+    "instance": "instance/*",
+    "volume": "volume/*",
+    "network-interface": "network-interface/*",
+    "spot-instances-request": "spot-instances-request/*",
+}
+
+
+@dataclass
+class _Launch:
+    """A RunInstances request with the launch template version it names ({} without one)."""
+
+    request: ApiRequest
+    facts: ResourceFacts
+    params: dict[str, Any]
+    template: dict[str, str]
+    data: dict[str, Any]
+    common: dict[str, ContextValue]
+    tags: dict[str, dict[str, str]]
+    spot: bool
+
+    @classmethod
+    def of(cls, request: ApiRequest, facts: ResourceFacts) -> _Launch:
+        params = request.params
+        prefix = "LaunchTemplate."
+        template = {k.removeprefix(prefix): str(v) for k, v in params.items() if k.startswith(prefix)}
+        data = facts.launch_template_data(request, template) if template else {}
+        common: dict[str, ContextValue] = {"ec2:Region": request.region}
+        if template:
+            common["ec2:LaunchTemplate"] = facts.launch_template(request, template)[0]
+        requested, from_template = _request_tags(params), _template_tags(data)
+        tags = {k: {**from_template.get(k, {}), **requested.get(k, {})} for k in {*requested, *from_template}}
+        spot = "spot" in (
+            params.get("InstanceMarketOptions.MarketType"),
+            (data.get("InstanceMarketOptions") or {}).get("MarketType"),
+        )
+        return cls(request, facts, params, template, data, common, tags, spot)
+
+    def context(self, kind: str) -> dict[str, ContextValue]:
+        """The common keys, with the tags given at launch for that kind of resource."""
+        context = dict(self.common)
+        if self.tags.get(kind):
+            context.update(_tags_context("aws:RequestTag", self.tags[kind]))
+            context["aws:TagKeys"] = list(self.tags[kind])
+        return context
+
+    def used_resources(self) -> list[tuple[str, bool]]:
+        """(ARN, from the template?) of the existing resources the launch uses: the request's subnet and security
+        groups (else the template's), image, key pair, the template itself."""
+        params, data, arn = self.params, self.data, self.request.arn
+        interfaces = data.get("NetworkInterfaces") or []
+        subnets = [(s, False) for s in _indexed_fields(params, "NetworkInterface", "SubnetId")]
+        subnets += [(params["SubnetId"], False)] if params.get("SubnetId") else []
+        if not subnets:
+            subnets = [(i["SubnetId"], True) for i in interfaces if i.get("SubnetId")]
+            subnets += [(data["SubnetId"], True)] if data.get("SubnetId") else []
+        pattern = re.compile(r"^NetworkInterface\.\d+\.SecurityGroupId\.\d+$")
+        groups = [(v, False) for k, v in sorted(params.items()) if pattern.match(k)]
+        groups += [(g, False) for g in _indexed(params, "SecurityGroupId")]
+        if not groups:
+            groups = [(g, True) for g in data.get("SecurityGroupIds") or []]
+            groups += [(g, True) for i in interfaces for g in i.get("Groups") or []]
+        used = [(arn("ec2", f"subnet/{s}"), t) for s, t in subnets]
+        used += [(arn("ec2", f"security-group/{g}"), t) for g, t in groups]
+        image = params.get("ImageId") or data.get("ImageId")
+        if image:
+            used.append((arn("ec2", f"image/{image}", account=""), not params.get("ImageId")))
+        key_name = params.get("KeyName") or data.get("KeyName")
+        if key_name:
+            used.append((arn("ec2", f"key-pair/{key_name}"), not params.get("KeyName")))
+        if self.template:
+            used.append((str(self.common["ec2:LaunchTemplate"]), True))
+        return used
+
+    def passed_role(self) -> str | None:
+        """The role of the instance profile the request names, else the template's."""
+        profile = {k: str(v) for k in ("Arn", "Name") if (v := self.params.get(f"IamInstanceProfile.{k}"))}
+        role_arn = self.facts.instance_profile_role(self.request, profile) if profile else None
+        if role_arn is None and self.template:
+            role_arn = self.facts.launch_template(self.request, self.template)[1]
+        return role_arn
+
+
+def _indexed_fields(params: dict[str, Any], prefix: str, name: str) -> list[str]:
+    """`Prefix.N.Name` values of a query-protocol list of structures, in index order."""
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.{re.escape(name)}$")
+    found = sorted((int(m.group(1)), str(v)) for k, v in params.items() if (m := pattern.match(k)))
+    return [v for _, v in found]
+
+
+def _ec2_volume_attachment(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
+    """AttachVolume / DetachVolume: on the instance and the volume, each with its tags (aws:ResourceTag)."""
+    params = request.params
+    volume_id, instance_id = params.get("VolumeId"), params.get("InstanceId")
+    if not volume_id:
+        raise UnresolvedAction(f"ec2:{request.operation}")
+    zone, volume_tags = facts.volume(request, str(volume_id))
+    volume_context: dict[str, ContextValue] = {
+        "ec2:Region": request.region,
+        "ec2:VolumeID": str(volume_id),
+        **_resource_tags(volume_tags, "ec2"),
+    }
+    if zone:
+        volume_context["ec2:AvailabilityZone"] = zone
+    authorizations = []
+    if instance_id:
+        instance_context: dict[str, ContextValue] = {
+            "ec2:Region": request.region,
+            "ec2:InstanceID": str(instance_id),
+            **_resource_tags(facts.instance_tags(request, str(instance_id)), "ec2"),
+        }
+        instance_zone = facts.instance_zone(request, str(instance_id))
+        if instance_zone:
+            instance_context["ec2:AvailabilityZone"] = instance_zone
+        instance_arn = request.arn("ec2", f"instance/{instance_id}")
+        authorizations.append(Authorization(f"ec2:{request.operation}", [instance_arn], instance_context))
+    volume_arn = request.arn("ec2", f"volume/{volume_id}")
+    authorizations.append(Authorization(f"ec2:{request.operation}", [volume_arn], volume_context))
+    return authorizations
+
+
 def _ecs(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
     params = request.params
     operation = request.operation
@@ -555,6 +783,9 @@ RESOLVERS: dict[str, Resolver] = {
     "autoscaling": _autoscaling,
     "ec2:CreateTags": _ec2_instances,
     "ec2:TerminateInstances": _ec2_instances,
+    "ec2:RunInstances": _ec2_run_instances,
+    "ec2:AttachVolume": _ec2_volume_attachment,
+    "ec2:DetachVolume": _ec2_volume_attachment,
     "ecs": _ecs,
     "cloudwatch": _cloudwatch,
     "sns": _sns,
