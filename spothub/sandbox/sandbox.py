@@ -59,6 +59,7 @@ BATCH_OUTPUT_BUCKET = "spothub-sandbox-output"
 SEARCH_REGION = "us-west-2"
 SEARCH_VOLUME_ID = "vol-0dec0de5eadc0ffee"
 SEARCH_IMAGE = "public.ecr.aws/spothub/semantic-search:sandbox"
+SEARCH_IDLE_TIMEOUT_SECONDS = 60
 # The deployment the sandbox runs unless told otherwise: a hub and two worker regions, serving a model
 # at a stable name to clients of 192.0.2.0/24, batch jobs from and to the sandbox's buckets, and the search
 # service over the sandbox's volume.
@@ -73,6 +74,9 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "searchRegion": SEARCH_REGION,
     "searchVolumeId": SEARCH_VOLUME_ID,
     "searchImage": SEARCH_IMAGE,
+    # The hub's functions see real time (the sandbox clock does not reach them yet): an idle instance is retired
+    # after one real minute here, so the demo and the tests can show it.
+    "searchIdleTimeout": SEARCH_IDLE_TIMEOUT_SECONDS,
 }
 STATE_DIR = REPO_ROOT / ".spothub"
 PRICES_FILE = REPO_ROOT.parent / "shared" / "prices.json"
