@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from aws_cdk import App
-
 from stacks.app_builder import build_stacks
 from stacks.config import ConfigError, SpothubConfig
 
 
 def main() -> int:
+    # Imported after stacks/__init__.py quieted jsii's Node warning (the first stacks import above ran it).
+    from aws_cdk import App  # noqa: PLC0415
+
     app = App()
     try:
         config = SpothubConfig.from_context(app.node.get_all_context())
