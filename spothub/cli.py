@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE_DIR", "cli", "main"]
 
+# `sandbox up` and `sandbox demo` write the functions' own output (JSON logs, metrics) here, under the state
+# directory, so that the terminal shows the narration and the timeline alone.
+FUNCTION_LOG = "functions.log"
+
 
 def _summary(args: SimpleNamespace) -> int:
     from spothub.assembly_summary import render, summarize  # noqa: PLC0415 (keeps --help fast)
@@ -34,8 +38,10 @@ def _summary(args: SimpleNamespace) -> int:
 def _sandbox_options(args: SimpleNamespace) -> SandboxOptions:
     from spothub.sandbox.sandbox import SandboxOptions  # noqa: PLC0415
 
+    state_dir = Path(args.state_dir)
     return SandboxOptions(
-        state_dir=Path(args.state_dir),
+        state_dir=state_dir,
+        function_log=state_dir / FUNCTION_LOG,
         port=args.port,
         cdk_out=Path(args.cdk_out) if args.cdk_out else None,
         speed=args.speed,
@@ -71,6 +77,7 @@ def _sandbox_up(args: SimpleNamespace) -> int:
         print(f"  credentials     {state['aws_access_key_id']} / {state['aws_secret_access_key']}")
         print(f"  regions         hub {state['hub_region']}, workers {', '.join(state['worker_regions'])}")
         print(f"  state file      {sandbox.options.state_dir / 'sandbox.json'}")
+        print(f"  function logs   {sandbox.options.function_log}")
         if state.get("endpoint_name"):
             print(
                 f"  model endpoint  http://{state['endpoint_name']}:{sandbox.serving_port()} once enabled, from "
@@ -99,6 +106,7 @@ def _sandbox_demo(args: SimpleNamespace) -> int:
     try:
         sandbox.start()
         print(f"sandbox up in {sandbox.started_in_s:.1f}s (synthesis {sandbox.synth_s:.1f}s), API {sandbox.api_url}")
+        print(f"the functions' logs: {options.function_log}")
         failures = run_demo(sandbox)
         print("\n" + sandbox.iam.report(sandbox.deployed_roles()))
         failures += [denial.line() for denial in sandbox.iam.denials]

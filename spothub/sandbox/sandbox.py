@@ -30,6 +30,7 @@ from spothub.sandbox.buckets import batch_buckets, empty_bucket, ensure_bucket
 from spothub.sandbox.clock import RuleScheduler, SandboxClock
 from spothub.sandbox.deployer import Deployer, StackDeployment
 from spothub.sandbox.fleet import Fleet
+from spothub.sandbox.function_logs import FunctionLogs
 from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.iam.principals import Principals
@@ -101,6 +102,8 @@ class SandboxOptions:
     run_agents: bool = True
     # Refuse what the deployed IAM policies do not allow (AccessDenied); False only records the refusals.
     enforce_iam: bool = True
+    # Where the functions' own output goes (their JSON logs, metrics, warnings); None: the terminal, mixed in.
+    function_log: Path | None = None
 
 
 @dataclass
@@ -159,6 +162,7 @@ class Sandbox:
         self._timeline_lock = threading.Lock()
         self._moto: Any = None
         self._api: ApiServer | None = None
+        self._function_logs: FunctionLogs | None = None
         self._scheduler: RuleScheduler | None = None
         self.alarms: AlarmEvaluator | None = None
         self._saved_environment: dict[str, str | None] = {}
@@ -193,6 +197,9 @@ class Sandbox:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the emulator's per-request access log
 
+        if self.options.function_log is not None:
+            self._function_logs = FunctionLogs(self.options.function_log)
+            self._function_logs.open()
         emulator_patches.apply()
         iam_hooks.apply()
         iam_hooks.attach(self.iam)
@@ -267,6 +274,9 @@ class Sandbox:
         if self.fleet:
             self.fleet.stop()
         instance_network.attach(None)
+        if self._function_logs is not None:
+            self._function_logs.close()
+            self._function_logs = None
         emulator_patches.attach(None)
         iam_hooks.attach(None)
         for key, value in self._saved_environment.items():
