@@ -22,6 +22,8 @@ __all__ = ["STATE_DIR", "cli", "main"]
 # `sandbox up` and `sandbox demo` write the functions' own output (JSON logs, metrics) here, under the state
 # directory, so that the terminal shows the narration and the timeline alone.
 FUNCTION_LOG = "functions.log"
+# How often `sandbox up` prints the timeline's new entries.
+TIMELINE_POLL_S = 0.5
 
 
 def _summary(args: SimpleNamespace) -> int:
@@ -50,6 +52,26 @@ def _sandbox_options(args: SimpleNamespace) -> SandboxOptions:
     )
 
 
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `port` cannot be listened on (another process holds it), or None when it is free."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _print_timeline(sandbox: Any, shown: int) -> int:
+    """Print the timeline's entries from `shown` on; returns how many are shown now."""
+    entries = sandbox.timeline[shown:]
+    for entry in entries:
+        print("  " + entry.line(sandbox.origin), flush=True)
+    return shown + len(entries)
+
+
 def _sandbox_up(args: SimpleNamespace) -> int:
     import signal  # noqa: PLC0415
     import threading  # noqa: PLC0415
@@ -59,7 +81,16 @@ def _sandbox_up(args: SimpleNamespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sandbox = Sandbox(_sandbox_options(args))
+    options = _sandbox_options(args)
+    taken = _port_taken(options.host, options.port)
+    if taken:
+        print(
+            f"spothub: the sandbox's API port {options.host}:{options.port} is taken ({taken}): is a sandbox already "
+            f"running? Stop it, or choose another port: spothub sandbox up --port {options.port + 1}",
+            file=sys.stderr,
+        )
+        return 1
+    sandbox = Sandbox(options)
     try:
         sandbox.start()
     except (SandboxError, OSError) as exc:
@@ -86,8 +117,11 @@ def _sandbox_up(args: SimpleNamespace) -> int:
         for name, stack in state["stacks"].items():
             outputs = ", ".join(f"{key}={value}" for key, value in stack["outputs"].items())
             print(f"  {name:<15} {outputs}")
-        print("Ctrl-C or SIGTERM stops it.", flush=True)
-        stop.wait()
+        print("Ctrl-C or SIGTERM stops it. The timeline (simulated time) follows:", flush=True)
+        shown = _print_timeline(sandbox, 0)
+        while not stop.wait(TIMELINE_POLL_S):
+            shown = _print_timeline(sandbox, shown)
+        _print_timeline(sandbox, shown)
         print("\n" + sandbox.iam.report(sandbox.deployed_roles()))
     finally:
         sandbox.stop()

@@ -71,6 +71,10 @@ def test_sandbox_up_serves_until_sigterm_then_cleans_up(sandbox: Sandbox, tmp_pa
     assert process.returncode == 0, output
     assert "sandbox stopped" in output
     assert not state_file.exists()
+    # The terminal shows the timeline; the functions' JSON logs are in their file.
+    assert "deployed       spothub-hub" in output
+    assert '{"level"' not in output
+    assert (tmp_path / "functions.log").is_file()
 
 
 def test_api_key_prints_the_running_sandboxs_model_key(sandbox: Sandbox, tmp_path: Path) -> None:
