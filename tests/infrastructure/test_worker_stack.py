@@ -158,7 +158,18 @@ def test_ecs_cluster_uses_the_group_as_its_capacity_provider(reference: Synthesi
 @pytest.mark.parametrize("region", WORKERS)
 def test_model_cache_is_encrypted_and_reachable_only_from_the_instances(reference: Synthesized, region: str) -> None:
     worker = reference.worker(region)
-    worker.has_resource_properties("AWS::EFS::FileSystem", {"Encrypted": True, "ThroughputMode": "elastic"})
+    worker.has_resource_properties(
+        "AWS::EFS::FileSystem",
+        {
+            "Encrypted": True,
+            "ThroughputMode": "elastic",
+            # Idle weights cost the Infrequent Access price; a read brings them back.
+            "LifecyclePolicies": [
+                {"TransitionToIA": "AFTER_14_DAYS"},
+                {"TransitionToPrimaryStorageClass": "AFTER_1_ACCESS"},
+            ],
+        },
+    )
     worker.has_resource_properties(
         "AWS::EC2::SecurityGroupIngress",
         {
