@@ -26,6 +26,7 @@ from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import consuming_rules, entries
 from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, grant_launch_template, install_agent
 from stacks.constructs.python_function import FunctionDefaults
+from stacks.constructs.worker_network import subnet_ids
 from stacks.nag import acknowledge, nag_resource
 
 
@@ -37,16 +38,6 @@ def job_groups_arn(stack: Stack, prefix: str) -> str:
         resource_name=f"*:autoScalingGroupName/{job_group_name(prefix, 'job-')}*",
         arn_format=ArnFormat.COLON_RESOURCE_NAME,
     )
-
-
-def _subnet_ids(vpc: ec2.IVpc, selection: ec2.SubnetSelection) -> list[str]:
-    """The ids of the subnets the GPU group uses: job groups launch into the same ones. Named subnets (an
-    existing VPC's) are taken as they are: selecting them would ask for zones an imported subnet does not have."""
-    if selection.subnets:
-        return [subnet.subnet_id for subnet in selection.subnets]
-    return vpc.select_subnets(
-        subnet_type=selection.subnet_type, subnet_group_name=selection.subnet_group_name
-    ).subnet_ids
 
 
 class BatchCapacity(Construct):
@@ -111,7 +102,7 @@ class BatchCapacity(Construct):
                 "SPOTHUB_HUB_REGION": config.hub_region,
                 "SPOTHUB_WORKER_BUS": worker_bus.event_bus_name,
                 "SPOTHUB_BATCH_LAUNCH_TEMPLATE_ID": self.launch_template.launch_template_id or "",
-                "SPOTHUB_BATCH_SUBNETS": Fn.join(",", _subnet_ids(vpc, subnets)),
+                "SPOTHUB_BATCH_SUBNETS": Fn.join(",", subnet_ids(vpc, subnets)),
                 "SPOTHUB_BATCH_INSTANCE_TYPES": ",".join(config.batch_worker_instance_types),
                 "SPOTHUB_BATCH_MAX_WORKERS": str(config.batch_max_workers_per_region),
             },

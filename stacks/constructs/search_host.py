@@ -27,21 +27,11 @@ from spothub_core.models.search_records import SearchAgentConfig
 from stacks.config import SpothubConfig
 from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
 from stacks.constructs.python_function import FunctionDefaults, FunctionNetwork
+from stacks.constructs.worker_network import subnet_ids
 from stacks.nag import acknowledge, nag_resource
 
 # Letters and digits only, as the model API key: a placeholder until the operator puts the provider's key.
 API_KEY_PLACEHOLDER_LENGTH = 40
-
-
-def subnet_ids(vpc: ec2.IVpc, selection: ec2.SubnetSelection) -> list[str]:
-    """The ids of the worker subnets the search instance may launch into (the one in the volume's zone is chosen at
-    launch). Named subnets (an existing VPC's) are taken as they are: selecting them would ask for zones an
-    imported subnet does not have."""
-    if selection.subnets:
-        return [subnet.subnet_id for subnet in selection.subnets]
-    return vpc.select_subnets(
-        subnet_type=selection.subnet_type, subnet_group_name=selection.subnet_group_name
-    ).subnet_ids
 
 
 class SearchHost(Construct):

@@ -56,3 +56,14 @@ class WorkerNetwork(Construct):
         )
         self.vpc = vpc
         self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+
+
+def subnet_ids(vpc: ec2.IVpc, selection: ec2.SubnetSelection) -> list[str]:
+    """The ids of the worker subnets (the GPU group's; job groups and the search instance launch into the same ones).
+    Named subnets (an existing VPC's) are taken as they are: selecting them would ask for zones an imported subnet
+    does not have."""
+    if selection.subnets:
+        return [subnet.subnet_id for subnet in selection.subnets]
+    return vpc.select_subnets(
+        subnet_type=selection.subnet_type, subnet_group_name=selection.subnet_group_name
+    ).subnet_ids
