@@ -24,7 +24,13 @@ from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag, job_group_nam
 from spothub_core.timings import MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.consumer_rules import consuming_rules, entries
-from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, grant_launch_template, install_agent
+from stacks.constructs.instance_template import (
+    agent_bundle,
+    gpu_launch_template,
+    grant_launch_template,
+    install_agent,
+    session_manager_statements,
+)
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.constructs.worker_network import subnet_ids
 from stacks.nag import acknowledge, nag_resource
@@ -170,19 +176,7 @@ class BatchCapacity(Construct):
                 resources=["*"],
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             ),
-            iam.PolicyStatement(
-                sid="SessionManagerRegistration", actions=["ssm:UpdateInstanceInformation"], resources=[any_instance]
-            ),
-            iam.PolicyStatement(
-                sid="SessionManagerChannels",
-                actions=[
-                    "ssmmessages:CreateControlChannel",
-                    "ssmmessages:CreateDataChannel",
-                    "ssmmessages:OpenControlChannel",
-                    "ssmmessages:OpenDataChannel",
-                ],
-                resources=["*"],
-            ),
+            *session_manager_statements(any_instance),
         ]
         wildcards = {
             **{

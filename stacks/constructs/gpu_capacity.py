@@ -25,7 +25,12 @@ from constructs import Construct
 from spothub_core.contracts import METRICS_NAMESPACE, InstanceTag
 from spothub_core.timings import LAUNCH_HOOK_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
-from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
+from stacks.constructs.instance_template import (
+    agent_bundle,
+    gpu_launch_template,
+    install_agent,
+    session_manager_statements,
+)
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.serving_task import SERVING_UID
 from stacks.nag import acknowledge, nag_resource
@@ -361,21 +366,7 @@ class GpuCapacity(Construct):
                 resources=["*"],
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             ),
-            iam.PolicyStatement(
-                sid="SessionManagerRegistration",
-                actions=["ssm:UpdateInstanceInformation"],
-                resources=[any_instance],
-            ),
-            iam.PolicyStatement(
-                sid="SessionManagerChannels",
-                actions=[
-                    "ssmmessages:CreateControlChannel",
-                    "ssmmessages:CreateDataChannel",
-                    "ssmmessages:OpenControlChannel",
-                    "ssmmessages:OpenDataChannel",
-                ],
-                resources=["*"],
-            ),
+            *session_manager_statements(any_instance),
         ]
         for statement in statements:
             self.role.add_to_principal_policy(statement)

@@ -119,3 +119,23 @@ def grant_launch_template(grantee: lambda_.Function, sid: str, template: ec2.Lau
             "Tags at launch on the instances and volumes the group launches, unknown ahead; only as part of "
             "RunInstances (ec2:CreateAction).",
         )
+
+
+def session_manager_statements(any_instance: str) -> list[iam.PolicyStatement]:
+    """What an instance role needs for Session Manager (shell access without SSH): registering the instance (on the
+    instances of this account and region, `any_instance`) and its channels (no resource-level permissions)."""
+    return [
+        iam.PolicyStatement(
+            sid="SessionManagerRegistration", actions=["ssm:UpdateInstanceInformation"], resources=[any_instance]
+        ),
+        iam.PolicyStatement(
+            sid="SessionManagerChannels",
+            actions=[
+                "ssmmessages:CreateControlChannel",
+                "ssmmessages:CreateDataChannel",
+                "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel",
+            ],
+            resources=["*"],
+        ),
+    ]

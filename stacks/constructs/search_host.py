@@ -25,7 +25,12 @@ from constructs import Construct
 from spothub_core.contracts import search_router_name, search_template_name
 from spothub_core.models.search_records import SearchAgentConfig
 from stacks.config import SpothubConfig
-from stacks.constructs.instance_template import agent_bundle, gpu_launch_template, install_agent
+from stacks.constructs.instance_template import (
+    agent_bundle,
+    gpu_launch_template,
+    install_agent,
+    session_manager_statements,
+)
 from stacks.constructs.python_function import FunctionDefaults, FunctionNetwork
 from stacks.constructs.worker_network import subnet_ids
 from stacks.nag import acknowledge, nag_resource
@@ -164,19 +169,7 @@ class SearchHost(Construct):
                 resources=[key.key_arn],
                 conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}},
             ),
-            iam.PolicyStatement(
-                sid="SessionManagerRegistration", actions=["ssm:UpdateInstanceInformation"], resources=[any_instance]
-            ),
-            iam.PolicyStatement(
-                sid="SessionManagerChannels",
-                actions=[
-                    "ssmmessages:CreateControlChannel",
-                    "ssmmessages:CreateDataChannel",
-                    "ssmmessages:OpenControlChannel",
-                    "ssmmessages:OpenDataChannel",
-                ],
-                resources=["*"],
-            ),
+            *session_manager_statements(any_instance),
         ]
         for statement in statements:
             self.role.add_to_principal_policy(statement)
