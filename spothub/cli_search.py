@@ -15,9 +15,9 @@ from spothub.api_client import ApiError, CliError
 from spothub.cli_api import EXIT_ERROR, Api, api_command, api_options, wait_options, watch
 
 ROUTABLE = {"ready", "busy", "idle"}
-# What a query asks the API to wait for readiness (the most it accepts; it caps the wait to what API Gateway's
-# integration timeout leaves); `--wait` asks again after each 503 until its own timeout.
-API_WAIT_S = 60
+# `--wait` asks again after each 503 (every --interval) rather than asking the API to hold the call open (wait_s):
+# a held call is capped by API Gateway's integration timeout anyway, and in the sandbox, which runs one invocation
+# at a time, it would hold up the very launch it waits for.
 
 
 @click.group(help="semantic search on one GPU instance bound to the index volume (the /search routes)")
@@ -92,7 +92,7 @@ def query(  # noqa: PLR0917 (one parameter per option)
     api: Api, text: str, top_k: int, wait: bool, interval: float, timeout: float | None
 ) -> int:
     started = time.monotonic()
-    body = {"query": text, "top_k": top_k, "wait_s": API_WAIT_S if wait else 0}
+    body = {"query": text, "top_k": top_k}
     while True:
         try:
             answer = api.client.search_query(body)

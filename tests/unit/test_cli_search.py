@@ -71,7 +71,7 @@ def test_query_shows_ranked_results(api: FakeApi, capsys) -> None:
     code, out, err = run(capsys, "search", "query", "spot interruption", "--top-k", "3", "--url", api.url)
     assert (code, err) == (0, "")
     assert "doc-7" in out and "7.250" in out and "Spot interruptions" in out and "total 31.0 ms" in out
-    assert api.seen[-1].body == {"query": "spot interruption", "top_k": 3, "wait_s": 0}
+    assert api.seen[-1].body == {"query": "spot interruption", "top_k": 3}
 
 
 def test_query_from_zero_is_a_503_line_or_asked_again_with_wait(api: FakeApi, capsys) -> None:
@@ -87,7 +87,7 @@ def test_query_from_zero_is_a_503_line_or_asked_again_with_wait(api: FakeApi, ca
     code, out, err = run(capsys, "search", "query", "gpu", "--wait", "--interval", "0", "--json", "--url", api.url)
     assert code == 0 and json.loads(out)["instance_id"] == INSTANCE
     assert "launching; asking again" in err
-    assert api.seen[-1].body["wait_s"] == 60
+    assert "wait_s" not in api.seen[-1].body  # asked again, not held open
 
 
 def test_status_table_and_json(api: FakeApi, capsys) -> None:
