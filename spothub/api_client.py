@@ -307,6 +307,9 @@ class ApiClient:
     def spot_instances(self) -> dict[str, Any]:
         return self.request("GET", "spot-instances")
 
+    def regions(self) -> dict[str, Any]:
+        return self.request("GET", "regions")
+
     def spot_provisioning(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "spot-provisioning", body=body)
 

@@ -104,6 +104,7 @@ def _sandbox_up(args: SimpleNamespace) -> int:
         print(f"\nsandbox up in {sandbox.started_in_s:.1f}s (synthesis {sandbox.synth_s:.1f}s)")
         print(f"  API             {state['api_url']}  (SigV4, service execute-api, region {state['hub_region']})")
         print(f"  control         {state['control_url']}")
+        print(f"  API docs        {state['control_url']}docs  (Swagger UI; its requests are unsigned: 403)")
         print(f"  AWS endpoint    {state['aws_endpoint_url']}")
         print(f"  credentials     {state['aws_access_key_id']} / {state['aws_secret_access_key']}")
         print(f"  regions         hub {state['hub_region']}, workers {', '.join(state['worker_regions'])}")
@@ -221,8 +222,8 @@ def _replay(args: SimpleNamespace) -> int:
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     help="spothub: keep GPU work on the cheapest spot capacity across AWS regions.",
-    epilog="The API commands (status, instances, enable, disable, jobs) sign with your AWS credentials and find "
-    "the API in SSM (/spothub/<prefix>/api-url in --region), or take --url, or --sandbox for the local sandbox; "
+    epilog="The API commands (status, instances, regions, enable, disable, jobs) sign with your AWS credentials and "
+    "find the API in SSM (/spothub/<prefix>/api-url in --region), or take --url, or --sandbox for the local sandbox; "
     "these options go before or after the command.",
 )
 @click.version_option(__version__, "--version", prog_name="spothub", message="%(prog)s %(version)s")

@@ -27,6 +27,7 @@ from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.model_api_key import ModelApiKey
+from stacks.constructs.operations_dashboard import OperationsDashboard
 from stacks.constructs.platform_status import PlatformStatus
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, FunctionDefaults
 from stacks.constructs.rest_api import SpothubRestApi
@@ -121,6 +122,7 @@ class HubStack(Stack):
             api=self.api,
             orchestrator_durations=ORCHESTRATOR_DURATIONS,
         )
+        self.status.serve_regions(self.spot_provisioning.spot_finder.function)
         self.agent_api = AgentApi(
             self,
             "AgentApi",
@@ -157,6 +159,14 @@ class HubStack(Stack):
             )
 
         self.model_api_key = ModelApiKey(self, "ModelApiKey", config=config)
+        # Every hub function and state machine, collected when the app is synthesized.
+        self.dashboard = OperationsDashboard(
+            self,
+            "OperationsDashboard",
+            config=config,
+            orchestrator=self.spot_provisioning.orchestrator,
+            dead_letter_queue=self.failed_invocations.queue,
+        )
 
         self._publish_parameters()
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spothub API (SigV4 signed)")

@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from spothub_core.dal.instance_health import InstanceHealthStore
-from spothub_core.http import build_resolver
+from spothub_core.http import build_resolver, error_answers
 from spothub_core.logic.instance_health import check_caller, heartbeat, register
 from spothub_core.models.agent import (
     INSTANCE_ID_PATTERN,
@@ -42,7 +42,9 @@ def post_register(instance_id: InstanceId, registration: Annotated[Registration,
     return result
 
 
-@app.post("/agents/<instance_id>/heartbeat")
+@app.post(
+    "/agents/<instance_id>/heartbeat", responses=error_answers({404: "the instance is not registered: register first"})
+)
 @tracer.capture_method
 def post_heartbeat(instance_id: InstanceId, beat: Annotated[Heartbeat, Body()]) -> HeartbeatAccepted:
     check_caller(app.current_event.request_context.identity.user_arn, instance_id)

@@ -24,7 +24,7 @@ from pydantic import Field
 from spothub_core.dal.batch_jobs import JobStore
 from spothub_core.dal.batch_queue import BatchQueue
 from spothub_core.dal.batch_workers import WorkerStore
-from spothub_core.http import build_resolver
+from spothub_core.http import build_resolver, error_answers
 from spothub_core.logic import batch_queue
 from spothub_core.logic.instance_health import check_caller
 from spothub_core.models.batch_workers import (
@@ -51,13 +51,17 @@ table = boto3.resource("dynamodb").Table(settings.jobs_table_name)
 api = batch_queue.WorkerApi(jobs=JobStore(table), queue=BatchQueue(table), workers=WorkerStore(table))
 app = build_resolver()
 WorkerId = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]
+NO_JOB = "no job with this id"
+NOT_REGISTERED = "no job with this id, or the worker is not registered"
+NO_BATCH = "no job, worker or batch with these ids"
+NOT_HELD = "the worker does not hold the batch (any more): the message says what became of it"
 
 
 def _caller_is(worker_id: str) -> None:
     check_caller(app.current_event.request_context.identity.user_arn, parse_worker_id(worker_id)[1])
 
 
-@app.post("/workers/register")
+@app.post("/workers/register", responses=error_answers({404: NO_JOB}))
 @tracer.capture_method
 def post_register(registration: Annotated[WorkerRegistration, Body()]) -> WorkerRegistered:
     check_caller(app.current_event.request_context.identity.user_arn, registration.instance_id)
@@ -66,7 +70,7 @@ def post_register(registration: Annotated[WorkerRegistration, Body()]) -> Worker
     return registered
 
 
-@app.get("/workers/<worker_id>/assignment")
+@app.get("/workers/<worker_id>/assignment", responses=error_answers({404: NOT_REGISTERED}))
 @tracer.capture_method
 def get_assignment(worker_id: WorkerId) -> BatchAssignment | WorkerCommand:
     _caller_is(worker_id)
@@ -80,14 +84,14 @@ def get_assignment(worker_id: WorkerId) -> BatchAssignment | WorkerCommand:
     return answer
 
 
-@app.post("/workers/<worker_id>/ack")
+@app.post("/workers/<worker_id>/ack", responses=error_answers({404: NO_BATCH, 409: NOT_HELD}))
 @tracer.capture_method
 def post_ack(worker_id: WorkerId, body: Annotated[BatchAck, Body()]) -> BatchUpdate:
     _caller_is(worker_id)
     return batch_queue.ack(api, worker_id, body.batch_id, now=time.time())
 
 
-@app.post("/workers/<worker_id>/status")
+@app.post("/workers/<worker_id>/status", responses=error_answers({404: NO_BATCH, 409: NOT_HELD}))
 @tracer.capture_method
 def post_status(worker_id: WorkerId, report: Annotated[BatchStatusReport, Body()]) -> BatchUpdate:
     _caller_is(worker_id)

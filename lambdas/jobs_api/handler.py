@@ -24,7 +24,7 @@ from spothub_core.dal.batch_fleet import FleetStore
 from spothub_core.dal.batch_jobs import JobStore
 from spothub_core.dal.batch_queue import BatchQueue
 from spothub_core.dal.batch_workers import WorkerStore
-from spothub_core.http import build_resolver
+from spothub_core.http import build_resolver, error_answers
 from spothub_core.logic import batch_jobs
 from spothub_core.models.batch_api import JobAccepted, JobRequest, JobsPage, JobView
 from spothub_core.models.batch_workers import JOB_ID_PATTERN
@@ -57,9 +57,10 @@ deployment = batch_jobs.JobsDeployment(
 )
 app = build_resolver()
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
+NO_JOB = "no job with this id"
 
 
-@app.post("/jobs")
+@app.post("/jobs", responses=error_answers({}, status=HTTPStatus.ACCEPTED))
 @tracer.capture_method
 def post_job(request: Annotated[JobRequest, Body()]) -> Response[JobAccepted]:
     accepted = batch_jobs.submit(deployment, request, now=time.time())
@@ -80,13 +81,13 @@ def get_jobs(
     return batch_jobs.list_jobs(deployment.jobs, limit=limit, next_token=next_token)
 
 
-@app.get("/jobs/<job_id>")
+@app.get("/jobs/<job_id>", responses=error_answers({404: NO_JOB}))
 @tracer.capture_method
 def get_job(job_id: JobId) -> JobView:
     return batch_jobs.view(deployment, job_id)
 
 
-@app.delete("/jobs/<job_id>")
+@app.delete("/jobs/<job_id>", responses=error_answers({404: NO_JOB}))
 @tracer.capture_method
 def delete_job(job_id: JobId) -> JobView:
     caller = app.current_event.request_context.identity.user_arn or "an unknown caller"

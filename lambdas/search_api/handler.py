@@ -15,6 +15,7 @@ the search region's VPC) is the only way to the instance's private address.
 # No `from __future__ import annotations` here: powertools reads the route's parameter and return types at
 # runtime.
 import time
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import boto3
@@ -27,7 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from spothub_core.dal.search_instances import SearchInstances
 from spothub_core.dal.search_router import SearchRouter
 from spothub_core.dal.search_store import SearchStore
-from spothub_core.http import build_resolver
+from spothub_core.http import ErrorAnswer, build_resolver
 from spothub_core.logic import search_api
 from spothub_core.logic.search_launches import Launcher
 from spothub_core.models.search_api import (
@@ -100,7 +101,14 @@ def _refused(refusal: search_api.SearchRefusal) -> Response:
     )
 
 
-@app.post("/search/query", responses={**_answers(), 503: RETRY_AFTER})
+SERVICE_REFUSALS = {
+    f"status_{code}": (code, f"the search service refused the query itself ({HTTPStatus(code).phrase})", ErrorAnswer)
+    for code in (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, HTTPStatus.UNPROCESSABLE_ENTITY)
+}
+BAD_GATEWAY = (502, "the search service answered no search results, or refused the API itself", ErrorAnswer)
+
+
+@app.post("/search/query", responses={**_answers(**SERVICE_REFUSALS, bad_gateway=BAD_GATEWAY), 503: RETRY_AFTER})
 @tracer.capture_method
 def post_query(request: Annotated[SearchQuery, Body()]) -> QueryAnswer:
     answer = search_api.query(api, request)
@@ -141,7 +149,10 @@ def post_scale_down(count: Count = 1) -> ScaleDownAnswer:
     return answer
 
 
-@app.delete("/search/instances/<instance_id>", responses=_answers(busy=BUSY))
+@app.delete(
+    "/search/instances/<instance_id>",
+    responses=_answers(busy=BUSY, missing=(404, "not an instance of the volume", ErrorAnswer)),
+)
 @tracer.capture_method
 def delete_instance(instance_id: InstanceId) -> TerminateAnswer:
     caller = app.current_event.request_context.identity.user_arn or "an unknown caller"

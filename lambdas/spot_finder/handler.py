@@ -1,7 +1,9 @@
 """Spot finder: rank the worker regions for a spot launch (placement score, price, exclusions).
 
-Invoked by the orchestrator state machine with an optional request; returns the ranking with the
-reasons. EC2 failing to answer raises SpotDataUnavailable, which the state machine retries.
+Invoked by the orchestrator state machine with an optional request (and synchronously by the batch
+supervisor and by GET /regions); returns the ranking with the reasons. It only reads: the switch, the
+replicas and reservations, the exclusions, EC2's spot data. EC2 failing to answer raises
+SpotDataUnavailable, which the state machine retries.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import Field
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.logic.region_reservations import occupied_regions
+from spothub_core.logic.region_reservations import held_regions, occupied_regions
 from spothub_core.logic.spot_finder import find_regions
 from spothub_core.models.orchestrator_tasks import FindRequest
 from spothub_core.observability import logger, metrics, tracer
@@ -52,14 +54,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "denied_regions": request.denied_regions or switch.denied_regions,
         }
     )
-    occupied = (
-        {}
-        if request.share_regions
-        else occupied_regions(request.replica_id, provisioning.replicas(), provisioning.reservations())
-    )
+    occupied: dict[str, str] = {}
+    held: dict[str, list[str]] = {}
+    if request.survey or not request.share_regions:
+        replicas, reservations = provisioning.replicas(), provisioning.reservations()
+        if not request.share_regions:
+            occupied = occupied_regions(request.replica_id, replicas, reservations)
+        if request.survey:
+            held = held_regions(replicas, reservations)
     answer = find_regions(
         request,
         occupied=occupied,
+        held=held,
         on_demand_fallback=settings.capacity_fallback == "on-demand",
         worker_regions=settings.worker_regions,
         default_instance_types=settings.instance_types,

@@ -13,7 +13,14 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+    ResponseValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from spothub_core.errors import Conflict, DependencyUnavailable, Forbidden, InvalidRequest, NotFound, SpothubError
 from spothub_core.observability import logger
@@ -27,11 +34,49 @@ STATUS_BY_ERROR: dict[type[SpothubError], HTTPStatus] = {
 }
 
 
+class ErrorDetail(BaseModel):
+    field: str = Field(description='where: "body.<field>", "path.<name>", "query.<name>", or "request"')
+    problem: str
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """An optional field is left out of the answer, never null: no `default: null` in the schema."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer, the API's own {"error", "message"[, "details"]} and API Gateway's {"error",
+    "request_id"} (its gateway responses): the OpenAPI document describes the error statuses with it."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    error: str = Field(description="the status's phrase; in API Gateway's own answers, its message")
+    message: str | SkipJsonSchema[None] = Field(None, description="what was wrong")
+    details: list[ErrorDetail] | SkipJsonSchema[None] = Field(None, description="each field at fault")
+    request_id: str | SkipJsonSchema[None] = Field(None, description="API Gateway's request id")
+
+
+def error_answers(errors: dict[int, str], *, status: int = HTTPStatus.OK) -> dict[int, OpenAPIResponse]:
+    """A route's `responses` for the OpenAPI document: its answer (the route's return type) and the errors the
+    domain refuses it with (`errors`: status -> when), in the one error shape. What every route may answer (400,
+    403, 500, 503, and 415 with a body) the document generator adds (spothub/openapi.py)."""
+    answer = "Successful Response" if status == HTTPStatus.OK else HTTPStatus(status).phrase
+    responses: dict[int, OpenAPIResponse] = {status: {"description": answer}}
+    for code, description in errors.items():
+        responses[code] = {
+            "description": description,
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorAnswer}},
+        }
+    return responses
+
+
 def error_response(status: HTTPStatus, message: str, details: list[dict[str, Any]] | None = None) -> Response:
-    body: dict[str, Any] = {"error": status.phrase, "message": message}
-    if details:
-        body["details"] = details
-    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body)
+    body = ErrorAnswer(error=status.phrase, message=message, details=details or None)
+    return Response(
+        status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body.model_dump(exclude_none=True)
+    )
 
 
 def build_resolver() -> APIGatewayRestResolver:
@@ -46,6 +91,10 @@ def build_resolver() -> APIGatewayRestResolver:
     def _invalid(exc: RequestValidationError) -> Response:
         details = [_describe_validation_error(error) for error in exc.errors()]
         return error_response(HTTPStatus.BAD_REQUEST, "the request is not valid", details)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _not_json(_exc: RequestUnsupportedContentType) -> Response:
+        return _unsupported_media_type(app)
 
     @app.exception_handler(ResponseValidationError)
     def _invalid_answer(exc: ResponseValidationError) -> Response:
@@ -77,6 +126,10 @@ def build_resolver() -> APIGatewayRestResolver:
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if _body_is_not_json(app):
+            # The validation could not read a body of another media type (a multipart body without its boundary):
+            # the caller's mistake, not ours.
+            return _unsupported_media_type(app)
         logger.exception("unhandled error")
         request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error, request id {request_id}")
@@ -96,6 +149,19 @@ def _json_object_body(app: APIGatewayRestResolver, next_middleware: NextMiddlewa
         if not isinstance(parsed, dict):
             return error_response(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
     return next_middleware(app)
+
+
+def _body_is_not_json(app: APIGatewayRestResolver) -> bool:
+    content_type = (app.current_event.headers.get("content-type") or "").strip().lower()
+    return bool(app.current_event.body) and bool(content_type) and not content_type.startswith("application/json")
+
+
+def _unsupported_media_type(app: APIGatewayRestResolver) -> Response:
+    content_type = app.current_event.headers.get("content-type") or "(none)"
+    return error_response(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        f"the request body must be JSON (Content-Type: application/json), not {content_type}",
+    )
 
 
 def _body_is_utf8(app: APIGatewayRestResolver) -> bool:

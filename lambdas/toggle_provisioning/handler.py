@@ -14,7 +14,7 @@ from pydantic import Field
 from spothub_core.dal.event_bus import put_event
 from spothub_core.dal.executions import start_named, stop_named
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.http import build_resolver
+from spothub_core.http import build_resolver, error_answers
 from spothub_core.logic.provisioning import Orchestration, toggle
 from spothub_core.models.api import ToggleRequest, ToggleResponse
 from spothub_core.observability import logger, tracer
@@ -45,7 +45,10 @@ orchestration = Orchestration(
 )
 
 
-@app.post("/spot-provisioning")
+@app.post(
+    "/spot-provisioning",
+    responses=error_answers({409: "provisioning was changed by another request at the same time: try again"}),
+)
 @tracer.capture_method
 def post_spot_provisioning(request: Annotated[ToggleRequest, Body()]) -> ToggleResponse:
     result = toggle(

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from spothub.sandbox import sigv4
+from spothub.sandbox.api_docs import RawAnswer
 from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.iam.principals import SECRET_ACCESS_KEY
@@ -137,6 +138,12 @@ def rest_proxy_event(
     }
 
 
+class _Listener(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of concurrent callers (twenty clients scaling up at once)
+    # overflows it and the kernel resets some of their connections, where API Gateway would answer them all.
+    request_queue_size = 128
+
+
 class ApiServer:
     def __init__(
         self,
@@ -192,7 +199,10 @@ class ApiServer:
                         self._respond(400, json.dumps({"message": "body is not JSON"}).encode())
                         return
                     status, answer = control(self.command, split.path[len(CONTROL_PREFIX) :], query, payload)
-                    self._respond(status, json.dumps(answer, default=str).encode())
+                    if isinstance(answer, RawAnswer):  # the API's docs page and its files
+                        self._respond(status, answer.body, {"Content-Type": answer.content_type})
+                    else:
+                        self._respond(status, json.dumps(answer, default=str).encode())
                     return
                 status, response_body, response_headers = server.dispatch(
                     method=self.command,
@@ -207,6 +217,13 @@ class ApiServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (TRACE, QUERY, ...): no API method has it, so API Gateway's 403, not http.server's
+                # 501.
+                if name.startswith("do_"):
+                    return self._handle
+                raise AttributeError(name)
+
         self._invoke = invoke
         self._account = account
         self._api_id = api_id
@@ -214,7 +231,7 @@ class ApiServer:
         self._secret_access_key = secret_access_key
         # Role sessions (an instance's agent) sign with keys of their own and are authorized per route.
         self._iam = iam
-        self._http = ThreadingHTTPServer((host, port), Handler)
+        self._http = _Listener((host, port), Handler)
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, name="sandbox-api", daemon=True)

@@ -6,12 +6,15 @@ POST schedules/fire {"rule"} (every scheduled rule whose name contains it, now),
 GET market, POST market/zone {"zone", "instance_type", "capacity"?, "spot_price"?, "placement_score"?},
 GET instances, POST instances/{id}/rebalance | interrupt | agent/kill | agent/restart,
 POST instances/{id}/search/health {"healthy": false|true} (the search instance's service fails or passes its health
-checks).
+checks), GET openapi.json (the API's document, its server this sandbox), GET docs (Swagger UI over it) and
+GET docs/<file> (the page's files): api_docs.py.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from spothub.sandbox import api_docs
 
 if TYPE_CHECKING:
     from spothub.sandbox.sandbox import Sandbox
@@ -35,13 +38,15 @@ class ControlSurface:
         except (KeyError, ValueError, TypeError) as error:
             return 400, {"message": f"bad request: {error}"}
 
-    def _route(  # noqa: PLR0911 (one branch per route keeps the surface readable in one place)
+    def _route(  # noqa: PLR0911, PLR0912 (one branch per route keeps the surface readable in one place)
         self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]
     ) -> Any:
         sandbox = self._sandbox
         parts = path.split("/")
         if (method, path) == ("GET", "state"):
             return sandbox.state()
+        if method == "GET" and parts[0] in {"openapi.json", "docs"}:
+            return self._docs(path)
         if (method, path) == ("GET", "timeline"):
             since = float(query.get("since", ["0"])[-1])
             return [
@@ -87,3 +92,14 @@ class ControlSurface:
                 raise ControlError(404, f"no action {action}; one of {', '.join(actions)}")
             return actions[action](instance_id)
         raise ControlError(404, f"no control {method} /_sandbox/{path}")
+
+    def _docs(self, path: str) -> Any:
+        sandbox = self._sandbox
+        try:
+            if path == "openapi.json":
+                return api_docs.document(sandbox.api_url, sandbox.hub.region)
+            if path == "docs":
+                return api_docs.RawAnswer(api_docs.page(sandbox.api_url).encode(), "text/html; charset=utf-8")
+            return api_docs.asset(path.removeprefix("docs/"))
+        except api_docs.DocsError as error:
+            raise ControlError(error.status, str(error)) from None

@@ -1,9 +1,12 @@
-"""GET /status: the deployment's shape and whether the state store answers."""
+"""GET /status: the deployment's shape and whether the state store answers; GET /regions: the spot finder's
+ranking now, asked of the finder function (which only reads)."""
 
 from __future__ import annotations
 
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks.constructs.python_function import FunctionDefaults
@@ -22,14 +25,27 @@ class PlatformStatus(Construct):
         api: SpothubRestApi,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._api = api
         self.spothub_function = functions.function(
             self,
             "Function",
             concern="platform_status",
-            description="GET /status: deployment shape and state store health",
+            description="GET /status: deployment shape and state store health; GET /regions: the finder's ranking",
         )
         function = self.spothub_function.function
         # GetItem only: the status probe reads one key, it never scans or writes.
         state_table.grant(function, "dynamodb:GetItem")
         key.grant_decrypt(function)
         api.add_route("GET", "/status", function)
+
+    def serve_regions(self, spot_finder: lambda_.IFunction) -> None:
+        """GET /regions, answered by invoking `spot_finder` (built after this construct, in SpotProvisioning)."""
+        function = self.spothub_function.function
+        function.add_environment("SPOTHUB_SPOT_FINDER_FUNCTION", spot_finder.function_name)
+        # The unqualified finder only (RequestResponse, no version or alias); the finder reads, never writes.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="RankRegions", actions=["lambda:InvokeFunction"], resources=[spot_finder.function_arn]
+            )
+        )
+        self._api.add_route("GET", "/regions", function)

@@ -138,16 +138,34 @@ def _function_actions(reference: Synthesized, role_prefix: str) -> set[str]:
     }
 
 
-def test_status_function_may_only_get_items_from_the_state_table(reference: Synthesized) -> None:
+def test_status_function_may_only_get_items_from_the_state_table_and_ask_the_finder(reference: Synthesized) -> None:
     assert _function_actions(reference, "PlatformStatusFunctionRole") == {
         "dynamodb:GetItem",
         "kms:Decrypt",
+        "lambda:InvokeFunction",  # GET /regions: the spot finder, which only reads
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "sqs:SendMessage",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
     }
+
+
+def test_status_function_may_invoke_the_spot_finder_and_no_other_function(reference: Synthesized) -> None:
+    hub = reference.config.hub_stack_name()
+    policies = reference.resources(hub, "AWS::IAM::Policy")
+    (policy,) = [p for logical_id, p in policies.items() if logical_id.startswith("PlatformStatusFunctionRole")]
+    (invoke,) = [
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "lambda:InvokeFunction" in _as_list(s["Action"])
+    ]
+    (resource,) = _as_list(invoke["Resource"])
+    finder, attribute = resource["Fn::GetAtt"]
+    assert (finder.startswith("SpotProvisioningSpotFinderFunction"), attribute) == (True, "Arn")
+    functions = reference.resources(hub, "AWS::Lambda::Function")
+    (status,) = [f for logical_id, f in functions.items() if logical_id.startswith("PlatformStatusFunction")]
+    assert status["Properties"]["Environment"]["Variables"]["SPOTHUB_SPOT_FINDER_FUNCTION"] == {"Ref": finder}
 
 
 def test_spot_finder_reads_spot_data_and_queries_exclusions_only(reference: Synthesized) -> None:

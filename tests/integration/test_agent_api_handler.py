@@ -123,3 +123,28 @@ def test_an_instance_may_not_speak_for_another(handler: ModuleType) -> None:
     assert agent_record() == {}
     itself = f"arn:aws:sts::123456789012:assumed-role/spothub-instance-role/{INSTANCE}"
     assert post(handler, INSTANCE, "register", REGISTRATION, caller=itself)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "gpu",
+    [
+        {"gpus": [{"index": 0, "power_w": 4.78e307}]},  # beyond DynamoDB's numbers: once a 500
+        {"tiny": 3.98e-266},
+        {"digits": 10**40},
+        {"nested": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]},
+    ],
+)
+def test_a_gpu_report_dynamodb_cannot_store_is_400_not_500(handler: ModuleType, gpu: dict[str, Any]) -> None:
+    assert post(handler, INSTANCE, "register", REGISTRATION)[0] == 200
+    status, answer = post(handler, INSTANCE, "heartbeat", {**BEAT, "gpu": gpu})
+    assert status == 400, answer
+    assert [d["field"] for d in answer["details"]] == ["body.gpu"]
+
+
+def test_a_nan_in_the_gpu_report_is_400_not_500(handler: ModuleType) -> None:
+    assert post(handler, INSTANCE, "register", REGISTRATION)[0] == 200
+    event = rest_proxy_event("POST", f"/agents/{INSTANCE}/heartbeat", resource="/agents/{instance_id}/heartbeat")
+    event["pathParameters"] = {"instance_id": INSTANCE}
+    event["body"] = '{"ready": true, "gpu": {"temperature_c": NaN}}'  # Python's JSON reads NaN
+    response = handler.lambda_handler(event, FakeLambdaContext())
+    assert response["statusCode"] == 400, response["body"]

@@ -269,6 +269,7 @@ def test_the_spot_finder_is_invoked_with_its_request_and_its_failure_is_a_depend
         "denied_regions": [],
         "spot_only": False,
         "share_regions": False,
+        "survey": False,
     }
     lambda_client.invoke.return_value = {
         "FunctionError": "Unhandled",

@@ -298,6 +298,7 @@ def test_abandon_launch_excludes_the_region_and_cancels_the_launch_there(
     assert result == {"abandoned": True}
     assert placing.request(LAUNCH, "replica-0-g1-0").status == "abandoned"  # type: ignore[union-attr]
     assert excluded(exclusions) == {REGION: 600}
+    assert [e.kind for e in exclusions.active(NOW)] == ["timeout"]  # what GET /regions says of it
     (command,) = commands(bus, "Spothub Teardown Requested")
     assert (command["teardown_id"], command["launch_id"], command["region"]) == (
         "cancel-replica-0-g1-0",
@@ -509,6 +510,8 @@ def test_a_capacity_failure_fails_the_task_and_excludes_the_region(
     assert (answer["taskToken"], answer["error"]) == ("token-1", "CapacityError")
     assert answer["cause"] == f"{REGION}: InsufficientInstanceCapacity no g5 capacity"
     assert excluded(exclusions) == {REGION: 900}
+    (exclusion,) = exclusions.active(NOW)
+    assert (exclusion.kind, exclusion.reason) == ("capacity", "capacity: InsufficientInstanceCapacity no g5 capacity")
     assert placing.request(LAUNCH, "replica-0-g1-0").status == "failed"  # type: ignore[union-attr]
 
 

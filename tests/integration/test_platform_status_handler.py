@@ -1,21 +1,34 @@
-"""GET /status through the real handler, against DynamoDB in moto."""
+"""GET /status and GET /regions through the real handler, against DynamoDB in moto; the spot finder function
+GET /regions invokes is a fake Lambda client answering what the finder answers."""
 
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from spothub_core.models.orchestrator_tasks import (
+    ExclusionView,
+    FindAnswer,
+    LeftOutKind,
+    LeftOutView,
+    RankedRegionView,
+    SurveyedRegion,
+)
 from tests.integration.conftest import STATE_TABLE_KEYS
 from tests.lambda_events import FakeLambdaContext, rest_proxy_event
 
 TABLE = "spothub-state"
+FINDER = "spothub-spot-finder"
 
 
 @pytest.fixture
@@ -30,6 +43,7 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         "SPOTHUB_WORKER_REGIONS": "us-west-2,eu-west-1",
         "SPOTHUB_STATE_TABLE": TABLE,
         "SPOTHUB_CAPACITY_FALLBACK": "on-demand",
+        "SPOTHUB_SPOT_FINDER_FUNCTION": FINDER,
     }.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
@@ -76,9 +90,185 @@ def test_unknown_route_is_404(handler: ModuleType) -> None:
     assert status == 404
 
 
-def test_missing_environment_fails_at_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SPOTHUB_STATE_TABLE", raising=False)
+@pytest.mark.parametrize("variable", ["SPOTHUB_STATE_TABLE", "SPOTHUB_SPOT_FINDER_FUNCTION"])
+def test_missing_environment_fails_at_cold_start(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.delenv(variable, raising=False)
     sys.modules.pop("platform_status.handler", None)
-    with pytest.raises(Exception, match="SPOTHUB_STATE_TABLE"):
+    with pytest.raises(Exception, match=variable):
         importlib.import_module("platform_status.handler")
     sys.modules.pop("platform_status.handler", None)
+
+
+# --- GET /regions ----------------------------------------------------------------------------------
+
+NOW = 1_795_818_000.0  # 2026-11-27T22:20:00Z
+WEST, EU, SOUTH = "us-west-2", "eu-west-1", "ap-south-1"
+
+
+@dataclass
+class FakeLambda:
+    """The Lambda client's `invoke` as the finder function answers it: a payload, or a function error."""
+
+    answer: dict[str, Any] | None = None
+    function_error: str | None = None
+    invoked: list[dict[str, Any]] = field(default_factory=list)
+
+    def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        self.invoked.append({**kwargs, "Payload": json.loads(kwargs["Payload"])})
+        if self.function_error:
+            return {"FunctionError": "Unhandled", "Payload": io.BytesIO(self.function_error.encode())}
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(self.answer).encode())}
+
+
+def surveyed(region: str, **facts: Any) -> SurveyedRegion:
+    base: dict[str, Any] = {
+        "region": region,
+        "rank": None,
+        "placement_score": 5,
+        "spot_price": 0.42,
+        "spot_zone": f"{region}a",
+        "spot_instance_type": "g5.xlarge",
+        "reason": "score 5, $0.4200/h",
+        "left_out": None,
+        "exclusion": None,
+        "denied": False,
+        "allowed": True,
+        "replicas": [],
+    }
+    return SurveyedRegion.model_validate(base | facts)
+
+
+def survey_answer() -> dict[str, Any]:
+    """West ranks first and holds replica-0; EU is excluded after a capacity failure; ap-south-1 is denied
+    by the operator and excluded too (a quota)."""
+    capacity = ExclusionView(until=NOW + 900, kind="capacity", reason="capacity: InsufficientInstanceCapacity none")
+    quota = ExclusionView(until=NOW + 21_600, kind="quota", reason="quota: MaxSpotInstanceCountExceeded limit")
+    answer = FindAnswer(
+        best=WEST,
+        reason="score 9, $0.3512/h, best placement score",
+        on_demand_region=None,
+        ranked=[RankedRegionView(region=WEST, rank=1, placement_score=9, spot_price=0.3512, reason="score 9")],
+        left_out=[
+            LeftOutView(region=EU, reason="excluded for 900s more: capacity", kind=LeftOutKind.EXCLUDED),
+            LeftOutView(region=SOUTH, reason="denied by the operator", kind=LeftOutKind.DENIED),
+        ],
+        instance_types=["g5.xlarge", "g6.xlarge"],
+        target_capacity=1,
+        observed_at=NOW,
+        regions=[
+            surveyed(
+                WEST,
+                rank=1,
+                placement_score=9,
+                spot_price=0.3512,
+                reason="score 9, $0.3512/h, best placement score",
+                replicas=["replica-0"],
+            ),
+            surveyed(EU, reason="excluded for 900s more: capacity", left_out="excluded", exclusion=capacity),
+            surveyed(
+                SOUTH,
+                placement_score=None,
+                spot_price=None,
+                spot_zone=None,
+                spot_instance_type=None,
+                reason="denied by the operator",
+                left_out="denied",
+                exclusion=quota,
+                denied=True,
+            ),
+        ],
+    )
+    return answer.model_dump(mode="json")
+
+
+@pytest.fixture
+def finder(handler: ModuleType, monkeypatch: pytest.MonkeyPatch) -> FakeLambda:
+    fake = FakeLambda(answer=survey_answer())
+    monkeypatch.setattr(handler, "finder_client", fake)
+    return fake
+
+
+def test_regions_answers_the_finders_survey_asked_once_without_changing_anything(
+    handler: ModuleType, finder: FakeLambda
+) -> None:
+    status, body = invoke(handler, "GET", "/regions")
+    assert status == 200, body
+    (asked,) = finder.invoked
+    assert (asked["FunctionName"], asked["InvocationType"]) == (FINDER, "RequestResponse")
+    # Every region on its own merits, the switch's types and lists (none named), with the survey.
+    assert asked["Payload"] == {
+        "target_capacity": 1,
+        "denied_regions": [],
+        "spot_only": False,
+        "share_regions": True,
+        "survey": True,
+    }
+    assert {k: body[k] for k in ("at", "best", "reason", "instance_types")} == {
+        "at": "2026-11-27T22:20:00Z",
+        "best": WEST,
+        "reason": "score 9, $0.3512/h, best placement score",
+        "instance_types": ["g5.xlarge", "g6.xlarge"],
+    }
+    west, eu, south = body["regions"]
+    assert west == {
+        "region": WEST,
+        "rank": 1,
+        "state": "ok",
+        "placement_score": 9,
+        "spot_price": 0.3512,
+        "spot_zone": "us-west-2a",
+        "spot_instance_type": "g5.xlarge",
+        "on_demand_price": None,
+        "excluded": None,
+        "denied": False,
+        "allowed": True,
+        "replicas": ["replica-0"],
+        "reason": "score 9, $0.3512/h, best placement score",
+    }
+    assert (eu["rank"], eu["state"]) == (None, "excluded")
+    assert eu["excluded"] == {
+        "until": "2026-11-27T22:35:00Z",
+        "kind": "capacity",
+        "error": "InsufficientInstanceCapacity none",
+    }
+    # The operator's list comes first, and the exclusion behind it still shows.
+    assert (south["state"], south["denied"], south["spot_price"]) == ("denied", True, None)
+    assert south["excluded"] == {
+        "until": "2026-11-28T04:20:00Z",
+        "kind": "quota",
+        "error": "MaxSpotInstanceCountExceeded limit",
+    }
+
+
+def test_a_region_outside_the_allow_list_is_not_allowed(handler: ModuleType, finder: FakeLambda) -> None:
+    answer = survey_answer()
+    answer["regions"][1] |= {"left_out": "not-allowed", "allowed": False, "exclusion": None}
+    finder.answer = answer
+    _, body = invoke(handler, "GET", "/regions")
+    assert [(r["region"], r["state"]) for r in body["regions"]] == [
+        (WEST, "ok"),
+        (EU, "not-allowed"),
+        (SOUTH, "denied"),
+    ]
+
+
+def test_regions_is_503_with_the_reason_when_the_finder_fails(handler: ModuleType, finder: FakeLambda) -> None:
+    finder.function_error = json.dumps({"errorType": "SpotDataUnavailable", "errorMessage": "GetSpotPlacementScores"})
+    status, body = invoke(handler, "GET", "/regions")
+    assert status == 503
+    assert body["message"].startswith("the spot finder failed:")
+    assert "SpotDataUnavailable" in body["message"]
+
+
+def test_regions_is_503_when_the_finder_answers_no_survey(handler: ModuleType, finder: FakeLambda) -> None:
+    finder.answer = {**survey_answer(), "regions": None}
+    status, body = invoke(handler, "GET", "/regions")
+    assert status == 503
+    assert "without its survey" in body["message"]
+
+
+def test_the_openapi_document_describes_the_regions(handler: ModuleType) -> None:
+    schema = handler.app.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
+    answer = schema["paths"]["/regions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/RegionsView"}
+    assert set(schema["components"]["schemas"]["RegionState"]["enum"]) == {"ok", "excluded", "denied", "not-allowed"}

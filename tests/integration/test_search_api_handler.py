@@ -418,6 +418,9 @@ def test_a_service_answer_that_is_no_search_answer_is_a_502(
         ({"query": "x", "wait_s": 61}, "wait_s"),
         ({"query": "x", "wait_s": -1}, "wait_s"),
         ({"query": "x", "colour": "blue"}, "colour"),
+        # Strict, as the document says: once a launch started and a wait of 0 s.
+        ({"query": "x", "wait_s": False}, "wait_s"),
+        ({"query": "x", "top_k": "5"}, "top_k"),
     ],
 )
 def test_a_bad_query_is_a_400_naming_the_field(

@@ -184,6 +184,53 @@ def test_a_batch_job_shares_the_regions_that_hold_replicas(
     assert result["left_out"] == []
 
 
+def test_a_survey_gives_every_regions_facts_and_who_holds_it(
+    handler: ModuleType, scores: ApiCalls, store: ProvisioningStore, exclusions: ExclusionStore
+) -> None:
+    """GET /regions's request: every region on its own merits, with the pool of its price, its exclusion (even
+    behind the operator's lists) and its replicas; the orchestrator's answer carries no survey."""
+    assert store.start_placing("replica-1", generation=1, execution="replica-1-g1", now=time.time())
+    store.update_replica("replica-1", {"status": "serving", "region": EU, "instance_id": "i-0eu"})
+    until = float(int(time.time()) + 900)
+    assert exclusions.exclude(WEST, until, "capacity: InsufficientInstanceCapacity no g5", kind="capacity")
+    result = find(handler, {"share_regions": True, "survey": True})
+    assert result["best"] == EU
+    excluded = {"until": until, "kind": "capacity", "reason": "capacity: InsufficientInstanceCapacity no g5"}
+    assert result["regions"] == [
+        {
+            "region": EU,
+            "rank": 1,
+            "placement_score": 9,
+            "spot_price": MOTO_SPOT_PRICE,
+            "spot_zone": "eu-west-1a",
+            "spot_instance_type": "g5.xlarge",
+            "reason": "score 9, $0.0000/h, best placement score",
+            "left_out": None,
+            "exclusion": None,
+            "denied": False,
+            "allowed": True,
+            "replicas": ["replica-1"],
+        },
+        {
+            "region": WEST,
+            "rank": None,
+            "placement_score": 5,
+            "spot_price": MOTO_SPOT_PRICE,
+            "spot_zone": "us-west-2a",
+            "spot_instance_type": "g5.xlarge",
+            "reason": result["left_out"][0]["reason"],
+            "left_out": "excluded",
+            "exclusion": excluded,
+            "denied": False,
+            "allowed": True,
+            "replicas": [],
+        },
+    ]
+    denied = find(handler, {"share_regions": True, "survey": True, "denied_regions": [WEST]})["regions"][1]
+    assert (denied["left_out"], denied["denied"], denied["exclusion"]) == ("denied", True, excluded)
+    assert find(handler, {"replica_id": "replica-0"})["regions"] is None
+
+
 def test_a_replacement_keeps_its_region_when_it_scores_as_well(handler: ModuleType, scores: ApiCalls) -> None:
     placement_scores(scores, {EU: 7, WEST: 7})
     result = find(handler, {"replica_id": "replica-0", "prefer_region": WEST})

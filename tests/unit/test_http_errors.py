@@ -117,3 +117,16 @@ def test_an_answer_that_breaks_its_response_model_is_a_500_not_a_400() -> None:
     response = app.resolve(rest_proxy_event("GET", "/broken"), FakeLambdaContext(aws_request_id="req-1"))
     assert response["statusCode"] == 500
     assert json.loads(response["body"])["message"] == "internal error, request id req-1"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data", "application/xml"])
+def test_a_body_that_is_not_json_is_415_saying_what_to_send(content_type: str) -> None:
+    # Powertools refuses the first and third itself, and fails to read the second (no boundary): all the caller's.
+    event = rest_proxy_event("POST", "/widgets", {"name": "a", "size": 2})
+    event = {**event, "headers": {"Content-Type": content_type}, "multiValueHeaders": {"Content-Type": [content_type]}}
+    response = make_app().resolve(event, FakeLambdaContext(aws_request_id="req-1"))
+    assert response["statusCode"] == 415
+    assert json.loads(response["body"]) == {
+        "error": "Unsupported Media Type",
+        "message": f"the request body must be JSON (Content-Type: application/json), not {content_type}",
+    }

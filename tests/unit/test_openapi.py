@@ -23,6 +23,7 @@ def test_every_route_of_every_api_function_is_in_it(generated: dict) -> None:
     routes = {(method.upper(), path) for path, operations in generated["paths"].items() for method in operations}
     assert {
         ("GET", "/status"),
+        ("GET", "/regions"),
         ("POST", "/spot-provisioning"),
         ("GET", "/spot-instances"),
         ("POST", "/agents/{instance_id}/register"),
@@ -60,3 +61,23 @@ def test_a_route_served_twice_or_a_schema_name_used_twice_is_refused() -> None:
 
 def test_the_document_is_json_with_sigv4_security(generated: dict) -> None:
     assert json.loads(render(generated))["security"] == [{"sigv4": []}]
+
+
+def test_error_answers_are_in_the_shape_and_status_the_api_answers_them(generated: dict) -> None:
+    """Powertools describes a request that breaks its model as a 422 of its own shape; the API answers a 400 in
+    its one error shape (spothub_core.http), as every error: the document says so for every operation."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}
+    for path, operations in generated["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert responses.get("422", {"content": error})["content"] == error, (method, path)  # not powertools'
+            for status in ("400", "403", "500"):
+                assert responses[status]["content"] == error, (method, path, status)
+            assert ("415" in responses) == ("requestBody" in operation), (method, path)
+    assert {"HTTPValidationError", "ValidationError", "ResponseValidationError"}.isdisjoint(
+        generated["components"]["schemas"]
+    )
+    assert generated["components"]["schemas"]["ErrorAnswer"]["required"] == ["error"]
+    # A route's own error statuses, and the status of its answer, are its own.
+    assert "404" in generated["paths"]["/jobs/{job_id}"]["get"]["responses"]
+    assert set(generated["paths"]["/jobs"]["post"]["responses"]) & {"200", "202"} == {"202"}

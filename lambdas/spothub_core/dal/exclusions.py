@@ -33,9 +33,10 @@ class ExclusionStore:
         exclusions = [Exclusion.model_validate({**plain_item(i), "region": i[SORT_KEY]}) for i in items]
         return [e for e in exclusions if e.until > now]
 
-    def exclude(self, region: str, until: float, reason: str) -> bool:
-        """Exclude `region` until `until`; False when a longer exclusion already stands (kept as is)."""
-        return self._write(region, until, reason, kind="") is not None
+    def exclude(self, region: str, until: float, reason: str, *, kind: str = "") -> bool:
+        """Exclude `region` until `until` for a failure of `kind` (what GET /regions shows); False when a longer
+        exclusion already stands (kept as is)."""
+        return self._write(region, until, reason, kind=kind) is not None
 
     def exclude_once(self, region: str, until: float, reason: str, *, kind: str, now: float) -> bool:
         """Exclude `region` for a failure of `kind`, as `exclude` does. True only when this write began an

@@ -33,9 +33,11 @@ def observe_regions(
     scores = placement_scores(ec2_for(scoring_region), regions, instance_types, target_capacity)
     with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
         prices = dict(
-            zip(regions, pool.map(lambda r: latest_spot_price(ec2_for(r), instance_types), regions), strict=True)
+            zip(regions, pool.map(lambda r: cheapest_spot_pool(ec2_for(r), instance_types), regions), strict=True)
         )
-    return [RegionObservation(region, scores.get(region), prices[region]) for region in regions]
+    return [
+        RegionObservation(region, scores.get(region), *(prices[region] or (None, None, None))) for region in regions
+    ]
 
 
 def placement_scores(ec2: Any, regions: list[str], instance_types: list[str], target_capacity: int) -> dict[str, int]:
@@ -59,8 +61,9 @@ def placement_scores(ec2: Any, regions: list[str], instance_types: list[str], ta
         raise SpotDataUnavailable(f"GetSpotPlacementScores failed: {reason_of(exc)}") from exc
 
 
-def latest_spot_price(ec2: Any, instance_types: list[str]) -> float | None:
-    """The cheapest current spot price over the region's zones and the given types (Linux/UNIX)."""
+def cheapest_spot_pool(ec2: Any, instance_types: list[str]) -> tuple[float, str, str] | None:
+    """The cheapest current spot price over the region's zones and the given types (Linux/UNIX), with its
+    zone and type; None when EC2 has no price for them."""
     try:
         history = ec2.describe_spot_price_history(
             InstanceTypes=instance_types,
@@ -74,4 +77,5 @@ def latest_spot_price(ec2: Any, instance_types: list[str]) -> float | None:
         key = (entry["AvailabilityZone"], entry["InstanceType"])
         if key not in latest or entry["Timestamp"] > latest[key][0]:
             latest[key] = (entry["Timestamp"], float(entry["SpotPrice"]))
-    return min((price for _, price in latest.values()), default=None)
+    # Equal prices: the first zone and type by name, so the same market always names the same pool.
+    return min(((price, zone, kind) for (zone, kind), (_, price) in latest.items()), default=None)

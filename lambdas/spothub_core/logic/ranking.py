@@ -22,6 +22,8 @@ class RegionObservation:
     region: str
     placement_score: int | None  # 1-10 (GetSpotPlacementScores); None when the region was not scored
     spot_price: float | None  # latest hourly spot price, the cheapest pool; None when unknown
+    spot_zone: str | None = None  # the cheapest pool's zone and instance type, when known
+    spot_instance_type: str | None = None
 
 
 @dataclass(frozen=True)

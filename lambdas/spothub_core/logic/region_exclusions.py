@@ -32,7 +32,7 @@ def exclude_after_failure(
     reason = f"{error_class}: {code} {message}"[:300]
     until = now + EXCLUSION_SECONDS[error_class]
     if error_class != LaunchFailure.QUOTA:
-        hub.exclusions.exclude(region, until, reason)
+        hub.exclusions.exclude(region, until, reason, kind=error_class)
         return
     if not hub.exclusions.exclude_once(region, until, reason, kind=error_class, now=now):
         return
@@ -57,4 +57,4 @@ def exclude_after_failure(
 
 def exclude_after_timeout(hub: HubServices, region: str, launch_id: str, *, now: float) -> None:
     """The orchestrator gave up on a silent launch: the region may be fine, the worker may not be."""
-    hub.exclusions.exclude(region, now + EXCLUSION_SECONDS["timeout"], f"launch {launch_id} timed out")
+    hub.exclusions.exclude(region, now + EXCLUSION_SECONDS["timeout"], f"launch {launch_id} timed out", kind="timeout")

@@ -15,27 +15,36 @@ def occupied_regions(
 ) -> dict[str, str]:
     """Regions that hold a replica other than `replica_id`: where it serves, where it is being launched, and
     what it reserved (which a launch does before it is dispatched, so replicas ranking at once see it)."""
-    others = {r.replica_id: r for r in replicas if r.replica_id != replica_id}
-    occupied = {
-        r.region: r.replica_id
+    return dict(_holdings(replicas, reservations, but=replica_id))
+
+
+def held_regions(replicas: list[Replica], reservations: list[Reservation]) -> dict[str, list[str]]:
+    """Every region a replica holds, as `occupied_regions` counts them, with all the replicas holding it."""
+    held: dict[str, set[str]] = {}
+    for region, holder in _holdings(replicas, reservations, but=None):
+        held.setdefault(region, set()).add(holder)
+    return {region: sorted(holders) for region, holders in held.items()}
+
+
+def _holdings(replicas: list[Replica], reservations: list[Reservation], *, but: str | None) -> list[tuple[str, str]]:
+    """(region, replica) for every replica but `but`: serving there, then launching there, then reserved."""
+    others = {r.replica_id: r for r in replicas if r.replica_id != but}
+    serving = [
+        (r.region, r.replica_id)
         for r in others.values()
         if r.region and r.status in (ReplicaStatus.SERVING, ReplicaStatus.REPLACING)
-    }
-    occupied.update(
-        {
-            r.target_region: r.replica_id
-            for r in others.values()
-            if r.target_region and r.status != ReplicaStatus.STOPPED
-        }
-    )
-    occupied.update(
-        {
-            held.region: held.replica_id
-            for held in reservations
-            if held.replica_id in others and others[held.replica_id].status not in NOT_PLACED
-        }
-    )
-    return occupied
+    ]
+    launching = [
+        (r.target_region, r.replica_id)
+        for r in others.values()
+        if r.target_region and r.status != ReplicaStatus.STOPPED
+    ]
+    reserved = [
+        (held.region, held.replica_id)
+        for held in reservations
+        if held.replica_id in others and others[held.replica_id].status not in NOT_PLACED
+    ]
+    return serving + launching + reserved
 
 
 def reserve(hub: HubServices, region: str, replica_id: str, launch_id: str, *, now: float) -> str:

@@ -6,14 +6,17 @@ from dataclasses import asdict
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.spot_market import Ec2ClientFor, observe_regions
-from spothub_core.logic.ranking import LeftOut, rank_regions
+from spothub_core.logic.ranking import LeftOut, Ranking, RegionObservation, rank_regions
 from spothub_core.models.orchestrator_tasks import (
+    ExclusionView,
     FindAnswer,
     FindRequest,
     LeftOutKind,
     LeftOutView,
     RankedRegionView,
+    SurveyedRegion,
 )
+from spothub_core.models.records import Exclusion
 
 
 def find_regions(
@@ -26,11 +29,13 @@ def find_regions(
     exclusions: ExclusionStore,
     now: float,
     occupied: dict[str, str] | None = None,
+    held: dict[str, list[str]] | None = None,
     on_demand_fallback: bool = False,
 ) -> FindAnswer:
     """Rank the regions for spot; with `on_demand_fallback`, also name the region an on-demand
     launch would use when no spot region is left (the best one ignoring spot exclusions), unless the
-    request is `spot_only`."""
+    request is `spot_only`. A `survey` request also gets every region's facts (`held`: the replicas
+    holding each region)."""
     instance_types = request.instance_types or default_instance_types
     unknown = sorted(set(request.allowed_regions or []) - set(worker_regions))
     observations = observe_regions(
@@ -47,7 +52,8 @@ def find_regions(
         "occupied": occupied,
         "prefer": request.prefer_region,
     }
-    ranking = rank_regions(observations, exclusions=exclusions.active(now), **common)
+    standing = exclusions.active(now)
+    ranking = rank_regions(observations, exclusions=standing, **common)
     on_demand_region = None
     if ranking.best is None and on_demand_fallback and not request.spot_only:
         unrestricted = rank_regions(observations, **common)
@@ -65,7 +71,54 @@ def find_regions(
         instance_types=instance_types,
         target_capacity=request.target_capacity,
         observed_at=now,
+        regions=_survey(request, observations, ranking, standing=standing, held=held or {}, now=now)
+        if request.survey
+        else None,
     )
+
+
+def _survey(
+    request: FindRequest,
+    observations: list[RegionObservation],
+    ranking: Ranking,
+    *,
+    standing: list[Exclusion],
+    held: dict[str, list[str]],
+    now: float,
+) -> list[SurveyedRegion]:
+    """Every observed region, ranked ones first (by rank), then the ones left out (by name)."""
+    ranked = {r.region: r for r in ranking.ranked}
+    left_out = {o.region: o for o in ranking.left_out}
+    longest: dict[str, Exclusion] = {}
+    for exclusion in standing:
+        if exclusion.until > now and exclusion.until > getattr(longest.get(exclusion.region), "until", 0.0):
+            longest[exclusion.region] = exclusion
+    allowed = None if request.allowed_regions is None else set(request.allowed_regions)
+    surveyed = []
+    for observation in observations:
+        region = observation.region
+        place = ranked.get(region)
+        out = left_out.get(region)
+        exclusion = longest.get(region)
+        surveyed.append(
+            SurveyedRegion(
+                region=region,
+                rank=place.rank if place else None,
+                placement_score=observation.placement_score,
+                spot_price=observation.spot_price,
+                spot_zone=observation.spot_zone,
+                spot_instance_type=observation.spot_instance_type,
+                reason=place.reason if place else out.reason if out else "not ranked",
+                left_out=out.kind if out else None,
+                exclusion=ExclusionView(until=exclusion.until, kind=exclusion.kind, reason=exclusion.reason)
+                if exclusion
+                else None,
+                denied=region in request.denied_regions,
+                allowed=allowed is None or region in allowed,
+                replicas=held.get(region, []),
+            )
+        )
+    return sorted(surveyed, key=lambda r: (r.rank is None, r.rank or 0, r.region))
 
 
 def _no_spot_reason(left_out: tuple[LeftOut, ...], on_demand_region: str | None) -> str:

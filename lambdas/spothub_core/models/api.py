@@ -144,6 +144,64 @@ class ControlPlaneStatus(BaseModel):
     state_table: Literal["reachable"]
 
 
+# --- GET /regions ----------------------------------------------------------------------------------
+
+
+class RegionState(StrEnum):
+    """What the finder makes of a region now, the first that applies: the operator's deny list, outside
+    the operator's allow list, an exclusion after a failed launch, else ranked."""
+
+    OK = "ok"
+    EXCLUDED = "excluded"
+    DENIED = "denied"
+    NOT_ALLOWED = "not-allowed"
+
+
+class RegionExclusion(BaseModel):
+    until: UtcTime = Field(description="when the exclusion ends, ISO 8601 UTC")
+    kind: str = Field(
+        description=(
+            "the failed launch's class: capacity (15 min), quota (6 h, the operator alerted), transient (5 min) "
+            "or timeout (10 min); empty when it was recorded without one"
+        )
+    )
+    error: str = Field(description="what failed: the error code and message, or the launch that timed out")
+
+
+class RegionView(BaseModel):
+    region: str
+    rank: int | None = Field(description="the finder's rank, 1 the best; None when the region is left out")
+    state: RegionState
+    placement_score: int | None = Field(description="EC2's spot placement score, 1-10; None when not scored")
+    spot_price: float | None = Field(
+        description="the cheapest current spot price over the zones and instance types, USD an hour"
+    )
+    spot_zone: str | None = Field(description="the zone of that price")
+    spot_instance_type: str | None = Field(description="the instance type of that price")
+    on_demand_price: float | None = Field(
+        description="the on-demand price, USD an hour, when the finder knows it (today it does not: null)"
+    )
+    excluded: RegionExclusion | None = Field(
+        description="the exclusion standing after a failed launch, even when the operator's lists leave it out too"
+    )
+    denied: bool = Field(description="on the operator's deny list")
+    allowed: bool = Field(description="false when the operator's allow list leaves it out")
+    replicas: list[str] = Field(description="the replicas holding it: serving there, launching there or reserved")
+    reason: str = Field(description="the finder's why: score and price when ranked, what left it out otherwise")
+
+
+class RegionsView(BaseModel):
+    """GET /regions: the spot finder's ranking now, asked without changing anything. Every worker region is
+    ranked on its own merits (a region holding a replica is not left out for it: `replicas` says who holds
+    it), with the operator's lists and instance types as the switch has them."""
+
+    at: UtcTime = Field(description="when the finder observed the market, ISO 8601 UTC")
+    best: str | None = Field(description="where a spot launch would go now; None when every region is left out")
+    reason: str = Field(description="why the best region, or why none")
+    instance_types: list[str] = Field(description="the instance types the scores and prices are for")
+    regions: list[RegionView] = Field(description="ranked regions by rank, then the regions left out by name")
+
+
 # --- GET /spot-instances -----------------------------------------------------------------------------
 
 

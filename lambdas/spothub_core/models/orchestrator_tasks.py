@@ -210,6 +210,11 @@ class FindRequest(BaseModel):
     # A batch job's workers run in their own groups beside the serving replicas: no region is left out for
     # holding a replica.
     share_regions: bool = False
+    # An operator's look (GET /regions): the answer also carries `regions`, every worker region with what was
+    # observed and what stands against it, ranked or not. Not a read-only mode: every find only reads (the
+    # switch, the replicas, the reservations, the exclusions, EC2's spot data); reserving a region and
+    # excluding one are the orchestrator's steps, after it chose.
+    survey: bool = False
 
     @field_validator("instance_types", "allowed_regions", "denied_regions")
     @classmethod
@@ -243,6 +248,32 @@ class LeftOutView(BaseModel):
     kind: LeftOutKind
 
 
+class ExclusionView(BaseModel):
+    """An exclusion standing after a failed launch."""
+
+    until: float  # epoch seconds
+    kind: str  # the failure's class: capacity, quota, transient, timeout ("" when recorded without one)
+    reason: str  # as recorded: "<class>: <code> <message>", or the launch that timed out
+
+
+class SurveyedRegion(BaseModel):
+    """One worker region in a survey: what was observed, where it ranks, and everything that stands against
+    it (an exclusion shows even when the operator's lists left the region out first)."""
+
+    region: str
+    rank: int | None  # None: left out
+    placement_score: int | None
+    spot_price: float | None  # the cheapest current spot price, USD an hour, over the zones and instance types
+    spot_zone: str | None  # where that price is
+    spot_instance_type: str | None
+    reason: str  # the ranking's why: its facts when ranked, what left it out otherwise
+    left_out: LeftOutKind | None
+    exclusion: ExclusionView | None
+    denied: bool  # on the operator's deny list
+    allowed: bool  # false: outside the operator's allow list
+    replicas: list[str]  # the replicas holding it: serving there, launching there or having reserved it
+
+
 class FindAnswer(_Output):
     """The ranking, best first, and every region left out with why."""
 
@@ -254,3 +285,4 @@ class FindAnswer(_Output):
     instance_types: list[str]
     target_capacity: int
     observed_at: float
+    regions: list[SurveyedRegion] | None = None  # with `survey` only: every worker region, ranked ones first

@@ -17,7 +17,8 @@ INSTANCE_ID_PATTERN = r"^i-[0-9a-f]{8,17}$"
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as the document says: "wait_s": false is a 400, not a query that starts a launch and waits 0 s.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Answer(BaseModel):
