@@ -158,39 +158,20 @@ class OperationsDashboard(Construct):
             ),
         )
 
+    def _per_region(self, expression: str) -> list[cloudwatch.IMetric]:
+        """One agent SEARCH expression per worker region, run in that region (the agent puts its metrics there)."""
+        return [
+            cloudwatch.MathExpression(
+                expression=expression, using_metrics={}, label=region, period=PERIOD, search_region=region
+            )
+            for region in self._config.deployed_worker_regions
+        ]
+
     def _replicas_row(self) -> list[cloudwatch.IWidget]:
         prefix = self._config.prefix
-        regions = self._config.deployed_worker_regions
-        serving = [
-            cloudwatch.MathExpression(
-                expression=f"SUM({agent_search(prefix, AgentMetric.READY, 'Maximum')})",
-                using_metrics={},
-                label=region,
-                period=PERIOD,
-                search_region=region,
-            )
-            for region in regions
-        ]
-        heartbeats = [
-            cloudwatch.MathExpression(
-                expression=agent_search(prefix, AgentMetric.READY, "SampleCount"),
-                using_metrics={},
-                label=region,
-                period=PERIOD,
-                search_region=region,
-            )
-            for region in regions
-        ]
-        xid = [
-            cloudwatch.MathExpression(
-                expression=agent_search(prefix, AgentMetric.GPU_XID_ERRORS, "Sum"),
-                using_metrics={},
-                label=region,
-                period=PERIOD,
-                search_region=region,
-            )
-            for region in regions
-        ]
+        serving = self._per_region(f"SUM({agent_search(prefix, AgentMetric.READY, 'Maximum')})")
+        heartbeats = self._per_region(agent_search(prefix, AgentMetric.READY, "SampleCount"))
+        xid = self._per_region(agent_search(prefix, AgentMetric.GPU_XID_ERRORS, "Sum"))
         return [
             cloudwatch.SingleValueWidget(
                 title="Replicas serving, by worker region",
