@@ -26,8 +26,11 @@ from spothub_core.contracts import (
     BatchFleetReport,
     BatchFleetRequested,
     CapacityNotice,
+    DeploymentsChanged,
     DrainCompleted,
+    EcsTaskStateChangeDetail,
     HubCommand,
+    HubEvent,
     InstanceUnhealthy,
     LaunchFailed,
     LaunchProgress,
@@ -61,6 +64,7 @@ class Target(StrEnum):
     BATCH_SUPERVISOR = "batch_supervisor"
     BATCH_FLEET = "batch_fleet"
     SEARCH_MONITOR = "search_monitor"
+    DEPLOYMENT_CONTROLLER = "deployment_controller"
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,18 @@ CONSUMERS: tuple[Consumer, ...] = (
         Bus.HUB,
         Target.SEARCH_MONITOR,
     ),
+    # Model deployments: the API's nudge, a deployment task's state change (forwarded from its worker region,
+    # narrowed to the GPU cluster and DEPLOYMENT_STARTED_BY), a node's agent warning of an interruption (the capacity
+    # handler gets the same notice and ignores an instance that is no replica; the controller ignores any but nodes).
+    Consumer(Source.HUB, HubEvent.DEPLOYMENTS_CHANGED, DeploymentsChanged, Bus.HUB, Target.DEPLOYMENT_CONTROLLER),
+    Consumer(
+        _aws(AwsEvent.ECS_TASK_STATE_CHANGE),
+        AwsEvent.ECS_TASK_STATE_CHANGE,
+        EcsTaskStateChangeDetail,
+        Bus.HUB,
+        Target.DEPLOYMENT_CONTROLLER,
+    ),
+    Consumer(Source.AGENT, WorkerReport.CAPACITY_NOTICE, CapacityNotice, Bus.HUB, Target.DEPLOYMENT_CONTROLLER),
     # A worker region: the hub's commands, its own alarms and spot notices.
     Consumer(Source.HUB, HubCommand.LAUNCH_REQUESTED, LaunchRequested, Bus.WORKER, Target.WORKER_TASKS),
     Consumer(Source.HUB, HubCommand.TEARDOWN_REQUESTED, TeardownRequested, Bus.WORKER, Target.WORKER_TASKS),

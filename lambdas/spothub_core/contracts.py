@@ -30,6 +30,7 @@ class AwsEvent(StrEnum):
     REBALANCE_RECOMMENDATION = "EC2 Instance Rebalance Recommendation"
     LAUNCH_UNSUCCESSFUL = "EC2 Instance Launch Unsuccessful"
     ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
+    ECS_TASK_STATE_CHANGE = "ECS Task State Change"
 
 
 AWS_EVENT_SOURCES: dict[AwsEvent, str] = {
@@ -37,6 +38,7 @@ AWS_EVENT_SOURCES: dict[AwsEvent, str] = {
     AwsEvent.REBALANCE_RECOMMENDATION: "aws.ec2",
     AwsEvent.LAUNCH_UNSUCCESSFUL: "aws.autoscaling",
     AwsEvent.ALARM_STATE_CHANGE: "aws.cloudwatch",
+    AwsEvent.ECS_TASK_STATE_CHANGE: "aws.ecs",
 }
 
 # The metric namespace of every spothub metric: Lambda metrics and the agent's heartbeat.
@@ -76,6 +78,9 @@ class HubEvent(StrEnum):
     """What the hub announces on its own bus for automation (source `spothub.hub`, no region)."""
 
     JOB_FINISHED = "Spothub Job Finished"
+    # The deployments API changed what is wanted (create, scale, restart, delete, a node operation): the deployment
+    # controller reconciles now rather than at its next scheduled run.
+    DEPLOYMENTS_CHANGED = "Spothub Deployments Changed"
 
 
 class TaskError(StrEnum):
@@ -135,6 +140,44 @@ def search_router_name(prefix: str) -> str:
 def search_template_name(prefix: str) -> str:
     """The search instance's launch template in the search region (RunInstances names it; the grants match it)."""
     return f"{prefix}-search"
+
+
+# --- model deployments: GPU nodes in the worker regions and the deployments' ECS tasks on them ----------------
+
+# The tag on a node (its node group sets it at launch, with spothub:prefix and spothub:hub-region; key
+# SearchTag.SERVICE): the agent runs in node mode (registration, heartbeats with the GPUs' NVML figures, capacity
+# notices; no workload of its own).
+MODEL_NODE_SERVICE = "model-node"
+# ECS startedBy of every deployment task (36 characters at most): the forwarding rule and the controller's listing
+# match it.
+DEPLOYMENT_STARTED_BY = "spothub-deployments"
+# The inference server's container in a deployment's task definition.
+DEPLOYMENT_CONTAINER_NAME = "model"
+
+
+def gpu_cluster_name(prefix: str) -> str:
+    """A worker region's ECS cluster (stacks/constructs/gpu_capacity.py): serving replicas and deployment nodes."""
+    return f"{prefix}-gpu"
+
+
+def node_group_name(prefix: str, node_class: str) -> str:
+    """A worker region's Auto Scaling group of one node class (`<prefix>-nodes-<class>`: the grants match it)."""
+    return f"{prefix}-nodes-{node_class}"
+
+
+def deployment_task_family(prefix: str, deployment_id: str) -> str:
+    """The task definition family of one deployment, registered in each worker region it runs in."""
+    return f"{prefix}-model-{deployment_id}"
+
+
+def deployment_role_names(prefix: str) -> tuple[str, str]:
+    """(execution role, task role) of every deployment task: fixed names, so the hub may pass exactly these."""
+    return f"{prefix}-deployment-execution", f"{prefix}-deployment-task"
+
+
+def deployment_log_group(prefix: str) -> str:
+    """The worker region's log group of the deployments' containers (one stream per task)."""
+    return f"/spothub/{prefix}/deployments"
 
 
 # Auto Scaling's own tag on every member of a group.
@@ -339,7 +382,19 @@ REPORT_MODELS: dict[WorkerReport, type[_Detail]] = {
     WorkerReport.BATCH_FLEET_REPORT: BatchFleetReport,
 }
 
-HUB_EVENT_MODELS: dict[HubEvent, type[_Detail]] = {HubEvent.JOB_FINISHED: JobFinished}
+
+class DeploymentsChanged(_Detail):
+    """What the deployments API changed, for the controller's log; the controller reconciles everything anyway."""
+
+    deployment_id: str | None = None  # None: a node operation
+    instance_id: str | None = None
+    change: str  # created, scaled, restart, deleted, cordon, uncordon, drain
+
+
+HUB_EVENT_MODELS: dict[HubEvent, type[_Detail]] = {
+    HubEvent.JOB_FINISHED: JobFinished,
+    HubEvent.DEPLOYMENTS_CHANGED: DeploymentsChanged,
+}
 
 
 # --- AWS service events spothub consumes: the fields of `detail` it reads ------------------------------
@@ -374,3 +429,27 @@ class SpotNoticeDetail(_AwsDetail):
     """EC2 Spot Instance Interruption Warning / EC2 Instance Rebalance Recommendation (aws.ec2)."""
 
     instance_id: str = Field(alias="instance-id")
+
+
+class EcsContainerDetail(_AwsDetail):
+    name: str = ""
+    exit_code: int | None = Field(None, alias="exitCode")
+    reason: str = ""
+    last_status: str = Field("", alias="lastStatus")
+    health_status: str = Field("", alias="healthStatus")
+
+
+class EcsTaskStateChangeDetail(_AwsDetail):
+    """ECS Task State Change (aws.ecs) of a deployment task (startedBy DEPLOYMENT_STARTED_BY), forwarded from a
+    worker region: the controller looks at the deployment at once instead of at its next scheduled run."""
+
+    task_arn: str = Field(alias="taskArn")
+    cluster_arn: str = Field("", alias="clusterArn")
+    container_instance_arn: str = Field("", alias="containerInstanceArn")
+    last_status: str = Field("", alias="lastStatus")
+    desired_status: str = Field("", alias="desiredStatus")
+    health_status: str = Field("", alias="healthStatus")
+    started_by: str = Field("", alias="startedBy")
+    stopped_reason: str = Field("", alias="stoppedReason")
+    stop_code: str = Field("", alias="stopCode")
+    containers: list[EcsContainerDetail] = Field(default_factory=list)

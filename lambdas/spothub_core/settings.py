@@ -6,10 +6,11 @@ missing, instead of a KeyError deep inside a request.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
@@ -51,6 +52,40 @@ class SearchSettings(HubSettings):
     idle_timeout_s: int = Field(alias="SPOTHUB_SEARCH_IDLE_TIMEOUT", ge=60)
     max_runtime_s: int = Field(alias="SPOTHUB_SEARCH_MAX_RUNTIME", ge=0)  # 0: no limit
     health_interval_s: int = Field(alias="SPOTHUB_SEARCH_HEALTH_INTERVAL", ge=60)
+
+
+class NodeClass(BaseModel):
+    """A class of GPU nodes: every instance type of its node group has the same number of GPUs
+    (`deploymentNodeClasses` in the CDK context; stacks/config.py checks the types against EC2's data)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: int = Field(ge=1, le=16)
+    instance_types: list[str] = Field(min_length=1)
+    max_nodes: int = Field(ge=0, le=1000, description="the node group's maximum size in each worker region")
+
+
+class DeploymentSettings(HubSettings):
+    """The hub's deployment functions (deployments_api, deployment_controller): the table, the node classes and
+    quotas, the default image, the hub bus (the API's nudge to the controller)."""
+
+    deployments_table_name: str = Field(alias="SPOTHUB_DEPLOYMENTS_TABLE", min_length=1)
+    # JSON {"<class>": NodeClass}: the smallest class with enough GPUs per node takes a deployment.
+    node_classes: dict[str, NodeClass] = Field(alias="SPOTHUB_NODE_CLASSES", min_length=1)
+    # JSON {"<tenant>": GPUs}: what a tenant's deployments may reserve (gpus x replicas, up to max_replicas when
+    # autoscaled); a tenant not named gets the default.
+    tenant_quotas: dict[str, int] = Field(default_factory=dict, alias="SPOTHUB_TENANT_QUOTAS")
+    default_tenant_quota: int = Field(alias="SPOTHUB_DEFAULT_TENANT_QUOTA", ge=0)
+    default_image: str = Field(alias="SPOTHUB_DEPLOYMENT_IMAGE", min_length=1)
+    hub_bus_name: str = Field(alias="SPOTHUB_HUB_BUS", min_length=1)
+
+    @field_validator("node_classes", "tenant_quotas", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    def quota_of(self, tenant: str) -> int:
+        return self.tenant_quotas.get(tenant, self.default_tenant_quota)
 
 
 def load_settings(model: type[SettingsT], environ: dict[str, str] | None = None) -> SettingsT:

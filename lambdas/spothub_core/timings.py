@@ -269,3 +269,39 @@ API_INTEGRATION_TIMEOUT_SECONDS = 29
 SEARCH_WAIT_BUDGET_SECONDS = API_INTEGRATION_TIMEOUT_SECONDS - SEARCH_QUERY_TIMEOUT_SECONDS - 2
 # Ended launches (terminated) are kept this long for the history, then expire.
 SEARCH_RECORD_TTL_SECONDS = 7 * DAY_SECONDS
+
+# --- model deployments ---------------------------------------------------------------------------------------
+
+# The deployment controller's schedule (a minute is a schedule's floor, and the design's: nothing polls faster).
+# What happens between two runs comes as events (the API's nudge, a task's state change, a node's interruption
+# notice), so a stopped task is seen in seconds; the schedule is the backstop and the clock of the timed decisions.
+DEPLOYMENT_CONTROLLER_INTERVAL_SECONDS = MINUTE_SECONDS
+# A controller run holds a lease this long at most (its function's timeout): a second run meanwhile marks the lease
+# and leaves; the holder runs once more before it lets go.
+DEPLOYMENT_CONTROLLER_LEASE_SECONDS = 5 * MINUTE_SECONDS
+# A replica slot whose task stopped unexpectedly is started again after base * 2^(n-1) seconds (n: its consecutive
+# failures), at most the cap; after DEPLOYMENT_MAX_RESTARTS consecutive failures the slot is given up (the
+# deployment degraded, or failed when no replica is healthy). A task healthy this long resets its count.
+DEPLOYMENT_RESTART_BASE_SECONDS = 30
+DEPLOYMENT_RESTART_CAP_SECONDS = 10 * MINUTE_SECONDS
+DEPLOYMENT_MAX_RESTARTS = 5
+DEPLOYMENT_RESTART_RESET_SECONDS = 10 * MINUTE_SECONDS
+# A deployment still `creating` this long after its creation is failed, saying what held it (no capacity, the image
+# pull, the health check): an image of ~10 GB and the weights of a large model, as for a serving replica.
+DEPLOYMENT_CREATING_LIMIT_SECONDS = 30 * MINUTE_SECONDS
+# A task started but not healthy this long (its container health check never passed) is stopped and counted as a
+# failure of its slot.
+DEPLOYMENT_TASK_HEALTHY_WITHIN_SECONDS = 25 * MINUTE_SECONDS
+# Nodes asked of a node group and not registered in ECS this long after the ask count as not coming: the region is
+# excluded for deployments (as a capacity failure) and the group's ask taken back.
+NODE_BOOT_SECONDS = 10 * MINUTE_SECONDS
+# A node with nothing allocated this long is released (its group's desired capacity decremented).
+NODE_IDLE_GRACE_SECONDS = 10 * MINUTE_SECONDS
+# A node whose agent has not beaten this long is not placed on (its utilization is unknown, it may be going).
+NODE_HEARTBEAT_STALE_SECONDS = 3 * MINUTE_SECONDS
+# Autoscaling: the default cooldown between two decisions for one deployment, and the window of utilization a
+# decision looks at (the agents' heartbeats: one a minute).
+DEPLOYMENT_AUTOSCALE_COOLDOWN_SECONDS = 5 * MINUTE_SECONDS
+DEPLOYMENT_UTILIZATION_WINDOW_SECONDS = 3 * MINUTE_SECONDS
+# Scaling events and deleted deployments are kept this long, then expire.
+DEPLOYMENT_RECORD_TTL_SECONDS = 30 * DAY_SECONDS
