@@ -155,6 +155,18 @@ DEPLOYMENT_STARTED_BY = "spothub-deployments"
 DEPLOYMENT_CONTAINER_NAME = "model"
 
 
+class DeploymentMetric(StrEnum):
+    """The deployment controller's metrics (namespace METRICS_NAMESPACE, dimension Prefix), one value per run: the
+    operations dashboard's deployments row."""
+
+    GPUS_TOTAL = "DeploymentGpusTotal"  # GPUs of the nodes that take placements
+    GPUS_ALLOCATED = "DeploymentGpusAllocated"
+    TASKS_HEALTHY = "DeploymentTasksHealthy"
+    TASKS_PENDING = "DeploymentTasksPending"  # waiting for capacity or a restart backoff
+    TASK_RESTARTS = "DeploymentTaskRestarts"  # tasks restarted after stopping unexpectedly, this run
+    NODES_ASKED = "DeploymentNodesAsked"  # nodes asked of node groups, this run
+
+
 def gpu_cluster_name(prefix: str) -> str:
     """A worker region's ECS cluster (stacks/constructs/gpu_capacity.py): serving replicas and deployment nodes."""
     return f"{prefix}-gpu"
