@@ -245,12 +245,14 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def register(cli: click.Group) -> None:
     """Add the API commands to the root group."""
-    from spothub.cli_jobs import jobs  # noqa: PLC0415 (one module per capability)
+    from spothub.cli_events import events_command  # noqa: PLC0415 (one module per capability)
+    from spothub.cli_jobs import jobs  # noqa: PLC0415
     from spothub.cli_regions import regions_command  # noqa: PLC0415
     from spothub.cli_search import search  # noqa: PLC0415
 
     _provisioning_commands(cli)
     regions_command(cli)
+    events_command(cli)
     cli.add_command(jobs)
     cli.add_command(search)
 

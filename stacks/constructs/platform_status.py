@@ -1,5 +1,6 @@
 """GET /status: the deployment's shape and whether the state store answers; GET /regions: the spot finder's
-ranking now, asked of the finder function (which only reads)."""
+ranking now, asked of the finder function (which only reads); GET /events: the recent timeline, read from the
+state table's launch, teardown, instance, remediation and exclusion records."""
 
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ class PlatformStatus(Construct):
             self,
             "Function",
             concern="platform_status",
-            description="GET /status: deployment shape and state store health; GET /regions: the finder's ranking",
+            description="GET /status: deployment shape, state store health; /regions: the ranking; /events: timeline",
         )
         function = self.spothub_function.function
-        # GetItem only: the status probe reads one key, it never scans or writes.
-        state_table.grant(function, "dynamodb:GetItem")
+        # Reads only: the status probe's one key, and the timeline's partitions (queries, never a scan).
+        state_table.grant(function, "dynamodb:GetItem", "dynamodb:Query")
         key.grant_decrypt(function)
         api.add_route("GET", "/status", function)
+        api.add_route("GET", "/events", function)
 
     def serve_regions(self, spot_finder: lambda_.IFunction) -> None:
         """GET /regions, answered by invoking `spot_finder` (built after this construct, in SpotProvisioning)."""

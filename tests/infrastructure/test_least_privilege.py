@@ -138,9 +138,10 @@ def _function_actions(reference: Synthesized, role_prefix: str) -> set[str]:
     }
 
 
-def test_status_function_may_only_get_items_from_the_state_table_and_ask_the_finder(reference: Synthesized) -> None:
+def test_status_function_may_only_read_the_state_table_and_ask_the_finder(reference: Synthesized) -> None:
     assert _function_actions(reference, "PlatformStatusFunctionRole") == {
         "dynamodb:GetItem",
+        "dynamodb:Query",  # GET /events: the launch, teardown, instance, remediation and exclusion partitions
         "kms:Decrypt",
         "lambda:InvokeFunction",  # GET /regions: the spot finder, which only reads
         "logs:CreateLogStream",

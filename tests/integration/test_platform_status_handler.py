@@ -272,3 +272,99 @@ def test_the_openapi_document_describes_the_regions(handler: ModuleType) -> None
     answer = schema["paths"]["/regions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert answer == {"$ref": "#/components/schemas/RegionsView"}
     assert set(schema["components"]["schemas"]["RegionState"]["enum"]) == {"ok", "excluded", "denied", "not-allowed"}
+
+
+# --- GET /events ---------------------------------------------------------------------------------------------
+
+
+def _put(kind: str, key: str, **fields: Any) -> None:
+    from decimal import Decimal  # noqa: PLC0415
+
+    item = {"pk": kind, "sk": key, **{k: Decimal(str(v)) if isinstance(v, float) else v for k, v in fields.items()}}
+    boto3.resource("dynamodb").Table(TABLE).put_item(Item=item)
+
+
+def test_events_are_the_timeline_of_the_kept_records_newest_first(handler: ModuleType) -> None:
+    _put(
+        "LAUNCH",
+        "l-1",
+        status="failed",
+        replica_id="replica-0",
+        region="us-west-2",
+        capacity_type="spot",
+        error="CapacityError: InsufficientInstanceCapacity",
+        created_at=1_800_000_000.0,
+        resolved_at=1_800_000_030.0,
+    )
+    _put(
+        "LAUNCH",
+        "l-2",
+        status="succeeded",
+        replica_id="replica-0",
+        region="eu-west-1",
+        capacity_type="spot",
+        instance_id="i-0123456789abcdef0",
+        created_at=1_800_000_031.0,
+        resolved_at=1_800_000_200.0,
+    )
+    _put(
+        "INSTANCE",
+        "i-0123456789abcdef0",
+        status="interrupted",
+        region="eu-west-1",
+        replica_id="replica-0",
+        notice="interruption warning",
+        updated_at=1_800_000_500.0,
+    )
+    _put(
+        "TEARDOWN",
+        "t-1",
+        status="completed",
+        region="eu-west-1",
+        instance_id="i-0123456789abcdef0",
+        reason="interrupted",
+        created_at=1_800_000_510.0,
+        resolved_at=1_800_000_600.0,
+    )
+    status, body = invoke(handler, "GET", "/events")
+    assert status == 200
+    kinds = [e["kind"] for e in body["events"]]
+    assert kinds == [
+        "teardown-done",
+        "teardown",
+        "notice",
+        "launched",
+        "launch-requested",
+        "launch-failed",
+        "launch-requested",
+    ]
+    failed = body["events"][5]
+    assert failed["region"] == "us-west-2"
+    assert "InsufficientInstanceCapacity" in failed["summary"]
+    assert body["events"][0]["at"] == "2027-01-15T08:10:00Z"
+
+
+def test_events_since_and_limit(handler: ModuleType) -> None:
+    for i in range(5):
+        _put(
+            "LAUNCH",
+            f"l-{i}",
+            status="pending",
+            region="us-west-2",
+            capacity_type="spot",
+            created_at=1_800_000_000.0 + 60 * i,
+        )
+    event = rest_proxy_event("GET", "/events")
+    event["queryStringParameters"] = {"since": "2027-01-15T08:01:30Z", "limit": "2"}
+    response = handler.lambda_handler(event, FakeLambdaContext())
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200
+    assert [e["at"] for e in body["events"]] == ["2027-01-15T08:04:00Z", "2027-01-15T08:03:00Z"]
+
+
+def test_events_since_that_is_no_time_is_a_400(handler: ModuleType) -> None:
+    event = rest_proxy_event("GET", "/events")
+    event["queryStringParameters"] = {"since": "yesterday"}
+    response = handler.lambda_handler(event, FakeLambdaContext())
+    assert response["statusCode"] == 400
+    assert "yesterday" in json.loads(response["body"])["message"]

@@ -260,9 +260,12 @@ class ProvisioningStore:
         item = self._get(kind.partition, request_id)
         return None if item is None else kind.read(request_id, item)
 
+    def requests(self, kind: RequestKind[Request]) -> list[Request]:
+        """Every request of the kind still kept (they expire REQUEST_RECORD_TTL_SECONDS after they resolve)."""
+        return [kind.read(i[SORT_KEY], i) for i in self._query(kind.partition)]
+
     def pending(self, kind: RequestKind[Request]) -> list[Request]:
-        requests = [kind.read(i[SORT_KEY], i) for i in self._query(kind.partition)]
-        return [r for r in requests if r.status == RequestStatus.PENDING]
+        return [r for r in self.requests(kind) if r.status == RequestStatus.PENDING]
 
     # --- instances -------------------------------------------------------------------------------
 

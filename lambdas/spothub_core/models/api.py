@@ -287,3 +287,34 @@ class SpotInstances(BaseModel):
     instances: list[InstanceView] = Field(description="every instance not terminated, serving ones first")
     settings: ProvisioningSettings
     remediations: list[RemediationView] = Field(description="the most recent remediations, oldest first")
+
+
+# --- GET /events: what happened recently ------------------------------------------------------------
+
+
+class EventKind(StrEnum):
+    LAUNCH_REQUESTED = "launch-requested"  # the hub asked a worker region for an instance
+    LAUNCHED = "launched"  # the launch's instance is serving
+    LAUNCH_FAILED = "launch-failed"  # the region could not (capacity, quota, a fatal error): failover follows
+    LAUNCH_CANCELLED = "launch-cancelled"
+    TEARDOWN = "teardown"  # an instance asked to go (replaced, disabled, unhealthy)
+    TEARDOWN_DONE = "teardown-done"
+    NOTICE = "notice"  # a rebalance recommendation, an interruption warning or an unhealthy verdict on an instance
+    REMEDIATION = "remediation"  # an instance alarm fired and was acted on
+    EXCLUSION = "exclusion"  # a region left out of the ranking (until when, why)
+
+
+class EventView(BaseModel):
+    at: UtcTime
+    kind: EventKind
+    region: str | None = None
+    replica_id: str | None = None
+    instance_id: str | None = None
+    summary: str = Field(description="one line for people")
+
+
+class EventsView(BaseModel):
+    """GET /events: newest first, from the records the control plane keeps (launches, teardowns, instances,
+    remediations, exclusions) while they are kept."""
+
+    events: list[EventView]
