@@ -245,7 +245,9 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def register(cli: click.Group) -> None:
     """Add the API commands to the root group."""
-    from spothub.cli_events import events_command  # noqa: PLC0415 (one module per capability)
+    from spothub import cli_deployments  # noqa: PLC0415 (one module per capability)
+    from spothub.cli_dashboard import dashboard_command  # noqa: PLC0415
+    from spothub.cli_events import events_command  # noqa: PLC0415
     from spothub.cli_jobs import jobs  # noqa: PLC0415
     from spothub.cli_regions import regions_command  # noqa: PLC0415
     from spothub.cli_search import search  # noqa: PLC0415
@@ -253,8 +255,10 @@ def register(cli: click.Group) -> None:
     _provisioning_commands(cli)
     regions_command(cli)
     events_command(cli)
+    dashboard_command(cli)
     cli.add_command(jobs)
     cli.add_command(search)
+    cli_deployments.register(cli)
 
 
 def _provisioning_commands(cli: click.Group) -> None:

@@ -292,6 +292,10 @@ DEPLOYMENT_CREATING_LIMIT_SECONDS = 30 * MINUTE_SECONDS
 # A task started but not healthy this long (its container health check never passed) is stopped and counted as a
 # failure of its slot.
 DEPLOYMENT_TASK_HEALTHY_WITHIN_SECONDS = 25 * MINUTE_SECONDS
+# A running task whose health check has failed this long is stopped and counted as a failure of its slot (ECS does
+# not stop an unhealthy task it started with StartTask): three of the agent's heartbeat minutes and then some, so a
+# server busy with one long batch is not killed for a missed check or two.
+DEPLOYMENT_UNHEALTHY_REPLACE_SECONDS = 5 * MINUTE_SECONDS
 # Nodes asked of a node group and not registered in ECS this long after the ask count as not coming: the region is
 # excluded for deployments (as a capacity failure) and the group's ask taken back.
 NODE_BOOT_SECONDS = 10 * MINUTE_SECONDS

@@ -36,6 +36,7 @@ from spothub_core.models.orchestrator_tasks import FindAnswer, FindRequest
 from spothub_core.timings import (
     DEPLOYMENT_RESTART_RESET_SECONDS,
     DEPLOYMENT_TASK_HEALTHY_WITHIN_SECONDS,
+    DEPLOYMENT_UNHEALTHY_REPLACE_SECONDS,
 )
 from tests.integration.conftest import ACCOUNT
 from tests.integration.deployment_fixtures import (  # noqa: F401 (fixtures)
@@ -273,6 +274,20 @@ def test_a_running_task_failing_its_health_check_is_unhealthy_and_back(controlle
     back = only(controller.observe(deployment.deployment_id, NOW + 60))
     assert (back.status, back.healthy_at) == (TaskStatus.RUNNING, NOW + 60)
     assert controller.ecs.stops == []
+
+
+def test_a_task_unhealthy_too_long_is_stopped_and_its_slot_restarted(controller: Controller) -> None:
+    deployment, _, tasks = running_deployment(controller)
+    arn = tasks[0].ecs_task_arn or ""
+    controller.ecs.set(arn, health="UNHEALTHY")
+    unhealthy = only(controller.observe(deployment.deployment_id, NOW))
+    assert (unhealthy.status, unhealthy.unhealthy_since) == (TaskStatus.UNHEALTHY, NOW)
+    limit = NOW + DEPLOYMENT_UNHEALTHY_REPLACE_SECONDS
+    controller.observe(deployment.deployment_id, limit - 1)
+    assert controller.ecs.stops == []
+    stopping = only(controller.observe(deployment.deployment_id, limit))
+    assert (stopping.status, stopping.retire) == (TaskStatus.STOPPING, RetireReason.UNHEALTHY)
+    assert controller.ecs.stops == [(arn, "health check: failing for 5 min")]
 
 
 # --- unexpected stops, restarts, the backoff, giving up -----------------------------------------------------------

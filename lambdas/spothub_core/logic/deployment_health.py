@@ -46,7 +46,11 @@ from spothub_core.models.deployment_records import (
     ScalingTrigger,
     TaskStatus,
 )
-from spothub_core.timings import DEPLOYMENT_RECORD_TTL_SECONDS, DEPLOYMENT_TASK_HEALTHY_WITHIN_SECONDS
+from spothub_core.timings import (
+    DEPLOYMENT_RECORD_TTL_SECONDS,
+    DEPLOYMENT_TASK_HEALTHY_WITHIN_SECONDS,
+    DEPLOYMENT_UNHEALTHY_REPLACE_SECONDS,
+)
 
 # Placed and not asked to stop: what a stop, a health verdict or a retire applies to.
 ACTIVE = (TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.UNHEALTHY)
@@ -310,6 +314,10 @@ class _Observe:
             result=ScalingResult.APPLIED,
         )
 
+    def _unhealthy_too_long(self, task: DeploymentTask) -> bool:
+        since = task.unhealthy_since if task.unhealthy_since is not None else self.ctx.now
+        return self.ctx.now - since >= DEPLOYMENT_UNHEALTHY_REPLACE_SECONDS
+
     def _stuck(self, task: DeploymentTask) -> bool:
         return self.ctx.now - (task.placed_at or task.created_at) >= DEPLOYMENT_TASK_HEALTHY_WITHIN_SECONDS
 
@@ -334,11 +342,17 @@ class _Observe:
                 # A retired task (replaced already) just stops; its slot's current one is the slot's failure.
                 self._keep(stop(self.ctx, task, task.retire or RetireReason.UNHEALTHY, reason))
         elif task.status == TaskStatus.RUNNING and state.health_status == "UNHEALTHY":
-            self._keep(self.ctx.store.update_task(task, {"status": TaskStatus.UNHEALTHY}, expect=[TaskStatus.RUNNING]))
+            fields = {"status": TaskStatus.UNHEALTHY, "unhealthy_since": self.ctx.now}
+            self._keep(self.ctx.store.update_task(task, fields, expect=[TaskStatus.RUNNING]))
         elif task.status == TaskStatus.UNHEALTHY and healthy:
             # Healthy again: its healthy time (the reset of its slot's failures) counts from now.
-            fields = {"status": TaskStatus.RUNNING, "healthy_at": self.ctx.now}
+            fields = {"status": TaskStatus.RUNNING, "healthy_at": self.ctx.now, "unhealthy_since": None}
             self._keep(self.ctx.store.update_task(task, fields, expect=[TaskStatus.UNHEALTHY]))
+        elif task.status == TaskStatus.UNHEALTHY and self._unhealthy_too_long(task):
+            minutes = DEPLOYMENT_UNHEALTHY_REPLACE_SECONDS // 60
+            reason = f"health check: failing for {minutes} min"
+            # Stopped as a failure of its slot (retire unhealthy): its restart follows once ECS says it stopped.
+            self._keep(stop(self.ctx, task, task.retire or RetireReason.UNHEALTHY, reason))
 
     # 2. the reset of consecutive failures ---------------------------------------------------------------------
 

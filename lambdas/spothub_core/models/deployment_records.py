@@ -158,6 +158,7 @@ class DeploymentTask(_Record):
     endpoint: str | None = None  # http://<node private address>:<host port>
     placed_at: float | None = None
     healthy_at: float | None = None
+    unhealthy_since: float | None = None  # when its health check started failing (status unhealthy)
     stopped_at: float | None = None
     last_error: str | None = None
     expires_at: int | None = None  # set once ended
