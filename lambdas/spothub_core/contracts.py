@@ -156,8 +156,8 @@ DEPLOYMENT_CONTAINER_NAME = "model"
 
 
 class DeploymentMetric(StrEnum):
-    """The deployment controller's metrics (namespace METRICS_NAMESPACE, powertools' `service` dimension), one value per run: the
-    operations dashboard's deployments row."""
+    """The deployment controller's metrics (namespace METRICS_NAMESPACE, powertools' `service` dimension), one value
+    per run: the operations dashboard's deployments row."""
 
     GPUS_TOTAL = "DeploymentGpusTotal"  # GPUs of the nodes that take placements
     GPUS_ALLOCATED = "DeploymentGpusAllocated"
