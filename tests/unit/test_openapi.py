@@ -41,6 +41,22 @@ def test_every_route_of_every_api_function_is_in_it(generated: dict) -> None:
         ("POST", "/search/scale-up"),
         ("POST", "/search/scale-down"),
         ("DELETE", "/search/instances/{instance_id}"),
+        ("GET", "/events"),
+        ("POST", "/deployments"),
+        ("GET", "/deployments"),
+        ("GET", "/deployments/{deployment_id}/status"),
+        ("DELETE", "/deployments/{deployment_id}"),
+        ("POST", "/deployments/{deployment_id}/restart"),
+        ("POST", "/deployments/{deployment_id}/scale"),
+        ("GET", "/resources/available"),
+        ("GET", "/nodes"),
+        ("GET", "/nodes/{instance_id}"),
+        ("POST", "/nodes/{instance_id}/cordon"),
+        ("POST", "/nodes/{instance_id}/uncordon"),
+        ("POST", "/nodes/{instance_id}/drain"),
+        ("GET", "/gpu-utilization"),
+        ("GET", "/scaling/events"),
+        ("GET", "/health"),
     } <= routes
 
 
