@@ -29,6 +29,15 @@ from spothub_core.timings import (
     SERVING_HEALTH_START_PERIOD_SECONDS,
     WORKER_POLL_SECONDS,
 )
+from stacks.config_deployments import (
+    DEFAULT_IMAGE,
+    DEFAULT_TENANT_QUOTA,
+    DeploymentImage,
+    NodeClasses,
+    TenantQuota,
+    TenantQuotas,
+    default_node_classes,
+)
 from stacks.serving_presets import API_KEY_ENV, GPU_COUNTS, PRESETS, ServingPreset, preset_command
 
 KNOWN_REGIONS: frozenset[str] = frozenset(r.name for r in RegionInfo.regions)
@@ -266,6 +275,13 @@ class SpothubConfig(BaseModel):
     search_port: Annotated[int, Field(ge=1024, le=65535, alias="searchPort")] = 8000
     search_image: str | None = Field(None, alias="searchImage", min_length=3)
     search_health_path: str = Field("/health", alias="searchHealthPath")
+    # Model deployments (stacks/config_deployments.py): node classes, tenants' quotas, the default image.
+    deployment_node_classes: NodeClasses = Field(
+        default_factory=default_node_classes, alias="deploymentNodeClasses", validate_default=True
+    )
+    deployment_tenant_quotas: TenantQuotas = Field(default_factory=dict, alias="deploymentTenantQuotas")
+    deployment_default_tenant_quota: TenantQuota = Field(DEFAULT_TENANT_QUOTA, alias="deploymentDefaultTenantQuota")
+    deployment_image: DeploymentImage = Field(DEFAULT_IMAGE, alias="deploymentImage", validate_default=True)
 
     @field_validator("worker_regions", "instance_types", mode="before")
     @classmethod

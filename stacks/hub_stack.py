@@ -4,8 +4,9 @@ The stack holds what its parts share (the state table, the hub bus, the alerts t
 layer, the API, the failure queue); each part is a construct that owns its functions, grants and state
 machines: PlatformStatus (GET /status), SpotProvisioning (the switch, the finder, the capacity handler, the
 orchestrator, their rules), AgentApi (the agents' routes), BatchJobs (the jobs table, the jobs and worker routes,
-the listing state machine, the supervisor, the jobs topic), and with searchVolumeId SearchService (the search
-table, the search routes, the launcher state machine and its tasks, the monitor)."""
+the listing state machine, the supervisor, the jobs topic), ModelDeployments (the deployments table, the
+deployments and node routes, the controller, the deployment tasks' roles), and with searchVolumeId SearchService (the
+search table, the search routes, the launcher state machine and its tasks, the monitor)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from stacks.constructs.dependency_layer import DependencyLayer
 from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.model_api_key import ModelApiKey
+from stacks.constructs.model_deployments import ModelDeployments
 from stacks.constructs.operations_dashboard import OperationsDashboard
 from stacks.constructs.platform_status import PlatformStatus
 from stacks.constructs.python_function import ARCHITECTURE, RUNTIME, FunctionDefaults
@@ -144,6 +146,19 @@ class HubStack(Stack):
             spot_finder=self.spot_provisioning.spot_finder.function,
         )
 
+        self.deployments = ModelDeployments(
+            self,
+            "Deployments",
+            config=config,
+            functions=self.functions,
+            state_table=self.state_table,
+            key=self.alerts.key,
+            bus=self.bus,
+            failed_invocations=self.failed_invocations.queue,
+            api=self.api,
+            spot_finder=self.spot_provisioning.spot_finder.function,
+        )
+
         # The search instance, only for a named volume: nothing of it exists otherwise.
         self.search: SearchService | None = None
         if config.search_enabled:
@@ -175,6 +190,7 @@ class HubStack(Stack):
         CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)
         CfnOutput(self, "JobsTableName", value=self.batch.table.table_name)
         CfnOutput(self, "JobsTopicArn", value=self.batch.topic.topic_arn)
+        CfnOutput(self, "DeploymentsTableName", value=self.deployments.table.table_name)
         if self.search is not None:
             CfnOutput(self, "SearchTableName", value=self.search.table.table_name)
         self._suppress_platform_findings()

@@ -1,5 +1,6 @@
-"""A worker region: GPU capacity, batch capacity and the region-local automation. One per worker region; the
-search region's (with searchVolumeId) also holds the search instance's mechanics (SearchHost)."""
+"""A worker region: GPU capacity, batch capacity, the model deployments' nodes and the region-local automation. One
+per worker region; the search region's (with searchVolumeId) also holds the search instance's mechanics
+(SearchHost)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import AlertsTopic
 from stacks.constructs.batch_capacity import BatchCapacity
 from stacks.constructs.dependency_layer import DependencyLayer
+from stacks.constructs.deployment_nodes import DeploymentNodes
 from stacks.constructs.event_forwarding import EventForwarding
 from stacks.constructs.failure_queue import FailureQueue
 from stacks.constructs.gpu_capacity import MODEL_CACHE_MOUNT, GpuCapacity
@@ -102,6 +104,15 @@ class WorkerStack(Stack):
             worker_bus=self.bus,
             functions=self.functions,
         )
+        # The model deployments' node groups (sized by the hub's deployment controller) and their tasks' logs.
+        self.deployment_nodes = DeploymentNodes(
+            self,
+            "DeploymentNodes",
+            config=config,
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            capacity=self.capacity,
+        )
         # The search instance's region (the volume's): its router, template, role, secret and parameters.
         is_search_region = config.search_enabled and self.region == config.search_region
         self.search: SearchHost | None = None
@@ -120,6 +131,7 @@ class WorkerStack(Stack):
             "ForwardToHub",
             hub_bus_arn=self.hub_bus_arn,
             auto_scaling_group_name=self.capacity.group_name,
+            gpu_cluster_arn=self.capacity.cluster.cluster_arn,
             dead_letter_queue=self.undelivered.queue,
             search_region=is_search_region,
         )

@@ -8,7 +8,11 @@ type, and its StartTask places any task on any instance, answering `failures: []
 - StartTask refuses a task that does not fit what its container instance has left, as ECS does: no task,
   and a failure `{"arn": <container instance ARN>, "reason": "RESOURCE:CPU" | "RESOURCE:MEMORY" |
   "RESOURCE:GPU" | "RESOURCE:PORTS"}`; RunTask's placement (moto skips an instance that does not fit)
-  counts GPUs too. A stopped task gives its resources back, once.
+  counts GPUs too. A stopped task gives its resources back, once;
+- a task's GPUs are GPU ids of its container instance, as ECS assigns them: DescribeTasks shows them as its
+  container's `gpuIds`, and a stop gives back exactly those (moto's accounting has no GPU at all);
+- a listener (`attach`: the sandbox's deployment runtime, deployment_tasks.py) hears of each task started and of
+  each task a StopTask stopped, so that something can run on the node as ECS would.
 
 What the ECS agent registers (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/memory-management.html):
 - CPU: 1024 units per vCPU;
@@ -35,16 +39,29 @@ import contextlib
 import copy
 import math
 import re
+import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 CPU_UNITS_PER_VCPU = 1024
 # The installed memory the operating system does not report (see the module docstring).
 MEMORY_OVERHEAD_FRACTION = 0.075
 
 _ECS_CONFIG_LINE = re.compile(r"^(ECS_[A-Z0-9_]+)=(\S*)$", re.MULTILINE)
+# The key of a task's own GPU ids in its resource requirements (moto's dict, per task once placed).
+GPU_IDS = "GPU_IDS"
+
+
+class TaskListener(Protocol):
+    """What hears of ECS tasks in the emulator (the sandbox's deployment runtime)."""
+
+    def started(self, backend: Any, tasks: list[Any]) -> None:
+        """StartTask or RunTask created these tasks (GPU ids assigned)."""
+
+    def stopped(self, backend: Any, task: Any, reason: str | None) -> None:
+        """StopTask stopped this task (once: a second StopTask of it is not heard)."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,8 @@ def _resource(name: str, value: int) -> dict[str, Any]:
     return {"doubleValue": 0.0, "integerValue": value, "longValue": 0, "name": name, "type": "INTEGER"}
 
 
-def _gpu_ids(instance_id: str, count: int) -> list[str]:
-    # NVIDIA GPU UUIDs, as the ECS agent registers them; stable per instance.
+def gpu_ids(instance_id: str, count: int) -> list[str]:
+    """NVIDIA GPU UUIDs, as the ECS agent registers them; stable per instance (the stand-in NVML reports the same)."""
     return [f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'{instance_id}/gpu/{i}')}" for i in range(count)]
 
 
@@ -146,7 +163,7 @@ def register_resources(container_instance: Any, resources: Resources) -> None:
     registered = [_resource("CPU", resources.cpu), _resource("MEMORY", resources.memory_mib), *ports]
     if resources.gpus:
         gpu = {**_resource("GPU", 0), "type": "STRINGSET"}
-        registered.append({**gpu, "stringSetValue": _gpu_ids(container_instance.ec2_instance_id, resources.gpus)})
+        registered.append({**gpu, "stringSetValue": gpu_ids(container_instance.ec2_instance_id, resources.gpus)})
     container_instance.registered_resources = registered
     container_instance.remaining_resources = copy.deepcopy(registered)
 
@@ -177,17 +194,20 @@ def _can_be_placed(container_instance: Any, task_resource_requirements: dict[str
     return shortfall(remaining(container_instance), _as_resources(task_resource_requirements)) is None
 
 
-def _move_gpus(container_instance: Any, count: int, *, removing: bool) -> None:
-    """Take `count` GPU ids from what the instance has left, or give back as many it registered."""
+def _move_gpus(container_instance: Any, count: int, *, removing: bool, ids: list[str] | None = None) -> list[str]:
+    """Take `count` GPU ids from what the instance has left (returns them), or give back a task's own `ids` (without
+    them, as many as `count` it registered)."""
     left = next((r for r in container_instance.remaining_resources if r["name"] == "GPU"), None)
     if left is None or not count:
-        return
+        return []
     if removing:
         registered = next(r for r in container_instance.registered_resources if r["name"] == "GPU")
-        given_back = [g for g in registered["stringSetValue"] if g not in left["stringSetValue"]][:count]
+        taken = [g for g in registered["stringSetValue"] if g not in left["stringSetValue"]]
+        given_back = [g for g in taken if g in ids] if ids is not None else taken[:count]
         left["stringSetValue"] = [g for g in registered["stringSetValue"] if g in left["stringSetValue"] + given_back]
-    else:
-        left["stringSetValue"] = left["stringSetValue"][count:]
+        return []
+    taking, left["stringSetValue"] = left["stringSetValue"][:count], left["stringSetValue"][count:]
+    return list(taking)
 
 
 # moto's own functions, kept when patched (the tests check the gaps are still there).
@@ -196,13 +216,56 @@ _original_can_be_placed: Any = None
 _original_update_resources: Any = None
 _original_stop_task: Any = None
 _original_start_task_response: Any = None
+_original_start_task: Any = None
+_original_run_task: Any = None
+_listener: TaskListener | None = None
+# The GPU ids each placement took, in order, while a StartTask or RunTask of this thread runs: (container instance
+# ARN, ids) per task created.
+_placements = threading.local()
+
+
+def attach(listener: TaskListener | None) -> None:
+    """Lend (or, with None, take back) the listener of started and stopped tasks."""
+    global _listener  # noqa: PLW0603
+    _listener = listener
 
 
 def _update_container_instance_resources(
     self: Any, container_instance: Any, task_resources: dict[str, Any], removing: bool = False
 ) -> None:
     _original_update_resources(self, container_instance, task_resources, removing)
-    _move_gpus(container_instance, int(task_resources.get("GPU", 0)), removing=removing)
+    own = task_resources.get(GPU_IDS) if removing else None
+    taken = _move_gpus(container_instance, int(task_resources.get("GPU", 0)), removing=removing, ids=own)
+    log = getattr(_placements, "log", None)
+    if not removing and log is not None:
+        log.append((container_instance.container_instance_arn, taken))
+
+
+def _placing(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's StartTask or RunTask, each task given the GPU ids its placement took, then the listener told."""
+
+    def place(self: Any, *arguments: Any, **keywords: Any) -> Any:
+        _placements.log = []
+        try:
+            tasks = original(self, *arguments, **keywords)
+        finally:
+            log, _placements.log = _placements.log, None
+        for task in tasks:
+            entry = next((e for e in log if e[0] == task.container_instance_arn), None)
+            if entry is None:
+                continue
+            log.remove(entry)
+            if entry[1]:
+                # Per task: moto shares one requirements dict between the tasks of a call.
+                task.resource_requirements = {**(task.resource_requirements or {}), GPU_IDS: list(entry[1])}
+                for container in task.containers:
+                    container.gpu_ids = list(entry[1])
+        if _listener is not None and tasks:
+            _listener.started(self, list(tasks))
+        return tasks
+
+    place.__wrapped__ = original  # type: ignore[attr-defined]
+    return place
 
 
 def _stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
@@ -212,7 +275,10 @@ def _stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
     for arn, task in self.tasks.get(cluster.name, {}).items():
         if arn.endswith(task_id) and task.last_status == "STOPPED":
             return task
-    return _original_stop_task(self, cluster_str, task_str, reason)
+    stopped = _original_stop_task(self, cluster_str, task_str, reason)
+    if _listener is not None:
+        _listener.stopped(self, stopped, reason)
+    return stopped
 
 
 def _start_task_response(self: Any) -> Any:
@@ -259,9 +325,14 @@ def apply() -> None:
 
     global _original_requirements, _original_can_be_placed, _original_update_resources  # noqa: PLW0603
     global _original_stop_task, _original_start_task_response  # noqa: PLW0603
+    global _original_start_task, _original_run_task  # noqa: PLW0603
     backend, response = EC2ContainerServiceBackend, EC2ContainerServiceResponse
     if response.start_task is _start_task_response:
         return
+    _original_start_task = backend.start_task
+    _original_run_task = backend.run_task
+    backend.start_task = _placing(_original_start_task)  # type: ignore[method-assign]
+    backend.run_task = _placing(_original_run_task)  # type: ignore[method-assign]
     _original_requirements = backend._calculate_task_resource_requirements
     _original_can_be_placed = backend._can_be_placed
     _original_update_resources = backend.update_container_instance_resources

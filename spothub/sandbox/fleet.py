@@ -1,6 +1,8 @@
 """Simulated GPU instances: launched by the Auto Scaling groups against the spot market, each with its
 own instance metadata and a process running the real `worker_agent`; interrupted by the market
 or by hand, with the events AWS sends, and terminated two simulated minutes after the warning.
+A deployment node (tagged Service=model-node) runs its agent in node mode over a stand-in NVML of its GPUs
+(gpu_files.py), and the deployments' ECS tasks placed on it as processes (deployment_tasks.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spothub.sandbox import ecs_placement, gpu_files
 from spothub.sandbox.clock import SandboxClock, Ticker
+from spothub.sandbox.deployment_tasks import DeploymentTasks
 from spothub.sandbox.ecs_placement import ecs_config, register_resources, registered_resources
 from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.iam.enforcer import Enforcer
@@ -30,7 +34,14 @@ from spothub.sandbox.market import Pool, SpotMarket
 from spothub.sandbox.ports import free_port
 from spothub.sandbox.search_volume import device_name
 from spothub.sandbox.serving_container import ContainerStartError, ServingContainer, prepare
-from spothub_core.contracts import AWS_EVENT_SOURCES, SEARCH_SERVICE, AwsEvent, InstanceTag, SearchTag
+from spothub_core.contracts import (
+    AWS_EVENT_SOURCES,
+    MODEL_NODE_SERVICE,
+    SEARCH_SERVICE,
+    AwsEvent,
+    InstanceTag,
+    SearchTag,
+)
 from spothub_core.models.search_records import SearchAgentConfig
 
 INTERRUPTION_NOTICE_SECONDS = 120
@@ -128,6 +139,9 @@ class SimulatedInstance:
     health_path: str = "/health"
     root_dir: Path | None = None  # the instance's own filesystem: its block devices and mount points
     volumes: dict[str, str] = field(default_factory=dict)  # attached volume id -> its device (/dev/sdf)
+    # A deployment node's running tasks: host port (its ECS network binding) -> where the task's server listens on
+    # this machine (deployment_tasks.py); the network model routes the node's address and that port there.
+    task_ports: dict[int, int] = field(default_factory=dict)
 
     @property
     def block_device_dir(self) -> Path | None:
@@ -157,6 +171,7 @@ class SimulatedInstance:
             "security_groups": self.security_groups,
             "job_id": self.job_id,
             "service": self.service or None,
+            "task_ports": {str(host): local for host, local in self.task_ports.items()},
             "volumes": dict(self.volumes),
             "serving": {
                 "port": self.container.port if self.container else self.service_port,
@@ -208,15 +223,29 @@ class Fleet:
         self._ticker = Ticker(
             "sandbox-fleet", self.tick, 0.2, lambda exc: record("failure", f"fleet tick: {exc}", {"error": repr(exc)})
         )
+        # The deployments' ECS tasks on the nodes (ecs_placement's listener while the fleet runs).
+        self.deployment_tasks = DeploymentTasks(
+            self,
+            account=account,
+            clock=clock,
+            record=record,
+            work_dir=work_dir,
+            environment=self._agent_environment,
+            iam=iam,
+        )
         market.on_change = self._on_market_change
         clock.on_advance(self.tick)
 
     def start(self) -> None:
         self._ticker.start()
+        self.deployment_tasks.start()
+        ecs_placement.attach(self.deployment_tasks)
 
     def stop(self) -> None:
         self._stopping = True
         self._ticker.stop()
+        ecs_placement.attach(None)
+        self.deployment_tasks.stop()
         with self._lock:
             stopping = list(self._stopping_threads)
             for instance in self.instances.values():
@@ -466,6 +495,9 @@ class Fleet:
             instance.service_port, instance.health_path = config.port, config.health_path
         assert instance.block_device_dir is not None  # noqa: S101 (set just above)
         instance.block_device_dir.mkdir(parents=True, exist_ok=True)
+        if instance.service == MODEL_NODE_SERVICE:
+            # Its GPUs, as its stand-in NVML reports them: the UUIDs the ECS agent registers for it.
+            gpu_files.write_inventory(DeploymentTasks.gpu_dir(instance), instance_id, instance_type)
         with self._lock:
             self.instances[instance_id] = instance
         # A batch worker's user data stops the ECS agent: its container is run by docker; the search instance runs
@@ -627,6 +659,7 @@ class Fleet:
     def _deregister_from_ecs(self, instance: SimulatedInstance) -> None:
         if not instance.ecs_cluster:
             return
+        self.deployment_tasks.host_terminated(instance)  # the tasks it runs: stopped, with their events
         from moto.ecs.models import ecs_backends  # noqa: PLC0415
 
         backend = ecs_backends[self._account][instance.region]
@@ -987,6 +1020,11 @@ class Fleet:
             environment["SPOTHUB_AGENT_BATCH_COMMAND"] = json.dumps([sys.executable, str(BATCH_JOB)])
         elif instance.service == SEARCH_SERVICE:
             environment.update(self._search_environment(instance))
+        elif instance.service == MODEL_NODE_SERVICE:
+            # Node mode: no workload of its own (ECS runs the deployments' tasks: deployment_tasks.py); the stand-in
+            # NVML first on this agent's path only, so the agent's gpu.py reads the node's simulated GPUs.
+            environment["PYTHONPATH"] = os.pathsep.join([str(gpu_files.STAND_IN_NVML), str(self._agent_dir)])
+            environment[gpu_files.GPU_DIR_VARIABLE] = str(DeploymentTasks.gpu_dir(instance))
         else:
             if not instance.workload_port:
                 instance.workload_port = free_port()

@@ -13,7 +13,8 @@ deployed VPCs only, and decides as the network would:
   subnet; model_client.ingress_allows);
 - what a security group drops is a connect timeout (raised at once: the sandbox does not wait out the client's
   connect timeout); an allowed port the instance's service does not listen on is refused;
-- allowed, the connection goes to the instance's stand-in service on this machine (127.0.0.1:<workload port>).
+- allowed, the connection goes to the instance's stand-in service on this machine (127.0.0.1:<workload port>), or,
+  on a deployment node, to the deployment task bound to that host port (deployment_tasks.py: the node's task_ports).
 
 Every other address (the emulator on 127.0.0.1, anything outside the VPCs) connects as before.
 """
@@ -150,9 +151,10 @@ class InstanceNetwork:
                 f"{where} ({instance.instance_id}): security groups {', '.join(instance.security_groups)} let no "
                 f"tcp/{port} in from {name} ({', '.join(groups) or 'no security group'}, {source_ip})"
             )
-        if port != instance.service_port or not instance.workload_port:
+        local_port = instance.workload_port if port == instance.service_port else instance.task_ports.get(port)
+        if not local_port:
             raise Refused(f"{where} ({instance.instance_id}): connection refused (nothing listens there)")
-        return Route(instance.instance_id, instance.workload_port, ingress.rule)
+        return Route(instance.instance_id, local_port, ingress.rule)
 
     def _instance_at(self, address: str) -> SimulatedInstance | None:
         return next((i for i in self._fleet.running() if i.private_ip == address), None)

@@ -1,7 +1,7 @@
 """A simulated spot market per region, zone and instance type: capacity, spot and on-demand prices,
 placement scores; set by configuration or replayed over time from a trace directory.
 
-Trace format (as in shared/traces): `{"metadata": {"gap_seconds": N}, "data": [c0, c1, ...]}`, one file
+Trace format (as in data/traces): `{"metadata": {"gap_seconds": N}, "data": [c0, c1, ...]}`, one file
 per `<zone>_<gpu>_<count>.json`; the region is the zone without its trailing letter; shapes map to
 instance types through the prices file. A replay sets each zone's capacity to the trace's value at
 the current tick; past the end of a shorter file the zone has no capacity.
@@ -86,7 +86,12 @@ def load_traces(directory: Path, shapes: dict[str, str], shape: str | None = Non
             raise ValueError(f"{file.name}: not a trace file ({type(exc).__name__}: {exc})") from exc
         traces.append(Trace(match["zone"], shapes[match["shape"]], gap_seconds, data))
     if not traces:
-        raise ValueError(f"no trace files in {directory}" + (f" for shape {shape}" if shape else ""))
+        message = f"no trace files in {directory}" + (f" for shape {shape}" if shape else "")
+        children = directory.iterdir() if directory.is_dir() else ()
+        folders = sorted(p.name for p in children if p.is_dir() and any(p.glob("*.json")))
+        if folders:
+            message += f"; it holds trace folders ({', '.join(folders)}): name one, e.g. {directory / folders[0]}"
+        raise ValueError(message)
     return traces
 
 
@@ -175,6 +180,38 @@ class SpotMarket:
         if capacity is not None:
             self.on_change(pool)
         return described
+
+    def set_region(
+        self,
+        region: str,
+        *,
+        capacity: int | None = None,
+        spot_price: float | None = None,
+        placement_score: int | None = None,
+        instance_type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every pool of `region` (of `instance_type` only, when given) set as `set_zone` sets one: capacity 0 takes
+        the region's spot capacity away, and its running spot instances get the interruption warning (on-demand
+        ones are not on the spot market and keep running); capacity 10, the default, gives it back. Checked
+        before anything changes. Under a trace replay, the next tick sets the traces' zones again."""
+        if capacity is not None and capacity < 0:
+            raise ValueError("capacity cannot be negative")
+        if placement_score is not None and not 1 <= placement_score <= 10:  # noqa: PLR2004
+            raise ValueError("a placement score is 1 to 10")
+        with self._lock:
+            keys = sorted(
+                key
+                for key, pool in self._pools.items()
+                if pool.region == region and instance_type in {None, pool.instance_type}
+            )
+            regions = sorted({pool.region for pool in self._pools.values()})
+        if not keys:
+            of_type = f" of {instance_type}" if instance_type else ""
+            raise KeyError(f"no pools{of_type} in {region}; the market's regions: {', '.join(regions)}")
+        return [
+            self.set_zone(zone, pool_type, capacity=capacity, spot_price=spot_price, placement_score=placement_score)
+            for zone, pool_type in keys
+        ]
 
     def replay(self, traces: list[Trace]) -> None:
         """Drive capacity from traces by the sandbox clock, starting now."""

@@ -7,7 +7,17 @@ SPOTHUB_API_KEY (or VLLM_API_KEY) in its environment, every request but the heal
 `--api-key` does; without one it serves anyone, as vLLM does. Exits 0 on SIGTERM, as SGLang does.
 
 Run by the agent's process runner in the sandbox, inside `container_entry.py` (the container's
-environment): `python model_server.py --port P --load-seconds S --model M --instance-id I`.
+environment): `python model_server.py --port P --load-seconds S --model M --instance-id I`; and by the sandbox's
+deployment runtime (deployment_tasks.py) for each deployment task, with `--gpu-file F` once per GPU of the task.
+
+GPU utilization the test sets: `GET /_sandbox/utilization` answers each GPU file's figures, `POST
+/_sandbox/utilization {"utilization_pct": N}` (0-100, optionally "memory_used_mib") writes them into every GPU file,
+where the node's stand-in NVML reads them (gpu_files.py has the format). No API key on these, as on the health path.
+
+What a deployment's environment can ask of the stand-in, to play a failing model (read at start):
+  SPOTHUB_SANDBOX_LOAD_SECONDS        the model loads this long instead of --load-seconds (large: never healthy)
+  SPOTHUB_SANDBOX_EXIT_AFTER_SECONDS  the server exits by itself this long after its start (a crash) ...
+  SPOTHUB_SANDBOX_EXIT_CODE           ... with this exit code (default 1)
 Standard library only.
 """
 
@@ -30,6 +40,10 @@ INSTANCE_HEADER = "x-spothub-instance"
 DEFAULT_MODEL = "spothub-sandbox-model"
 # What the stand-in "generates": fixed, so a client can tell it reached the stand-in.
 COMPLETION_TEXT = "Hello from the spothub sandbox."
+UTILIZATION_PATH = "/_sandbox/utilization"
+LOAD_SECONDS_VARIABLE = "SPOTHUB_SANDBOX_LOAD_SECONDS"
+EXIT_AFTER_VARIABLE = "SPOTHUB_SANDBOX_EXIT_AFTER_SECONDS"
+EXIT_CODE_VARIABLE = "SPOTHUB_SANDBOX_EXIT_CODE"
 
 
 def api_key_from(environment: dict[str, str]) -> str:
@@ -82,6 +96,50 @@ def chat_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+def read_gpu_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as handle:
+            figures = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return figures if isinstance(figures, dict) else {}
+
+
+def write_gpu_file(path: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge `changes` into a GPU's figures, replacing the file whole (the stand-in NVML reads it concurrently)."""
+    figures = {**read_gpu_file(path), **changes}
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(figures, handle)
+    os.replace(temporary, path)
+    return figures
+
+
+def utilization_changes(body: Any) -> dict[str, Any]:
+    """The figures a POST /_sandbox/utilization sets; ValueError naming what is wrong."""
+    if not isinstance(body, dict) or "utilization_pct" not in body:
+        raise ValueError('the body must be {"utilization_pct": 0-100}')
+    changes: dict[str, Any] = {}
+    for key, top in (("utilization_pct", 100), ("memory_used_mib", None)):
+        if key not in body:
+            continue
+        value = body[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (top and value > top):
+            raise ValueError(f"{key} must be a number from 0{f' to {top}' if top else ''}, got {value!r}")
+        changes[key] = value
+    return changes
+
+
+def _exit_later(seconds: float, code: int) -> None:
+    def exit_now() -> None:
+        print(f"model server exits by itself with code {code} ({EXIT_AFTER_VARIABLE})", flush=True)
+        os._exit(code)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
@@ -89,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the model name it answers with")
     parser.add_argument("--instance-id", default="", help="answered in the x-spothub-instance header")
     parser.add_argument("--health-path", default="/health")
+    parser.add_argument("--gpu-file", action="append", default=[], help="a GPU's figures file (gpu_files.py)")
     args = parser.parse_args(argv)
-    ready_at = time.monotonic() + args.load_seconds
+    load_seconds = float(os.environ.get(LOAD_SECONDS_VARIABLE) or args.load_seconds)
+    ready_at = time.monotonic() + load_seconds
+    if os.environ.get(EXIT_AFTER_VARIABLE):
+        _exit_later(float(os.environ[EXIT_AFTER_VARIABLE]), int(os.environ.get(EXIT_CODE_VARIABLE) or 1))
     key = api_key_from(dict(os.environ))
     started = int(time.time())
 
@@ -122,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             return False
 
+        def _set_utilization(self, raw: bytes) -> None:
+            try:
+                changes = utilization_changes(json.loads(raw or b"{}"))
+            except ValueError as exc:
+                self._send(HTTPStatus.BAD_REQUEST, _error(str(exc), "invalid_request_error"))
+                return
+            written = [{"file": f, **write_gpu_file(f, changes)} for f in args.gpu_file]
+            self._send(HTTPStatus.OK, {"gpus": written})
+
         def _loaded(self) -> bool:
             if time.monotonic() >= ready_at:
                 return True
@@ -138,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                     "text/plain",
                 )
                 return
+            if path == UTILIZATION_PATH:
+                self._send(HTTPStatus.OK, {"gpus": [{"file": f, **read_gpu_file(f)} for f in args.gpu_file]})
+                return
             if not self._authorized():
                 return
             if path == "/v1/models":
@@ -151,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             path = self.path.split("?", 1)[0]
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if path == UTILIZATION_PATH:
+                self._set_utilization(raw)
+                return
             if not self._authorized():
                 return
             answers = {"/v1/completions": completion, "/v1/chat/completions": chat_completion}
@@ -175,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(
-        f"model server for {args.model} on port {args.port}, healthy in {args.load_seconds:.0f}s, "
+        f"model server for {args.model} on port {args.port}, healthy in {load_seconds:.0f}s, "
         + ("API key required" if key else "no API key (serving anyone)"),
         flush=True,
     )

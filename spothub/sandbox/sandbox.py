@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from spothub.data import PRICES_FILE
 from spothub.sandbox import emulator_patches, instance_network
 from spothub.sandbox.alarms import AlarmEvaluator
 from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulator, routes_from_emulator
@@ -80,7 +82,6 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "searchIdleTimeout": SEARCH_IDLE_TIMEOUT_SECONDS,
 }
 STATE_DIR = REPO_ROOT / ".spothub"
-PRICES_FILE = REPO_ROOT.parent / "shared" / "prices.json"
 
 
 class SandboxError(RuntimeError):
@@ -335,6 +336,7 @@ class Sandbox:
         if self.fleet is not None:
             self.fleet.wait_until_stopped()
             self.fleet.forget_activities()
+            self.fleet.deployment_tasks.forget()
         self._ensure_batch_buckets(empty=True)
         self._ensure_search_volume(refill=True)
         self._forget_notifications()
@@ -731,6 +733,120 @@ class Sandbox:
                     f"volume {volume_id} in {region}a: {documents} documents (the search index)",
                     {"volume_id": volume_id, "directory": str(directory)},
                 )
+
+    # --- model deployments: the nodes and the tasks running on them (deployment_tasks.py) -------------------------
+
+    def model_nodes(self) -> list[Any]:
+        """The simulated deployment nodes (Service=model-node) that are not terminated."""
+        from spothub_core.contracts import MODEL_NODE_SERVICE  # noqa: PLC0415
+
+        return [i for i in (self.fleet.running() if self.fleet else []) if i.service == MODEL_NODE_SERVICE]
+
+    def deployment_tasks(self, deployment_id: str | None = None, *, running: bool = False) -> list[dict[str, Any]]:
+        """The deployment tasks the sandbox runs or ran on its nodes (of one deployment), oldest first: task_arn,
+        instance_id, deployment_id, model, endpoint (http://<node private ip>:<host port>), local_url, host_port,
+        gpu_ids, health, last_status, started_at, stopped_at, stopped_reason, stop_code, exit_code, pid, log."""
+        found = self._deployment_runtime().describe(deployment_id)
+        return [t for t in found if not running or t["last_status"] != "STOPPED"]
+
+    def deployment_task_arn(self, deployment_id: str, slot: int) -> str:
+        """The ECS task ARN of a deployment's slot now, from the deployments table: the slot's task that holds one
+        and has not ended (of two, a replacement and the task it replaces, the newer)."""
+        from spothub_core.dal.deployment_store import DeploymentStore  # noqa: PLC0415
+
+        table = self.deployments_table()
+        resource = boto3.resource(
+            "dynamodb", region_name=self.hub.region, endpoint_url=self.aws_endpoint_url, **self.credentials()
+        )
+        tasks = DeploymentStore(resource.Table(table)).tasks(deployment_id)
+        live = [t for t in tasks if t.slot == slot and t.ecs_task_arn and not t.status.ended]
+        if not live:
+            raise SandboxError(f"deployment {deployment_id} has no task placed in slot {slot}")
+        return str(live[-1].ecs_task_arn)
+
+    def deployments_table(self) -> str:
+        """The deployments table's name, as the hub's deployment functions have it (SPOTHUB_DEPLOYMENTS_TABLE)."""
+        from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+        for function in lambda_backends[ACCOUNT][self.hub.region]._lambdas.all():
+            name = (function.environment_vars or {}).get("SPOTHUB_DEPLOYMENTS_TABLE")
+            if name:
+                return str(name)
+        raise SandboxError("the deployment has no deployments table (no function names SPOTHUB_DEPLOYMENTS_TABLE)")
+
+    def kill_deployment_task(
+        self,
+        task_arn: str | None = None,
+        *,
+        deployment_id: str | None = None,
+        slot: int | None = None,
+        sig: int = signal.SIGKILL,
+        wait_s: float = 10.0,
+    ) -> dict[str, Any]:
+        """Kill a deployment task's container (by ECS task ARN, or by deployment id and slot), as a crash would:
+        SIGKILL by default (exit code 137). ECS reports it stopped (EssentialContainerExited, "Essential container
+        in task exited") with an ECS Task State Change event; returns the task as deployment_tasks() shows it, once
+        stopped (or after wait_s)."""
+        arn = self._task_arn(task_arn, deployment_id, slot)
+        return self._deployment_runtime().kill(arn, sig, wait_s=wait_s)
+
+    def set_gpu_utilization(
+        self,
+        utilization_pct: float,
+        *,
+        task_arn: str | None = None,
+        deployment_id: str | None = None,
+        slot: int | None = None,
+        instance_id: str | None = None,
+        gpu_index: int | None = None,
+    ) -> list[str]:
+        """Set the GPU utilization the nodes' NVML reports (0-100): of a task's GPUs (by ECS task ARN, or deployment
+        id and slot), of every running task of a deployment (deployment id alone), or of a node's (instance_id; all
+        its GPUs, or the one at gpu_index). The nodes' agents send it with their next heartbeat. Returns the GPU
+        UUIDs set."""
+        runtime = self._deployment_runtime()
+        if instance_id is None and task_arn is None and deployment_id is not None and slot is None:
+            running = [r.task_arn for r in runtime.runs(deployment_id) if r.last_status != "STOPPED"]
+            if not running:
+                raise SandboxError(f"deployment {deployment_id} has no task running in the sandbox")
+            return [u for arn in running for u in runtime.set_utilization(utilization_pct, task_arn=arn)]
+        if instance_id is None:
+            task_arn = self._task_arn(task_arn, deployment_id, slot)
+        return list(
+            runtime.set_utilization(utilization_pct, task_arn=task_arn, instance_id=instance_id, gpu_index=gpu_index)
+        )
+
+    def reach(self, url: str) -> str:
+        """The URL on this machine that a deployment task's endpoint (`http://<node private ip>:<host port>[/path]`)
+        reaches: the test process is outside the nodes' VPC, so it calls this instead. SandboxError when no running
+        task serves that address."""
+        from spothub.sandbox.deployment_tasks import Unreachable  # noqa: PLC0415
+
+        try:
+            return self._deployment_runtime().reach(url)
+        except Unreachable as exc:
+            raise SandboxError(str(exc)) from None
+
+    def deployment_request(
+        self, endpoint: str, path: str, body: Any = None, *, method: str | None = None, timeout_s: float = 10.0
+    ) -> requests.Response:
+        """A request to a deployment task's endpoint (`http://<node private ip>:<host port>`), as a client in the
+        VPC sends it: POST with a JSON body, GET without one."""
+        url = self.reach(endpoint.rstrip("/") + "/" + path.lstrip("/"))
+        verb = method or ("POST" if body is not None else "GET")
+        return requests.request(verb, url, json=body, timeout=timeout_s)
+
+    def _task_arn(self, task_arn: str | None, deployment_id: str | None, slot: int | None) -> str:
+        if task_arn is not None:
+            return task_arn
+        if deployment_id is None or slot is None:
+            raise ValueError("name a task: its task_arn, or its deployment_id and slot")
+        return self.deployment_task_arn(deployment_id, slot)
+
+    def _deployment_runtime(self) -> Any:
+        if self.fleet is None:
+            raise SandboxError("the sandbox runs no fleet")
+        return self.fleet.deployment_tasks
 
     # --- the API, as a user calls it -------------------------------------------------------------
 

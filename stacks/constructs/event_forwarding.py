@@ -19,17 +19,21 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from spothub_core.consumers import Bus, Target
-from spothub_core.contracts import AwsEvent
+from spothub_core.contracts import DEPLOYMENT_STARTED_BY, AwsEvent
 from stacks.constructs.consumer_rules import aws_event_id, entries, is_aws_event, only_pattern
 
 # Consumers whose AWS events come from the search region only (SearchHost's region), not from every worker region.
 SEARCH_REGION_TARGETS = frozenset({Target.SEARCH_MONITOR})
 
 
-def detail_filters(auto_scaling_group_name: str) -> dict[AwsEvent, dict[str, Any]]:
+def detail_filters(auto_scaling_group_name: str, gpu_cluster_arn: str) -> dict[AwsEvent, dict[str, Any]]:
     """Which of the region's events are spothub's, by detail-type: a forwarded kind without one would send the
-    hub every such event in the region."""
-    return {AwsEvent.LAUNCH_UNSUCCESSFUL: {"AutoScalingGroupName": [auto_scaling_group_name]}}
+    hub every such event in the region. A task state change is a deployment task's: the GPU cluster's, started by
+    the deployment controller (a serving task's changes stay in the region)."""
+    return {
+        AwsEvent.LAUNCH_UNSUCCESSFUL: {"AutoScalingGroupName": [auto_scaling_group_name]},
+        AwsEvent.ECS_TASK_STATE_CHANGE: {"clusterArn": [gpu_cluster_arn], "startedBy": [DEPLOYMENT_STARTED_BY]},
+    }
 
 
 class EventForwarding(Construct):
@@ -40,13 +44,14 @@ class EventForwarding(Construct):
         *,
         hub_bus_arn: str,
         auto_scaling_group_name: str,
+        gpu_cluster_arn: str,
         dead_letter_queue: sqs.IQueue,
         search_region: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         hub_bus = events.EventBus.from_event_bus_arn(self, "HubBus", hub_bus_arn)
         target = targets.EventBus(hub_bus, dead_letter_queue=dead_letter_queue)
-        filters = detail_filters(auto_scaling_group_name)
+        filters = detail_filters(auto_scaling_group_name, gpu_cluster_arn)
         region = Stack.of(self).region
         for entry in filter(is_aws_event, entries(bus=Bus.HUB)):
             name = aws_event_id(entry)

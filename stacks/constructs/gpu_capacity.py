@@ -160,6 +160,8 @@ class GpuCapacity(Construct):
             f"find {HF_CACHE} ! -user {SERVING_UID} -exec chown -h {SERVING_UID}:{SERVING_UID} {{}} +",
         )
         install_agent(user_data, bundle)
+        # The deployments' node groups boot the same way (stacks/constructs/deployment_nodes.py).
+        self.user_data = user_data
         self.launch_template = gpu_launch_template(
             self,
             name=f"{config.prefix}-gpu",

@@ -1,6 +1,6 @@
 """The on-call engineer's CloudWatch dashboard `<prefix>-operations`, in the hub region.
 
-One page, four rows under a text widget that says what each row is:
+One page, five rows under a text widget that says what each row is:
 
   Replicas          replicas serving per worker region (the sum of the agents' AgentReady there), each agent's
                     heartbeats, GPU XID errors: the agents' `Spothub` metrics, dimensioned by Prefix and
@@ -12,6 +12,9 @@ One page, four rows under a text widget that says what each row is:
   Failures          Errors and Throttles of every Lambda function in the hub stack, ExecutionsFailed and
                     ExecutionsTimedOut of every hub state machine, the hub's dead-letter queue depth
   Batch and search  the batch supervisor's metrics; with searchVolumeId, the search monitor's
+  Deployments       the deployment controller's metrics (contracts.DeploymentMetric, Powertools metrics like the other
+                    functions', one value per run): GPUs on the nodes against GPUs allocated, tasks healthy and
+                    pending, restarts, nodes asked
 
 Every metric named here is one something emits: the functions' Powertools metrics (namespace `Spothub`,
 dimension `service` = `<prefix>-<concern>`, as stacks/constructs/python_function.py sets
@@ -39,7 +42,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
-from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric
+from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric, DeploymentMetric
 from stacks.config import SpothubConfig
 
 PERIOD = Duration.minutes(5)
@@ -70,6 +73,18 @@ SEARCH_MONITOR_METRICS = {
     "SearchSweepErrors": ("Sum", "sweep errors"),
     "SearchInterruptionWarnings": ("Sum", "spot interruption warnings"),
 }
+
+# The deployment controller's metrics (one value per run, every minute), by widget: name -> (statistic, label).
+DEPLOYMENT_GPU_METRICS = {
+    DeploymentMetric.GPUS_TOTAL: ("Maximum", "GPUs on nodes taking placements"),
+    DeploymentMetric.GPUS_ALLOCATED: ("Maximum", "GPUs allocated"),
+}
+DEPLOYMENT_TASK_METRICS = {
+    DeploymentMetric.TASKS_HEALTHY: ("Minimum", "tasks healthy (min)"),
+    DeploymentMetric.TASKS_PENDING: ("Maximum", "tasks pending (max)"),
+}
+DEPLOYMENT_RESTART_METRICS = {DeploymentMetric.TASK_RESTARTS: ("Sum", "tasks restarted")}
+DEPLOYMENT_NODE_METRICS = {DeploymentMetric.NODES_ASKED: ("Sum", "nodes asked of node groups")}
 
 
 def service_name(prefix: str, concern: str) -> str:
@@ -128,6 +143,7 @@ class OperationsDashboard(Construct):
         self.dashboard.add_widgets(*self._placement_row())
         self.dashboard.add_widgets(*self._failures_row())
         self.dashboard.add_widgets(*self._batch_and_search_row())
+        self.dashboard.add_widgets(*self._deployments_row())
 
     # Rows.
 
@@ -141,7 +157,7 @@ class OperationsDashboard(Construct):
         )
         return cloudwatch.TextWidget(
             width=FULL_WIDTH,
-            height=5,
+            height=6,
             markdown="\n".join(
                 [
                     f"# spothub `{config.prefix}`: operations",
@@ -154,6 +170,8 @@ class OperationsDashboard(Construct):
                     "3. **Failures**: Lambda errors and throttles per hub function, hub state machine failures, "
                     "messages in the hub's dead-letter queue (each also raises an alarm on the alerts topic).",
                     f"4. **Batch and search**: the batch supervisor's jobs, workers requested, timeouts{search}.",
+                    "5. **Deployments**: GPUs on the deployment nodes against GPUs allocated, tasks healthy and "
+                    "pending (waiting for capacity or a restart backoff), tasks restarted, nodes asked of node groups.",
                 ]
             ),
         )
@@ -270,6 +288,17 @@ class OperationsDashboard(Construct):
         return [
             self._graph("Batch jobs (supervisor)", batch, width=12),
             self._graph("Search instance (monitor)", search, width=12),
+        ]
+
+    def _deployments_row(self) -> list[cloudwatch.IWidget]:
+        def controller(metrics: Mapping[DeploymentMetric, tuple[str, str]]) -> list[cloudwatch.IMetric]:
+            return self._service_metrics("deployment_controller", {m.value: shown for m, shown in metrics.items()})
+
+        return [
+            self._graph("Deployment GPUs: on nodes, allocated", controller(DEPLOYMENT_GPU_METRICS)),
+            self._graph("Deployment tasks: healthy, pending", controller(DEPLOYMENT_TASK_METRICS)),
+            self._graph("Deployment tasks restarted", controller(DEPLOYMENT_RESTART_METRICS)),
+            self._graph("Deployment nodes asked", controller(DEPLOYMENT_NODE_METRICS)),
         ]
 
     # Metrics and widgets.

@@ -33,6 +33,24 @@ EXPECTED_ACKNOWLEDGED = {
         # The model API key: read once when the serving task starts, so rotated by hand and a replacement.
         "AwsSolutions-SMG4",
         "AwsSolutions-SQS3",
+        # Model deployments: the controller's node groups, container instances, tasks and task definition families
+        # in each worker region; GET /health's alarms; the tasks' execution role (image pulls, container logs).
+        *(
+            f"AwsSolutions-IAM5[Resource::arn:aws:{resource}]"
+            for region in ("us-west-2", "eu-west-1")
+            for resource in (
+                f"autoscaling:{region}:<AWS::AccountId>:autoScalingGroup:*:autoScalingGroupName/spothub-nodes-*",
+                f"ecs:{region}:<AWS::AccountId>:container-instance/spothub-gpu/*",
+                f"ecs:{region}:<AWS::AccountId>:task/spothub-gpu/*",
+                f"ecs:{region}:<AWS::AccountId>:task-definition/spothub-model-*:*",
+                f"logs:{region}:<AWS::AccountId>:log-group:/spothub/spothub/deployments:log-stream:*",
+            )
+        ),
+        *(
+            f"AwsSolutions-IAM5[Resource::arn:aws:ecr:{region}:<AWS::AccountId>:repository/*]"
+            for region in ("us-east-1", "us-west-2", "eu-west-1")
+        ),
+        "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:us-east-1:<AWS::AccountId>:alarm:spothub-*]",
     },
     "spothub-worker-us-west-2": {
         "AwsSolutions-AS3",

@@ -18,7 +18,7 @@ from tests.infrastructure.synth import Synthesized
 
 Pair = tuple[str, str]
 # The hub's consumers, all on the hub bus.
-HUB_TARGETS = (Target.CAPACITY_HANDLER, Target.BATCH_SUPERVISOR, Target.SEARCH_MONITOR)
+HUB_TARGETS = (Target.CAPACITY_HANDLER, Target.BATCH_SUPERVISOR, Target.SEARCH_MONITOR, Target.DEPLOYMENT_CONTROLLER)
 # Consumers whose AWS events only the search region forwards.
 SEARCH_REGION_TARGETS = (Target.SEARCH_MONITOR,)
 # The worker region's consumers, by the bus their rules read ("default": the region's default bus).

@@ -57,6 +57,9 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "ecs:TagResource": "ecs:cluster",
     "ecs:ListContainerInstances": "ecs:cluster",
     "ecs:DescribeContainerInstances": "ecs:cluster",
+    # The deployment controller: a family's latest revision, the memory of the node classes' types.
+    "ecs:DescribeTaskDefinition": None,
+    "ec2:DescribeInstanceTypes": None,
     # The search launcher's tasks: where the volume is and the subnets of its zone.
     "ec2:DescribeVolumes": None,
     "ec2:DescribeSubnets": None,

@@ -12,7 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 
-from spothub_core.contracts import METRICS_NAMESPACE
+from spothub_core.contracts import METRICS_NAMESPACE, DeploymentMetric
 from stacks.config import SpothubConfig
 from stacks.constructs.operations_dashboard import OperationsDashboard
 from stacks.paths import LAMBDAS_DIR
@@ -96,7 +96,7 @@ def test_a_text_widget_on_top_says_what_each_row_is(reference: Synthesized) -> N
     assert first["type"] == "text"
     assert (first["x"], first["y"], first["width"]) == (0, 0, GRID_WIDTH)
     text = first["properties"]["markdown"]
-    for row in ("Replicas", "Placement", "Failures", "Batch and search"):
+    for row in ("Replicas", "Placement", "Failures", "Batch and search", "Deployments"):
         assert f"**{row}**" in text
     assert "us-west-2, eu-west-1" in text
 
@@ -247,7 +247,48 @@ def test_every_spothub_metric_is_one_a_function_emits(request: pytest.FixtureReq
         assert list(m["dimensions"]) == ["service"], m
         concern = concerns[m["dimensions"]["service"].removeprefix(f"{prefix}-")]
         source = (concern / "handler.py").read_text()
-        assert re.search(rf'add_metric\(\s*name="{m["name"]}"', source), f"{concern.name} emits no {m['name']}"
+        assert re.search(rf'add_metric\(\s*name="{m["name"]}"', source) or _names(source, m["name"]), (
+            f"{concern.name} emits no {m['name']}"
+        )
+
+
+def _names(source: str, metric: str) -> bool:
+    """The handler names the metric by its contract (the deployment controller adds every DeploymentMetric)."""
+    known = {m.value: m for m in DeploymentMetric}
+    return metric in known and f"DeploymentMetric.{known[metric].name}" in source
+
+
+@pytest.mark.parametrize("deployment", ["reference", "hub_as_worker"])
+def test_the_deployments_row_shows_every_controller_metric(request: pytest.FixtureRequest, deployment: str) -> None:
+    synthesized: Synthesized = request.getfixturevalue(deployment)
+    body = hub_dashboard(synthesized)
+    expected = {
+        "Deployment GPUs: on nodes, allocated": {
+            ("DeploymentGpusTotal", "Maximum"),
+            ("DeploymentGpusAllocated", "Maximum"),
+        },
+        "Deployment tasks: healthy, pending": {
+            ("DeploymentTasksHealthy", "Minimum"),
+            ("DeploymentTasksPending", "Maximum"),
+        },
+        "Deployment tasks restarted": {("DeploymentTaskRestarts", "Sum")},
+        "Deployment nodes asked": {("DeploymentNodesAsked", "Sum")},
+    }
+    shown = set()
+    for title, names in expected.items():
+        found = metrics(body, title)
+        assert {(m["name"], m["options"]["stat"]) for m in found} == names
+        service = f"{synthesized.config.prefix}-deployment-controller"
+        for m in found:
+            assert (m["namespace"], m["dimensions"]) == (METRICS_NAMESPACE, {"service": service})
+            # The controller runs in the hub region: the dashboard's own.
+            assert "region" not in m["options"]
+        shown |= {name for name, _ in names}
+    assert shown == {m.value for m in DeploymentMetric}
+    # One row, below the others.
+    rows = {widget(body, title)["y"] for title in expected}
+    assert len(rows) == 1
+    assert rows.pop() == max(w["y"] for w in body["widgets"])
 
 
 def test_batch_and_search_metrics(reference: Synthesized, search: Synthesized) -> None:

@@ -93,6 +93,11 @@ def test_exactly_the_configured_sources_reach_the_model_port_and_nothing_else(se
 def test_the_model_cache_still_admits_only_the_instances(serving: Synthesized) -> None:
     for region in serving.config.deployed_worker_regions:
         group_id, _ = _instance_security_group(serving, region)
+        (nodes_id,) = [
+            logical_id
+            for logical_id in serving.resources(serving.config.worker_stack_name(region), "AWS::EC2::SecurityGroup")
+            if logical_id.startswith("DeploymentNodesNodeSecurityGroup")
+        ]
         nfs = [
             ingress["Properties"]
             for ingress in serving.resources(
@@ -100,7 +105,9 @@ def test_the_model_cache_still_admits_only_the_instances(serving: Synthesized) -
             ).values()
             if ingress["Properties"].get("FromPort") == 2049
         ]
-        assert [rule["SourceSecurityGroupId"] for rule in nfs] == [{"Fn::GetAtt": [group_id, "GroupId"]}]
+        # The serving instances and the model deployments' nodes (which boot the same way).
+        assert sorted(rule["SourceSecurityGroupId"]["Fn::GetAtt"][0] for rule in nfs) == sorted([group_id, nodes_id])
+        assert all(rule["SourceSecurityGroupId"]["Fn::GetAtt"][1] == "GroupId" for rule in nfs)
 
 
 @pytest.mark.parametrize(("fixture", "public"), [("reference", True), ("serving", True), ("operator_vpc", False)])

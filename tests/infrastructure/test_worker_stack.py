@@ -239,9 +239,16 @@ def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region:
             "Targets": target,
         },
     )
-    # ECS task changes have no consumer at the hub, so they are not forwarded.
+    # ECS task changes: only the model deployments' tasks (the GPU cluster's, started by the controller).
     patterns = [r["Properties"]["EventPattern"] for r in reference.resources(name, "AWS::Events::Rule").values()]
-    assert [p for p in patterns if "aws.ecs" in p["source"]] == []
+    (cluster,) = reference.resources(name, "AWS::ECS::Cluster")
+    assert [p for p in patterns if "aws.ecs" in p["source"]] == [
+        {
+            "source": ["aws.ecs"],
+            "detail-type": ["ECS Task State Change"],
+            "detail": {"clusterArn": [{"Fn::GetAtt": [cluster, "Arn"]}], "startedBy": ["spothub-deployments"]},
+        }
+    ]
     worker.has_resource_properties(
         "AWS::IAM::Policy",
         {

@@ -2,8 +2,9 @@
 environment, then the agent's loops until SIGTERM; on an instance tagged spothub:job-id, the batch worker
 instead (batch.py), until it leaves its group; on the search instance (Service=semantic-search), the search
 service (search.py), with settings from the environment only (its role reads the search region's parameters, not
-the hub's agent-config). Exits non-zero only when it cannot tell which instance it
-is on (systemd restarts it); a control plane that does not answer never stops it.
+the hub's agent-config); on a deployment node (Service=model-node), node mode (node.py): registration, heartbeats
+with the GPUs' figures and capacity notices, no workload and no lifecycle hook. Exits non-zero only when it cannot
+tell which instance it is on (systemd restarts it); a control plane that does not answer never stops it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def main() -> int:
         from spothub_agent.search import SearchService  # noqa: PLC0415 (search mode's only)
 
         SearchService(config, settings, aws, options=search_options).run(stop)
+    elif config.node_mode:
+        from spothub_agent.node import NodeAgent  # noqa: PLC0415 (node mode's only)
+
+        NodeAgent(config, settings, imds, aws).run(stop)
     else:
         Agent(config, settings, imds, aws).run(stop)
     log.info(json.dumps({"event": "stopped", "instance_id": config.instance_id}))

@@ -132,7 +132,7 @@ class Agent:
             ("lifecycle", self.lifecycle.run),
             ("heartbeat", self.heartbeat.run),
         ):
-            thread = threading.Thread(target=self._guard, args=(name, loop, stop), name=name, daemon=True)
+            thread = threading.Thread(target=run_guarded, args=(name, loop, stop), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -153,13 +153,13 @@ class Agent:
             thread.join(AGENT_LOOP_JOIN_SECONDS)
         self.gpu.close()
 
-    @staticmethod
-    def _guard(name: str, loop: Callable[[threading.Event], None], stop: threading.Event) -> None:
-        """A loop that raises is logged and started again after a pause: no bug ends a watcher for good."""
-        while not stop.is_set():
-            try:
-                loop(stop)
-                return
-            except Exception as exc:
-                warn("loop_crashed", loop=name, reason=repr(exc))
-                stop.wait(AGENT_LOOP_RESTART_SECONDS)
+
+def run_guarded(name: str, loop: Callable[[threading.Event], None], stop: threading.Event) -> None:
+    """A loop that raises is logged and started again after a pause: no bug ends a watcher for good."""
+    while not stop.is_set():
+        try:
+            loop(stop)
+            return
+        except Exception as exc:
+            warn("loop_crashed", loop=name, reason=repr(exc))
+            stop.wait(AGENT_LOOP_RESTART_SECONDS)

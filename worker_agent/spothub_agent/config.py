@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from spothub_agent.imds import Imds
-from spothub_core.contracts import GROUP_TAG, SEARCH_SERVICE, CapacityType, InstanceTag, SearchTag
+from spothub_core.contracts import GROUP_TAG, MODEL_NODE_SERVICE, SEARCH_SERVICE, CapacityType, InstanceTag, SearchTag
 
 # The tags the group sets at launch that the agent cannot run without.
 REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, GROUP_TAG, InstanceTag.LIFECYCLE_HOOK)
@@ -16,6 +16,9 @@ BATCH_REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, InstanceTag.J
 # The search instance (tagged Service=semantic-search by its launch) is in no group either; it needs the volume it
 # is bound to, whose device it mounts.
 SEARCH_REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION, SearchTag.VOLUME)
+# A deployment node (tagged Service=model-node by its node group) runs no workload of its own and its group has no
+# lifecycle hook: the prefix and the hub region are all it needs (its group's name, when IMDS shows it, is reported).
+NODE_REQUIRED_TAGS = (InstanceTag.PREFIX, InstanceTag.HUB_REGION)
 CAPACITY_TYPES: tuple[str, ...] = get_args(CapacityType)
 
 
@@ -37,7 +40,7 @@ class AgentConfig:
     account_id: str = ""
     capacity_type: str = ""  # spot or on-demand (IMDS instance-life-cycle); "" when IMDS does not say
     job_id: str = ""  # the spothub:job-id tag: a batch job's worker
-    service: str = ""  # the Service tag: semantic-search on the search instance
+    service: str = ""  # the Service tag: semantic-search on the search instance, model-node on a deployment node
     volume_id: str = ""  # the EBSVolumeId tag: the search index's volume
 
     @property
@@ -52,10 +55,15 @@ class AgentConfig:
     def search_mode(self) -> bool:
         return not self.batch_mode and self.service == SEARCH_SERVICE
 
+    @property
+    def node_mode(self) -> bool:
+        return not self.batch_mode and self.service == MODEL_NODE_SERVICE
+
 
 def load_config(imds: Imds) -> AgentConfig:
     """Identity, tags and purchase option from IMDS; raises ConfigError naming what is missing. The tag
-    spothub:job-id puts the agent in batch mode (see batch.py); Service=semantic-search in search mode (search.py)."""
+    spothub:job-id puts the agent in batch mode (see batch.py); Service=semantic-search in search mode (search.py);
+    Service=model-node in node mode (node.py)."""
     identity = imds.identity()
     tags = imds.tags()
     life_cycle = (imds.get("instance-life-cycle") or "").strip()
@@ -66,6 +74,8 @@ def load_config(imds: Imds) -> AgentConfig:
         required = BATCH_REQUIRED_TAGS
     elif service == SEARCH_SERVICE:
         required = SEARCH_REQUIRED_TAGS
+    elif service == MODEL_NODE_SERVICE:
+        required = NODE_REQUIRED_TAGS
     missing = [str(tag) for tag in required if not tags.get(tag)]
     if missing:
         raise ConfigError(

@@ -6,7 +6,8 @@ Metrics (namespace `Spothub`, dimensions Prefix and InstanceId):
   AgentReady    one datapoint per heartbeat while the agent runs: 1 when the workload answers its
                 health check (and the instance is not drained), 0 when it does not (yet). Its absence
                 is what the per-instance alarm watches (SampleCount, missing data breaching); the
-                value says whether the instance can serve.
+                value says whether the instance can serve. On a deployment node (node.py): 1 while NVML sees
+                its GPUs and no interruption warning came.
   GpuXidErrors  XID errors NVML reported since the previous heartbeat, when NVML can report them.
 
 When the control plane does not answer, the metrics go on at the same pace while the API is retried
@@ -31,6 +32,7 @@ from spothub_agent.watchdog import ControlPlaneLink
 from spothub_agent.workload import Workload
 from spothub_core.contracts import METRICS_NAMESPACE, AgentMetric
 from spothub_core.models.agent import Heartbeat as HeartbeatBody
+from spothub_core.models.agent import WorkloadHealth
 
 
 class Heartbeat:
@@ -38,7 +40,7 @@ class Heartbeat:
         self,
         cloudwatch: Callable[[], Any],
         link: ControlPlaneLink,
-        workload: Workload,
+        workload: Workload | None,
         gpu: GpuMonitor,
         state: AgentState,
         *,
@@ -83,14 +85,23 @@ class Heartbeat:
 
     def beat(self) -> HeartbeatBody:
         """Sample, put the metrics; returns the control plane's heartbeat body."""
+        gpu = self._gpu.sample()
+        ready, workload, drained = self.assess(gpu)
+        self._put_metrics(ready, gpu)
+        self.beats += 1
+        self.last = HeartbeatBody(ready=ready, workload=workload, gpu=gpu, drained=drained)
+        return self.last
+
+    def assess(self, gpu: dict[str, Any]) -> tuple[bool, WorkloadHealth, bool]:
+        """(ready, the workload's report, drained): ready while the workload answers its health check and the
+        instance was not drained. Node mode (node.py) judges a node by its GPUs instead."""
+        del gpu  # a serving instance's readiness is its workload's
+        if self._workload is None:
+            raise RuntimeError("a heartbeat without a workload must say how it assesses readiness")
         status = self._workload.status()
         drained = self._state.drained
         ready = not drained and status.state not in ("exited", "stopped") and self._workload.healthy()
-        gpu = self._gpu.sample()
-        self._put_metrics(ready, gpu)
-        self.beats += 1
-        self.last = HeartbeatBody(ready=ready, workload=status.report(), gpu=gpu, drained=drained)
-        return self.last
+        return ready, status.report(), drained
 
     def _put_metrics(self, ready: bool, gpu: dict[str, Any]) -> None:
         dimensions = [{"Name": "Prefix", "Value": self._prefix}, {"Name": "InstanceId", "Value": self._instance_id}]
