@@ -923,9 +923,10 @@ def apply() -> None:
         global _original_topic_publish  # noqa: PLW0603
         _original_topic_publish = Topic.publish
         Topic.publish = _topic_publish  # type: ignore[method-assign]
-        from spothub.sandbox import ecs_placement  # noqa: PLC0415
+        from spothub.sandbox import autoscaling_updates, ecs_placement  # noqa: PLC0415
 
         ecs_placement.apply()  # ECS placement against registered CPU, memory and GPUs
+        autoscaling_updates.apply()  # an update naming part of a mixed instances policy, as AWS takes it
         from moto.stepfunctions.parser.asl.component.state.wait.wait_function import (  # noqa: PLC0415
             wait_function,
         )

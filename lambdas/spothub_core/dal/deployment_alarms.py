@@ -16,16 +16,17 @@ class AlarmStates:
         self._cloudwatch = cloudwatch
 
     def in_alarm(self, name_prefix: str) -> list[str]:
-        """The names of the metric and composite alarms named `name_prefix`... in state ALARM, sorted.
-        Raises DependencyUnavailable when CloudWatch does not answer."""
+        """The names of the metric alarms named `name_prefix`... in state ALARM, sorted (spothub makes no composite
+        alarm, and the API's grant is of `alarm:<prefix>-*` only). Raises DependencyUnavailable when CloudWatch does
+        not answer."""
         names: list[str] = []
         try:
             pages = self._cloudwatch.get_paginator("describe_alarms").paginate(
-                AlarmNamePrefix=name_prefix, StateValue="ALARM", AlarmTypes=["MetricAlarm", "CompositeAlarm"]
+                AlarmNamePrefix=name_prefix, StateValue="ALARM", AlarmTypes=["MetricAlarm"]
             )
             for page in pages:
                 # StateValue is asked of CloudWatch; looked at again since emulators (moto) ignore it beside a prefix.
-                alarms = [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]
+                alarms = page.get("MetricAlarms", [])
                 names.extend(alarm["AlarmName"] for alarm in alarms if alarm.get("StateValue") == "ALARM")
         except (ClientError, BotoCoreError) as exc:
             raise DependencyUnavailable(f"could not read the alarms: {reason_of(exc)}") from exc

@@ -17,6 +17,7 @@ from typing import Any
 from spothub_core.contracts import node_group_name
 from spothub_core.dal.auto_scaling_group import AutoScalingGroup
 from spothub_core.dal.state_table import call
+from spothub_core.dal.task_errors import aws_call
 from spothub_core.models.deployment_ecs import NodeGroupState
 from spothub_core.timings import NODE_BOOT_SECONDS
 
@@ -104,7 +105,15 @@ class RegionNodeGroups:
             raise LookupError(f"node group {group['AutoScalingGroupName']} has no mixed instances policy")
         base = int(group.get("MaxSize", 0)) if on_demand else 0
         if int(policy.get("InstancesDistribution", {}).get("OnDemandBaseCapacity", 0) or 0) != base:
-            self._group(node_class).set_on_demand_base(policy, base)
+            # The distribution only: an update leaves the policy's launch template and overrides as they are, and
+            # one that names no launch template asks no launch template permissions of the hub (ec2:RunInstances
+            # with it, iam:PassRole of the nodes' role: both in another stack and region).
+            aws_call(
+                "set the node group's on-demand base",
+                self.autoscaling.update_auto_scaling_group,
+                AutoScalingGroupName=group["AutoScalingGroupName"],
+                MixedInstancesPolicy={"InstancesDistribution": {"OnDemandBaseCapacity": base}},
+            )
 
     def release(self, node_class: str, instance_id: str) -> None:
         """Terminate the member, its group's desired capacity decremented; nothing when it is not (or no longer) a

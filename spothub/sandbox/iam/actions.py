@@ -647,6 +647,8 @@ def _ecs(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
                 Authorization(f"ecs:{operation}", resources, context),
                 Authorization("ecs:TagResource", [new_task], {**tagging, "ecs:cluster": cluster_arn}),
             ]
+    elif operation == "RegisterTaskDefinition":
+        return _register_task_definition(request)
     elif operation == "TagResource":
         resources = [params["resourceArn"]]
         context = {"aws:TagKeys": [t["key"] for t in params.get("tags", [])]}
@@ -656,8 +658,37 @@ def _ecs(request: ApiRequest, facts: ResourceFacts) -> list[Authorization]:
     return [Authorization(f"ecs:{operation}", resources, context)]
 
 
+def _register_task_definition(request: ApiRequest) -> list[Authorization]:
+    """The new revision of the family, with the tags asked for (ecs:TagResource with ecs:CreateAction on it), and
+    iam:PassRole of the task and execution roles to ECS tasks (ECS's task IAM role and execution role permissions)."""
+    from moto.ecs.models import ecs_backends  # noqa: PLC0415
+
+    params = request.params
+    family = str(params["family"])
+    revisions = ecs_backends[request.account][request.region].task_definitions.get(family, {})
+    new_revision = request.arn("ecs", f"task-definition/{family}:{max(revisions, default=0) + 1}")
+    tags = {t["key"]: t["value"] for t in params.get("tags", [])}
+    context: dict[str, ContextValue] = {}
+    authorizations = []
+    if tags:
+        context = {**_tags_context("aws:RequestTag", tags), "aws:TagKeys": list(tags)}
+        tagging: dict[str, ContextValue] = {"ecs:CreateAction": "RegisterTaskDefinition", **context}
+        authorizations.append(Authorization("ecs:TagResource", [new_revision], tagging))
+    authorizations.insert(0, Authorization("ecs:RegisterTaskDefinition", [new_revision], context))
+    for role in (params.get("taskRoleArn"), params.get("executionRoleArn")):
+        if role:
+            passed: dict[str, ContextValue] = {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+            authorizations.append(Authorization("iam:PassRole", [str(role)], passed))
+    return authorizations
+
+
 def _cloudwatch(request: ApiRequest, _facts: ResourceFacts) -> list[Authorization]:
     params = request.params
+    if request.operation == "DescribeAlarms":
+        # The alarms it may return: those of the name prefix asked, else the names listed, else every alarm.
+        prefix, listed = params.get("AlarmNamePrefix"), _indexed(params, "AlarmNames")
+        patterns = [f"{prefix}*"] if prefix else listed or ["*"]
+        return [Authorization("cloudwatch:DescribeAlarms", [request.arn("cloudwatch", f"alarm:{p}") for p in patterns])]
     if request.operation == "PutMetricData":
         context_only: dict[str, ContextValue] = {"cloudwatch:namespace": str(params.get("Namespace", ""))}
         return [Authorization("cloudwatch:PutMetricData", ["*"], context_only)]
