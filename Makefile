@@ -8,10 +8,11 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export JSII_DEPRECATED := quiet
 DEMO_CONTEXT := -c hubRegion=us-east-1 -c workerRegions=us-west-2,eu-west-1
-# The spot capacity traces the replay benchmark reads (shared/ next to the repository).
-TRACES ?= ../shared/traces
+# The spot capacity traces the replay benchmark reads: the repository's own (data/traces, see its README), or any
+# trace folder or folder of trace folders given as `make bench TRACES=...`.
+TRACES ?= data/traces
 
-.PHONY: install demo test lint format synth sandbox bench openapi clean
+.PHONY: install browser demo test lint format synth sandbox bench openapi clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -22,6 +23,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt lambdas/requirements.t
 	# The Lambda dependency layer, downloaded now so that synthesis needs no network.
 	$(BIN)/python -c "from stacks.constructs.dependency_layer import prefetch; prefetch()"
 	touch $@
+
+# Debian's Chromium for the web dashboard's browser test (Playwright drives it; it downloads no browser of its own).
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the dashboard's browser test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -39,7 +47,7 @@ sandbox: install
 # `mock_aws()` in a unit or integration test resets the process-wide backends a running sandbox lives in).
 TEST_PROCESSES ?= auto
 PYTEST_PARALLEL := -n $(TEST_PROCESSES) --maxprocesses 4 --dist loadfile
-test: install lint
+test: install browser lint
 	$(BIN)/pytest $(PYTEST_PARALLEL) --ignore=tests/sandbox
 	$(BIN)/pytest $(PYTEST_PARALLEL) tests/sandbox
 
@@ -58,12 +66,13 @@ synth: install
 	$(BIN)/spothub summary --cdk-out cdk.out
 
 # The sandbox figures, the batch queue's, every handler's cold import, then the replay: a table per folder of
-# ../shared/traces and the speed benchmark.
+# $(TRACES) and the speed benchmark.
 bench: install
 	$(BIN)/python benchmarks/sandbox_bench.py
 	$(BIN)/python benchmarks/batch_bench.py
 	$(BIN)/python benchmarks/cold_import_bench.py
-	@for traces in $(TRACES)/*/; do echo; $(BIN)/spothub replay --traces $$traces || exit 1; done
+	@echo
+	$(BIN)/spothub replay --traces $(TRACES)
 	@echo
 	$(BIN)/python benchmarks/replay_bench.py
 

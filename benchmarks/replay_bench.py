@@ -4,7 +4,7 @@
 
 The trace is written as a trace folder (9 zones in the 3 regions prices.json prices for p3.2xlarge)
 and replayed the way `spothub replay` does it: load, then each policy in turn. The default gap is
-the finest of the shared traces (32 s), so the run has the most ticks. Single-threaded throughout.
+the finest of the repository's traces (data/traces: 32 s), so the run has the most ticks. Single-threaded throughout.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import click
 
 from spothub import __version__
 from spothub.cli_api import META_KEY, STATE_DIR, api_options, register
-from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE
+from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE, DEFAULT_TRACES
 
 if TYPE_CHECKING:
     from spothub.sandbox.sandbox import SandboxOptions
@@ -52,6 +52,20 @@ def _sandbox_options(args: SimpleNamespace) -> SandboxOptions:
     )
 
 
+def _traces_problem(options: SandboxOptions) -> str | None:
+    """Why the sandbox's market cannot replay --traces (said before anything starts), or None."""
+    from spothub.sandbox.market import load_prices, load_traces  # noqa: PLC0415
+
+    if options.traces is None:
+        return None
+    try:
+        shapes = load_prices(options.prices)[0] if options.prices else {}
+        load_traces(options.traces, shapes, options.shape)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"--traces {options.traces}: {exc}"
+    return None
+
+
 def _port_taken(host: str, port: int) -> str | None:
     """Why `port` cannot be listened on (another process holds it), or None when it is free."""
     import socket  # noqa: PLC0415
@@ -82,6 +96,10 @@ def _sandbox_up(args: SimpleNamespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     options = _sandbox_options(args)
+    problem = _traces_problem(options)
+    if problem:
+        print(f"spothub: {problem}", file=sys.stderr)
+        return 2
     taken = _port_taken(options.host, options.port)
     if taken:
         print(
@@ -135,6 +153,10 @@ def _sandbox_demo(args: SimpleNamespace) -> int:
     from spothub.sandbox.sandbox import Sandbox, SandboxError, free_port  # noqa: PLC0415
 
     options = _sandbox_options(args)
+    problem = _traces_problem(options)
+    if problem:
+        print(f"spothub: {problem}", file=sys.stderr)
+        return 2
     options.port = args.port or free_port()
     options.write_state_file = False
     sandbox = Sandbox(options)
@@ -195,23 +217,72 @@ def _api_key(args: SimpleNamespace) -> int:
 
 
 def _replay(args: SimpleNamespace) -> int:
-    import json  # noqa: PLC0415
+    """One trace folder: a table (or one JSON object). A parent of trace folders (like data/traces, the default):
+    the folders it holds are listed, then each is replayed in turn (a table each; --json: one object a line); a
+    folder the options do not fit (no file of --shape, fewer regions than --replicas) is skipped with a note."""
+    from spothub.replay.traces import ReplayInputError, holds_traces, trace_folders  # noqa: PLC0415
 
-    from spothub.replay.report import render_table, replay  # noqa: PLC0415
-    from spothub.replay.traces import ReplayInputError, load_trace_set  # noqa: PLC0415
-
+    directory = Path(args.traces)
     try:
         if args.replicas < 1:
             raise ReplayInputError(f"--replicas must be at least 1, not {args.replicas}")
         if args.cold_start < 0:
             raise ReplayInputError(f"--cold-start cannot be negative, not {args.cold_start:g}")
-        traces = load_trace_set(Path(args.traces), shape=args.shape, prices=Path(args.prices))
+        if not directory.is_dir():
+            raise ReplayInputError(f"no trace directory {directory}")
+        folders = [] if holds_traces(directory) else trace_folders(directory)
+        if not folders:
+            return _replay_folder(args, directory)
     except ReplayInputError as exc:
         print(f"spothub replay: {exc}", file=sys.stderr)
         return 2
+    notes = sys.stderr if args.json else sys.stdout
+    print(
+        f"{directory} holds {len(folders)} trace folders: {', '.join(f.name for f in folders)}; replaying each "
+        f"(--traces {directory / folders[0].name} replays one)",
+        file=notes,
+    )
+    replayed = 0
+    for folder in folders:
+        if not holds_traces(folder, args.shape):
+            print(f"spothub replay: skipped {folder.name}: no trace files for shape {args.shape}", file=sys.stderr)
+            continue
+        try:
+            if _replay_folder(args, folder, skip_unfit=True) == 0:
+                replayed += 1
+        except ReplayInputError as exc:
+            print(f"spothub replay: {folder.name}: {exc}", file=sys.stderr)
+            return 2
+    if not replayed:
+        print(f"spothub replay: none of the folders of {directory} fits these options", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _replay_folder(args: SimpleNamespace, folder: Path, *, skip_unfit: bool = False) -> int:
+    """Replay one trace folder and print its result; 2 (with a line on stderr) when it cannot be replayed with these
+    options. ReplayInputError escapes for a parent's folder (skip_unfit), to be reported with the folder's name."""
+    import json  # noqa: PLC0415
+
+    from spothub.replay.report import render_table, replay  # noqa: PLC0415
+    from spothub.replay.traces import ReplayInputError, load_trace_set, replica_limit  # noqa: PLC0415
+
+    try:
+        traces = load_trace_set(folder, shape=args.shape, prices=Path(args.prices))
+    except ReplayInputError as exc:
+        if skip_unfit:
+            raise
+        print(f"spothub replay: {exc}", file=sys.stderr)
+        return 2
+    refused = replica_limit(traces, args.replicas)
+    if refused:
+        print(f"spothub replay: {'skipped ' + folder.name + ': ' if skip_unfit else ''}{refused}", file=sys.stderr)
+        return 2
     cold_start = int(args.cold_start) if args.cold_start.is_integer() else args.cold_start
     result = replay(traces, replicas=args.replicas, cold_start_s=cold_start)
-    print(json.dumps(result) if args.json else render_table(result, traces))
+    if skip_unfit and not args.json:
+        print()  # a blank line between the tables of a parent's folders
+    print(json.dumps(result) if args.json else render_table(result, traces), flush=True)
     return 0
 
 
@@ -267,7 +338,9 @@ def _sandbox_command(name: str, handler: Any, port: int, helptext: str) -> None:
     @click.option("--port", type=int, default=port, help=f"API port (default: {port or 'a free one'})")
     @click.option("--cdk-out", help="reuse this synthesized assembly instead of synthesizing")
     @click.option("--speed", type=float, default=1.0, help="simulated seconds per real second")
-    @click.option("--traces", help="replay spot capacity from this trace directory")
+    @click.option(
+        "--traces", help="replay spot capacity from this trace folder (e.g. data/traces/aws-04-22-2023-preemption)"
+    )
     @click.option("--shape", help="the trace shape to replay (e.g. v100_1)")
     @click.option(
         "--state-dir", default=str(STATE_DIR), help=f"where sandbox.json and work files go (default: {STATE_DIR})"
@@ -308,13 +381,21 @@ def api_key(ctx: click.Context, in_sandbox: bool, region: str | None, prefix: st
     )
 
 
-@cli.command(help="replay spot capacity traces through production's policy and the baselines")
-@click.option("--traces", required=True, help="a folder of <zone>_<shape>.json trace files")
+@cli.command(
+    help="replay spot capacity traces through production's policy and the baselines. --traces names a folder of "
+    "<zone>_<shape>.json trace files, or a folder of such folders: then each is replayed in turn (a table each; "
+    "--json: one object a line)."
+)
+@click.option(
+    "--traces",
+    default=str(DEFAULT_TRACES),
+    help="a trace folder, or a folder of trace folders (default: data/traces, the repository's three)",
+)
 @click.option("--shape", default=DEFAULT_SHAPE, help=f"the shape to replay (default: {DEFAULT_SHAPE})")
 @click.option("--replicas", type=int, default=1, help="ready replicas wanted (default: 1)")
 @click.option("--cold-start", type=float, default=300.0, help="seconds from launch to ready: boot and model load (300)")
-@click.option("--prices", default=str(DEFAULT_PRICES), help=f"prices file (default: {DEFAULT_PRICES})")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
+@click.option("--prices", default=str(DEFAULT_PRICES), help="prices file (default: data/prices.json)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table (one a folder)")
 def replay(**options: Any) -> int:
     options["json"] = options.pop("as_json")
     return _replay(SimpleNamespace(**options))

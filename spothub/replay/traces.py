@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from spothub.sandbox.market import load_prices, load_traces, region_of
-from stacks.paths import REPO_ROOT
+from spothub.data import PRICES_FILE, TRACES_DIR
+from spothub.sandbox.market import TRACE_FILE, load_prices, load_traces, region_of
 
-DEFAULT_PRICES = REPO_ROOT.parent / "shared" / "prices.json"
+DEFAULT_PRICES = PRICES_FILE
+DEFAULT_TRACES = TRACES_DIR
 DEFAULT_SHAPE = "v100_1"
 
 
@@ -83,6 +84,33 @@ def trace_set(
         spot_prices=dict(spot_prices),
         on_demand_price=float(on_demand_price),
     )
+
+
+def holds_traces(directory: Path, shape: str | None = None) -> bool:
+    """Whether `directory` itself holds trace files (of `shape`, when given)."""
+    for file in directory.glob("*.json"):
+        match = TRACE_FILE.match(file.name)
+        if match and (shape is None or match["shape"] == shape):
+            return True
+    return False
+
+
+def trace_folders(directory: Path) -> list[Path]:
+    """The folders directly under `directory` that hold trace files, by name: `directory` is a parent of trace
+    folders (like data/traces) when it holds none itself and this is not empty."""
+    return sorted((p for p in directory.iterdir() if p.is_dir() and holds_traces(p)), key=lambda p: p.name)
+
+
+def replica_limit(traces: TraceSet, replicas: int) -> str | None:
+    """Why `replicas` cannot be replayed over these traces, or None. Production places at most one replica per
+    region, and POST /spot-provisioning refuses more replicas than worker regions
+    (spothub_core.logic.provisioning); the replay refuses the same in the same words, with the traces' regions
+    standing in for the worker regions."""
+    regions = traces.regions
+    if replicas <= len(regions):
+        return None
+    held = f"{len(regions)} region" + ("" if len(regions) == 1 else "s")
+    return f"replicas: at most one replica per region, and the traces hold {held} ({', '.join(regions)})"
 
 
 def load_trace_set(directory: Path, *, shape: str = DEFAULT_SHAPE, prices: Path = DEFAULT_PRICES) -> TraceSet:
