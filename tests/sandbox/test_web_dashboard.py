@@ -37,7 +37,8 @@ PAGE_WAIT_MS = 90_000
 
 @pytest.fixture
 def dashboard(spot: Sandbox) -> Iterator[DashboardServer]:  # noqa: F811 (the fixture imported above)
-    credentials = Credentials(**{k.removeprefix("aws_"): v for k, v in spot.credentials().items()})
+    given = spot.credentials()
+    credentials = Credentials(given["aws_access_key_id"], given["aws_secret_access_key"])
     target = Target(url=spot.api_url, region=spot.hub.region, credentials=credentials, source="the test's sandbox")
     server = serve(lambda: ApiClient(target), api_url=spot.api_url)
     yield server
