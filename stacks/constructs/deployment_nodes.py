@@ -20,7 +20,7 @@ nodes take connections on ECS's dynamic port range from exactly the model client
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack, Tags
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
@@ -29,7 +29,7 @@ from constructs import Construct
 from spothub_core.contracts import MODEL_NODE_SERVICE, InstanceTag, SearchTag, deployment_log_group, node_group_name
 from stacks.config import SpothubConfig
 from stacks.constructs.gpu_capacity import GpuCapacity
-from stacks.constructs.instance_template import gpu_launch_template
+from stacks.constructs.instance_template import gpu_launch_template, spot_group
 from stacks.constructs.log_retention import log_retention
 from stacks.nag import acknowledge
 
@@ -82,36 +82,22 @@ class DeploymentNodes(Construct):
         )
         self.groups: dict[str, autoscaling.AutoScalingGroup] = {}
         for node_class, spec in sorted(config.deployment_node_classes.items()):
-            group = autoscaling.AutoScalingGroup(
+            group = spot_group(
                 self,
                 f"Group-{node_class}",
-                auto_scaling_group_name=node_group_name(config.prefix, node_class),
+                name=node_group_name(config.prefix, node_class),
                 vpc=vpc,
-                vpc_subnets=subnets,
-                min_capacity=0,
+                subnets=subnets,
                 max_capacity=spec.max_nodes,
-                # No desired capacity in the template: it starts at the minimum (0) and a later `cdk deploy` leaves
-                # the controller's setting alone instead of resetting it.
-                mixed_instances_policy=autoscaling.MixedInstancesPolicy(
-                    launch_template=self.launch_template,
-                    launch_template_overrides=[
-                        autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
-                        for t in spec.instance_types
-                    ],
-                    instances_distribution=autoscaling.InstancesDistribution(
-                        on_demand_base_capacity=0,
-                        on_demand_percentage_above_base_capacity=0,
-                        spot_allocation_strategy=autoscaling.SpotAllocationStrategy.CAPACITY_OPTIMIZED,
-                    ),
-                ),
-                capacity_rebalance=False,
+                launch_template=self.launch_template,
+                instance_types=list(spec.instance_types),
+                allocation=autoscaling.SpotAllocationStrategy.CAPACITY_OPTIMIZED,
+                tags={
+                    SearchTag.SERVICE.value: MODEL_NODE_SERVICE,
+                    InstanceTag.PREFIX.value: config.prefix,
+                    InstanceTag.HUB_REGION.value: config.hub_region,
+                },
             )
-            for key, value in {
-                SearchTag.SERVICE: MODEL_NODE_SERVICE,
-                InstanceTag.PREFIX: config.prefix,
-                InstanceTag.HUB_REGION: config.hub_region,
-            }.items():
-                Tags.of(group).add(str(key), value, apply_to_launched_instances=True)
             self.groups[node_class] = group
         acknowledge(
             self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from aws_cdk import ArnFormat, CfnResource, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -30,6 +30,7 @@ from stacks.constructs.instance_template import (
     gpu_launch_template,
     install_agent,
     session_manager_statements,
+    spot_group,
 )
 from stacks.constructs.log_retention import log_retention
 from stacks.constructs.serving_task import SERVING_UID
@@ -171,37 +172,23 @@ class GpuCapacity(Construct):
             user_data=user_data,
         )
 
-        self.group = autoscaling.AutoScalingGroup(
+        self.group = spot_group(
             self,
             "Group",
-            auto_scaling_group_name=self.group_name,
+            name=self.group_name,
             vpc=vpc,
-            vpc_subnets=subnets,
-            min_capacity=0,
+            subnets=subnets,
             max_capacity=config.max_instances_per_region,
-            # No desired capacity in the template: it starts at the minimum (0) and a later
-            # `cdk deploy` leaves the control plane's setting alone instead of resetting it.
-            mixed_instances_policy=autoscaling.MixedInstancesPolicy(
-                launch_template=self.launch_template,
-                launch_template_overrides=[
-                    autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
-                    for t in config.instance_types
-                ],
-                instances_distribution=autoscaling.InstancesDistribution(
-                    on_demand_base_capacity=0,
-                    on_demand_percentage_above_base_capacity=0,
-                    spot_allocation_strategy=autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
-                ),
-            ),
-            capacity_rebalance=False,
+            launch_template=self.launch_template,
+            instance_types=list(config.instance_types),
+            allocation=autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
+            tags={
+                InstanceTag.PREFIX.value: config.prefix,
+                InstanceTag.HUB_REGION.value: config.hub_region,
+                InstanceTag.LIFECYCLE_HOOK.value: LAUNCH_HOOK_NAME,
+                InstanceTag.MODEL_CACHE.value: MODEL_CACHE_MOUNT,
+            },
         )
-        for key, value in {
-            InstanceTag.PREFIX: config.prefix,
-            InstanceTag.HUB_REGION: config.hub_region,
-            InstanceTag.LIFECYCLE_HOOK: LAUNCH_HOOK_NAME,
-            InstanceTag.MODEL_CACHE: MODEL_CACHE_MOUNT,
-        }.items():
-            Tags.of(self.group).add(str(key), value, apply_to_launched_instances=True)
 
         # Completed by the agent (CONTINUE) once the workload is healthy; ABANDON otherwise.
         self.group.add_lifecycle_hook(

@@ -4,7 +4,8 @@ IMDSv2 with a hop limit of 1, instance metadata tags, an encrypted root volume).
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, Stack, Tags
+from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -139,3 +140,46 @@ def session_manager_statements(any_instance: str) -> list[iam.PolicyStatement]:
             resources=["*"],
         ),
     ]
+
+
+def spot_group(
+    scope: Construct,
+    construct_id: str,
+    *,
+    name: str,
+    vpc: ec2.IVpc,
+    subnets: ec2.SubnetSelection,
+    max_capacity: int,
+    launch_template: ec2.LaunchTemplate,
+    instance_types: list[str],
+    allocation: autoscaling.SpotAllocationStrategy,
+    tags: dict[str, str],
+) -> autoscaling.AutoScalingGroup:
+    """A spot-only group of GPU instances the control plane sizes: min 0, no desired capacity in the template (it
+    starts at the minimum and a later `cdk deploy` leaves the control plane's setting alone instead of resetting it),
+    the launch template over `instance_types`, no Capacity Rebalance (the control plane replaces), and `tags` on the
+    group and every instance it launches."""
+    group = autoscaling.AutoScalingGroup(
+        scope,
+        construct_id,
+        auto_scaling_group_name=name,
+        vpc=vpc,
+        vpc_subnets=subnets,
+        min_capacity=0,
+        max_capacity=max_capacity,
+        mixed_instances_policy=autoscaling.MixedInstancesPolicy(
+            launch_template=launch_template,
+            launch_template_overrides=[
+                autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t)) for t in instance_types
+            ],
+            instances_distribution=autoscaling.InstancesDistribution(
+                on_demand_base_capacity=0,
+                on_demand_percentage_above_base_capacity=0,
+                spot_allocation_strategy=allocation,
+            ),
+        ),
+        capacity_rebalance=False,
+    )
+    for key, value in tags.items():
+        Tags.of(group).add(key, value, apply_to_launched_instances=True)
+    return group

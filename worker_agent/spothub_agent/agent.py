@@ -15,11 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from spothub_agent import __version__
-from spothub_agent.aws import AwsClients, read_parameter
+from spothub_agent.aws import AwsClients
 from spothub_agent.backoff import Backoff
 from spothub_agent.config import AgentConfig
-from spothub_agent.control_plane import ControlPlaneClient
 from spothub_agent.drain import Drain
 from spothub_agent.gpu import GpuMonitor
 from spothub_agent.heartbeat import Heartbeat
@@ -30,9 +28,8 @@ from spothub_agent.notices import NoticeWatch
 from spothub_agent.publisher import Publisher, hub_bus_arn
 from spothub_agent.settings import Settings
 from spothub_agent.state import AgentState
-from spothub_agent.watchdog import ControlPlaneLink
+from spothub_agent.watchdog import instance_link
 from spothub_agent.workload import Workload, make_workload
-from spothub_core.models.agent import Registration
 from spothub_core.timings import (
     AGENT_DRAIN_REPORT_SECONDS,
     AGENT_LOOP_JOIN_SECONDS,
@@ -95,20 +92,7 @@ class Agent:
             backoff=Backoff(settings.backoff_base_s, settings.backoff_cap_s),
             clock=clock,
         )
-        self.link = ControlPlaneLink(
-            config.instance_id,
-            lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/api-url"),
-            lambda url: ControlPlaneClient(url, config.hub_region, aws.credentials),
-            Registration(
-                region=config.region,
-                availability_zone=config.availability_zone,
-                instance_type=config.instance_type,
-                group=config.auto_scaling_group,
-                capacity_type=config.capacity_type,
-                agent_version=__version__,
-            ),
-            self.state,
-        )
+        self.link = instance_link(config, aws, self.state)
         self.heartbeat = Heartbeat(
             lambda: aws.cloudwatch,
             self.link,

@@ -28,12 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from spothub_agent import __version__
 from spothub_agent.agent import run_guarded
-from spothub_agent.aws import AwsClients, read_parameter
+from spothub_agent.aws import AwsClients
 from spothub_agent.backoff import Backoff
 from spothub_agent.config import AgentConfig
-from spothub_agent.control_plane import ControlPlaneClient
 from spothub_agent.gpu import GpuMonitor
 from spothub_agent.heartbeat import Heartbeat
 from spothub_agent.imds import Imds
@@ -42,8 +40,8 @@ from spothub_agent.notices import Notice, NoticeWatch
 from spothub_agent.publisher import Publisher, hub_bus_arn
 from spothub_agent.settings import Settings
 from spothub_agent.state import AgentState
-from spothub_agent.watchdog import ControlPlaneLink
-from spothub_core.models.agent import Registration, WorkloadHealth
+from spothub_agent.watchdog import instance_link
+from spothub_core.models.agent import WorkloadHealth
 from spothub_core.timings import AGENT_LOOP_JOIN_SECONDS, SPOT_NOTICE_WINDOW_SECONDS
 
 # What a node's heartbeat says of its workload: it runs none of its own (ECS runs the deployments' tasks).
@@ -104,20 +102,7 @@ class NodeAgent:
             region=config.region,
             poll_s=settings.poll_s,
         )
-        self.link = ControlPlaneLink(
-            config.instance_id,
-            lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/api-url"),
-            lambda url: ControlPlaneClient(url, config.hub_region, aws.credentials),
-            Registration(
-                region=config.region,
-                availability_zone=config.availability_zone,
-                instance_type=config.instance_type,
-                group=config.auto_scaling_group,
-                capacity_type=config.capacity_type,
-                agent_version=__version__,
-            ),
-            self.state,
-        )
+        self.link = instance_link(config, aws, self.state)
         self.heartbeat = NodeHeartbeat(
             lambda: aws.cloudwatch,
             self.link,

@@ -13,7 +13,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from spothub_agent.aws import error_code
+from spothub_agent import __version__
+from spothub_agent.aws import AwsClients, error_code, read_parameter
+from spothub_agent.config import AgentConfig
 from spothub_agent.control_plane import ApiError, ControlPlaneClient, InstanceUnknown
 from spothub_agent.logs import log_event, warn
 from spothub_agent.state import AgentState
@@ -95,3 +97,22 @@ class ControlPlaneLink:
         """Forget the URL and the registration: the next attempt re-reads the one and redoes the other."""
         self._client = None
         self._registered = False
+
+
+def instance_link(config: AgentConfig, aws: AwsClients, state: AgentState) -> ControlPlaneLink:
+    """The instance's link to the hub API: the URL from SSM, signed with the instance's credentials, registering the
+    instance as IMDS describes it."""
+    return ControlPlaneLink(
+        config.instance_id,
+        lambda: read_parameter(aws.ssm, f"{config.ssm_prefix}/api-url"),
+        lambda url: ControlPlaneClient(url, config.hub_region, aws.credentials),
+        Registration(
+            region=config.region,
+            availability_zone=config.availability_zone,
+            instance_type=config.instance_type,
+            group=config.auto_scaling_group,
+            capacity_type=config.capacity_type,
+            agent_version=__version__,
+        ),
+        state,
+    )

@@ -101,6 +101,19 @@ def _in(attribute: str, values: Iterable[StrEnum], tag: str) -> tuple[str, dict[
     return f"{attribute} IN ({', '.join(names)})", names
 
 
+def _give_back(instance_id: str, gpus: int) -> dict[str, Any]:
+    """A transaction item giving a task's GPUs back to its node; the condition keeps the count from going below
+    zero (a node record that was never charged, written by hand, cannot be credited)."""
+    return {
+        "Update": {
+            "Key": node_key(instance_id),
+            "UpdateExpression": "SET gpus_allocated = gpus_allocated - :g",
+            "ConditionExpression": f"attribute_exists({PARTITION_KEY}) AND gpus_allocated >= :g",
+            "ExpressionAttributeValues": {":g": gpus},
+        }
+    }
+
+
 class PlaceOutcome(StrEnum):
     PLACED = "placed"
     NODE_FULL = "node-full"  # the node has fewer free GPUs than the task needs, or takes no placements now
@@ -416,14 +429,7 @@ class DeploymentStore:
                         },
                     }
                 },
-                {
-                    "Update": {
-                        "Key": node_key(task.instance_id),
-                        "UpdateExpression": "SET gpus_allocated = gpus_allocated - :g",
-                        "ConditionExpression": f"attribute_exists({PARTITION_KEY}) AND gpus_allocated >= :g",
-                        "ExpressionAttributeValues": {":g": task.gpus},
-                    }
-                },
+                _give_back(task.instance_id, task.gpus),
             ],
         )
         if reasons is not None:
@@ -457,16 +463,7 @@ class DeploymentStore:
             }
         ]
         if task.status.placed and task.instance_id:
-            items.append(
-                {
-                    "Update": {
-                        "Key": node_key(task.instance_id),
-                        "UpdateExpression": "SET gpus_allocated = gpus_allocated - :g",
-                        "ConditionExpression": f"attribute_exists({PARTITION_KEY}) AND gpus_allocated >= :g",
-                        "ExpressionAttributeValues": {":g": task.gpus},
-                    }
-                }
-            )
+            items.append(_give_back(task.instance_id, task.gpus))
         if self._transact("end the task", items) is not None:
             return None
         merged = {**task.model_dump(), **{k: v for k, v in fields.items()}}
