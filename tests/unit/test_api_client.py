@@ -4,7 +4,6 @@ every kind of failure as one line that says what to do."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -21,17 +20,7 @@ from spothub.api_client import (
     Connection,
     resolve_target,
 )
-from tests.unit.fake_spothub_api import STATUS, FakeApi, closed_port_url, serve
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    server, thread = serve(fake)
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+from tests.unit.fake_spothub_api import STATUS, FakeApi, closed_port_url
 
 
 @pytest.fixture

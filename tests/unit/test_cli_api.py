@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -21,27 +20,11 @@ from tests.unit.fake_spothub_api import (
     instance,
     job_view,
     replica,
-    serve,
     spot_instances,
 )
 from tests.unit.test_api_client import write_state
 
 JOB = "job-0123456789ab"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    server, thread = serve(fake)
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture(autouse=True)
-def no_url_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SPOTHUB_API_URL", raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -6,7 +6,6 @@ body is read back into them, so a renamed or added field breaks these tests inst
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,7 +42,7 @@ from spothub_core.models.deployment_records import (
     ScalingTrigger,
     TaskStatus,
 )
-from tests.unit.fake_spothub_api import FakeApi, serve
+from tests.unit.fake_spothub_api import FakeApi
 from tests.unit.test_cli_api import one_line, run
 
 DEPLOYMENT = "d-0a1b2c3d4e5f"
@@ -54,21 +53,6 @@ ENDPOINT = "http://10.64.0.12:32768"
 QUOTA = "tenant acme is over its quota: quota 8 GPUs, holds 4, asked 8 (4 replicas x 2 GPUs)"
 SCALE_QUOTA = "tenant acme is over its quota: quota 8 GPUs, holds 8, asked 2 (1 -> 3 replicas x 1 GPUs)"
 NO_CLASS = "8 GPUs per replica: the largest node class offers 4 (class 4gpu: g5.12xlarge, g6.12xlarge)"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    server, thread = serve(fake)
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture(autouse=True)
-def no_url_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SPOTHUB_API_URL", raising=False)
 
 
 def ok(model: Any) -> tuple[int, dict[str, Any]]:

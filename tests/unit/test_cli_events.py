@@ -4,28 +4,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from spothub import cli_events
-from tests.unit.fake_spothub_api import FakeApi, serve
+from tests.unit.fake_spothub_api import FakeApi
 from tests.unit.test_cli_api import one_line, run
 
 
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    server, thread = serve(fake)
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
 @pytest.fixture(autouse=True)
-def no_url_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SPOTHUB_API_URL", raising=False)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
 
 

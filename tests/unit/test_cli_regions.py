@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.unit.fake_spothub_api import FakeApi, serve
+from tests.unit.fake_spothub_api import FakeApi
 from tests.unit.test_cli_api import one_line, run
 
 COLUMNS = ("RANK", "REGION", "SCORE", "SPOT $/h", "ON-DEMAND $/h", "STATE", "WHY", "REPLICAS")
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    server, thread = serve(fake)
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture(autouse=True)
-def no_url_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SPOTHUB_API_URL", raising=False)
 
 
 def region(name: str, state: str = "ok", **fields: Any) -> dict[str, Any]:

@@ -4,30 +4,12 @@ status, up (both 409s), down and terminate; tables for people, JSON with --json,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.unit.fake_spothub_api import FakeApi, serve
+from tests.unit.fake_spothub_api import FakeApi
 from tests.unit.test_cli_api import one_line, run
 
 INSTANCE = "i-0123456789abcdef0"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    server, thread = serve(fake)
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture(autouse=True)
-def no_url_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SPOTHUB_API_URL", raising=False)
 
 
 def view(status: str = "ready", **fields: Any) -> dict[str, Any]:
