@@ -316,9 +316,19 @@ def input_transformer(template: str, paths: dict[str, str], event: dict[str, Any
         return text  # a plain-text template
 
 
+def _rule_matches(rule: Any, event: dict[str, Any]) -> bool:
+    """Whether EventBridge gives the rule this event. A scheduled rule (no event pattern) gets only its own
+    Scheduled Event; moto matches a rule without a pattern to every event put on its bus."""
+    if not getattr(rule.event_pattern, "_pattern", None) and getattr(rule, "scheduled_expression", None):
+        return (event.get("source"), event.get("detail-type")) == ("aws.events", "Scheduled Event") and rule.arn in (
+            event.get("resources") or []
+        )
+    return bool(rule.event_pattern.matches_event(event))
+
+
 def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
     """Deliver to each target once, with its input; moto's own loop delivers to all targets at once."""
-    if getattr(self, "state", "ENABLED") != "ENABLED" or not self.event_pattern.matches_event(original_event):
+    if getattr(self, "state", "ENABLED") != "ENABLED" or not _rule_matches(self, original_event):
         return
     # moto's template parser reads ingestion-time; targets receive the event without it, time as ISO-8601.
     full = {
