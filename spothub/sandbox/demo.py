@@ -16,6 +16,7 @@ from typing import TextIO
 import requests
 
 from spothub.sandbox import batch_driver as batch
+from spothub.sandbox.demo_deployments import deployments_chapters
 from spothub.sandbox.demo_search import search_chapter, search_idle_chapter
 from spothub.sandbox.model_client import RecordWatch
 from spothub.sandbox.model_server import INSTANCE_HEADER
@@ -181,6 +182,7 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
     search_instance = search_chapter(n, sandbox)
     _batch_chapter(n, sandbox)
     search_idle_chapter(n, sandbox, search_instance)
+    deployments_chapters(n, sandbox)
     n.show_timeline()
     print(
         f"\n{'all expectations met' if not n.failures else f'{len(n.failures)} expectations failed'}",

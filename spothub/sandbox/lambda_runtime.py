@@ -190,6 +190,12 @@ class LambdaRuntime:
         running = list(self._running)
         return bool(running) and running[-1][:64] == session_name
 
+    @staticmethod
+    def wait_for_turn() -> None:
+        """Return once the invocation in progress (if any) has ended: what it read before, it has written."""
+        with _INVOCATION_LOCK:
+            pass
+
     def invoke(self, function: Any, event: Any, *, on_behalf_of: str | None = None) -> tuple[bytes, str | None]:
         """Run the handler on `event`; returns (payload, function error or None). `on_behalf_of`: the session
         name (a function's name) of the role session that asked, for a synchronous invocation."""

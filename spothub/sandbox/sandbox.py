@@ -41,7 +41,11 @@ from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
 from spothub.sandbox.ports import free_port
 from spothub.sandbox.search_volume import ensure_volume, fill, volume_directory, volumes_root
-from spothub_core.contracts import MANAGED_BY, SearchTag, job_group_name
+
+# spothub_core is imported here, never inside a method: while a function runs, the Lambda runtime gives it its own
+# spothub_core modules (lambda_runtime._modules_of), and an import in another thread meanwhile races with that swap.
+from spothub_core.contracts import MANAGED_BY, MODEL_NODE_SERVICE, SEARCH_SERVICE, SearchTag, job_group_name
+from spothub_core.dal.deployment_store import DeploymentStore
 from stacks.config import cdk_json_context
 from stacks.paths import REPO_ROOT
 
@@ -116,6 +120,13 @@ class TimelineEntry:
 
     def line(self, origin: float) -> str:
         return f"T+{self.at - origin:8.1f}s  {self.kind:<14} {self.summary}"
+
+
+def _empty_table(dynamodb: Any, table: str) -> None:
+    keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression=", ".join(keys)):
+        for item in page["Items"]:
+            dynamodb.delete_item(TableName=table, Key=item)
 
 
 def agent_bundle(cdk_out: Path) -> Path:
@@ -306,6 +317,7 @@ class Sandbox:
         # The state machines first, so that no launch or cleanup of before acts on what comes after.
         self._forget_executions()
         self._settle()
+        self._forget_model_deployments()
         self._delete_job_groups()
         for worker in self.workers:
             for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
@@ -324,12 +336,7 @@ class Sandbox:
         for deployment in self.deployments:
             dynamodb = self.client("dynamodb", deployment.region)
             for table in dynamodb.list_tables()["TableNames"]:
-                keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
-                for page in dynamodb.get_paginator("scan").paginate(
-                    TableName=table, ProjectionExpression=", ".join(keys)
-                ):
-                    for item in page["Items"]:
-                        dynamodb.delete_item(TableName=table, Key=item)
+                _empty_table(dynamodb, table)
             self._empty_queues(deployment.region)
         # A fleet command of a job of before may have landed meanwhile: its group goes too.
         self._delete_job_groups()
@@ -343,6 +350,18 @@ class Sandbox:
         self.clock.set_speed(self.options.speed)
         with self._timeline_lock:
             self.timeline.clear()
+
+    def _forget_model_deployments(self) -> None:
+        """The model deployments' records go before their nodes: the controller runs that the nodes' terminations set
+        off (their tasks' state changes) then find no deployment, restart no task and ask no node group for nodes. A
+        run under way, which read the deployments before, is waited for: the node groups are set to 0 after it."""
+        try:
+            table = self.deployments_table()
+        except SandboxError:
+            return  # a deployment without model deployments
+        _empty_table(self.client("dynamodb", self.hub.region), table)
+        if self._hooks is not None:
+            self._hooks.lambda_runtime.wait_for_turn()
 
     def _settle(self, quiet_s: float = 1.0, timeout_s: float = 15.0) -> None:
         """Wait until nothing has happened for `quiet_s` (no event, launch or termination on the timeline)."""
@@ -687,8 +706,6 @@ class Sandbox:
 
     def search_instances(self) -> list[Any]:
         """The simulated search instances (Service=semantic-search) that are not terminated."""
-        from spothub_core.contracts import SEARCH_SERVICE  # noqa: PLC0415
-
         return [i for i in (self.fleet.running() if self.fleet else []) if i.service == SEARCH_SERVICE]
 
     def search_health(self, instance_id: str, *, healthy: bool) -> dict[str, Any]:
@@ -738,8 +755,6 @@ class Sandbox:
 
     def model_nodes(self) -> list[Any]:
         """The simulated deployment nodes (Service=model-node) that are not terminated."""
-        from spothub_core.contracts import MODEL_NODE_SERVICE  # noqa: PLC0415
-
         return [i for i in (self.fleet.running() if self.fleet else []) if i.service == MODEL_NODE_SERVICE]
 
     def deployment_tasks(self, deployment_id: str | None = None, *, running: bool = False) -> list[dict[str, Any]]:
@@ -752,8 +767,6 @@ class Sandbox:
     def deployment_task_arn(self, deployment_id: str, slot: int) -> str:
         """The ECS task ARN of a deployment's slot now, from the deployments table: the slot's task that holds one
         and has not ended (of two, a replacement and the task it replaces, the newer)."""
-        from spothub_core.dal.deployment_store import DeploymentStore  # noqa: PLC0415
-
         table = self.deployments_table()
         resource = boto3.resource(
             "dynamodb", region_name=self.hub.region, endpoint_url=self.aws_endpoint_url, **self.credentials()
