@@ -11,14 +11,17 @@ REGION = "us-west-2"
 def test_stepwise_capacity_drops_interrupt_only_the_excess_and_warn_the_rest(fresh_sandbox: Sandbox) -> None:
     market, fleet = fresh_sandbox.market, fresh_sandbox.fleet
     assert market is not None and fleet is not None
+    autoscaling = fresh_sandbox.client("autoscaling", REGION)
+    (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["spothub-gpu"])["AutoScalingGroups"]
+    serving_types = {o["InstanceType"] for o in group["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"]}
     pools = market.pools(REGION)
-    only = pools[0]
-    for pool in pools[1:]:
-        market.set_zone(pool.zone, pool.instance_type, capacity=0)
+    # One pool the serving group launches into (the market also holds the node classes' types).
+    only = next(p for p in pools if p.instance_type in serving_types)
+    for pool in pools:
+        if pool is not only:
+            market.set_zone(pool.zone, pool.instance_type, capacity=0)
     market.set_zone(only.zone, only.instance_type, capacity=2)
-    fresh_sandbox.client("autoscaling", REGION).set_desired_capacity(
-        AutoScalingGroupName="spothub-gpu", DesiredCapacity=2
-    )
+    autoscaling.set_desired_capacity(AutoScalingGroupName="spothub-gpu", DesiredCapacity=2)
     running = fresh_sandbox.wait_for(lambda: len(fleet.running(REGION)) == 2 and fleet.running(REGION), timeout_s=15)
     assert {(i.zone, i.instance_type) for i in running} == {(only.zone, only.instance_type)}
 

@@ -468,8 +468,13 @@ def test_transient_errors_past_the_retries_clean_up_and_report_to_the_hub(
     assert running_tasks(spot, best) == [], "no ECS task is left running in the region"
     assert live_instances(spot, best) == [], "the launch's instance is terminated"
     assert desired(spot, best) == 0, "the group is back at 0"
-    launch = items(spot, "LAUNCH")[first["launch_id"]]
-    assert launch["status"] == "failed", launch
+    # The report is on the hub bus; the capacity handler consumes it (one function at a time) a moment later.
+    eventually(
+        spot,
+        lambda: items(spot, "LAUNCH")[first["launch_id"]]["status"] == "failed",
+        "the hub records the launch as failed",
+        evidence=lambda: items(spot, "LAUNCH")[first["launch_id"]],
+    )
     assert items(spot, "EXCLUSION")[best]["reason"].startswith("transient"), "the region is excluded for a while"
     eventually(
         spot,
