@@ -344,6 +344,22 @@ def test_events_are_the_timeline_of_the_kept_records_newest_first(handler: Modul
     assert body["events"][0]["at"] == "2027-01-15T08:10:00Z"
 
 
+def test_a_terminated_instance_keeps_its_notice_in_the_timeline(handler: ModuleType) -> None:
+    _put(
+        "INSTANCE",
+        "i-0123456789abcdef1",
+        status="terminated",
+        region="us-west-2",
+        notice="interruption warning",
+        updated_at=1_800_000_700.0,
+    )
+    _put("INSTANCE", "i-0123456789abcdef2", status="serving", region="us-west-2", updated_at=1_800_000_710.0)
+    status, body = invoke(handler, "GET", "/events")
+    assert status == 200
+    assert [(e["kind"], e["instance_id"]) for e in body["events"]] == [("notice", "i-0123456789abcdef1")]
+    assert body["events"][0]["summary"] == "i-0123456789abcdef1 terminated: interruption warning"
+
+
 def test_events_since_and_limit(handler: ModuleType) -> None:
     for i in range(5):
         _put(

@@ -66,7 +66,9 @@ def teardown_events(teardown: TeardownRecord) -> list[EventView]:
 
 
 def instance_event(instance: InstanceRecord) -> EventView | None:
-    if instance.status not in NOTICE_STATUSES or instance.updated_at is None:
+    """The instance's last notice (rebalance, interruption, unhealthy): while it is in a notice's status, or after,
+    as long as its record keeps the notice (terminating and terminated ones too, stamped with their last change)."""
+    if instance.updated_at is None or (instance.status not in NOTICE_STATUSES and not instance.notice):
         return None
     notice = f": {instance.notice}" if instance.notice else ""
     return EventView(
