@@ -150,6 +150,26 @@ class DeploymentStore:
             raise DependencyUnavailable(f"could not {what}: {reason_of(exc)}") from exc
         return None
 
+    def _update_existing(
+        self, key: dict[str, str], fields: dict[str, Any], expect: Iterable[StrEnum] | None, *, what: str
+    ) -> dict[str, Any] | None:
+        """SET fields on an item that exists, and with `expect` only while its status is one of those; the item as it
+        is now, None when it is absent or the condition failed."""
+        condition = f"attribute_exists({PARTITION_KEY})"
+        values: dict[str, Any] = {}
+        if expect is not None:
+            clause, values = _in("#status", expect, "e")
+            condition = f"{condition} AND {clause}"
+        return update_fields(
+            self._table,
+            key,
+            _values(fields),
+            what=what,
+            condition=condition,
+            names={"#status": "status"} if expect is not None else None,
+            values=values or None,
+        )
+
     # --- deployments and tenants' reservations ------------------------------------------------------------
 
     def create_deployment(self, deployment: ModelDeployment, *, reserve: int, quota: int) -> CreateOutcome:
@@ -302,20 +322,7 @@ class DeploymentStore:
     ) -> ModelDeployment | None:
         """SET fields; with `expect`, only while the deployment is in one of those statuses (the race with a delete:
         nothing brings a deleting deployment back to running). None when absent or the condition failed."""
-        condition = f"attribute_exists({PARTITION_KEY})"
-        values: dict[str, Any] = {}
-        if expect is not None:
-            clause, values = _in("#status", expect, "e")
-            condition = f"{condition} AND {clause}"
-        item = update_fields(
-            self._table,
-            deployment_key(deployment_id),
-            _values(fields),
-            what="update the deployment",
-            condition=condition,
-            names={"#status": "status"} if expect is not None else None,
-            values=values or None,
-        )
+        item = self._update_existing(deployment_key(deployment_id), fields, expect, what="update the deployment")
         return None if item is None else ModelDeployment.model_validate(item)
 
     # --- tasks ----------------------------------------------------------------------------------------------
@@ -346,16 +353,7 @@ class DeploymentStore:
     ) -> DeploymentTask | None:
         """SET fields while the task is in one of `expect` (the race with another run moving it: a task seen
         running is not marked healthy after it was stopped). Not for moves that give GPUs back: end_task."""
-        clause, values = _in("#status", expect, "e")
-        item = update_fields(
-            self._table,
-            task_key(task.deployment_id, task.task_id),
-            _values(fields),
-            what="update the task",
-            condition=f"attribute_exists({PARTITION_KEY}) AND {clause}",
-            names={"#status": "status"},
-            values=values,
-        )
+        item = self._update_existing(task_key(task.deployment_id, task.task_id), fields, expect, what="update the task")
         return None if item is None else DeploymentTask.model_validate(item)
 
     def place_task(self, task: DeploymentTask, node: GpuNode, fields: dict[str, Any]) -> PlaceOutcome:
@@ -500,20 +498,7 @@ class DeploymentStore:
         statuses (the race of an uncordon with a drain or an interruption: a node going stays going)."""
         if "gpus_allocated" in fields:
             raise ValueError("GPUs are allocated and given back by place_task and end_task only")
-        condition = f"attribute_exists({PARTITION_KEY})"
-        values: dict[str, Any] = {}
-        if expect is not None:
-            clause, values = _in("#status", expect, "e")
-            condition = f"{condition} AND {clause}"
-        item = update_fields(
-            self._table,
-            node_key(instance_id),
-            _values(fields),
-            what="update the node",
-            condition=condition,
-            names={"#status": "status"} if expect is not None else None,
-            values=values or None,
-        )
+        item = self._update_existing(node_key(instance_id), fields, expect, what="update the node")
         return None if item is None else GpuNode.model_validate(item)
 
     # --- node group asks ------------------------------------------------------------------------------------
