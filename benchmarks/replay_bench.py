@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/replay_bench.py [--days 45] [--gap 32] [--seed 7]
 
 The trace is written as a trace folder (9 zones in the 3 regions prices.json prices for p3.2xlarge)
-and replayed the way `spothub replay` does it: load, then each policy in turn. The default gap is
-the finest of the repository's traces (data/traces: 32 s), so the run has the most ticks. Single-threaded throughout.
+and replayed the way `spothub replay` does it: load, then each registered policy in turn, then the Pareto
+check. The default gap is the finest of the repository's traces (data/traces: 32 s), so the run has the most
+ticks. Single-threaded throughout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spothub.replay.pareto import pareto_check
+from spothub.replay.policies import POLICIES
 from spothub.replay.report import render_table, replay
 from spothub.replay.traces import DEFAULT_PRICES, load_trace_set
 
@@ -62,7 +65,7 @@ def main() -> None:
         loaded = time.perf_counter() - started
         timings = {}
         results = {}
-        for name in ("on-demand", "single-zone-spot", "rule-of-thumb", "hedge", "spothub"):
+        for name in POLICIES:
             policy_started = time.perf_counter()
             results.update(replay(traces, policies=[name])["policies"])
             timings[name] = time.perf_counter() - policy_started
@@ -70,6 +73,8 @@ def main() -> None:
         cpu = time.process_time() - cpu_started
     result = {"trace": traces.name, "shape": traces.shape, "replicas": 1, "cold_start_s": 300, "policies": results}
     print(render_table(result, traces))
+    print()
+    print(pareto_check(result).line())
     print()
     print(f"replay benchmark: {args.days:g} days x 9 zones = {ticks} ticks x {args.gap:g} s")
     print(f"  load {loaded:.2f} s; " + "; ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items()))

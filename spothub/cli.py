@@ -12,6 +12,7 @@ import click
 
 from spothub import __version__
 from spothub.cli_api import META_KEY, STATE_DIR, api_options, register
+from spothub.replay.pareto import COST_FACTOR, DEFAULT_CANDIDATE
 from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_SHAPE, DEFAULT_TRACES
 
 if TYPE_CHECKING:
@@ -219,7 +220,8 @@ def _api_key(args: SimpleNamespace) -> int:
 def _replay(args: SimpleNamespace) -> int:
     """One trace folder: a table (or one JSON object). A parent of trace folders (like data/traces, the default):
     the folders it holds are listed, then each is replayed in turn (a table each; --json: one object a line); a
-    folder the options do not fit (no file of --shape, fewer regions than --replicas) is skipped with a note."""
+    folder the options do not fit (no file of --shape, fewer regions than --replicas) is skipped with a note.
+    Each table is followed by the Pareto check of --pareto against hedge; --plot draws every folder replayed."""
     from spothub.replay.traces import ReplayInputError, holds_traces, trace_folders  # noqa: PLC0415
 
     directory = Path(args.traces)
@@ -228,11 +230,13 @@ def _replay(args: SimpleNamespace) -> int:
             raise ReplayInputError(f"--replicas must be at least 1, not {args.replicas}")
         if args.cold_start < 0:
             raise ReplayInputError(f"--cold-start cannot be negative, not {args.cold_start:g}")
+        _check_pareto_and_plot(args)
         if not directory.is_dir():
             raise ReplayInputError(f"no trace directory {directory}")
         folders = [] if holds_traces(directory) else trace_folders(directory)
         if not folders:
-            return _replay_folder(args, directory)
+            result = _replay_folder(args, directory)
+            return 2 if result is None else _plot([result], args)
     except ReplayInputError as exc:
         print(f"spothub replay: {exc}", file=sys.stderr)
         return 2
@@ -242,28 +246,71 @@ def _replay(args: SimpleNamespace) -> int:
         f"(--traces {directory / folders[0].name} replays one)",
         file=notes,
     )
-    replayed = 0
+    results = []
     for folder in folders:
         if not holds_traces(folder, args.shape):
             print(f"spothub replay: skipped {folder.name}: no trace files for shape {args.shape}", file=sys.stderr)
             continue
         try:
-            if _replay_folder(args, folder, skip_unfit=True) == 0:
-                replayed += 1
+            result = _replay_folder(args, folder, skip_unfit=True)
         except ReplayInputError as exc:
             print(f"spothub replay: {folder.name}: {exc}", file=sys.stderr)
             return 2
-    if not replayed:
+        if result is not None:
+            results.append(result)
+    if not results:
         print(f"spothub replay: none of the folders of {directory} fits these options", file=sys.stderr)
         return 2
+    if len(results) > 1:
+        from spothub.replay.pareto import pareto_check, summary_line  # noqa: PLC0415
+
+        print("", summary_line([pareto_check(r, args.pareto) for r in results]), sep="\n", file=notes, flush=True)
+    return _plot(results, args)
+
+
+def _check_pareto_and_plot(args: SimpleNamespace) -> None:
+    """Refuse an unknown --pareto policy and a --plot file that cannot be written, before anything is replayed."""
+    from spothub.replay.policies import POLICIES  # noqa: PLC0415
+    from spothub.replay.traces import ReplayInputError  # noqa: PLC0415
+
+    if args.pareto not in POLICIES:
+        raise ReplayInputError(f"--pareto: unknown policy {args.pareto!r}; the policies are {', '.join(POLICIES)}")
+    if args.plot is None:
+        return
+    from spothub.replay.plot import FORMATS  # noqa: PLC0415 (matplotlib is imported when the figure is drawn)
+
+    plot = Path(args.plot)
+    if plot.suffix.lower() not in FORMATS:
+        raise ReplayInputError(f"--plot {plot}: name a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} file")
+    if not plot.parent.is_dir():
+        raise ReplayInputError(f"--plot {plot}: no folder {plot.parent} to write it in")
+    if plot.is_dir():
+        raise ReplayInputError(f"--plot {plot} is a folder; name a file")
+
+
+def _plot(results: list[dict[str, Any]], args: SimpleNamespace) -> int:
+    """Draw the results into --plot (when given); 2 with a line on stderr when the file cannot be written."""
+    if args.plot is None:
+        return 0
+    from spothub.replay.plot import write_plot  # noqa: PLC0415
+
+    try:
+        write_plot(results, Path(args.plot), candidate=args.pareto)
+    except OSError as exc:
+        print(f"spothub replay: --plot {args.plot}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    notes = sys.stderr if args.json else sys.stdout
+    print(f"plot: {args.plot} ({len(results)} {'panel' if len(results) == 1 else 'panels'})", file=notes)
     return 0
 
 
-def _replay_folder(args: SimpleNamespace, folder: Path, *, skip_unfit: bool = False) -> int:
-    """Replay one trace folder and print its result; 2 (with a line on stderr) when it cannot be replayed with these
-    options. ReplayInputError escapes for a parent's folder (skip_unfit), to be reported with the folder's name."""
+def _replay_folder(args: SimpleNamespace, folder: Path, *, skip_unfit: bool = False) -> dict[str, Any] | None:
+    """Replay one trace folder, print its result and the Pareto check, and return the result; None (with a line on
+    stderr) when it cannot be replayed with these options. ReplayInputError escapes for a parent's folder
+    (skip_unfit), to be reported with the folder's name."""
     import json  # noqa: PLC0415
 
+    from spothub.replay.pareto import pareto_check  # noqa: PLC0415
     from spothub.replay.report import render_table, replay  # noqa: PLC0415
     from spothub.replay.traces import ReplayInputError, load_trace_set, replica_limit  # noqa: PLC0415
 
@@ -273,17 +320,22 @@ def _replay_folder(args: SimpleNamespace, folder: Path, *, skip_unfit: bool = Fa
         if skip_unfit:
             raise
         print(f"spothub replay: {exc}", file=sys.stderr)
-        return 2
+        return None
     refused = replica_limit(traces, args.replicas)
     if refused:
         print(f"spothub replay: {'skipped ' + folder.name + ': ' if skip_unfit else ''}{refused}", file=sys.stderr)
-        return 2
+        return None
     cold_start = int(args.cold_start) if args.cold_start.is_integer() else args.cold_start
     result = replay(traces, replicas=args.replicas, cold_start_s=cold_start)
-    if skip_unfit and not args.json:
-        print()  # a blank line between the tables of a parent's folders
-    print(json.dumps(result) if args.json else render_table(result, traces), flush=True)
-    return 0
+    check = pareto_check(result, args.pareto).line()
+    if args.json:
+        print(json.dumps(result), flush=True)
+        print(f"{result['trace']}: {check}", file=sys.stderr, flush=True)
+    else:
+        if skip_unfit:
+            print()  # a blank line between the tables of a parent's folders
+        print(render_table(result, traces), "", check, sep="\n", flush=True)
+    return result
 
 
 # --- the command line -------------------------------------------------------------------------------
@@ -396,6 +448,18 @@ def api_key(ctx: click.Context, in_sandbox: bool, region: str | None, prefix: st
 @click.option("--cold-start", type=float, default=300.0, help="seconds from launch to ready: boot and model load (300)")
 @click.option("--prices", default=str(DEFAULT_PRICES), help="prices file (default: data/prices.json)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table (one a folder)")
+@click.option(
+    "--pareto",
+    metavar="POLICY",
+    default=DEFAULT_CANDIDATE,
+    help=f"the policy checked against hedge on every folder: at least its availability for at most "
+    f"{COST_FACTOR:g} x its cost (default: {DEFAULT_CANDIDATE})",
+)
+@click.option(
+    "--plot",
+    metavar="FILE.png",
+    help="draw cost against availability for every policy, a panel per trace folder, into this file (.png, .svg, .pdf)",
+)
 def replay(**options: Any) -> int:
     options["json"] = options.pop("as_json")
     return _replay(SimpleNamespace(**options))

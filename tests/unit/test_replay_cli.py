@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spothub.cli import main
+from spothub.replay.pareto import DEFAULT_CANDIDATE
 from spothub.replay.policies import POLICIES
 from spothub.replay.traces import DEFAULT_PRICES, DEFAULT_TRACES, load_trace_set
 from stacks.paths import REPO_ROOT
@@ -103,6 +104,32 @@ def test_the_table_names_every_policy_and_the_trace(
     assert "us-west-2b (60 ticks)" in out
     for name in POLICIES:
         assert f"| {name} |" in out
+    # The table is followed by the Pareto check of the default candidate against hedge.
+    table, check = out.rstrip("\n").split("\n\n")[-2:]
+    assert table.splitlines()[-1].startswith("| ")
+    assert check.startswith(f"pareto {DEFAULT_CANDIDATE} vs hedge: availability ")
+    assert check.endswith(("-> win", "-> miss (availability)", "-> miss (cost)", "-> miss (availability, cost)"))
+
+
+def test_pareto_names_the_candidate_and_checks_it_against_hedge(
+    trace_dir: Path, prices: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = replay_json(capsys, "--traces", str(trace_dir), "--prices", str(prices))
+    hedge = result["policies"]["hedge"]
+    # hedge against itself: as available, but not at 0.8 x its own cost.
+    assert main(["replay", "--traces", str(trace_dir), "--prices", str(prices), "--pareto", "hedge"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line == (
+        f"pareto hedge vs hedge: availability {100 * hedge['availability']:.3f} % >= "
+        f"{100 * hedge['availability']:.3f} % ok, cost {100 * hedge['cost_vs_on_demand']:.2f} % > "
+        f"{80 * hedge['cost_vs_on_demand']:.2f} % (0.8 x hedge) miss -> miss (cost)"
+    )
+    # With --json the objects stay alone on stdout; the check goes to stderr, named by its folder.
+    assert main(["replay", "--traces", str(trace_dir), "--prices", str(prices), "--json", "--pareto", "on-demand"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["trace"] == "my-traces"
+    assert captured.err.startswith("my-traces: pareto on-demand vs hedge: availability 100.000 % >= ")
+    assert captured.err.endswith("-> miss (cost)\n")
 
 
 @pytest.mark.parametrize(
@@ -230,6 +257,10 @@ def test_a_parent_folder_lists_its_trace_folders_and_replays_each(
     assert lines[1] == ""
     assert lines[2].startswith("one-region: v100_1 (p3.2xlarge), 2 zones in 1 region")
     assert "\n\ntwo-regions: v100_1 (p3.2xlarge), 2 zones in 2 regions" in captured.out
+    # A Pareto line a folder, and one over them all at the end.
+    assert sum(line.startswith(f"pareto {DEFAULT_CANDIDATE} vs hedge: availability") for line in lines) == 2
+    assert lines[-1].startswith(f"pareto {DEFAULT_CANDIDATE} vs hedge: win on ")
+    assert lines[-1].split(" folders")[0].endswith(" of 2")
     assert captured.err == ""
 
 
