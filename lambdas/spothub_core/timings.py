@@ -156,6 +156,29 @@ EXCLUSION_SECONDS = {
     "quota": QUOTA_EXCLUSION_SECONDS,
 }
 
+# --- the warm standby (spothub_core.logic.standby) ------------------------------------------------------
+# A replica on spot keeps a second, warmed-up spot instance in another zone while the risk of a preemption is
+# high. Chosen on the replay's traces (data/traces; spothub/replay/README.md), as round values across the range
+# that did best across the folders, not tuned to one: ±30 min on any one moves a folder by at most 0.15 point.
+
+# An interruption warning, rebalance recommendation or capacity error of the deployment's own instances and
+# launches keeps its region at high risk this long: in the traces, spot that goes tends to go again within the
+# hour or two (a zone's spells of capacity are mostly short), and a region's zones go together.
+STANDBY_NOTICE_WINDOW_SECONDS = 90 * MINUTE_SECONDS
+# A serving spot instance younger than this is at high risk: capacity that has just come back is the likeliest
+# to go again (a quarter to two fifths of the traces' preemptions of a serving instance come in its first half hour).
+STANDBY_YOUNG_SECONDS = 30 * MINUTE_SECONDS
+# A zone of the serving region whose placement score is below the best it had within this window marks the
+# region's spare capacity shrinking (placement scores follow the last hour or so of capacity).
+STANDBY_SCORE_WINDOW_SECONDS = 30 * MINUTE_SECONDS
+# A zone (or region) that refused a standby for capacity is not asked again for this long: the orchestrator's
+# retry interval (CAPACITY_RETRY_SECONDS).
+STANDBY_RETRY_SECONDS = 5 * MINUTE_SECONDS
+# How many of the risk rules must agree: one for a spot standby (about a fifth to a third of on-demand's price),
+# three for an on-demand standby when no zone has spot to spare (on-demand costs three to seven times spot).
+STANDBY_SPOT_RULES = 1
+STANDBY_ON_DEMAND_RULES = 3
+
 # Loops of the orchestrator (placement attempts, spot looks) per execution before it continues as a new one:
 # a count, not a time, but it bounds how long one execution lives: Step Functions caps an execution's history
 # at 25,000 events, and each loop writes about 100 at most.

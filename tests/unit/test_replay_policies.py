@@ -34,7 +34,7 @@ def launches(sim: Simulator) -> list[Action]:
 
 
 def test_the_policies_are_registered_by_name_in_report_order() -> None:
-    assert list(POLICIES) == ["on-demand", "single-zone-spot", "rule-of-thumb", "hedge", "spothub"]
+    assert list(POLICIES) == ["on-demand", "single-zone-spot", "rule-of-thumb", "hedge", "spothub", "spothub-standby"]
     with pytest.raises(ValueError, match="unknown policy 'cheapest'"):
         make_policy("cheapest")
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from spothub.replay.policies import baselines, hedge, production
+from spothub.replay.policies import baselines, hedge, production, standby
 from spothub.replay.policies.base import POLICIES, Policy, register
 
-__all__ = ["POLICIES", "Policy", "baselines", "hedge", "make_policy", "production", "register"]
+__all__ = ["POLICIES", "Policy", "baselines", "hedge", "make_policy", "production", "register", "standby"]
 
 
 def make_policy(name: str) -> Policy:

@@ -93,7 +93,7 @@ class Spothub(Policy):
                 if instance is not None:
                     self._launched(replica, instance)
                     return
-                self._exclude(ranking.best.region, now, "capacity error")
+                self._capacity_error(sim, ranking.best.region)
                 continue
             if replica.spot_only:  # SpotGone: keep the on-demand instance, watch again
                 replica.placing, replica.spot_only, replica.prefer = False, False, None
@@ -134,6 +134,10 @@ class Spothub(Policy):
                     if instance is not None:
                         occupied[instance.region] = other.id
         return occupied
+
+    def _capacity_error(self, sim: Simulator, region: str) -> None:
+        """A spot launch into `region` was refused for capacity: the region is excluded."""
+        self._exclude(region, sim.now, "capacity error")
 
     def _exclude(self, region: str, now: float, reason: str) -> None:
         self.exclusions.append(Exclusion(region=region, until=now + EXCLUSION_SECONDS["capacity"], reason=reason))
