@@ -9,11 +9,11 @@ A heartbeat from an agent the control plane does not know is a 404: the agent re
 import time
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from spothub_core import aws_clients
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.http import build_resolver, error_answers
 from spothub_core.logic.instance_health import check_caller, heartbeat, register
@@ -28,7 +28,7 @@ from spothub_core.observability import logger, tracer
 from spothub_core.settings import HubSettings, load_settings
 
 settings = load_settings(HubSettings)
-health = InstanceHealthStore(boto3.resource("dynamodb").Table(settings.state_table_name))
+health = InstanceHealthStore(aws_clients.table(settings.state_table_name))
 app = build_resolver()
 InstanceId = Annotated[str, Path(pattern=INSTANCE_ID_PATTERN)]
 

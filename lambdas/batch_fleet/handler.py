@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.consumers import Dispatch, Target
 from spothub_core.contracts import BatchFleetRequested, Source, WorkerReport
 from spothub_core.dal.event_bus import put_event
@@ -35,13 +35,13 @@ class BatchFleetSettings(BaseSettings):
 
 
 settings = load_settings(BatchFleetSettings)
-events = boto3.client("events")
+events = aws_clients.client("events")
 fleet = FleetRegion(
     region=settings.region,
     prefix=settings.prefix,
     hub_region=settings.hub_region,
     groups=JobGroups(
-        boto3.client("autoscaling"),
+        aws_clients.client("autoscaling"),
         GroupTemplate(settings.launch_template_id, tuple(settings.subnets), settings.max_workers),
         settings.region,
     ),

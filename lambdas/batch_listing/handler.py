@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.batch_jobs import JobStore
 from spothub_core.dal.batch_queue import BatchQueue
 from spothub_core.logic import batch_listing
@@ -30,8 +30,8 @@ class ListingSettings(HubSettings):
 
 
 settings = load_settings(ListingSettings)
-table = boto3.resource("dynamodb").Table(settings.jobs_table_name)
-listing = batch_listing.Listing(jobs=JobStore(table), queue=BatchQueue(table), s3=boto3.client("s3"))
+table = aws_clients.table(settings.jobs_table_name)
+listing = batch_listing.Listing(jobs=JobStore(table), queue=BatchQueue(table), s3=aws_clients.client("s3"))
 
 TASKS: dict[str, Callable[..., BaseModel]] = {
     "list_pages": batch_listing.list_pages,

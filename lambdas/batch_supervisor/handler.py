@@ -14,10 +14,10 @@ import time
 from functools import partial
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field, field_validator
 
+from spothub_core import aws_clients
 from spothub_core.dal.batch_fleet import FleetStore
 from spothub_core.dal.batch_jobs import JobStore
 from spothub_core.dal.batch_queue import BatchQueue
@@ -49,16 +49,16 @@ class SupervisorSettings(HubSettings):
 
 
 settings = load_settings(SupervisorSettings)
-table = boto3.resource("dynamodb").Table(settings.jobs_table_name)
+table = aws_clients.table(settings.jobs_table_name)
 services = SupervisorServices(
     jobs=JobStore(table),
     queue=BatchQueue(table),
     workers=WorkerStore(table),
     fleets=FleetStore(table),
-    events=boto3.client("events"),
-    sns=boto3.client("sns"),
-    ses=boto3.client("ses") if settings.ses_sender else None,
-    find=partial(invoke_spot_finder, boto3.client("lambda"), settings.spot_finder_function),
+    events=aws_clients.client("events"),
+    sns=aws_clients.client("sns"),
+    ses=aws_clients.client("ses") if settings.ses_sender else None,
+    find=partial(invoke_spot_finder, aws_clients.client("lambda"), settings.spot_finder_function),
     bus_name=settings.hub_bus_name,
     topic_arn=settings.jobs_topic_arn,
     ses_sender=settings.ses_sender,

@@ -15,12 +15,12 @@ batch the worker no longer holds 409 saying what became of it. The queue's logic
 import time
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.batch_jobs import JobStore
 from spothub_core.dal.batch_queue import BatchQueue
 from spothub_core.dal.batch_workers import WorkerStore
@@ -47,7 +47,7 @@ class WorkersApiSettings(HubSettings):
 
 
 settings = load_settings(WorkersApiSettings)
-table = boto3.resource("dynamodb").Table(settings.jobs_table_name)
+table = aws_clients.table(settings.jobs_table_name)
 api = batch_queue.WorkerApi(jobs=JobStore(table), queue=BatchQueue(table), workers=WorkerStore(table))
 app = build_resolver()
 WorkerId = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]

@@ -17,10 +17,10 @@ import functools
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.contracts import DeploymentMetric
 from spothub_core.dal.deployment_store import DeploymentStore
 from spothub_core.dal.instance_health import InstanceHealthStore
@@ -51,24 +51,27 @@ def region_clients(region: str) -> RegionClients:
     """A worker region's ECS, EC2 and Auto Scaling, created on first use."""
     return RegionClients(
         ecs=RegionEcs(
-            boto3.client("ecs", region_name=region),
-            boto3.client("ec2", region_name=region),
+            aws_clients.client("ecs", region_name=region),
+            aws_clients.client("ec2", region_name=region),
             region=region,
             prefix=settings.prefix,
             node_classes=settings.node_classes,
             execution_role_arn=settings.execution_role_arn,
             task_role_arn=settings.task_role_arn,
         ),
-        groups=RegionNodeGroups(boto3.client("autoscaling", region_name=region), region=region, prefix=settings.prefix),
+        groups=RegionNodeGroups(
+            aws_clients.client("autoscaling", region_name=region), region=region, prefix=settings.prefix
+        ),
     )
 
 
+dynamodb = aws_clients.resource("dynamodb")
 services = ControllerServices(
-    store=DeploymentStore(boto3.resource("dynamodb").Table(settings.deployments_table_name)),
+    store=DeploymentStore(aws_clients.table(settings.deployments_table_name, dynamodb)),
     settings=settings,
     region=region_clients,
-    find=functools.partial(invoke_spot_finder, boto3.client("lambda"), settings.spot_finder_function),
-    agents=InstanceHealthStore(boto3.resource("dynamodb").Table(settings.state_table_name)).agents,
+    find=functools.partial(invoke_spot_finder, aws_clients.client("lambda"), settings.spot_finder_function),
+    agents=InstanceHealthStore(aws_clients.table(settings.state_table_name, dynamodb)).agents,
 )
 
 

@@ -24,12 +24,12 @@ import time
 from http import HTTPStatus
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from spothub_core import aws_clients
 from spothub_core.dal.deployment_alarms import AlarmStates
 from spothub_core.dal.deployment_store import DeploymentStore
 from spothub_core.http import build_resolver, error_answers
@@ -55,11 +55,11 @@ from spothub_core.observability import logger, tracer
 from spothub_core.settings import DeploymentSettings, load_settings
 
 settings = load_settings(DeploymentSettings)
-cloudwatch = boto3.client("cloudwatch", region_name=settings.hub_region)
+cloudwatch = aws_clients.client("cloudwatch", region_name=settings.hub_region)
 api = deployment_api.DeploymentsApi(
-    store=DeploymentStore(boto3.resource("dynamodb").Table(settings.deployments_table_name)),
+    store=DeploymentStore(aws_clients.table(settings.deployments_table_name)),
     settings=settings,
-    events=boto3.client("events"),
+    events=aws_clients.client("events"),
     alarms=AlarmStates(cloudwatch),
 )
 app = build_resolver()

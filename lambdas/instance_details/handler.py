@@ -4,11 +4,11 @@
 # the response model the OpenAPI document describes).
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.http import build_resolver
@@ -28,7 +28,7 @@ class InstanceDetailsSettings(HubSettings):
 
 
 settings = load_settings(InstanceDetailsSettings)
-table = boto3.resource("dynamodb").Table(settings.state_table_name)
+table = aws_clients.table(settings.state_table_name)
 store = ProvisioningStore(table)
 health = InstanceHealthStore(table)
 serving = Serving(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.consumers import Dispatch, Target
 from spothub_core.contracts import AlarmStateChangeDetail
 from spothub_core.dal.auto_scaling_group import AutoScalingGroup
@@ -26,14 +26,14 @@ class RemediationSettings(BaseSettings):
 
 
 settings = load_settings(RemediationSettings)
-autoscaling = boto3.client("autoscaling")
-events = boto3.client("events")
+autoscaling = aws_clients.client("autoscaling")
+events = aws_clients.client("events")
 services = RemediationServices(
     region=settings.region,
     prefix=settings.prefix,
     group=AutoScalingGroup(autoscaling, settings.group_name, settings.region),
-    instances=Ec2Instances(boto3.client("ec2")),
-    alarms=InstanceAlarms(boto3.client("cloudwatch")),
+    instances=Ec2Instances(aws_clients.client("ec2")),
+    alarms=InstanceAlarms(aws_clients.client("cloudwatch")),
     events=events,
     bus_name=settings.worker_bus_name,
 )

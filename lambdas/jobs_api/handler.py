@@ -13,13 +13,13 @@ import time
 from http import HTTPStatus
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.batch_fleet import FleetStore
 from spothub_core.dal.batch_jobs import JobStore
 from spothub_core.dal.batch_queue import BatchQueue
@@ -41,15 +41,15 @@ class JobsApiSettings(HubSettings):
 
 
 settings = load_settings(JobsApiSettings)
-table = boto3.resource("dynamodb").Table(settings.jobs_table_name)
+table = aws_clients.table(settings.jobs_table_name)
 deployment = batch_jobs.JobsDeployment(
     jobs=JobStore(table),
     queue=BatchQueue(table),
     workers=WorkerStore(table),
     fleet=FleetStore(table),
-    s3=boto3.client("s3"),
-    sns=boto3.client("sns"),
-    sfn=boto3.client("stepfunctions"),
+    s3=aws_clients.client("s3"),
+    sns=aws_clients.client("sns"),
+    sfn=aws_clients.client("stepfunctions"),
     listing_state_machine_arn=settings.listing_state_machine_arn,
     jobs_topic_arn=settings.jobs_topic_arn,
     input_buckets=tuple(settings.input_buckets),

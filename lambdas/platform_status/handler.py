@@ -8,13 +8,13 @@ import time
 from functools import partial
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
@@ -35,10 +35,10 @@ class PlatformStatusSettings(HubSettings):
 
 
 settings = load_settings(PlatformStatusSettings)
-table = boto3.resource("dynamodb").Table(settings.state_table_name)
+table = aws_clients.table(settings.state_table_name)
 state_table = StateTable(table)
 # Two tries of 12 s at most: a 503 that says why, before API Gateway's 29 s integration timeout answers a 504.
-finder_client = boto3.client(
+finder_client = aws_clients.client(
     "lambda", config=Config(connect_timeout=5, read_timeout=12, retries={"mode": "standard", "max_attempts": 2})
 )
 app = build_resolver()

@@ -18,13 +18,13 @@ import time
 from http import HTTPStatus
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from spothub_core import aws_clients
 from spothub_core.dal.search_instances import SearchInstances
 from spothub_core.dal.search_router import SearchRouter
 from spothub_core.dal.search_store import SearchStore
@@ -48,18 +48,18 @@ from spothub_core.settings import SearchSettings, load_settings
 from spothub_core.timings import SEARCH_RETRY_AFTER_SECONDS
 
 settings = load_settings(SearchSettings)
-store = SearchStore(boto3.resource("dynamodb").Table(settings.search_table_name))
+store = SearchStore(aws_clients.table(settings.search_table_name))
 api = search_api.SearchApi(
     store=store,
     launcher=Launcher(
         store=store,
-        sfn=boto3.client("stepfunctions"),
+        sfn=aws_clients.client("stepfunctions"),
         state_machine_arn=settings.launcher_arn,
         volume_id=settings.volume_id,
         use_spot=settings.use_spot,
     ),
-    router=SearchRouter(boto3.client("lambda", region_name=settings.search_region), settings.router_arn),
-    instances=SearchInstances(boto3.client("ec2", region_name=settings.search_region)),
+    router=SearchRouter(aws_clients.client("lambda", region_name=settings.search_region), settings.router_arn),
+    instances=SearchInstances(aws_clients.client("ec2", region_name=settings.search_region)),
     port=settings.port,
 )
 app = build_resolver()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from spothub_core import aws_clients
 from spothub_core.dal.search_instances import SearchInstances
 from spothub_core.dal.search_router import SearchRouter
 from spothub_core.dal.search_store import SearchStore
@@ -30,19 +30,19 @@ from spothub_core.settings import SearchSettings, load_settings
 SCHEDULED_EVENT = ("aws.events", "Scheduled Event")
 
 settings = load_settings(SearchSettings)
-store = SearchStore(boto3.resource("dynamodb").Table(settings.search_table_name))
+store = SearchStore(aws_clients.table(settings.search_table_name))
 services = MonitorServices(
     store=store,
     launcher=Launcher(
         store=store,
-        sfn=boto3.client("stepfunctions"),
+        sfn=aws_clients.client("stepfunctions"),
         state_machine_arn=settings.launcher_arn,
         volume_id=settings.volume_id,
         use_spot=settings.use_spot,
     ),
     # The router and the instance are in the search region; the table and the launcher in the hub's.
-    router=SearchRouter(boto3.client("lambda", region_name=settings.search_region), settings.router_arn),
-    instances=SearchInstances(boto3.client("ec2", region_name=settings.search_region)),
+    router=SearchRouter(aws_clients.client("lambda", region_name=settings.search_region), settings.router_arn),
+    instances=SearchInstances(aws_clients.client("ec2", region_name=settings.search_region)),
     limits=SearchLimits(idle_timeout_s=settings.idle_timeout_s, max_runtime_s=settings.max_runtime_s),
     port=settings.port,
     health_path=settings.health_path,

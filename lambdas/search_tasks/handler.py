@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from spothub_core import aws_clients
 from spothub_core.dal.search_instances import SearchInstances
 from spothub_core.dal.search_placement import SearchPlacement
 from spothub_core.dal.search_router import SearchRouter
@@ -23,12 +23,14 @@ from spothub_core.observability import logger, tracer
 from spothub_core.settings import SearchSettings, load_settings
 
 settings = load_settings(SearchSettings)
-ec2 = boto3.client("ec2", region_name=settings.search_region)
+ec2 = aws_clients.client("ec2", region_name=settings.search_region)
 launcher = SearchLauncher(
-    store=SearchStore(boto3.resource("dynamodb").Table(settings.search_table_name)),
-    placement=SearchPlacement(ec2, boto3.client("ssm", region_name=settings.search_region), settings.host_parameter),
+    store=SearchStore(aws_clients.table(settings.search_table_name)),
+    placement=SearchPlacement(
+        ec2, aws_clients.client("ssm", region_name=settings.search_region), settings.host_parameter
+    ),
     instances=SearchInstances(ec2),
-    router=SearchRouter(boto3.client("lambda", region_name=settings.search_region), settings.router_arn),
+    router=SearchRouter(aws_clients.client("lambda", region_name=settings.search_region), settings.router_arn),
     prefix=settings.prefix,
     hub_region=settings.hub_region,
     instance_type=settings.instance_type,

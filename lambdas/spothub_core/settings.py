@@ -18,7 +18,9 @@ SettingsT = TypeVar("SettingsT", bound=BaseModel)
 class BaseSettings(BaseModel):
     """What every spothub function is given by `SpothubFunction`."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # defer_build: a function validates one of these models, at cold start (`load_settings`); the others stay
+    # unbuilt instead of costing every cold start the schema of every function's settings.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
     prefix: str = Field(alias="SPOTHUB_PREFIX", min_length=1)
     version: str = Field(alias="SPOTHUB_VERSION", min_length=1)
@@ -58,7 +60,7 @@ class NodeClass(BaseModel):
     """A class of GPU nodes: every instance type of its node group has the same number of GPUs
     (`deploymentNodeClasses` in the CDK context; stacks/config.py checks the types against EC2's data)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     gpus: int = Field(ge=1, le=16)
     instance_types: list[str] = Field(min_length=1)

@@ -5,12 +5,12 @@
 import time
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.event_bus import put_event
 from spothub_core.dal.executions import start_named, stop_named
 from spothub_core.dal.provisioning import ProvisioningStore
@@ -28,9 +28,9 @@ class ToggleSettings(HubSettings):
 
 
 settings = load_settings(ToggleSettings)
-store = ProvisioningStore(boto3.resource("dynamodb").Table(settings.state_table_name))
-sfn = boto3.client("stepfunctions")
-events = boto3.client("events")
+store = ProvisioningStore(aws_clients.table(settings.state_table_name))
+sfn = aws_clients.client("stepfunctions")
+events = aws_clients.client("events")
 app = build_resolver()
 
 
