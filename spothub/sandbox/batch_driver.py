@@ -2,9 +2,9 @@
 API, its view polled, its outputs checked against the stand-in job's transformation (batch_job.py).
 Used by the demo's batch chapter and the batch end-to-end tests.
 
-The hub's functions see real time while the sandbox clock may run faster: a job's timeouts
-(ack_timeout_s, processing_timeout_s) are real seconds; the supervisor's schedule (rate(1 minute)) fires by
-the sandbox clock, so `batch_pace` speeds the clock up while a job runs.
+Everything follows the sandbox clock, a job's timeouts (ack_timeout_s, processing_timeout_s) and the
+supervisor's schedule (rate(1 minute)) included: `batch_pace` speeds the clock up while a job runs, so give a
+job timeouts in seconds of that clock.
 """
 
 from __future__ import annotations

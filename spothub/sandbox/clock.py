@@ -1,5 +1,10 @@
 """The sandbox clock: simulated time that runs at a chosen speed and can be advanced, and the
-scheduler that fires scheduled EventBridge rules (`rate(...)`, `cron(...)`) by that clock."""
+scheduler that fires scheduled EventBridge rules (`rate(...)`, `cron(...)`) by that clock.
+
+The clock counts from `time.monotonic()`, which no time travel touches (time-machine patches the wall clock
+only): the whole sandbox process and the processes it starts read their wall clock from this one
+(spothub.sandbox.shared_clock), so the clock itself must never read the wall clock once it runs.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+# How often (real seconds) a wait on the clock looks at it again: an advance or a new speed can end it sooner.
+CLOCK_POLL_SECONDS = 0.1
 RATE = re.compile(r"^rate\((?P<value>\d+) (?P<unit>minutes?|hours?|days?)\)$")
 CRON = re.compile(r"^cron\((?P<fields>[^)]+)\)$")
 UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -18,6 +25,20 @@ UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 class ScheduleError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ClockAnchors:
+    """What a clock reading follows from: simulated time `sim` at monotonic time `monotonic`, `speed` simulated
+    seconds per real second since. CLOCK_MONOTONIC is one clock for every process of a Linux host, so another
+    process given these reads the same time."""
+
+    sim: float
+    monotonic: float
+    speed: float
+
+    def at(self, monotonic: float) -> float:
+        return self.sim + (monotonic - self.monotonic) * self.speed
 
 
 class SandboxClock:
@@ -30,10 +51,20 @@ class SandboxClock:
         self._anchor_sim = time.time() if start is None else start
         self._listeners: list[Callable[[], None]] = []
         self._before_listeners: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[ClockAnchors], None]] = []
+        # Held while the listeners hear of a change: two changes at once reach them in order, the latest last.
+        self._change_lock = threading.Lock()
 
     def now(self) -> float:
         with self._lock:
             return self._anchor_sim + (time.monotonic() - self._anchor_real) * self._speed
+
+    def now_ns(self) -> int:
+        return round(self.now() * 1_000_000_000)
+
+    def anchors(self) -> ClockAnchors:
+        with self._lock:
+            return ClockAnchors(self._anchor_sim, self._anchor_real, self._speed)
 
     def datetime(self) -> datetime:
         return datetime.fromtimestamp(self.now(), UTC)
@@ -46,9 +77,11 @@ class SandboxClock:
         if speed <= 0:
             raise ValueError("speed must be positive")
         with self._lock:
-            self._anchor_sim += (time.monotonic() - self._anchor_real) * self._speed
-            self._anchor_real = time.monotonic()
+            now_real = time.monotonic()
+            self._anchor_sim += (now_real - self._anchor_real) * self._speed
+            self._anchor_real = now_real
             self._speed = speed
+        self._changed()
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
@@ -57,8 +90,20 @@ class SandboxClock:
             listener()
         with self._lock:
             self._anchor_sim += seconds
+        self._changed()
         for listener in list(self._listeners):
             listener()
+
+    def on_change(self, listener: Callable[[ClockAnchors], None]) -> None:
+        """Called with the new anchors after each advance and change of speed, before the advance's listeners:
+        whatever shares this clock with other processes tells them first."""
+        self._change_listeners.append(listener)
+
+    def _changed(self) -> None:
+        with self._change_lock:
+            anchors = self.anchors()
+            for listener in list(self._change_listeners):
+                listener(anchors)
 
     def on_advance(self, listener: Callable[[], None]) -> None:
         """Called after each advance (fire what became due)."""
@@ -71,6 +116,22 @@ class SandboxClock:
     def real_seconds(self, simulated: float) -> float:
         """How long a real wait lasts for `simulated` seconds at the current speed."""
         return simulated / self._speed
+
+    def wait(self, seconds: float, wake: Callable[[float], bool] | None = None) -> bool:
+        """Wait `seconds` of this clock, however it is sped up or advanced meanwhile. `wake(s)` waits at most `s` real
+        seconds and says whether the wait is over early (an event was set); without it the wait is a plain sleep.
+        True when woken early, False when the time has passed."""
+        wake = wake or _sleep
+        deadline = self.now() + seconds
+        while (remaining := deadline - self.now()) > 0:
+            if wake(min(CLOCK_POLL_SECONDS, self.real_seconds(remaining))):
+                return True
+        return False
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
 
 
 def next_fire(expression: str, after: datetime) -> datetime:

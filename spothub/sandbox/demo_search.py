@@ -1,9 +1,9 @@
 """The demo's search chapters: one GPU instance bound to the index volume, started by the first queries, found
 ranked answers, replaced after three failed health checks, and retired once idle.
 
-The idle timeout is a real minute in the sandbox's deployment (the hub's functions see real time), so the demo
-splits the story: the first chapter ends with a healthy replacement, the batch chapter runs, and the last
-chapter finds the instance idle for longer than the timeout.
+The idle timeout is a minute of the sandbox clock in the sandbox's deployment: the first chapter ends with a healthy
+replacement, the batch chapter runs, and the last chapter advances the clock past the timeout and finds the
+instance retired.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def search_idle_chapter(n: Narrator, sandbox: Sandbox, instance_id: str | None) 
     n.chapter(f"Search: nobody has searched for {SEARCH_IDLE_TIMEOUT_SECONDS} s")
     record = next((i for i in _status(sandbox).get("instances", []) if i.get("instance_id") == instance_id), None)
     if record is not None and record.get("status") in ROUTABLE:
-        time.sleep(max(0.0, SEARCH_IDLE_TIMEOUT_SECONDS + 1 - _idle_seconds(sandbox, instance_id)))
+        sandbox.clock.advance(max(0.0, SEARCH_IDLE_TIMEOUT_SECONDS + 1 - _idle_seconds(sandbox, instance_id)))
         sandbox.fire_schedule(SWEEP_RULE)
     retired = _wait(sandbox, lambda: instance_id not in _alive(sandbox), timeout_s=30)
     n.expect(retired is not None, f"the next sweep terminates {instance_id}, idle past the timeout")

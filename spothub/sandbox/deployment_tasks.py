@@ -64,6 +64,7 @@ from spothub.sandbox.serving_container import (
     port_and_health_path,
     resolve_secret,
 )
+from spothub.sandbox.shared_clock import child_environment
 from spothub_core.contracts import (
     AWS_EVENT_SOURCES,
     DEPLOYMENT_STARTED_BY,
@@ -577,13 +578,16 @@ class DeploymentTasks:
         for uuid in run.gpu_ids:
             server += ["--gpu-file", str(run.gpu_dir / f"{uuid}.json")]
         spec = {
-            "environment": {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONUNBUFFERED": "1",
-                # The fleet finds an instance's processes by its IMDS endpoint (fleet._stop_instance_processes).
-                "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
-                **environment,
-            },
+            "environment": child_environment(  # the host's clock, which is the sandbox's (shared_clock.py)
+                {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "PYTHONUNBUFFERED": "1",
+                    # The fleet finds an instance's processes by its IMDS endpoint (fleet._stop_instance_processes).
+                    "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
+                    **environment,
+                },
+                self._environment,
+            ),
             "command": server,
         }
         # It may hold the container's secrets: readable by this user only, removed when the task stops.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from spothub.sandbox import hops
 from spothub.sandbox.iam import hooks as iam_hooks
 from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.lambda_runtime import LambdaRuntime
@@ -208,7 +211,7 @@ def _calling_session(request_headers: Any) -> str | None:
 
 def invoke_async(function: Any, event: Any) -> None:
     """Queue an asynchronous invocation, as Lambda does for events and InvocationType=Event."""
-    _require_hooks().executor.submit(_invoke_async, function, event)
+    _require_hooks().executor.submit(hops.carry(_invoke_async), function, event)
 
 
 def _invoke_async(function: Any, event: Any) -> None:
@@ -342,27 +345,28 @@ def _rule_send_to_targets(self: Any, original_event: dict[str, Any], transform_i
         service = arn.split(":")[2]
         try:
             _authorize_target(self.arn, target)
-            if service == "events" and ":event-bus/" in arn:
-                _deliver_to_bus(arn, event)
-                continue
-            has_input = any(key in target for key in ("Input", "InputPath", "InputTransformer"))
-            payload = target_input(target, full) if has_input else event
-            if service == "lambda":
-                _deliver_to_lambda(arn, payload)
-            elif service == "states":
-                _deliver_to_state_machine(arn, payload)
-            elif service == "sqs":
-                fifo = arn.endswith(".fifo")
-                _send_to_sqs(
-                    arn,
-                    payload if isinstance(payload, str) else json.dumps(payload),
-                    group_id=target.get("SqsParameters", {}).get("MessageGroupId"),
-                    deduplication_id=event.get("id") if fifo else None,
-                )
-            else:
-                single = copy.copy(self)
-                single.targets = [target]
-                _original_send_to_targets(single, original_event, transform_input)
+            with hops.delivery(self.arn, arn, event):
+                if service == "events" and ":event-bus/" in arn:
+                    _deliver_to_bus(arn, event)
+                    continue
+                has_input = any(key in target for key in ("Input", "InputPath", "InputTransformer"))
+                payload = target_input(target, full) if has_input else event
+                if service == "lambda":
+                    _deliver_to_lambda(arn, payload)
+                elif service == "states":
+                    _deliver_to_state_machine(arn, payload)
+                elif service == "sqs":
+                    fifo = arn.endswith(".fifo")
+                    _send_to_sqs(
+                        arn,
+                        payload if isinstance(payload, str) else json.dumps(payload),
+                        group_id=target.get("SqsParameters", {}).get("MessageGroupId"),
+                        deduplication_id=event.get("id") if fifo else None,
+                    )
+                else:
+                    single = copy.copy(self)
+                    single.targets = [target]
+                    _original_send_to_targets(single, original_event, transform_input)
         except Exception as exc:
             _delivery_failed(self.arn, target, event, exc)
 
@@ -475,7 +479,8 @@ def _events_put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str
             }
             recorded.append((summary, f"arn:aws:events:{self.region_name}:{self.account_id}:event-bus/{bus}"))
             _hooks.on_event(recorded[-1][1], summary)
-    entries = _original_put_events(self, events)
+    with hops.put(self._normalize_event_bus_arn(events[0].get("EventBusName")) if events else "", events):
+        entries = _original_put_events(self, events)
     for (summary, _bus), entry in zip(recorded, entries, strict=False):
         summary["id"] = entry.get("EventId") or f"rejected: {entry.get('ErrorCode')}"
     return entries
@@ -814,24 +819,143 @@ def _describe_spot_price_history(self: Any) -> Any:
     return ActionResult({"SpotPriceHistory": history})
 
 
-# --- Step Functions: Wait states wait on the sandbox clock (moto waits in real seconds) -------------
+# --- Step Functions: every wait and timeout by the sandbox clock (moto counts real seconds) ---------
+# Wait states (Seconds, SecondsPath, Timestamp, TimestampPath), a task's TimeoutSeconds (the execution's own
+# too) and HeartbeatSeconds, and a Retry's interval (IntervalSeconds, BackoffRate, MaxDelaySeconds, jitter).
+
+
+def _clock() -> Any:
+    return _hooks.clock if _hooks else None
 
 
 def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
-    clock = _hooks.clock if _hooks else None
+    clock = _clock()
     if clock is None:
         return _original_wait_interval(self, env, wait_seconds)
-    deadline = clock.now() + wait_seconds
-    while env.is_running():
-        remaining = deadline - clock.now()
-        if remaining <= 0:
-            return None
-        # Woken early when the execution stops; otherwise re-check the clock, which may be advanced.
-        env.program_state_event.wait(min(0.1, clock.real_seconds(remaining)))
+
+    # Woken early when the execution stops (program_state_event is set then, and stays set).
+    def stopped(real_seconds: float) -> bool:
+        env.program_state_event.wait(real_seconds)
+        return not env.is_running()
+
+    clock.wait(wait_seconds, stopped)
     return None
 
 
+def _timestamp_wait_seconds(self: Any, env: Any) -> int:
+    """Seconds from the sandbox clock's now to the Timestamp (moto: datetime.now(), the local time, against a
+    UTC timestamp)."""
+    clock = _clock()
+    if clock is None:
+        return int(_original_timestamp_wait_seconds(self, env))
+    self.string.eval(env=env)
+    text = env.stack.pop()
+    timestamp = self._from_timestamp_string(timestamp=text)
+    if timestamp is None:
+        from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (  # noqa: PLC0415
+            FailureEventException,
+        )
+
+        raise FailureEventException(self._create_failure_event(env, text))
+    # Whole seconds, rounded up: the state never ends before its timestamp.
+    return max(0, math.ceil(timestamp.replace(tzinfo=UTC).timestamp() - clock.now()))
+
+
+class _ClockEvent(threading.Event):
+    """moto's Event for a task's timeout and heartbeat: `wait(timeout)` counts the timeout on the sandbox clock."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        clock = _clock()
+        if timeout is None or clock is None:
+            return super().wait(timeout)
+        return clock.wait(timeout, super().wait) or self.is_set()
+
+
+class _ClockThread(threading.Thread):
+    """moto's Thread for an execution: `join(timeout)` (its TimeoutSeconds) counts on the sandbox clock."""
+
+    def join(self, timeout: float | None = None) -> None:
+        clock = _clock()
+        if timeout is None or clock is None:
+            return super().join(timeout)
+
+        def ended(real_seconds: float) -> bool:
+            super(_ClockThread, self).join(real_seconds)
+            return not self.is_alive()
+
+        clock.wait(timeout, ended)
+        return None
+
+
+def _callback_task_from_error(self: Any, env: Any, ex: Exception) -> Any:
+    """A task that waited for its token past HeartbeatSeconds fails with States.HeartbeatTimeout, as on AWS (moto
+    names every timeout States.Timeout)."""
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (  # noqa: PLC0415
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (  # noqa: PLC0415
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.eval.callback.callback import HeartbeatTimeoutError  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails  # noqa: PLC0415
+
+    if not isinstance(ex, HeartbeatTimeoutError):
+        return _original_callback_task_from_error(self, env, ex)
+    heartbeat = StatesErrorNameType.StatesHeartbeatTimeout
+    return FailureEvent(
+        env=env,
+        error_name=StatesErrorName(typ=heartbeat),
+        event_type=HistoryEventType.TaskTimedOut,
+        event_details=EventDetails(taskTimedOutEventDetails=TaskTimedOutEventDetails(error=heartbeat.to_name())),
+    )
+
+
+def _retry_sleep(seconds: float) -> None:
+    clock = _clock()
+    if clock is None:
+        time.sleep(seconds)
+    else:
+        clock.wait(seconds)
+
+
+def _patch_step_functions_waits() -> None:
+    """Each wait of moto's interpreter by the sandbox clock: the methods that wait, or the name a module waits
+    through (its `threading.Event`, `threading.Thread`, `time.sleep`), swapped for one that counts the clock."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.component.program import program  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.component.state.exec import execute_state  # noqa: PLC0415
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: PLC0415
+        state_task_service_callback,
+    )
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function import (  # noqa: PLC0415
+        timestamp,
+        wait_function,
+    )
+    from moto.stepfunctions.parser.asl.eval.callback import callback  # noqa: PLC0415
+
+    global _original_wait_interval, _original_timestamp_wait_seconds, _original_callback_task_from_error  # noqa: PLW0603
+    _original_wait_interval = wait_function.WaitFunction._wait_interval
+    wait_function.WaitFunction._wait_interval = _wait_interval  # type: ignore[method-assign]
+    _original_timestamp_wait_seconds = timestamp.Timestamp._get_wait_seconds
+    timestamp.Timestamp._get_wait_seconds = _timestamp_wait_seconds  # type: ignore[method-assign]
+    # HeartbeatEndpoint, CallbackEndpoint and ActivityTaskStartEndpoint make their events from this name.
+    callback.Event = _ClockEvent  # type: ignore[misc]
+    # ExecutionState._evaluate_with_timeout: threading.Event().wait(TimeoutSeconds).
+    execute_state.threading = types.SimpleNamespace(Event=_ClockEvent)  # type: ignore[assignment]
+    # Program.eval: threading.Thread(...).join(TimeoutSeconds of the state machine).
+    program.threading = types.SimpleNamespace(Thread=_ClockThread)  # type: ignore[assignment]
+    # RetrierDecl._eval_body: time.sleep(the interval, after backoff, cap and jitter).
+    retrier_decl.time = types.SimpleNamespace(sleep=_retry_sleep)  # type: ignore[assignment]
+    callback_task = state_task_service_callback.StateTaskServiceCallback
+    _original_callback_task_from_error = callback_task._from_error
+    callback_task._from_error = _callback_task_from_error  # type: ignore[method-assign]
+
+
 _original_wait_interval: Any = None
+_original_timestamp_wait_seconds: Any = None
+_original_callback_task_from_error: Any = None
 _original_send_to_targets: Any = None
 _original_put_events: Any = None
 _original_replace_instances: Any = None
@@ -937,13 +1061,12 @@ def apply() -> None:
 
         ecs_placement.apply()  # ECS placement against registered CPU, memory and GPUs
         autoscaling_updates.apply()  # an update naming part of a mixed instances policy, as AWS takes it
-        from moto.stepfunctions.parser.asl.component.state.wait.wait_function import (  # noqa: PLC0415
-            wait_function,
-        )
+        _patch_step_functions_waits()
+        from moto.dynamodb.models.table import Table  # noqa: PLC0415
 
-        global _original_wait_interval  # noqa: PLW0603
-        _original_wait_interval = wait_function.WaitFunction._wait_interval
-        wait_function.WaitFunction._wait_interval = _wait_interval  # type: ignore[method-assign]
+        from spothub.sandbox.ttl_sweeper import time_to_live_from_template  # noqa: PLC0415
+
+        _wrap_create(Table, finish=time_to_live_from_template)  # TimeToLiveSpecification (the TTL sweeper reads it)
         # moto walks a RUNNING ECS task to STOPPED, one step per describe; a serving task runs until stopped.
         from moto.moto_api import state_manager  # noqa: PLC0415
 
@@ -967,6 +1090,11 @@ DYNAMODB_ITEM_OPERATIONS = (
     "transact_get_items",
 )
 _dynamodb_items = threading.RLock()
+
+
+def dynamodb_items_lock() -> threading.RLock:
+    """The lock every DynamoDB item operation runs under (the TTL sweeper's deletions too)."""
+    return _dynamodb_items
 
 
 def serialized(operation: Callable[..., Any], lock: Any) -> Callable[..., Any]:

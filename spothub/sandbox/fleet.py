@@ -34,6 +34,7 @@ from spothub.sandbox.market import Pool, SpotMarket
 from spothub.sandbox.ports import free_port
 from spothub.sandbox.search_volume import device_name
 from spothub.sandbox.serving_container import ContainerStartError, ServingContainer, prepare
+from spothub.sandbox.shared_clock import child_environment
 from spothub_core.contracts import (
     AWS_EVENT_SOURCES,
     MODEL_NODE_SERVICE,
@@ -582,6 +583,7 @@ class Fleet:
             "SPOTHUB_IMDS_ENDPOINT": instance.imds.endpoint,
             **(container.environment if container else {}),
         }
+        environment = child_environment(environment, self._agent_environment)  # the host's clock: the sandbox's
         spec = {"error": instance.container_error} if instance.container_error else {}
         spec.update(environment=environment, command=server)
         path = instance.container_spec_path
@@ -694,8 +696,8 @@ class Fleet:
         self._put_aws_event(group.region, AwsEvent.LAUNCH_UNSUCCESSFUL, detail, [group.arn])
 
     # --- scaling activities: what DescribeScalingActivities answers (moto keeps none) ------------------------
-    # Stamped with real time, not the sandbox clock: the functions that read them compare them with their own
-    # time (a failure since the launch they started), and they see real time.
+    # Stamped with this process's wall clock, the sandbox clock (shared_clock.py), as the functions that read them
+    # compare them with theirs (a failure since the launch they started).
 
     def _add_activity(self, region: str, group: Any, activity: dict[str, Any]) -> None:
         activity = {
@@ -1040,7 +1042,7 @@ class Fleet:
             instance.agent = subprocess.Popen(
                 [sys.executable, "-m", "spothub_agent"],
                 cwd=self._agent_dir,
-                env=environment,
+                env=child_environment(environment, self._agent_environment),  # on the sandbox clock
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -39,6 +39,8 @@ from typing import Any
 
 import boto3
 
+from spothub.sandbox import hops
+
 # One invocation at a time, re-entrant so a cold start inside an invocation does not deadlock.
 _INVOCATION_LOCK = threading.RLock()
 # Per thread, the functions whose handlers run in it now (innermost last): what the network model asks about a
@@ -208,7 +210,8 @@ class LambdaRuntime:
                 in_thread = _THREAD.functions = []
             in_thread.append(function)
             try:
-                return self._invoke(function, event)
+                with hops.invocation(function.function_name, event):
+                    return self._invoke(function, event)
             finally:
                 in_thread.pop()
                 self._running.pop()

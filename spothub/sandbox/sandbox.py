@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from spothub.data import PRICES_FILE
-from spothub.sandbox import emulator_patches, instance_network
+from spothub.sandbox import emulator_patches, hops, instance_network
 from spothub.sandbox.alarms import AlarmEvaluator
 from spothub.sandbox.api_server import ApiServer, gateway_responses_from_emulator, routes_from_emulator
 from spothub.sandbox.buckets import batch_buckets, empty_bucket, ensure_bucket
@@ -41,6 +41,8 @@ from spothub.sandbox.lambda_runtime import LambdaRuntime
 from spothub.sandbox.market import SpotMarket, load_prices, load_traces
 from spothub.sandbox.ports import free_port
 from spothub.sandbox.search_volume import ensure_volume, fill, volume_directory, volumes_root
+from spothub.sandbox.shared_clock import SharedClock
+from spothub.sandbox.ttl_sweeper import TtlSweeper
 
 # spothub_core is imported here, never inside a method: while a function runs, the Lambda runtime gives it its own
 # spothub_core modules (lambda_runtime._modules_of), and an import in another thread meanwhile races with that swap.
@@ -81,8 +83,8 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "searchRegion": SEARCH_REGION,
     "searchVolumeId": SEARCH_VOLUME_ID,
     "searchImage": SEARCH_IMAGE,
-    # The hub's functions see real time (the sandbox clock does not reach them yet): an idle instance is retired
-    # after one real minute here, so the demo and the tests can show it.
+    # An idle instance is retired after one minute of the sandbox clock here (the least the stack allows), so the demo
+    # and the tests can show it by advancing the clock a minute.
     "searchIdleTimeout": SEARCH_IDLE_TIMEOUT_SECONDS,
 }
 STATE_DIR = REPO_ROOT / ".spothub"
@@ -168,6 +170,15 @@ class Sandbox:
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options or SandboxOptions()
         self.clock = SandboxClock(speed=self.options.speed)
+        # The clock as the wall clock of this process and of every process the sandbox starts (shared_clock.py).
+        self.shared_clock = SharedClock(self.clock, self.options.state_dir / "clock.json")
+        self._ttl_sweeper = TtlSweeper(
+            self.clock,
+            ACCOUNT,
+            lambda: sorted({d.region for d in self.deployments}),
+            items_lock=emulator_patches.dynamodb_items_lock(),
+            on_error=lambda exc: self.record("failure", f"TTL sweeper: {exc}", {"error": repr(exc)}),
+        )
         self.timeline: list[TimelineEntry] = []
         self.deployments: list[StackDeployment] = []
         self.started_in_s: float | None = None
@@ -185,6 +196,9 @@ class Sandbox:
         self.origin = self.clock.now()
         self.principals = Principals(ACCESS_KEY_ID)
         self.iam = Enforcer(self.principals, enforce=self.options.enforce_iam)
+        # The hops (deliveries, invocations, state transitions) from one event to what it causes: `with
+        # sandbox.hops.recording() as recording:` (see hops.py).
+        self.hops = hops.RECORDER
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -202,6 +216,7 @@ class Sandbox:
         started = time.monotonic()
         state_dir = self.options.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.shared_clock.start()
         cdk_out = self.options.cdk_out or synthesize(state_dir / "cdk.out", self.options.context)
         synthesized = time.monotonic()
 
@@ -215,6 +230,7 @@ class Sandbox:
         emulator_patches.apply()
         iam_hooks.apply()
         iam_hooks.attach(self.iam)
+        hops.install()
         instance_network.apply()
         from moto.moto_api._internal.models import moto_api_backend  # noqa: PLC0415
 
@@ -258,6 +274,7 @@ class Sandbox:
         self._publish_local_api_url()
         self.alarms = AlarmEvaluator(self.clock, ACCOUNT, sorted({d.region for d in self.deployments}), self.record)
         self.alarms.start()
+        self._ttl_sweeper.start()
         self._scheduler = RuleScheduler(
             self.clock,
             self._events_backends,
@@ -279,6 +296,7 @@ class Sandbox:
             self._scheduler.stop()
         if self.alarms:
             self.alarms.stop()
+        self._ttl_sweeper.stop()
         if self._moto:
             self._moto.stop()
         if self._hooks:
@@ -302,6 +320,7 @@ class Sandbox:
             state_file.unlink()
         if Sandbox._running is self:
             Sandbox._running = None
+        self.shared_clock.stop()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -997,7 +1016,7 @@ class Sandbox:
             record=self.record,
             account=ACCOUNT,
             agent_dir=agent_bundle(cdk_out) if self.options.run_agents else None,
-            agent_environment=self.function_environment(),
+            agent_environment={**self.function_environment(), **self.shared_clock.environment()},
             work_dir=self.options.state_dir / "work",
             iam=self.iam,
             volumes_dir=volumes_root(self.options.state_dir),

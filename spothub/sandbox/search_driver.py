@@ -2,9 +2,9 @@
 launch records, the search instances in EC2, the volume, and the monitor's sweep fired by hand. Used by the search
 end-to-end tests (and the demo's search chapter may use it).
 
-Time: the hub's search functions see real time (idleness, last_used), while the launcher's Wait states and the
-monitor's schedule (rate(searchHealthInterval)) follow the sandbox clock; `search_pace` speeds the clock up so a
-launch takes seconds. The schedule sweeps on its own too (once a real minute at speed 1, every 12 s at the search
+Time: everything follows the sandbox clock (the hub's search functions' idleness and last_used, the launcher's
+Wait states, the monitor's schedule rate(searchHealthInterval)); `search_pace` speeds the clock up so a launch takes
+seconds. The schedule sweeps on its own too (once a real minute at speed 1, every 12 s at the search
 pace): `sweep` fires one now and returns once a sweep begun after that is over; what waits for a record waits for an
 effect, never for "the" sweep.
 """
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 SWEEP_RULE = "SweepSchedule"
 # Simulated seconds per real second while the search workload is driven: the launcher's Wait states (it looks at the
 # starting service every SEARCH_START_POLL_SECONDS of the clock) pass five times as fast, so a launch takes a few
-# real seconds instead of a dozen. Idleness is measured by the hub's functions in real time: unchanged.
+# real seconds instead of a dozen. Idleness is measured by the sandbox clock too (the hub's functions read it).
 SEARCH_SPEED = 5.0
 
 

@@ -3,8 +3,8 @@ schedule, the fleet function's job groups in the worker regions, simulated spot 
 agent in batch mode with the stand-in job (spothub/sandbox/batch_job.py), S3 under IAM.
 
 Jobs are small and their timeouts short; the sandbox clock runs at BATCH_SPEED while a job runs (the
-supervisor's rate(1 minute) fires every few real seconds). A job's own timeouts are real seconds: the hub's
-functions see real time.
+supervisor's rate(1 minute) fires every few real seconds). A job's own timeouts are seconds of that clock too (the hub's
+functions read it).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_a_silent_worker_loses_its_batch_at_the_processing_timeout(fresh_sandbox
     upload_inputs(sandbox, inputs_prefix, files)
     with batch_pace(sandbox):
         body = job_request(
-            sandbox, inputs_prefix, outputs_prefix, batch_size=5, max_workers=2, processing_timeout_s=30, command=SLOW
+            sandbox, inputs_prefix, outputs_prefix, batch_size=5, max_workers=2, processing_timeout_s=300, command=SLOW
         )
         job_id = submit(sandbox, body)
         holding = sandbox.wait_for(lambda: worker_holding_batch(sandbox, job_id), timeout_s=60, interval_s=0.2)
