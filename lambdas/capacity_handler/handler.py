@@ -12,6 +12,7 @@ Two kinds of callers, told apart by the event's shape:
 from __future__ import annotations
 
 import time
+from functools import cache
 from typing import Any
 
 import boto3
@@ -23,6 +24,7 @@ from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.logic.hub_services import HubServices
 from spothub_core.logic.orchestrator_tasks import TASKS
+from spothub_core.logic.spot_finder import SpotFinder
 from spothub_core.logic.worker_reports import dispatch
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
@@ -42,9 +44,17 @@ class CapacityHandlerSettings(HubSettings):
 
 settings = load_settings(CapacityHandlerSettings)
 table = boto3.resource("dynamodb").Table(settings.state_table_name)
+
+
+@cache
+def ec2_for(region: str) -> Any:
+    return boto3.client("ec2", region_name=region)
+
+
+store, exclusions = ProvisioningStore(table), ExclusionStore(table)
 hub = HubServices(
-    store=ProvisioningStore(table),
-    exclusions=ExclusionStore(table),
+    store=store,
+    exclusions=exclusions,
     health=InstanceHealthStore(table),
     sfn=boto3.client("stepfunctions"),
     events=boto3.client("events"),
@@ -60,6 +70,16 @@ hub = HubServices(
     alerts_topic_arn=settings.alerts_topic_arn,
     instance_types=tuple(settings.instance_types),
     prefix=settings.prefix,
+    # A replacement's first ranking, in-process: no spot finder invocation between a notice and the launch.
+    spot_finder=SpotFinder(
+        provisioning=store,
+        exclusions=exclusions,
+        ec2_for=ec2_for,
+        worker_regions=settings.worker_regions,
+        default_instance_types=settings.instance_types,
+        scoring_region=settings.hub_region,
+        on_demand_fallback=settings.capacity_fallback == "on-demand",
+    ),
 )
 
 

@@ -18,8 +18,7 @@ from pydantic import Field
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import ProvisioningStore
-from spothub_core.logic.region_reservations import held_regions, occupied_regions
-from spothub_core.logic.spot_finder import find_regions
+from spothub_core.logic.spot_finder import SpotFinder
 from spothub_core.models.orchestrator_tasks import FindRequest
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
@@ -31,8 +30,6 @@ class SpotFinderSettings(HubSettings):
 
 settings = load_settings(SpotFinderSettings)
 table = boto3.resource("dynamodb").Table(settings.state_table_name)
-exclusions = ExclusionStore(table)
-provisioning = ProvisioningStore(table)
 
 
 @cache
@@ -40,40 +37,22 @@ def ec2_for(region: str) -> Any:
     return boto3.client("ec2", region_name=region)
 
 
+finder = SpotFinder(
+    provisioning=ProvisioningStore(table),
+    exclusions=ExclusionStore(table),
+    ec2_for=ec2_for,
+    worker_regions=settings.worker_regions,
+    default_instance_types=settings.instance_types,
+    scoring_region=settings.hub_region,
+    on_demand_fallback=settings.capacity_fallback == "on-demand",
+)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = FindRequest.model_validate(event or {})
-    switch = provisioning.config()
-    # The operator's choices on the switch apply unless the caller named its own.
-    request = request.model_copy(
-        update={
-            "instance_types": request.instance_types or switch.instance_types,
-            "allowed_regions": request.allowed_regions or switch.allowed_regions,
-            "denied_regions": request.denied_regions or switch.denied_regions,
-        }
-    )
-    occupied: dict[str, str] = {}
-    held: dict[str, list[str]] = {}
-    if request.survey or not request.share_regions:
-        replicas, reservations = provisioning.replicas(), provisioning.reservations()
-        if not request.share_regions:
-            occupied = occupied_regions(request.replica_id, replicas, reservations)
-        if request.survey:
-            held = held_regions(replicas, reservations)
-    answer = find_regions(
-        request,
-        occupied=occupied,
-        held=held,
-        on_demand_fallback=settings.capacity_fallback == "on-demand",
-        worker_regions=settings.worker_regions,
-        default_instance_types=settings.instance_types,
-        scoring_region=settings.hub_region,
-        ec2_for=ec2_for,
-        exclusions=exclusions,
-        now=time.time(),
-    )
+    answer = finder.find(FindRequest.model_validate(event or {}), now=time.time())
     result = answer.model_dump(mode="json")
     metrics.add_metric(name="RegionsRanked", unit="Count", value=len(answer.ranked))
     logger.info(

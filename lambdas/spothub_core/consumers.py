@@ -32,11 +32,13 @@ from spothub_core.contracts import (
     HubCommand,
     HubEvent,
     InstanceUnhealthy,
+    InterruptionWarningDetail,
     LaunchFailed,
     LaunchProgress,
     LaunchRequested,
     LaunchSucceeded,
     LaunchUnsuccessfulDetail,
+    RebalanceRecommendationDetail,
     Source,
     SpotNoticeDetail,
     TeardownCompleted,
@@ -90,8 +92,23 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer(Source.WORKER, WorkerReport.LAUNCH_SUCCEEDED, LaunchSucceeded, Bus.HUB, Target.CAPACITY_HANDLER),
     Consumer(Source.WORKER, WorkerReport.LAUNCH_FAILED, LaunchFailed, Bus.HUB, Target.CAPACITY_HANDLER),
     Consumer(Source.WORKER, WorkerReport.TEARDOWN_COMPLETED, TeardownCompleted, Bus.HUB, Target.CAPACITY_HANDLER),
-    Consumer(Source.WORKER, WorkerReport.CAPACITY_NOTICE, CapacityNotice, Bus.HUB, Target.CAPACITY_HANDLER),
-    # The agent sees the same notices first hand; whichever arrives second finds the replacement started.
+    # Spot notices: EC2's own, forwarded raw from each worker region's default bus (the hub tells its instances by
+    # its records: no function stands between a warning and the hub), and the agent's, which sees them first hand.
+    # Whichever arrives second finds the replacement started.
+    Consumer(
+        _aws(AwsEvent.SPOT_INTERRUPTION_WARNING),
+        AwsEvent.SPOT_INTERRUPTION_WARNING,
+        InterruptionWarningDetail,
+        Bus.HUB,
+        Target.CAPACITY_HANDLER,
+    ),
+    Consumer(
+        _aws(AwsEvent.REBALANCE_RECOMMENDATION),
+        AwsEvent.REBALANCE_RECOMMENDATION,
+        RebalanceRecommendationDetail,
+        Bus.HUB,
+        Target.CAPACITY_HANDLER,
+    ),
     Consumer(Source.AGENT, WorkerReport.CAPACITY_NOTICE, CapacityNotice, Bus.HUB, Target.CAPACITY_HANDLER),
     Consumer(Source.AGENT, WorkerReport.DRAIN_COMPLETED, DrainCompleted, Bus.HUB, Target.CAPACITY_HANDLER),
     Consumer(Source.WORKER, WorkerReport.INSTANCE_UNHEALTHY, InstanceUnhealthy, Bus.HUB, Target.CAPACITY_HANDLER),
@@ -125,7 +142,8 @@ CONSUMERS: tuple[Consumer, ...] = (
         Target.DEPLOYMENT_CONTROLLER,
     ),
     Consumer(Source.AGENT, WorkerReport.CAPACITY_NOTICE, CapacityNotice, Bus.HUB, Target.DEPLOYMENT_CONTROLLER),
-    # A worker region: the hub's commands, its own alarms and spot notices.
+    # A worker region: the hub's commands, its own alarms, and interruption warnings (the capacity monitor takes an
+    # interrupted instance of the group out of its count, so that the group does not replace it too).
     Consumer(Source.HUB, HubCommand.LAUNCH_REQUESTED, LaunchRequested, Bus.WORKER, Target.WORKER_TASKS),
     Consumer(Source.HUB, HubCommand.TEARDOWN_REQUESTED, TeardownRequested, Bus.WORKER, Target.WORKER_TASKS),
     Consumer(Source.HUB, HubCommand.BATCH_FLEET_REQUESTED, BatchFleetRequested, Bus.WORKER, Target.BATCH_FLEET),
@@ -139,13 +157,6 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer(
         _aws(AwsEvent.SPOT_INTERRUPTION_WARNING),
         AwsEvent.SPOT_INTERRUPTION_WARNING,
-        SpotNoticeDetail,
-        Bus.WORKER_DEFAULT,
-        Target.CAPACITY_MONITOR,
-    ),
-    Consumer(
-        _aws(AwsEvent.REBALANCE_RECOMMENDATION),
-        AwsEvent.REBALANCE_RECOMMENDATION,
         SpotNoticeDetail,
         Bus.WORKER_DEFAULT,
         Target.CAPACITY_MONITOR,

@@ -443,6 +443,15 @@ class SpotNoticeDetail(_AwsDetail):
     instance_id: str = Field(alias="instance-id")
 
 
+class InterruptionWarningDetail(SpotNoticeDetail):
+    """EC2 Spot Instance Interruption Warning, as the capacity handler consumes it: a model of its own, so that it is
+    told from a rebalance recommendation (a consumer dispatches on the model)."""
+
+
+class RebalanceRecommendationDetail(SpotNoticeDetail):
+    """EC2 Instance Rebalance Recommendation, as the capacity handler consumes it."""
+
+
 class EcsContainerDetail(_AwsDetail):
     name: str = ""
     exit_code: int | None = Field(None, alias="exitCode")

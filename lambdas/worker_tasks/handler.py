@@ -3,7 +3,9 @@ receiver of the hub's commands.
 
 - EventBridge delivers a hub command (launch or teardown requested) from the worker bus: it starts the
   matching state machine with the command's id as the execution name, so a command delivered twice
-  starts one execution.
+  starts one execution. A launch's group is scaled out here, before its execution starts, so that the
+  launch call follows the hub's command with no other function invocation between them (a failover's
+  path: see tests/sandbox/test_failover_hops.py); when that fails, the launch's ScaleOut state does it.
 - A state machine task calls it with `{"action": ..., ...}`: the rest is the action's input model
   (spothub_core.models.worker_tasks), what it returns the action's result model. Errors are raised as
   CapacityError, TransientError or FatalError, the names the ASL retries and catches.
@@ -23,10 +25,11 @@ from spothub_core.consumers import Dispatch, Target
 from spothub_core.contracts import LaunchRequested, TeardownRequested
 from spothub_core.dal.auto_scaling_group import AutoScalingGroup
 from spothub_core.dal.ec2_instances import Ec2Instances
-from spothub_core.dal.executions import start_named
+from spothub_core.dal.executions import exists, start_named
 from spothub_core.dal.instance_alarms import InstanceAlarms
 from spothub_core.dal.launch_executions import LaunchExecutions
 from spothub_core.dal.serving_tasks import ServingTasks
+from spothub_core.errors import SpothubError
 from spothub_core.logic import capacity_monitor, launch_instance, teardown_instance
 from spothub_core.logic.worker_region import WorkerRegion
 from spothub_core.models import worker_tasks as task_models
@@ -86,20 +89,29 @@ state_machines = StateMachines(sfn, settings.launch_state_machine_arn, settings.
 commands: Dispatch[StateMachines] = Dispatch(Target.WORKER_TASKS)
 
 
-def _start(sfn_client: Any, state_machine_arn: str, name: str, command: BaseModel) -> str:
-    if start_named(sfn_client, state_machine_arn, name, command.model_dump(mode="json")):
+def _start(sfn_client: Any, state_machine_arn: str, name: str, state: dict[str, Any]) -> str:
+    if start_named(sfn_client, state_machine_arn, name, state):
         return f"started {name}"
     return f"{name} was started before: not started again"
 
 
 @commands.on(LaunchRequested)
 def start_launch(machines: StateMachines, command: LaunchRequested) -> str:
-    return _start(machines.sfn, machines.launch_arn, command.launch_id, command)
+    # Looked up first: a command delivered again after its launch failed and shrank the group must not grow it.
+    if exists(machines.sfn, machines.launch_arn, command.launch_id):
+        return f"{command.launch_id} was started before: not started again"
+    state = command.model_dump(mode="json")
+    task = task_models.ScaleOut(launch_id=command.launch_id, capacity_type=command.capacity_type)
+    try:
+        state["scaled"] = {"started_at": launch_instance.scale_out(worker, task).started_at}
+    except SpothubError as exc:
+        logger.warning("scale-out left to the launch", extra={"launch_id": command.launch_id, "error": str(exc)})
+    return _start(machines.sfn, machines.launch_arn, command.launch_id, state)
 
 
 @commands.on(TeardownRequested)
 def start_teardown(machines: StateMachines, command: TeardownRequested) -> str:
-    return _start(machines.sfn, machines.teardown_arn, command.teardown_id, command)
+    return _start(machines.sfn, machines.teardown_arn, command.teardown_id, command.model_dump(mode="json"))
 
 
 def run_task(event: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Forward the AWS events the hub consumes from a worker region's default bus to the hub bus.
 
-Exactly the hub's consumer entries with an AWS source (spothub_core.consumers), one rule each, narrowed by
-`detail_filters` to this region's resources. Spot notices are not forwarded raw for the serving capacity: they
-carry no tags, so the region's capacity monitor first decides whether the instance is ours and reports only those
-(worker_automation.py). The search monitor's entries are forwarded from the search region only, unfiltered (an
-interruption warning cannot be told by tags in a pattern; the monitor ignores every instance but the search
-instance's).
+Exactly the hub's consumer entries with an AWS source (spothub_core.consumers), one rule per kind, narrowed by
+`detail_filters` to this region's resources where a pattern can tell them. Spot notices (interruption warnings,
+rebalance recommendations) carry no tags, so they are forwarded unfiltered, and the hub tells its instances by its
+own records: a notice for an instance spothub did not place costs one capacity handler invocation that reads one
+item, and no function stands between a warning and the hub (the capacity monitor used to identify the instance
+first: one Lambda invocation more on every failover). The search monitor's entries are forwarded from the search
+region only, unfiltered (the monitor ignores every instance but the search instance's), unless a worker-wide
+rule forwards that kind already.
 """
 
 from __future__ import annotations
@@ -53,17 +55,23 @@ class EventForwarding(Construct):
         target = targets.EventBus(hub_bus, dead_letter_queue=dead_letter_queue)
         filters = detail_filters(auto_scaling_group_name, gpu_cluster_arn)
         region = Stack.of(self).region
-        for entry in filter(is_aws_event, entries(bus=Bus.HUB)):
+        forwarded = [entry for entry in entries(bus=Bus.HUB) if is_aws_event(entry)]
+        worker_wide = {entry.key for entry in forwarded if entry.target not in SEARCH_REGION_TARGETS}
+        done: set[tuple[str, str]] = set()
+        for entry in forwarded:
+            if entry.key in done:
+                continue
+            done.add(entry.key)
             name = aws_event_id(entry)
             description = f"Forward {name} from {region} to the hub bus"
-            if entry.target in SEARCH_REGION_TARGETS:
+            if entry.key not in worker_wide:
                 if not search_region:
                     continue
                 # Its own id: a worker-wide entry of the same kind could be forwarded too, narrowed by its filter.
                 name, detail = f"Search{name}", None
                 description = f"{description}, for the search monitor (the search region only)"
             else:
-                detail = filters[AwsEvent(entry.detail_type)]
+                detail = filters.get(AwsEvent(entry.detail_type))
             rule = events.Rule(self, name, description=description, event_pattern=only_pattern([entry], detail=detail))
             # EventBridge's default retry policy (24 h, 185 tries) applies before the dead-letter queue.
             rule.add_target(target)

@@ -286,11 +286,21 @@ class SpotProvisioning(Construct):
         handler.function.add_to_role_policy(
             iam.PolicyStatement(sid="AlertOperator", actions=["sns:Publish"], resources=[alerts.topic.topic_arn])
         )
+        # A replacement's first attempt is ranked in-process, as the spot finder ranks (read only; neither call
+        # supports resource-level permissions).
+        handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadSpotMarket",
+                actions=["ec2:GetSpotPlacementScores", "ec2:DescribeSpotPriceHistory"],
+                resources=["*"],
+            )
+        )
         acknowledge(
             handler,
             "AwsSolutions-IAM5[Resource::*]",
             "states:SendTaskSuccess/SendTaskFailure/SendTaskHeartbeat support no resource-level permissions (the "
-            "task token names the task); X-Ray PutTraceSegments/PutTelemetryRecords neither.",
+            "task token names the task); ec2:GetSpotPlacementScores/DescribeSpotPriceHistory (a replacement's first "
+            "ranking) neither; X-Ray PutTraceSegments/PutTelemetryRecords neither.",
         )
         handler.function.add_to_role_policy(
             iam.PolicyStatement(

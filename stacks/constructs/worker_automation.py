@@ -2,9 +2,10 @@
 capacity-monitor state machines, and the rules that start them.
 
 Hub commands arrive on the worker bus and reach the function, which starts the matching state
-machine named by the command's id (a command delivered twice starts one execution). Spot notices on
-the default bus start the capacity monitor; its reports, like every worker report, go from the
-worker bus to the hub bus.
+machine named by the command's id (a command delivered twice starts one execution); a launch's group
+is scaled out by the function as it starts the launch. Interruption warnings on the default bus start
+the capacity monitor, which takes our interrupted instance out of the group's count; the hub hears of
+spot notices from event_forwarding.py and the agent. Worker reports go from the worker bus to the hub bus.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from stacks.constructs.instance_remediation import instance_alarms_arn
 from stacks.constructs.instance_template import grant_launch_template
 from stacks.constructs.python_function import FunctionDefaults
 from stacks.constructs.serving_task import ServingTask
-from stacks.constructs.state_machine import SpothubStateMachine
+from stacks.constructs.state_machine import SpothubStateMachine, placeholders
 from stacks.nag import STATE_MACHINE_REASON, acknowledge, invoke_versions_rule, nag_resource
 
 # The capacity monitor's input names the notice's kind (contracts.CapacityNotice.kind); one rule per notice.
@@ -116,7 +117,8 @@ class WorkerAutomation(Construct):
                 log_retention=functions.log_retention,
             ).state_machine
             self.function.grant_invoke(machine)
-            worker_bus.grant_put_events_to(machine)
+            if "WorkerBusName" in placeholders(kind):  # only the machines that report put events
+                worker_bus.grant_put_events_to(machine)
             acknowledge(
                 machine,
                 invoke_versions_rule(self.function),
@@ -151,8 +153,6 @@ class WorkerAutomation(Construct):
                         {
                             "instance_id": events.EventField.from_path("$.detail.instance-id"),
                             "kind": kind,
-                            "notice_id": events.EventField.from_path("$.id"),
-                            "region": events.EventField.from_path("$.region"),
                         }
                     ),
                     dead_letter_queue=dead_letter_queue,
@@ -258,6 +258,10 @@ class WorkerAutomation(Construct):
                 sid="ListLaunches", actions=["states:ListExecutions"], resources=[arns["launch_instance"]]
             ),
             iam.PolicyStatement(sid="StopLaunches", actions=["states:StopExecution"], resources=[launch_executions]),
+            # A launch command looks its execution up before scaling out for it (a late duplicate scales nothing).
+            iam.PolicyStatement(
+                sid="LookUpLaunches", actions=["states:DescribeExecution"], resources=[launch_executions]
+            ),
             iam.PolicyStatement(
                 sid="InstanceAlarms",
                 actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
@@ -280,8 +284,9 @@ class WorkerAutomation(Construct):
             "serving task definition family, in this cluster only.",
             f"AwsSolutions-IAM5[Resource::{nag_resource(stack, cluster_tasks)}]": "Tags at StartTask on this "
             "cluster's tasks (ids unknown ahead), only as part of StartTask (ecs:CreateAction).",
-            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, launch_executions)}]": "StopExecution on this "
-            "region's launch executions (cancel, teardown); their names are the launch ids.",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(stack, launch_executions)}]": "StopExecution and "
+            "DescribeExecution on this region's launch executions (cancel, teardown; a command's look-up before it "
+            "scales out); their names are the launch ids.",
             f"AwsSolutions-IAM5[Resource::{nag_resource(stack, instance_alarms)}]": "Per-instance alarms are named "
             "by instance id, unknown ahead; the name prefix pins them to this deployment.",
         }

@@ -135,12 +135,25 @@ def test_a_worker_region_forwards_to_the_hub_exactly_the_hub_entries_it_produces
         assert pairs == _produced_in(synthesized, region), region
 
 
+def _worker_wide_aws_pairs() -> set[tuple[str, str]]:
+    """AWS events the hub consumes from every worker region (the spot notices: the capacity handler's)."""
+    return {
+        (str(c.source), str(c.detail_type))
+        for c in CONSUMERS
+        if c.bus == Bus.HUB and c.target not in SEARCH_REGION_TARGETS and c.source in AWS_EVENT_SOURCES.values()
+    }
+
+
 def test_only_the_search_region_forwards_the_search_monitors_aws_events(search: Synthesized) -> None:
+    """...unless the hub consumes the same kind from every region (a spot interruption warning, which the capacity
+    handler tells by its records): then every region forwards it, once."""
     search_pairs = {k for target in SEARCH_REGION_TARGETS for k in _keys(target)}
     assert search_pairs
+    assert ("aws.ec2", "EC2 Spot Instance Interruption Warning") in search_pairs & _worker_wide_aws_pairs()
     for region in search.config.deployed_worker_regions:
         pairs, _ = _pairs_to(search, search.config.worker_stack_name(region), ":event-bus/spothub-hub")
-        assert (search_pairs <= pairs) == (region == search.config.search_region), region
+        expected = search_pairs if region == search.config.search_region else search_pairs & _worker_wide_aws_pairs()
+        assert search_pairs & pairs == expected, region
 
 
 def test_without_a_search_volume_nothing_consumes_or_forwards_the_search_monitors_entries(
@@ -149,10 +162,10 @@ def test_without_a_search_volume_nothing_consumes_or_forwards_the_search_monitor
     hub = reference.config.hub_stack_name()
     assert _pairs_to(reference, hub, Target.SEARCH_MONITOR) == (set(), set())
     search_pairs = {k for target in SEARCH_REGION_TARGETS for k in _keys(target)}
-    # Spot warnings still reach each region's capacity monitor on its default bus, but none goes to the hub.
+    # Only what the hub consumes from every worker region (the capacity handler's spot notices) goes to the hub.
     for region in reference.config.deployed_worker_regions:
         forwarded, _ = _pairs_to(reference, reference.config.worker_stack_name(region), ":event-bus/spothub-hub")
-        assert not forwarded & search_pairs, region
+        assert forwarded & search_pairs == search_pairs & _worker_wide_aws_pairs(), region
 
 
 def test_the_hub_sends_each_worker_region_exactly_the_commands_it_consumes(reference: Synthesized) -> None:

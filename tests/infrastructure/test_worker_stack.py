@@ -203,12 +203,18 @@ def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region:
     target = Match.array_with(
         [Match.object_like({"Arn": hub_bus, "RoleArn": Match.any_value(), "DeadLetterConfig": Match.any_value()})]
     )
-    # Spot notices go to the capacity monitor, which reports only instances spothub owns.
+    # Spot notices go to the hub bus raw, unfiltered (the hub tells its instances by its records); an interruption
+    # warning also starts the capacity monitor (Standby for the group's own instances).
     for notice in ("EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"):
         worker.has_resource_properties(
             "AWS::Events::Rule",
-            {"EventPattern": {"source": ["aws.ec2"], "detail-type": [notice]}, "Targets": Match.any_value()},
+            {"EventPattern": {"source": ["aws.ec2"], "detail-type": [notice]}, "Targets": target},
         )
+    rules = worker.find_resources("AWS::Events::Rule", {"Properties": {"EventPattern": {"source": ["aws.ec2"]}}})
+    to_monitor = [r for r in rules.values() if "CapacityMonitor" in json.dumps(r["Properties"]["Targets"])]
+    assert [r["Properties"]["EventPattern"]["detail-type"] for r in to_monitor] == [
+        ["EC2 Spot Instance Interruption Warning"]
+    ], "only an interruption starts the capacity monitor"
     # The worker's reports that the hub consumes (spothub_core.consumers), and nothing else of the worker bus.
     worker.has_resource_properties(
         "AWS::Events::Rule",
@@ -217,7 +223,6 @@ def test_aws_events_are_forwarded_to_the_hub_bus(reference: Synthesized, region:
                 "source": ["spothub.worker"],
                 "detail-type": [
                     "Spothub Batch Fleet Report",
-                    "Spothub Capacity Notice",
                     "Spothub Instance Unhealthy",
                     "Spothub Launch Failed",
                     "Spothub Launch Progress",

@@ -8,6 +8,7 @@ rule on that bus. The clock is the handler's `time`, fixed per test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,30 @@ def handler(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[ModuleTyp
         monkeypatch.setenv("SPOTHUB_HOSTED_ZONE_ID", zone["Id"].split("/")[-1])
         module = load_handler("capacity_handler.handler")
         monkeypatch.setattr(module, "time", SimpleNamespace(time=clock))
+        # A replacement's first ranking in-process needs EC2's placement scores, which plain moto lacks: the tests
+        # that start replacements run without it (the orchestrator's FindRegion then ranks), except those of the
+        # `ranking` fixture, which answers the scores.
+        monkeypatch.setattr(module, "hub", dataclasses.replace(module.hub, spot_finder=None))
         yield module
+
+
+@pytest.fixture
+def ranking(handler: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ApiCalls:
+    """The handler's in-process ranking, with EC2 scoring us-west-2 9 and eu-west-1 5."""
+    finder = handler.SpotFinder(
+        provisioning=handler.store,
+        exclusions=handler.exclusions,
+        ec2_for=handler.ec2_for,
+        worker_regions=[REGION, OTHER_REGION],
+        default_instance_types=["g5.xlarge"],
+        scoring_region="us-east-1",
+        on_demand_fallback=False,
+    )
+    monkeypatch.setattr(handler, "hub", dataclasses.replace(handler.hub, spot_finder=finder))
+    calls = ApiCalls(handler.ec2_for("us-east-1"), "GetSpotPlacementScores")
+    scores = [{"Region": REGION, "Score": 9}, {"Region": OTHER_REGION, "Score": 5}]
+    calls.answer("GetSpotPlacementScores", {"SpotPlacementScores": scores})
+    return calls
 
 
 @pytest.fixture
@@ -153,6 +177,18 @@ def deliver(
     handler: ModuleType, detail_type: str, detail: dict[str, Any], *, source: str = WORKER, region: str = REGION
 ) -> str:
     event = eventbridge_event(source, detail_type, {"version": "1", **detail}, region=region)
+    return handler.lambda_handler(event, FakeLambdaContext())["outcome"]
+
+
+EC2_NOTICES = {
+    "rebalance": "EC2 Instance Rebalance Recommendation",
+    "interruption": "EC2 Spot Instance Interruption Warning",
+}
+
+
+def ec2_notice(handler: ModuleType, kind: str, instance_id: str, region: str = REGION) -> str:
+    """EC2's own spot notice, as the worker region forwards it to the hub bus."""
+    event = eventbridge_event("aws.ec2", EC2_NOTICES[kind], {"instance-id": instance_id}, region=region)
     return handler.lambda_handler(event, FakeLambdaContext())["outcome"]
 
 
@@ -755,8 +791,7 @@ def test_a_capacity_notice_for_a_serving_instance_starts_its_replacement(
     handler: ModuleType, placing: ProvisioningStore
 ) -> None:
     record_instance(handler)
-    notice = {"region": REGION, "instance_id": "i-0new", "kind": "rebalance", "notice_id": "n-1"}
-    assert deliver(handler, "Spothub Capacity Notice", notice) == "replacement started: replica-0-r-i-0new"
+    assert ec2_notice(handler, "rebalance", "i-0new") == "replacement started: replica-0-r-i-0new"
     started = executions(ORCHESTRATOR_ARN)["replica-0-r-i-0new"]
     assert started["input"] == {
         "replica_id": "replica-0",
@@ -772,20 +807,34 @@ def test_a_capacity_notice_for_a_serving_instance_starts_its_replacement(
     assert placing.replica("replica-0").status == "replacing"  # type: ignore[union-attr]
 
 
+def test_a_replacement_starts_ranked_so_its_orchestrator_skips_finding_a_region(
+    handler: ModuleType, placing: ProvisioningStore, ranking: ApiCalls
+) -> None:
+    record_instance(handler)
+    assert ec2_notice(handler, "interruption", "i-0new") == "replacement started: replica-0-r-i-0new"
+    started = executions(ORCHESTRATOR_ARN)["replica-0-r-i-0new"]["input"]
+    placement = started["placement"]
+    assert placement["best"] == REGION, placement
+    assert placement["reason"].startswith("score 9"), placement
+    (asked,) = ranking.of("GetSpotPlacementScores")
+    assert sorted(asked["RegionNames"]) == sorted([REGION, OTHER_REGION])
+
+
+def test_a_replacement_whose_ranking_fails_leaves_it_to_the_orchestrator(
+    handler: ModuleType, placing: ProvisioningStore, ranking: ApiCalls
+) -> None:
+    ranking.answer("GetSpotPlacementScores", error=("RequestLimitExceeded", "slow down"))
+    record_instance(handler)
+    assert ec2_notice(handler, "interruption", "i-0new") == "replacement started: replica-0-r-i-0new"
+    assert "placement" not in executions(ORCHESTRATOR_ARN)["replica-0-r-i-0new"]["input"], "FindRegion ranks then"
+
+
 def test_a_second_notice_for_the_same_instance_starts_no_second_replacement(
     handler: ModuleType, placing: ProvisioningStore
 ) -> None:
     record_instance(handler)
-    deliver(
-        handler,
-        "Spothub Capacity Notice",
-        {"region": REGION, "instance_id": "i-0new", "kind": "rebalance", "notice_id": "n-1"},
-    )
-    outcome = deliver(
-        handler,
-        "Spothub Capacity Notice",
-        {"region": REGION, "instance_id": "i-0new", "kind": "interruption", "notice_id": "n-2"},
-    )
+    ec2_notice(handler, "rebalance", "i-0new")
+    outcome = ec2_notice(handler, "interruption", "i-0new")
     assert outcome == "ignored: the replica is already being replaced or has moved"
     assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-r-i-0new"]
     assert placing.instance("i-0new").status == "interrupted"  # type: ignore[union-attr]
@@ -799,8 +848,7 @@ def test_a_notice_spothub_does_not_act_on_starts_nothing(
     if disabled:
         assert placing.write_config(config(status="disabled", generation=2), expected_generation=1)
     instance_id = "i-0new" if disabled else "i-0other"
-    notice = {"region": REGION, "instance_id": instance_id, "kind": "interruption", "notice_id": "n-1"}
-    assert deliver(handler, "Spothub Capacity Notice", notice).startswith("ignored: ")
+    assert ec2_notice(handler, "interruption", instance_id).startswith("ignored: ")
     assert executions(ORCHESTRATOR_ARN) == {}
     assert placing.replica("replica-0").status == "serving"  # type: ignore[union-attr]
 
@@ -814,7 +862,7 @@ def test_an_agents_capacity_notice_starts_the_replacement_the_workers_notice_the
         deliver(handler, "Spothub Capacity Notice", notice, source=AGENT) == "replacement started: replica-0-r-i-0new"
     )
     assert placing.instance("i-0new").status == "interrupted"  # type: ignore[union-attr]
-    outcome = deliver(handler, "Spothub Capacity Notice", notice)
+    outcome = ec2_notice(handler, "interruption", "i-0new")
     assert outcome == "ignored: the replica is already being replaced or has moved"
     assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-r-i-0new"]
 
@@ -942,12 +990,7 @@ def test_a_replacement_moves_the_record_to_the_new_instance_before_the_old_one_i
 ) -> None:
     serve(handler, placing, "replica-0", OLD_INSTANCE, OTHER_REGION)
     assert addresses(handler) == {"replica-0": ["198.51.100.9"]}
-    deliver(
-        handler,
-        "Spothub Capacity Notice",
-        {"region": OTHER_REGION, "instance_id": "i-0old", "kind": "rebalance", "notice_id": "n-1"},
-        region=OTHER_REGION,
-    )
+    ec2_notice(handler, "rebalance", "i-0old", region=OTHER_REGION)
     assert placing.replica("replica-0").status == "replacing"  # type: ignore[union-attr]
     assert addresses(handler) == {"replica-0": ["198.51.100.9"]}, "the old instance answers until the new one serves"
 
@@ -1089,7 +1132,8 @@ TESTED_KINDS = {
     (WORKER, "Spothub Launch Succeeded"),
     (WORKER, "Spothub Launch Failed"),
     (WORKER, "Spothub Teardown Completed"),
-    (WORKER, "Spothub Capacity Notice"),
+    ("aws.ec2", "EC2 Spot Instance Interruption Warning"),
+    ("aws.ec2", "EC2 Instance Rebalance Recommendation"),
     (WORKER, "Spothub Instance Unhealthy"),
     (AGENT, "Spothub Capacity Notice"),
     (AGENT, "Spothub Drain Completed"),
@@ -1113,7 +1157,7 @@ def test_every_kind_the_handler_consumes_has_a_consumer_registered(handler: Modu
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param(("aws.ec2", "EC2 Spot Instance Interruption Warning"), id="raw-spot-notice"),
+        pytest.param((WORKER, "Spothub Capacity Notice"), id="worker-notice-no-longer-sent"),
         pytest.param(("spothub.hub", "Spothub Launch Succeeded"), id="report-from-the-wrong-source"),
         pytest.param((WORKER, "Spothub Launch Exploded"), id="unknown-detail-type"),
         pytest.param(None, id="no-source-at-all"),
@@ -1144,10 +1188,10 @@ def test_an_event_of_an_unknown_kind_is_ignored(
             "Spothub Launch Progress", {"launch_id": "replica-0-g1-0", "region": REGION}, "step", id="no-step"
         ),
         pytest.param(
-            "Spothub Capacity Notice",
-            {"region": REGION, "instance_id": "i-0new", "kind": "fire", "notice_id": "n"},
-            "kind",
-            id="unknown-notice-kind",
+            "EC2 Spot Instance Interruption Warning",
+            {"instance-action": "terminate"},
+            "instance-id",
+            id="ec2-notice-without-instance",
         ),
         pytest.param("Spothub Teardown Completed", {"region": REGION}, "teardown_id", id="no-teardown-id"),
     ],
@@ -1157,7 +1201,7 @@ def test_a_report_with_a_broken_detail_raises_naming_the_field_and_changes_nothi
 ) -> None:
     dispatch_launch(handler)
     with pytest.raises(ValidationError) as raised:
-        deliver(handler, detail_type, detail)
+        deliver(handler, detail_type, detail, source="aws.ec2" if detail_type.startswith("EC2 ") else WORKER)
     assert field in {str(error["loc"][0]) for error in raised.value.errors()}
     assert sfn.calls == []
     assert placing.request(LAUNCH, "replica-0-g1-0").status == "pending"  # type: ignore[union-attr]

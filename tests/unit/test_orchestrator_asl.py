@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from spothub_core.contracts import TaskError
-from spothub_core.models.orchestrator_tasks import OrchestratorInput
+from spothub_core.models.orchestrator_tasks import OrchestratorInput, Placement
 from spothub_core.timings import CAPACITY_RETRY_SECONDS, SPOT_RETURN_SECONDS
 from stacks.constructs.state_machine import load_definition, placeholders
 from stacks.hub_stack import ORCHESTRATOR_DURATIONS
@@ -179,10 +179,17 @@ def test_the_watch_loop_reads_only_what_count_look_keeps() -> None:
 def test_a_watch_execution_starts_by_waiting_and_a_placement_by_finding_a_region() -> None:
     begin = STATES[ASL["StartAt"]]
     assert begin["Type"] == "Choice"
-    (watch,) = begin["Choices"]
+    watch, ranked = begin["Choices"]
     assert watch["Next"] == "WaitForSpot"
     assert {"Variable": "$.watch_spot", "BooleanEquals": True} in watch["And"]
     assert begin["Default"] == "FindRegion"
+    # A replacement ranked by its starter (the capacity handler) skips FindRegion for its first attempt only.
+    assert ranked["Next"] == "ChooseCapacity"
+    assert {"Variable": "$.placement", "IsPresent": True} in ranked["And"]
+    assert "placement" not in STATES["NextAttempt"]["Parameters"], "a later attempt ranks again"
+    # The starter's ranking has the fields FindRegion's would have (what ChooseCapacity and RecordInstance read).
+    selected = {key.removesuffix(".$") for key in STATES["FindRegion"]["ResultSelector"]}
+    assert selected == set(Placement.model_fields)
 
 
 def test_the_look_asks_for_spot_only() -> None:

@@ -28,6 +28,19 @@ def start_named(sfn: Any, state_machine_arn: str, name: str, state: dict[str, An
     return True
 
 
+def exists(sfn: Any, state_machine_arn: str, name: str) -> bool:
+    """Whether an execution named `name` was started (whatever its status now)."""
+    try:
+        sfn.describe_execution(executionArn=execution_arn(state_machine_arn, name))
+    except ClientError as exc:
+        if exc.response["Error"].get("Code") == "ExecutionDoesNotExist":
+            return False
+        raise DependencyUnavailable(f"could not look {name} up: {reason_of(exc)}") from exc
+    except BotoCoreError as exc:
+        raise DependencyUnavailable(f"could not look {name} up: {reason_of(exc)}") from exc
+    return True
+
+
 def execution_arn(state_machine_arn: str, name: str) -> str:
     return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
 

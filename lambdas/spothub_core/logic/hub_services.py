@@ -4,7 +4,7 @@ effects, and the two things every part of it starts: orchestrator executions and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -18,6 +18,9 @@ from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.logic.endpoints import serving_address
 from spothub_core.models.orchestrator_tasks import OrchestratorInput
 from spothub_core.models.records import InstanceRecord
+
+if TYPE_CHECKING:
+    from spothub_core.logic.spot_finder import SpotFinder
 
 # The teardown id of a launch's cancellation: its completion (which names no instance) is no region's teardown.
 CANCEL_PREFIX = "cancel-"
@@ -45,6 +48,9 @@ class HubServices:
     alerts_topic_arn: str | None = None
     instance_types: tuple[str, ...] = ()
     prefix: str = "spothub"
+    # Ranks a replacement's first attempt in-process (replacements.start_replacement); None: the orchestrator's
+    # FindRegion ranks every attempt.
+    spot_finder: SpotFinder | None = None
 
 
 def endpoint_record(
@@ -76,7 +82,13 @@ def withdraw_endpoint(hub: HubServices, instance: InstanceRecord) -> None:
 
 def start_orchestrator(hub: HubServices, name: str, state: OrchestratorInput) -> bool:
     """Start an orchestrator execution named `name`; False when one of that name ran already."""
-    return start_named(hub.sfn, hub.orchestrator_arn, name, state.model_dump(mode="json"))
+    # No placement: the key is left out, as the ASL's Begin tells a ranked start by its presence.
+    return start_named(
+        hub.sfn,
+        hub.orchestrator_arn,
+        name,
+        state.model_dump(mode="json", exclude_none=False, exclude={"placement"} if state.placement is None else None),
+    )
 
 
 def send_command(hub: HubServices, detail_type: HubCommand, command: BaseModel) -> None:

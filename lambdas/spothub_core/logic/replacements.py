@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from spothub_core.dal.spot_market import SpotDataUnavailable
+from spothub_core.errors import DependencyUnavailable
 from spothub_core.logic.hub_services import HubServices, start_orchestrator
-from spothub_core.models.orchestrator_tasks import OrchestratorInput, Replacing
+from spothub_core.models.orchestrator_tasks import FindRequest, OrchestratorInput, Placement, Replacing
 from spothub_core.models.records import ReplicaStatus
 
 
@@ -42,6 +44,23 @@ def start_replacement(
             prefer_region=region,
             replacing=Replacing(instance_id=instance_id, region=region, notice=why),
             spot_only=spot_only,
+            placement=_first_placement(hub, replica_id, region, spot_only=spot_only, now=now),
         ),
     )
     return f"replacement started: {name}"
+
+
+def _first_placement(
+    hub: HubServices, replica_id: str, region: str, *, spot_only: bool, now: float
+) -> Placement | None:
+    """The replacement's first attempt, ranked here as the orchestrator's FindRegion would (same request, same
+    function): a spot finder invocation less between the notice and the launch. None when the ranking cannot be
+    had now; FindRegion then ranks, with its retries."""
+    if hub.spot_finder is None:
+        return None
+    request = FindRequest(replica_id=replica_id, prefer_region=region, spot_only=spot_only)
+    try:
+        answer = hub.spot_finder.find(request, now=now)
+    except (SpotDataUnavailable, DependencyUnavailable):
+        return None
+    return Placement(best=answer.best, on_demand_region=answer.on_demand_region, reason=answer.reason)

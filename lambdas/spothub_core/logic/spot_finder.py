@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from spothub_core.dal.exclusions import ExclusionStore
+from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.dal.spot_market import Ec2ClientFor, observe_regions
 from spothub_core.logic.ranking import LeftOut, Ranking, RegionObservation, rank_regions
+from spothub_core.logic.region_reservations import held_regions, occupied_regions
 from spothub_core.models.orchestrator_tasks import (
     ExclusionView,
     FindAnswer,
@@ -17,6 +19,53 @@ from spothub_core.models.orchestrator_tasks import (
     SurveyedRegion,
 )
 from spothub_core.models.records import Exclusion
+
+
+@dataclass(frozen=True)
+class SpotFinder:
+    """A ranking as the deployment asks for it: the operator's choices on the switch, the regions the other
+    replicas hold, the exclusions and EC2's spot data. The spot finder function answers with it, and the capacity
+    handler ranks a replacement's first attempt with it in-process (spothub_core.logic.replacements)."""
+
+    provisioning: ProvisioningStore
+    exclusions: ExclusionStore
+    ec2_for: Ec2ClientFor
+    worker_regions: list[str]
+    default_instance_types: list[str]
+    scoring_region: str
+    on_demand_fallback: bool
+
+    def find(self, request: FindRequest, *, now: float) -> FindAnswer:
+        """Raises SpotDataUnavailable when EC2 does not answer (a caller retries)."""
+        switch = self.provisioning.config()
+        # The operator's choices on the switch apply unless the caller named its own.
+        request = request.model_copy(
+            update={
+                "instance_types": request.instance_types or switch.instance_types,
+                "allowed_regions": request.allowed_regions or switch.allowed_regions,
+                "denied_regions": request.denied_regions or switch.denied_regions,
+            }
+        )
+        occupied: dict[str, str] = {}
+        held: dict[str, list[str]] = {}
+        if request.survey or not request.share_regions:
+            replicas, reservations = self.provisioning.replicas(), self.provisioning.reservations()
+            if not request.share_regions:
+                occupied = occupied_regions(request.replica_id, replicas, reservations)
+            if request.survey:
+                held = held_regions(replicas, reservations)
+        return find_regions(
+            request,
+            occupied=occupied,
+            held=held,
+            on_demand_fallback=self.on_demand_fallback,
+            worker_regions=self.worker_regions,
+            default_instance_types=self.default_instance_types,
+            scoring_region=self.scoring_region,
+            ec2_for=self.ec2_for,
+            exclusions=self.exclusions,
+            now=now,
+        )
 
 
 def find_regions(

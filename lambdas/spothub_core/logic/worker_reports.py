@@ -18,10 +18,14 @@ from spothub_core.contracts import (
     CapacityNotice,
     DrainCompleted,
     InstanceUnhealthy,
+    InterruptionWarningDetail,
     LaunchFailed,
     LaunchProgress,
     LaunchSucceeded,
     LaunchUnsuccessfulDetail,
+    NoticeKind,
+    RebalanceRecommendationDetail,
+    SpotNoticeDetail,
     TaskError,
     TeardownCompleted,
 )
@@ -141,6 +145,27 @@ def on_capacity_notice(hub: HubServices, notice: CapacityNotice, *, now: float, 
         status = InstanceStatus.INTERRUPTED if notice.kind == "interruption" else InstanceStatus.AT_RISK
         hub.store.put_instance(notice.instance_id, {"status": status, "notice": notice.kind, "updated_at": int(now)})
     return start_replacement(hub, instance.replica_id, notice.instance_id, notice.region, notice.kind, now=now)
+
+
+@dispatch.on(InterruptionWarningDetail)
+def on_interruption_warning(hub: HubServices, warning: InterruptionWarningDetail, *, now: float, region: str) -> str:
+    """EC2's interruption warning, forwarded raw from the worker region: for any spot instance there, so an
+    instance spothub did not place is ignored by its record (none)."""
+    return _on_spot_notice(hub, warning, NoticeKind.INTERRUPTION, now=now, region=region)
+
+
+@dispatch.on(RebalanceRecommendationDetail)
+def on_rebalance_recommendation(
+    hub: HubServices, recommendation: RebalanceRecommendationDetail, *, now: float, region: str
+) -> str:
+    return _on_spot_notice(hub, recommendation, NoticeKind.REBALANCE, now=now, region=region)
+
+
+def _on_spot_notice(hub: HubServices, detail: SpotNoticeDetail, kind: NoticeKind, *, now: float, region: str) -> str:
+    notice = CapacityNotice(
+        region=region, instance_id=detail.instance_id, kind=kind, notice_id=f"{kind}-{detail.instance_id}"
+    )
+    return on_capacity_notice(hub, notice, now=now, region=region)
 
 
 @dispatch.on(DrainCompleted)

@@ -34,11 +34,23 @@ class Replacing(BaseModel):
     notice: str | None = None  # why: rebalance, interruption, unhealthy, return-to-spot (none: new settings)
 
 
+class Placement(BaseModel):
+    """Where the orchestrator launches (FindRegion's result, the spot finder's answer in short)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    best: str | None
+    on_demand_region: str | None
+    reason: str
+
+
 class OrchestratorInput(BaseModel):
     """The orchestrator's input: every field its ASL reads, with the defaults of a first placement.
 
     `spot_only`: launch spot or nothing (a return to spot); `watch_spot`: start by watching for spot, for
-    a replica already serving on on-demand; `looks`: the spot watch's looks in this execution. Other
+    a replica already serving on on-demand; `looks`: the spot watch's looks in this execution; `placement`: the
+    first attempt's ranking, done by the starter (a replacement: the capacity handler ranks in-process, so no
+    spot finder invocation stands between a notice and the launch), which skips FindRegion once. Other
     fields of the execution's state (what its steps added) are dropped."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -51,6 +63,7 @@ class OrchestratorInput(BaseModel):
     spot_only: bool = False
     watch_spot: bool = False
     looks: int = 0
+    placement: Placement | None = None
 
 
 # --- dispatch_launch (Launch, waitForTaskToken: the worker's report answers, not this output) ---------

@@ -174,13 +174,11 @@ class TeardownProgress(_Result):
 
 
 class CapacityMonitorInput(_Task):
-    """The capacity monitor's execution input: the worker stack's spot-notice rules fill it from the AWS event
-    (an input transformer: instance-id from the detail, the event's id and region, the kind per rule)."""
+    """The capacity monitor's execution input: the worker stack's spot-notice rule fills it from the AWS event
+    (an input transformer: instance-id from the detail, the kind per rule)."""
 
     instance_id: str
     kind: NoticeKind
-    notice_id: str
-    region: str
 
 
 class Identify(_Task):

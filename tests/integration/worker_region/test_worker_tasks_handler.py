@@ -9,16 +9,18 @@ import typing
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
+from unittest.mock import ANY
 
 import boto3
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from spothub_core.contracts import CapacityNotice, HubCommand, LaunchRequested, NoticeKind, Source, TeardownRequested
+from spothub_core.errors import TransientError
 from spothub_core.models.worker_tasks import CapacityMonitorInput, ClaimStatus, WorkloadState
 from stacks.paths import STATEMACHINES_DIR
 from tests.integration.conftest import ApiCalls, asl_actions, eventbridge_event, executions
-from tests.integration.worker_region.region import LAUNCH_ID, REGION, run
+from tests.integration.worker_region.region import GROUP, LAUNCH_ID, REGION, run
 from tests.lambda_events import FakeLambdaContext
 
 MACHINES = ("launch_instance", "teardown_instance", "capacity_monitor")
@@ -202,6 +204,8 @@ def test_a_launch_command_starts_the_launch_named_by_its_id(handler: ModuleType)
         "replica_id": "replica-0",
         "region": REGION,
         "capacity_type": "spot",
+        # The function scaled the group out as it started the launch: its ScaleOut state is skipped.
+        "scaled": {"started_at": ANY},
     }
     (call,) = calls.of("StartExecution")
     assert (call["stateMachineArn"], call["name"]) == (handler.settings.launch_state_machine_arn, LAUNCH_ID)
@@ -223,10 +227,45 @@ def test_a_launch_command_delivered_after_its_launch_ended_starts_nothing(handle
     launch_arn = handler.settings.launch_state_machine_arn
     execution_arn = launch_arn.replace(":stateMachine:", ":execution:") + f":{LAUNCH_ID}"
     boto3.client("stepfunctions", region_name=REGION).stop_execution(executionArn=execution_arn)
+    set_desired(0)  # the ended launch gave its instance back
     assert handler.lambda_handler(launch_requested(), FakeLambdaContext()) == {
         "outcome": f"{LAUNCH_ID} was started before: not started again"
     }
     assert {name: e["status"] for name, e in executions(launch_arn).items()} == {LAUNCH_ID: "ABORTED"}
+    assert desired() == 0, "a late command scales nothing out"
+
+
+def test_a_launch_command_scales_the_group_out_before_its_launch_starts(handler: ModuleType) -> None:
+    assert desired() == 0
+    handler.lambda_handler(launch_requested(), FakeLambdaContext())
+    assert desired() == 1, "the launch call follows the command in the same invocation"
+    handler.lambda_handler(launch_requested(), FakeLambdaContext())
+    assert desired() == 1, "a duplicate command asks for nothing more"
+
+
+def test_a_launch_command_that_cannot_scale_out_leaves_it_to_the_launch(
+    handler: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_arguments: Any) -> None:
+        raise TransientError("throttled")
+
+    monkeypatch.setattr(handler.launch_instance, "scale_out", refuse)
+    assert handler.lambda_handler(launch_requested(), FakeLambdaContext()) == {"outcome": f"started {LAUNCH_ID}"}
+    started = executions(handler.settings.launch_state_machine_arn)[LAUNCH_ID]["input"]
+    assert "scaled" not in started, "the launch's ScaleOut state scales, with its retries and failure reports"
+
+
+def desired() -> int:
+    (group,) = boto3.client("autoscaling", region_name=REGION).describe_auto_scaling_groups(
+        AutoScalingGroupNames=[GROUP]
+    )["AutoScalingGroups"]
+    return int(group["DesiredCapacity"])
+
+
+def set_desired(count: int) -> None:
+    boto3.client("autoscaling", region_name=REGION).set_desired_capacity(
+        AutoScalingGroupName=GROUP, DesiredCapacity=count
+    )
 
 
 def test_a_teardown_command_starts_the_teardown_named_by_its_id(handler: ModuleType) -> None:
