@@ -15,10 +15,10 @@ import time
 from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
@@ -43,12 +43,12 @@ class CapacityHandlerSettings(HubSettings):
 
 
 settings = load_settings(CapacityHandlerSettings)
-table = boto3.resource("dynamodb").Table(settings.state_table_name)
+table = aws_clients.table(settings.state_table_name)
 
 
 @cache
 def ec2_for(region: str) -> Any:
-    return boto3.client("ec2", region_name=region)
+    return aws_clients.client("ec2", region_name=region)
 
 
 store, exclusions = ProvisioningStore(table), ExclusionStore(table)
@@ -56,17 +56,17 @@ hub = HubServices(
     store=store,
     exclusions=exclusions,
     health=InstanceHealthStore(table),
-    sfn=boto3.client("stepfunctions"),
-    events=boto3.client("events"),
-    ssm=boto3.client("ssm"),
-    route53=boto3.client("route53"),
+    sfn=aws_clients.client("stepfunctions"),
+    events=aws_clients.client("events"),
+    ssm=aws_clients.client("ssm"),
+    route53=aws_clients.client("route53"),
     bus_name=settings.hub_bus_name,
     orchestrator_arn=settings.orchestrator_arn,
     active_instance_parameter=settings.active_instance_parameter,
     hosted_zone_id=settings.hosted_zone_id or None,
     endpoint_name=settings.endpoint_name or None,
     serving_public_ip=settings.serving_public_ip,
-    alerts=boto3.client("sns"),
+    alerts=aws_clients.client("sns"),
     alerts_topic_arn=settings.alerts_topic_arn,
     instance_types=tuple(settings.instance_types),
     prefix=settings.prefix,

@@ -12,10 +12,10 @@ import time
 from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from spothub_core import aws_clients
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.logic.spot_finder import SpotFinder
@@ -29,12 +29,12 @@ class SpotFinderSettings(HubSettings):
 
 
 settings = load_settings(SpotFinderSettings)
-table = boto3.resource("dynamodb").Table(settings.state_table_name)
+table = aws_clients.table(settings.state_table_name)
 
 
 @cache
 def ec2_for(region: str) -> Any:
-    return boto3.client("ec2", region_name=region)
+    return aws_clients.client("ec2", region_name=region)
 
 
 finder = SpotFinder(

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
+from spothub_core import aws_clients
 from spothub_core.consumers import Dispatch, Target
 from spothub_core.contracts import LaunchRequested, TeardownRequested
 from spothub_core.dal.auto_scaling_group import AutoScalingGroup
@@ -48,14 +48,14 @@ class WorkerSettings(BaseSettings):
 
 
 settings = load_settings(WorkerSettings)
-autoscaling = boto3.client("autoscaling")
-sfn = boto3.client("stepfunctions")
+autoscaling = aws_clients.client("autoscaling")
+sfn = aws_clients.client("stepfunctions")
 worker = WorkerRegion(
     region=settings.region,
     group=AutoScalingGroup(autoscaling, settings.group_name, settings.region),
-    instances=Ec2Instances(boto3.client("ec2")),
-    tasks=ServingTasks(boto3.client("ecs"), settings.cluster_name, settings.task_definition),
-    alarms=InstanceAlarms(boto3.client("cloudwatch")),
+    instances=Ec2Instances(aws_clients.client("ec2")),
+    tasks=ServingTasks(aws_clients.client("ecs"), settings.cluster_name, settings.task_definition),
+    alarms=InstanceAlarms(aws_clients.client("cloudwatch")),
     launches=LaunchExecutions(sfn, settings.launch_state_machine_arn),
     prefix=settings.prefix,
     alerts_topic_arn=settings.alerts_topic_arn,
