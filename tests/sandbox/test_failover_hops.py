@@ -81,6 +81,11 @@ def test_an_interruption_warning_reaches_the_replacements_launch_call_in_three_i
     shown += Recording.report(everything)
     print(shown)
     counts = {kind: Recording.count(path, kind) for kind in (HopKind.INVOCATION, HopKind.DELIVERY, HopKind.TRANSITION)}
+    print(
+        f"interruption warning -> replacement's launch call: {counts[HopKind.INVOCATION]} Lambda invocations, "
+        f"{counts[HopKind.DELIVERY]} EventBridge deliveries, {counts[HopKind.TRANSITION]} state transitions "
+        f"(at most {MAX_INVOCATIONS}, {MAX_DELIVERIES}, {MAX_TRANSITIONS})"
+    )
     assert _starts_at_the_warning(path, warning), f"the path starts elsewhere:\n{shown}"
     assert counts[HopKind.INVOCATION] <= MAX_INVOCATIONS, f"{counts}\n{shown}"
     assert counts[HopKind.DELIVERY] <= MAX_DELIVERIES, f"{counts}\n{shown}"
