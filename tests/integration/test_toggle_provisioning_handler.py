@@ -100,6 +100,7 @@ def test_enable_answers_200_and_starts_the_orchestrator_for_replica_0(handler: M
                 "spot_only": False,
                 "watch_spot": False,
                 "looks": 0,
+                "placement": None,  # a first placement ranks in FindRegion; a replacement comes ranked
             },
         }
     }
