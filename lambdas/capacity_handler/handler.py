@@ -4,6 +4,8 @@ Two kinds of callers, told apart by the event's shape:
 - the orchestrator state machine, with `{"action": ...}`: each action's input is validated against its
   model (spothub_core.models.orchestrator_tasks) and its output model answered as JSON
   (spothub_core.logic.orchestrator_tasks);
+- the minute's schedule, with `{"action": "check_standbys"}`: the warm standby's risk check of every replica
+  (spothub_core.logic.standby_watch), sampling the zones' placement scores when due;
 - EventBridge, with worker and agent reports and forwarded AWS events from the hub bus, dispatched on the
   consumers declared for this function (spothub_core.logic.worker_reports); kinds it does not consume are
   logged and ignored.
@@ -22,9 +24,13 @@ from spothub_core import aws_clients
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.dal.standby import StandbyStore
+from spothub_core.dal.zone_scores import observe_zones
 from spothub_core.logic.hub_services import HubServices
 from spothub_core.logic.orchestrator_tasks import TASKS
 from spothub_core.logic.spot_finder import SpotFinder
+from spothub_core.logic.standby_ports import HubStandbyPorts
+from spothub_core.logic.standby_watch import StandbyWatch, ZoneObservation
 from spothub_core.logic.worker_reports import dispatch
 from spothub_core.observability import logger, metrics, tracer
 from spothub_core.settings import HubSettings, load_settings
@@ -51,7 +57,7 @@ def ec2_for(region: str) -> Any:
     return aws_clients.client("ec2", region_name=region)
 
 
-store, exclusions = ProvisioningStore(table), ExclusionStore(table)
+store, exclusions, standbys = ProvisioningStore(table), ExclusionStore(table), StandbyStore(table)
 hub = HubServices(
     store=store,
     exclusions=exclusions,
@@ -71,6 +77,7 @@ hub = HubServices(
     instance_types=tuple(settings.instance_types),
     prefix=settings.prefix,
     # A replacement's first ranking, in-process: no spot finder invocation between a notice and the launch.
+    standbys=standbys,
     spot_finder=SpotFinder(
         provisioning=store,
         exclusions=exclusions,
@@ -88,6 +95,8 @@ hub = HubServices(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = time.time()
+    if event.get("action") == CHECK_STANDBYS:
+        return _check_standbys(now)
     if "action" in event:
         return _act(event, now)
     outcome = dispatch.consume(hub, event, now=now, region=str(event.get("region", "")))
@@ -98,6 +107,31 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="WorkerReports", unit="Count", value=1)
     logger.info("event consumed", extra={"kind": kind, "event_id": event.get("id"), "outcome": outcome})
     return {"outcome": outcome}
+
+
+CHECK_STANDBYS = "check_standbys"
+
+
+def _observe_zones() -> ZoneObservation:
+    return observe_zones(
+        ec2_for,
+        scoring_region=settings.hub_region,
+        regions=settings.worker_regions,
+        instance_types=settings.instance_types,
+        target_capacity=1,
+    )
+
+
+def _check_standbys(now: float) -> dict[str, Any]:
+    """The minute's risk check: a standby started where the risk rose, released where it fell."""
+    assessments = StandbyWatch(store, standbys, HubStandbyPorts(hub)).assess_all(now, observe=_observe_zones)
+    result = {
+        "checked": len(assessments),
+        "actions": {a.replica_id: a.action.value for a in assessments},
+        "reasons": {a.replica_id: list(a.reasons) for a in assessments if a.reasons},
+    }
+    logger.info("standby check", extra=result)
+    return result
 
 
 def _act(event: dict[str, Any], now: float) -> dict[str, Any]:

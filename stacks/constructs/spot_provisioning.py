@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -19,6 +19,7 @@ from constructs import Construct
 from spothub_core.consumers import Bus, Target
 from spothub_core.contracts import Source
 from spothub_core.models.api import ToggleRequest
+from spothub_core.models.standby_records import STANDBY
 from spothub_core.timings import MULTI_CALL_FUNCTION_TIMEOUT_SECONDS
 from stacks.config import SpothubConfig
 from stacks.constructs.alerts_topic import KMS_READ_WRITE, AlertsTopic
@@ -144,6 +145,25 @@ class SpotProvisioning(Construct):
             function=self.capacity_handler.function,
             dead_letter_queue=failed_invocations,
             description="What the capacity handler consumes from {source}",
+        )
+        # The warm standby's risk check of every replica (spothub_core.logic.standby_watch), once a minute: one
+        # delivery and one invocation for all replicas, no state machine loop per replica.
+        check_interval = Duration.minutes(1)
+        standby_check = events.Rule(
+            self,
+            "StandbyCheck",
+            description="Warm standby: start one where a replica's risk rose, release it where it fell",
+            schedule=events.Schedule.rate(check_interval),
+        )
+        # A missed minute is caught up by the next one: a delivery older than a check is not worth retrying.
+        standby_check.add_target(
+            targets.LambdaFunction(
+                self.capacity_handler.function,
+                event=events.RuleTargetInput.from_object({"action": "check_standbys"}),
+                dead_letter_queue=failed_invocations,
+                retry_attempts=2,
+                max_event_age=check_interval,
+            )
         )
         # The hub's own commands that a worker region consumes (its tasks' and its batch fleet's), for that region:
         # one source, so one exact pattern.
@@ -288,11 +308,25 @@ class SpotProvisioning(Construct):
         )
         # A replacement's first attempt is ranked in-process, as the spot finder ranks (read only; neither call
         # supports resource-level permissions).
+        # The standby check samples the zones' scores, named as this account names its zones.
         handler.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="ReadSpotMarket",
-                actions=["ec2:GetSpotPlacementScores", "ec2:DescribeSpotPriceHistory"],
+                actions=[
+                    "ec2:GetSpotPlacementScores",
+                    "ec2:DescribeSpotPriceHistory",
+                    "ec2:DescribeAvailabilityZones",
+                ],
                 resources=["*"],
+            )
+        )
+        # A standby promoted or released is forgotten: deletes of the state table's STANDBY items only.
+        handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ForgetStandby",
+                actions=["dynamodb:DeleteItem"],
+                resources=[state_table.table_arn],
+                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [STANDBY]}},
             )
         )
         acknowledge(
@@ -300,7 +334,8 @@ class SpotProvisioning(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "states:SendTaskSuccess/SendTaskFailure/SendTaskHeartbeat support no resource-level permissions (the "
             "task token names the task); ec2:GetSpotPlacementScores/DescribeSpotPriceHistory (a replacement's first "
-            "ranking) neither; X-Ray PutTraceSegments/PutTelemetryRecords neither.",
+            "ranking, the standby's zone scores) and ec2:DescribeAvailabilityZones neither; X-Ray "
+            "PutTraceSegments/PutTelemetryRecords neither.",
         )
         handler.function.add_to_role_policy(
             iam.PolicyStatement(

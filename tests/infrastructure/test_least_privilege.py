@@ -18,6 +18,8 @@ RESOURCE_WILDCARD_ALLOWED: dict[str, str | None] = {
     "ecr:GetAuthorizationToken": None,
     "ec2:GetSpotPlacementScores": None,
     "ec2:DescribeSpotPriceHistory": None,
+    # The capacity handler's standby check: zone ids (placement scores) to this account's zone names.
+    "ec2:DescribeAvailabilityZones": None,
     "ecs:DiscoverPollEndpoint": None,
     "ssmmessages:CreateControlChannel": None,
     "ssmmessages:CreateDataChannel": None,

@@ -272,6 +272,8 @@ def test_dispatch_launch_keeps_the_token_and_puts_a_launch_command_without_it(
         "replica_id": "replica-0",
         "region": REGION,
         "capacity_type": "spot",
+        "zone": None,  # the orchestrator's launches go to any zone of the region
+        "role": "serve",
     }
     replica = placing.replica("replica-0")
     assert replica is not None

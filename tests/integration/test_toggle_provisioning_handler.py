@@ -127,6 +127,22 @@ def test_enable_twice_keeps_one_replica_and_one_execution(handler: ModuleType, s
     assert store.config().generation == 1
 
 
+def test_the_warm_standby_switch_changes_without_placing_again_and_survives_toggles(
+    handler: ModuleType, store: ProvisioningStore
+) -> None:
+    assert post(handler, {"action": "enable"})[0] == 200
+    assert store.config().warm_standby is False
+    assert post(handler, {"action": "enable", "warm_standby": True})[0] == 200
+    config = store.config()
+    assert (config.warm_standby, config.generation) == (True, 1)  # the replica is not placed again for it
+    assert list(executions(ORCHESTRATOR_ARN)) == ["replica-0-g1"]
+    assert post(handler, {"action": "enable", "replicas": 1})[0] == 200
+    assert store.config().warm_standby is True  # left out: kept
+    assert post(handler, {"action": "disable", "teardown": False})[0] == 200
+    assert store.config().warm_standby is True
+    assert post(handler, {"action": "enable", "warm_standby": "yes"})[0] == 400
+
+
 def test_enable_with_two_replicas_starts_one_execution_per_replica(handler: ModuleType) -> None:
     assert post(handler, {"action": "enable", "replicas": 2})[0] == 200
     assert sorted(executions(ORCHESTRATOR_ARN)) == ["replica-0-g1", "replica-1-g1"]

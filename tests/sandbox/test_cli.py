@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import requests
+import time_machine
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from spothub.sandbox.sandbox import Sandbox, free_port
+from spothub.sandbox.shared_clock import real_time
 
 
 def test_sandbox_up_serves_until_sigterm_then_cleans_up(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -60,9 +62,14 @@ def test_sandbox_up_serves_until_sigterm_then_cleans_up(sandbox: Sandbox, tmp_pa
 
         url = state["api_url"] + "status"
         signable = AWSRequest(method="GET", url=url)
-        SigV4Auth(
-            Credentials(state["aws_access_key_id"], state["aws_secret_access_key"]), "execute-api", state["hub_region"]
-        ).add_auth(signable)
+        # Signed as a caller outside this process signs (the session sandbox's clock, which this process's wall clock
+        # follows, may run ahead of the real time that the new sandbox starts its own clock from).
+        with time_machine.travel(real_time(), tick=True):
+            SigV4Auth(
+                Credentials(state["aws_access_key_id"], state["aws_secret_access_key"]),
+                "execute-api",
+                state["hub_region"],
+            ).add_auth(signable)
         assert requests.get(url, headers=dict(signable.headers.items()), timeout=30).status_code == 200
         assert requests.get(url, timeout=30).status_code == 403
     finally:

@@ -20,6 +20,7 @@ from spothub_core.models.orchestrator_tasks import OrchestratorInput
 from spothub_core.models.records import InstanceRecord
 
 if TYPE_CHECKING:
+    from spothub_core.dal.standby import StandbyStore
     from spothub_core.logic.spot_finder import SpotFinder
 
 # The teardown id of a launch's cancellation: its completion (which names no instance) is no region's teardown.
@@ -51,6 +52,8 @@ class HubServices:
     # Ranks a replacement's first attempt in-process (replacements.start_replacement); None: the orchestrator's
     # FindRegion ranks every attempt.
     spot_finder: SpotFinder | None = None
+    # The warm standby's state (spothub_core.logic.standby_watch); None: no standby is kept.
+    standbys: StandbyStore | None = None
 
 
 def endpoint_record(

@@ -126,4 +126,5 @@ def _settings(config: ProvisioningConfig) -> ProvisioningSettings:
         instance_types=config.instance_types,
         allowed_regions=config.allowed_regions,
         denied_regions=config.denied_regions,
+        warm_standby=config.warm_standby,
     )

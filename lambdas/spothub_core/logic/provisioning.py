@@ -103,6 +103,7 @@ def _enable(  # noqa: PLR0917
         instance_types=request.instance_types or current.instance_types or default_instance_types,
         allowed_regions=request.allowed_regions or current.allowed_regions,
         denied_regions=current.denied_regions if request.denied_regions is None else request.denied_regions,
+        warm_standby=current.warm_standby if request.warm_standby is None else request.warm_standby,
     )
     replica_count = wanted.replicas or 1
     reachable = set(wanted.allowed_regions or worker_regions) - set(wanted.denied_regions)
@@ -123,6 +124,12 @@ def _enable(  # noqa: PLR0917
         ):
             raise Conflict("spot provisioning was changed by another request at the same time; try again")
         generation += 1
+    elif current.warm_standby != wanted.warm_standby and not store.write_config(
+        # Only the standby switch changed: the same generation, so no replica is placed again.
+        wanted.model_copy(update={"generation": generation, "updated_at": int(now)}),
+        expected_generation=generation,
+    ):
+        raise Conflict("spot provisioning was changed by another request at the same time; try again")
     replicas = {r.replica_id: r for r in store.replicas()}
     for index in range(replica_count):
         replica_id = f"replica-{index}"

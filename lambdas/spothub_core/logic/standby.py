@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from spothub_core.models.standby_records import SignalKind
 from spothub_core.timings import (
     STANDBY_NOTICE_WINDOW_SECONDS,
     STANDBY_ON_DEMAND_RULES,
@@ -26,14 +27,6 @@ from spothub_core.timings import (
     STANDBY_SPOT_RULES,
     STANDBY_YOUNG_SECONDS,
 )
-
-
-class SignalKind(StrEnum):
-    """A sign that spot capacity went or is going: what a replica's own instances and launches report."""
-
-    INTERRUPTION = "interruption"  # an interruption warning: the instance ends two minutes later
-    REBALANCE = "rebalance"  # a rebalance recommendation: its pool is at elevated risk
-    CAPACITY_ERROR = "capacity-error"  # a spot launch refused for capacity (InsufficientInstanceCapacity)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ a request out of `pending` is the one that answers Step Functions. Duplicates, l
 reports find nothing pending and change nothing, except that a launch that succeeds after it was given up
 is torn down, so no instance runs unaccounted for.
 
+A replica's warm standby (spothub_core.logic.standby_watch) sees each report first: a notice records a signal and
+may promote the standby (no replacement launch) or release it; a standby launch's reports are its own (no task
+token waits on them); after a notice or a capacity failure the risk check runs for every replica at once.
+
 Every consumer is registered on `dispatch` by the model of what it consumes (spothub_core.consumers) and
 is called with the hub's services, the validated detail, `now`, and `region`: the region the event comes
 from (its envelope's), which AWS events need and spothub's own reports also carry in their detail.
@@ -31,6 +35,7 @@ from spothub_core.contracts import (
 )
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN
 from spothub_core.dal.task_tokens import send_failure, send_heartbeat, send_success
+from spothub_core.errors import DependencyUnavailable
 from spothub_core.logic.hub_services import (
     CANCEL_PREFIX,
     HubServices,
@@ -42,7 +47,11 @@ from spothub_core.logic.launch_errors import LaunchFailure, classify_launch_erro
 from spothub_core.logic.region_exclusions import exclude_after_failure
 from spothub_core.logic.region_reservations import release
 from spothub_core.logic.replacements import start_replacement
+from spothub_core.logic.standby import SignalKind
+from spothub_core.logic.standby_ports import HubStandbyPorts
+from spothub_core.logic.standby_watch import StandbyWatch
 from spothub_core.models.records import InstanceStatus, Remediation, RequestStatus
+from spothub_core.observability import logger
 
 dispatch: Dispatch[HubServices] = Dispatch(Target.CAPACITY_HANDLER)
 
@@ -64,9 +73,37 @@ def on_launch_progress(hub: HubServices, report: LaunchProgress, *, now: float, 
     return f"heartbeat: {report.step}"
 
 
+def standby_watch(hub: HubServices) -> StandbyWatch | None:
+    """The warm standby's watch over the hub's state; None where the hub keeps no standby state."""
+    return None if hub.standbys is None else StandbyWatch(hub.store, hub.standbys, HubStandbyPorts(hub))
+
+
+def _check_standbys(watch: StandbyWatch | None, now: float) -> None:
+    """A signal may raise (or a released standby lower) any replica's risk: check them all now, not in a minute."""
+    if watch is None:
+        return
+    try:
+        watch.assess_all(now)
+    except DependencyUnavailable as exc:  # best effort: the minute's check runs it again
+        logger.warning("standby check after a signal failed", extra={"error": str(exc)})
+
+
 @dispatch.on(LaunchSucceeded)
 def on_launch_succeeded(hub: HubServices, report: LaunchSucceeded, *, now: float, region: str = "") -> str:
     instance_id = report.instance.instance_id
+    watch = standby_watch(hub)
+    if watch is not None:
+        facts = report.instance
+        outcome = watch.on_launch_succeeded(
+            report.launch_id,
+            instance_id=instance_id,
+            zone=facts.availability_zone or None,
+            public_ip=facts.public_ip,
+            private_ip=facts.private_ip,
+            now=now,
+        )
+        if outcome is not None:
+            return outcome
     resolved = hub.store.resolve_request(
         LAUNCH, report.launch_id, RequestStatus.SUCCEEDED, instance_id=instance_id, resolved_at=now
     )
@@ -98,19 +135,21 @@ def on_launch_unsuccessful(hub: HubServices, detail: LaunchUnsuccessfulDetail, *
     message = detail.status_message or detail.description
     failure = classify_launch_error(None, message)
     pending = [launch for launch in hub.store.pending(LAUNCH) if launch.region == region]
-    if failure in (LaunchFailure.CAPACITY, LaunchFailure.QUOTA):
+    standbys = [s for s in hub.standbys.standbys() if s.region == region and not s.ready] if hub.standbys else []
+    # A standby's refusal excludes no region for the replicas' placement (the standby's zones are retried apart).
+    if failure in (LaunchFailure.CAPACITY, LaunchFailure.QUOTA) and (pending or not standbys):
         capacity_type = pending[0].capacity_type if pending else None
         exclude_after_failure(
             hub, region, failure.value, "LaunchUnsuccessful", message, now=now, capacity_type=capacity_type
         )
-    if not pending:
+    if not pending and not standbys:
         return "ignored: no pending launch in the region"
     outcomes = [
-        _fail_launch(hub, launch.launch_id, region, failure.value, "LaunchUnsuccessful", message, now)
-        for launch in pending
+        _fail_launch(hub, launch_id, region, failure.value, "LaunchUnsuccessful", message, now)
+        for launch_id in [launch.launch_id for launch in pending] + [s.launch_id for s in standbys]
     ]
-    for launch in pending:
-        cancel_launch(hub, region, launch.launch_id)
+    for launch_id in [launch.launch_id for launch in pending] + [s.launch_id for s in standbys]:
+        cancel_launch(hub, region, launch_id)
     return "; ".join(outcomes)
 
 
@@ -139,12 +178,21 @@ def on_capacity_notice(hub: HubServices, notice: CapacityNotice, *, now: float, 
     """A rebalance recommendation or an interruption warning, from the worker region or the agent: the
     replica moves, make before break; whichever of the two arrives second finds the replacement started."""
     instance = hub.store.instance(notice.instance_id)
-    if not instance:
-        return "ignored: not an instance spothub placed"
-    if instance.status in (InstanceStatus.SERVING, InstanceStatus.AT_RISK):
+    if instance and instance.status in (InstanceStatus.SERVING, InstanceStatus.AT_RISK):
         status = InstanceStatus.INTERRUPTED if notice.kind == "interruption" else InstanceStatus.AT_RISK
         hub.store.put_instance(notice.instance_id, {"status": status, "notice": notice.kind, "updated_at": int(now)})
-    return start_replacement(hub, instance.replica_id, notice.instance_id, notice.region, notice.kind, now=now)
+    # Before any replacement: a ready standby serves at once, a launching one becomes the replacement, a warned
+    # standby (which has no instance record) is released.
+    watch = standby_watch(hub)
+    handled = watch.on_notice(notice.instance_id, notice.kind, region=notice.region, now=now) if watch else None
+    if handled is not None:
+        outcome = handled
+    elif not instance:
+        return "ignored: not an instance spothub placed"
+    else:
+        outcome = start_replacement(hub, instance.replica_id, notice.instance_id, notice.region, notice.kind, now=now)
+    _check_standbys(watch, now)
+    return outcome
 
 
 @dispatch.on(InterruptionWarningDetail)
@@ -192,6 +240,11 @@ def on_instance_unhealthy(hub: HubServices, report: InstanceUnhealthy, *, now: f
     hub.store.put_instance(
         report.instance_id, {"status": InstanceStatus.UNHEALTHY, "notice": report.reason[:300], "updated_at": int(now)}
     )
+    # A replica's instance lost without a warning: its standby takes over, as on a warning.
+    watch = standby_watch(hub)
+    handled = watch.on_notice(report.instance_id, "unhealthy", region=report.region, now=now) if watch else None
+    if handled is not None:
+        return handled
     return start_replacement(hub, instance.replica_id, report.instance_id, report.region, "unhealthy", now=now)
 
 
@@ -203,6 +256,17 @@ def serving_group_name(prefix: str) -> str:
 def _fail_launch(  # noqa: PLR0917 (one report's fields)
     hub: HubServices, launch_id: str, region: str, error_class: str, code: str, message: str, now: float
 ) -> str:
+    watch = standby_watch(hub)
+    if watch is not None:
+        standby_outcome = watch.on_launch_failed(launch_id, error_class=error_class, now=now)
+        if standby_outcome is not None:
+            return standby_outcome
+        if error_class == LaunchFailure.CAPACITY.value:
+            # The replica's own launch refused for capacity: a risk signal for the region (no zone: the group
+            # tried the region's zones).
+            watch.record_signal(
+                SignalKind.CAPACITY_ERROR, region=region, zone=None, source=f"capacity#{launch_id}", now=now
+            )
     resolved = hub.store.resolve_request(
         LAUNCH, launch_id, RequestStatus.FAILED, error=f"{error_class}: {code} {message}"[:1000], resolved_at=now
     )
@@ -218,4 +282,6 @@ def _fail_launch(  # noqa: PLR0917 (one report's fields)
         error=str(ERROR_BY_CLASS.get(error_class, TaskError.TRANSIENT)),
         cause=f"{region}: {code} {message}"[:32000],
     )
+    if error_class == LaunchFailure.CAPACITY.value:
+        _check_standbys(watch, now)
     return f"launch failed ({error_class})"

@@ -76,6 +76,13 @@ class ToggleRequest(BaseModel):
     instance_types: list[str] | None = Field(None, min_length=1, max_length=20)
     allowed_regions: list[str] | None = Field(None, min_length=1)
     denied_regions: list[str] | None = None
+    warm_standby: bool | None = Field(
+        None,
+        description=(
+            "keep a warm spot standby in another zone while a replica's risk of preemption is high, promoted at "
+            "once on a warning (default: as it is; off until switched on)"
+        ),
+    )
 
     @field_validator("instance_types", "allowed_regions", "denied_regions")
     @classmethod
@@ -261,6 +268,7 @@ class ProvisioningSettings(BaseModel):
     instance_types: list[str] | None
     allowed_regions: list[str] | None
     denied_regions: list[str] | None
+    warm_standby: bool = Field(False, description="whether a warm standby is kept while a replica's risk is high")
 
 
 class RemediationView(BaseModel):

@@ -69,6 +69,8 @@ class ProvisioningConfig(_Record):
     instance_types: list[str] | None = None
     allowed_regions: list[str] | None = None
     denied_regions: list[str] = Field(default_factory=list)
+    # Keep a warm spot standby in another zone while a replica's risk of preemption is high (logic/standby_watch.py).
+    warm_standby: bool = False
     updated_at: float | None = None
 
     @property

@@ -1,5 +1,12 @@
 """Production's policy with a warm standby while the risk is high: `spothub-standby`.
 
+Production runs it when the operator switches warm standbys on (`warm_standby` on the provisioning switch): the
+capacity handler's minute check and its report consumers call the same functions of
+`spothub_core.logic.standby` through `spothub_core.logic.standby_watch`. Where production differs: it tries one
+zone per check (a refusal comes back as a report), checks every minute and at each signal rather than at each
+tick, samples zone scores every five minutes, and its launches are not pinned to the chosen zone yet (the worker
+group picks the zone in the chosen region).
+
 Everything `spothub` does (production.py: ranking, exclusions, on-demand fallback, return to spot, make before
 break) plus the standby decisions of `spothub_core.logic.standby`, called as the hub calls them:
 
@@ -55,7 +62,11 @@ class SpothubStandby(Spothub):
         super().__init__()
         self.rules = rules
         self.signals: deque[CapacitySignal] = deque()
-        self.scores: dict[str, deque[ScoreSample]] = {}
+        # Per zone, its latest placement score (at, score) and the samples that may still be the window's best:
+        # scores strictly falling from the oldest, so the first is the best within the window. `falling_score`
+        # reads only a zone's best and latest sample, so these two give its answer without a scan of the window.
+        self._latest_score: dict[str, tuple[float, int]] = {}
+        self._best_scores: dict[str, deque[tuple[float, int]]] = {}
         self.standby: dict[str, Instance] = {}  # replica id -> its standby
         self._standby_of: dict[int, Replica] = {}
         self._from_standby: set[int] = set()  # standbys promoted while still warming up
@@ -75,11 +86,31 @@ class SpothubStandby(Spothub):
         if view.tick == self._scored_tick:
             return
         self._scored_tick = view.tick
+        now, replicas, zone_score = sim.now, sim.replicas, view.zone_score
+        latest, best_scores = self._latest_score, self._best_scores
         for zone in view.zones:
-            samples = self.scores.setdefault(zone, deque())
-            samples.append(ScoreSample(region_of(zone), zone, view.zone_score(zone, sim.replicas), sim.now))
-            while samples[0].at < sim.now - self.rules.score_window_s:
-                samples.popleft()
+            score = zone_score(zone, replicas)
+            latest[zone] = (now, score)
+            best = best_scores.get(zone)
+            if best is None:
+                best = best_scores[zone] = deque()
+            while best and best[-1][1] <= score:
+                best.pop()
+            best.append((now, score))
+
+    def _score_samples(self, sim: Simulator, region: str) -> list[ScoreSample]:
+        """Of each zone of `region`: its best sample within the score window, and its latest."""
+        since = sim.now - self.rules.score_window_s
+        found = []
+        for zone in sim.view.zones_of(region):
+            best = self._best_scores[zone]
+            while best and best[0][0] < since:
+                best.popleft()
+            if best:
+                found.append(ScoreSample(region, zone, best[0][1], best[0][0]))
+            at, score = self._latest_score[zone]
+            found.append(ScoreSample(region, zone, score, at))
+        return found
 
     def _capacity_error(self, sim: Simulator, region: str) -> None:
         self._signal(SignalKind.CAPACITY_ERROR, region, None, sim.now)
@@ -102,7 +133,7 @@ class SpothubStandby(Spothub):
             risk = assess_risk(
                 placement,
                 signals=self.signals,
-                scores=(s for samples in self.scores.values() for s in samples),
+                scores=self._score_samples(sim, serving.region),
                 now=sim.now,
                 rules=self.rules,
             )
@@ -116,7 +147,7 @@ class SpothubStandby(Spothub):
     def _start_standby(self, sim: Simulator, replica: Replica, serving: Placement, wanted: frozenset[Capacity]) -> None:
         view = sim.view
         candidates = [
-            ZoneCandidate(region_of(z), z, self.scores[z][-1].score, view.spot_price(region_of(z))) for z in view.zones
+            ZoneCandidate(region_of(z), z, self._latest_score[z][1], view.spot_price(region_of(z))) for z in view.zones
         ]
         others = self._occupied(replica)
         for candidate in choose_standby_zone(

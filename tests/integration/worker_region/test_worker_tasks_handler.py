@@ -204,6 +204,8 @@ def test_a_launch_command_starts_the_launch_named_by_its_id(handler: ModuleType)
         "replica_id": "replica-0",
         "region": REGION,
         "capacity_type": "spot",
+        "zone": None,
+        "role": "serve",
         # The function scaled the group out as it started the launch: its ScaleOut state is skipped.
         "scaled": {"started_at": ANY},
     }
