@@ -292,6 +292,11 @@ def _provisioning_commands(cli: click.Group) -> None:
     )
     @click.option("--allow", multiple=True, metavar="REGIONS", help="only these regions (repeated or comma-separated)")
     @click.option("--deny", multiple=True, metavar="REGIONS", help="never these regions (repeated or comma-separated)")
+    @click.option(
+        "--warm-standby/--no-warm-standby",
+        default=None,
+        help="keep a warm spot standby in another zone while a replica's risk of preemption is high (default: as is)",
+    )
     @click.option("--wait", is_flag=True, help="wait until every replica is healthy (exit 1 if one fails)")
     @wait_options
     def enable(  # noqa: PLR0917 (one parameter per option)
@@ -300,6 +305,7 @@ def _provisioning_commands(cli: click.Group) -> None:
         instance_types: tuple[str, ...],
         allow: tuple[str, ...],
         deny: tuple[str, ...],
+        warm_standby: bool | None,
         wait: bool,
         interval: float,
         timeout: float | None,
@@ -310,6 +316,7 @@ def _provisioning_commands(cli: click.Group) -> None:
             ("instance_types", names(instance_types)),
             ("allowed_regions", names(allow)),
             ("denied_regions", names(deny)),
+            ("warm_standby", warm_standby),
         ):
             if value is not None:
                 body[key] = value

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The policy `spothub replay` checks unless --pareto names another.
-DEFAULT_CANDIDATE = "spothub"
+# The policy `spothub replay` checks unless --pareto names another: production with its warm standby switched on.
+DEFAULT_CANDIDATE = "spothub-standby"
 BASELINE = "hedge"
 COST_FACTOR = 0.8
 

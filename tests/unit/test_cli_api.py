@@ -180,7 +180,7 @@ def test_enable_sends_what_was_asked(api: FakeApi, capsys) -> None:
     code, out, _ = run(
         capsys,
         *("enable", "--url", api.url, "--replicas", "2", "--instance-types", "g5.xlarge,g6.xlarge"),
-        *("--allow", "us-west-2", "--allow", "eu-west-1", "--deny", "us-east-1", "--json"),
+        *("--allow", "us-west-2", "--allow", "eu-west-1", "--deny", "us-east-1", "--warm-standby", "--json"),
     )
     assert json.loads(out) == {"message": "Spot provisioning enabled successfully"}
     assert api.seen[-1].body == {
@@ -189,7 +189,10 @@ def test_enable_sends_what_was_asked(api: FakeApi, capsys) -> None:
         "instance_types": ["g5.xlarge", "g6.xlarge"],
         "allowed_regions": ["us-west-2", "eu-west-1"],
         "denied_regions": ["us-east-1"],
+        "warm_standby": True,
     }
+    run(capsys, "enable", "--url", api.url, "--no-warm-standby")
+    assert api.seen[-1].body == {"action": "enable", "warm_standby": False}
 
 
 def test_a_refused_enable_is_one_line_naming_the_fields(api: FakeApi, capsys) -> None:

@@ -92,7 +92,9 @@ def test_each_panel_is_a_folder_with_every_policy_labelled(parent: Path, capsys:
 @pytest.mark.parametrize(("panels", "layout"), [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (4, (2, 3)), (7, (3, 3))])
 def test_the_grid_holds_three_panels_a_row_and_spare_cells_go(panels: int, layout: tuple[int, int]) -> None:
     assert grid(panels) == layout
-    results = [result(f"t{i}", hedge=(0.99, 0.6), spothub=(0.98, 0.3), on_demand=(1.0, 1.0)) for i in range(panels)]
+    results = [
+        result(f"t{i}", hedge=(0.99, 0.6), spothub_standby=(0.98, 0.3), on_demand=(1.0, 1.0)) for i in range(panels)
+    ]
     figure = draw(results)
     assert len(figure.axes) == panels
     assert [ax.get_title() for ax in figure.axes] == [f"t{i}" for i in range(panels)]
@@ -115,12 +117,12 @@ def test_the_availability_axis_spreads_the_nines_and_keeps_their_order() -> None
 
 
 def test_the_candidate_is_drawn_and_the_frontier_is_what_pareto_says() -> None:
-    figure = draw([result("t", hedge=(0.993, 0.6), spothub=(0.986, 0.38), rule_of_thumb=(0.9, 0.5))])
+    figure = draw([result("t", hedge=(0.993, 0.6), spothub_standby=(0.986, 0.38), rule_of_thumb=(0.9, 0.5))])
     (ax,) = figure.axes
     bold = [t.get_text().splitlines()[0] for t in ax.texts if t.get_fontweight() == "bold"]
-    assert bold == ["spothub"]
-    points = {"hedge": (60.0, 0.993), "spothub": (38.0, 0.986), "rule-of-thumb": (50.0, 0.9)}
-    assert pareto_frontier(points) == ["spothub", "hedge"]  # rule-of-thumb is dominated by spothub
+    assert bold == ["spothub-standby"]
+    points = {"hedge": (60.0, 0.993), "spothub-standby": (38.0, 0.986), "rule-of-thumb": (50.0, 0.9)}
+    assert pareto_frontier(points) == ["spothub-standby", "hedge"]  # rule-of-thumb is dominated by spothub
     frontier = next(line for line in ax.get_lines() if line.get_label() == "Pareto frontier")
     assert list(frontier.get_xdata()) == [38.0, 60.0, 105.0]
     assert draw([result("t", hedge=(0.993, 0.6))], candidate="hedge").axes[0].texts[0].get_fontweight() == "bold"
