@@ -55,3 +55,16 @@ def _no_call_aws_would_refuse(request: pytest.FixtureRequest) -> Iterator[None]:
     running.iam.forget()
     if request.node.get_closest_marker("access_denied_expected") is None:
         assert not denials, "calls AWS would refuse:\n" + "\n".join(d.line() for d in denials[:20])
+
+
+@pytest.fixture
+def spot(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
+    """A fresh sandbox (a generation no earlier test used, see fresh_sandbox) with no execution running,
+    provisioning disabled, the clock at test_spot_provisioning's SPEED."""
+    from tests.sandbox.test_spot_provisioning import SPEED, stop_running_executions  # noqa: PLC0415
+
+    stop_running_executions(fresh_sandbox)
+    fresh_sandbox.clock.set_speed(SPEED)
+    yield fresh_sandbox
+    # Nothing of this test may go on in the next one (a launch claiming its instance, a retry).
+    stop_running_executions(fresh_sandbox)

@@ -12,13 +12,9 @@ made (about 15 s on a 2-core machine).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from spothub.sandbox.hops import Hop, HopKind, Recording
 from spothub.sandbox.sandbox import Sandbox
-from tests.sandbox.test_spot_provisioning import SPEED, place, set_region, stop_running_executions
+from tests.sandbox.test_spot_provisioning import place, set_region
 
 # The most each kind of hop may take on the path, as measured: a test failing here means a hop was added between
 # the warning and the launch call (lower them when the path gets shorter). Before issue 18's cuts: 6 invocations
@@ -31,14 +27,6 @@ MAX_INVOCATIONS = 3
 MAX_DELIVERIES = 4
 MAX_TRANSITIONS = 4
 LAUNCH_OPERATIONS = ("autoscaling:SetDesiredCapacity", "autoscaling:UpdateAutoScalingGroup")
-
-
-@pytest.fixture
-def spot(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
-    stop_running_executions(fresh_sandbox)
-    fresh_sandbox.clock.set_speed(SPEED)
-    yield fresh_sandbox
-    stop_running_executions(fresh_sandbox)
 
 
 def _is_launch_call(region: str) -> object:

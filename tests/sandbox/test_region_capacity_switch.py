@@ -4,16 +4,12 @@ hand" uses it: the replica, wherever the finder placed it, fails over to the oth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from spothub.sandbox.sandbox import Sandbox
-from tests.sandbox.test_spot_provisioning import eventually, launches, serving, stop_running_executions, toggle
-
-SPEED = 4.0  # as test_spot_provisioning: the workers' 15 s polls pass in about 4 s
+from tests.sandbox.test_spot_provisioning import eventually, launches, serving, toggle
 
 
 def switch(sandbox: Sandbox, region: str, **body: Any) -> requests.Response:
@@ -23,14 +19,6 @@ def switch(sandbox: Sandbox, region: str, **body: Any) -> requests.Response:
 def capacities(sandbox: Sandbox, region: str | None = None) -> dict[tuple[str, str], int]:
     assert sandbox.market is not None
     return {(p.zone, p.instance_type): p.capacity for p in sandbox.market.pools(region)}
-
-
-@pytest.fixture
-def spot(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
-    stop_running_executions(fresh_sandbox)
-    fresh_sandbox.clock.set_speed(SPEED)
-    yield fresh_sandbox
-    stop_running_executions(fresh_sandbox)
 
 
 def test_the_switch_sets_every_pool_of_the_region_and_no_other(fresh_sandbox: Sandbox) -> None:

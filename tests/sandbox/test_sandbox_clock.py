@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,9 @@ from tests.sandbox.test_spot_provisioning import (
     running_orchestrators,
     serving,
     set_region,
-    stop_running_executions,
     toggle,
     trail,
 )
-
-SPEED = 4.0  # as test_spot_provisioning: the workers' 15 s polls pass in about 4 s
-
-
-@pytest.fixture
-def spot(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
-    stop_running_executions(fresh_sandbox)
-    fresh_sandbox.clock.set_speed(SPEED)
-    yield fresh_sandbox
-    stop_running_executions(fresh_sandbox)
 
 
 def _state_table(sandbox: Sandbox) -> Any:

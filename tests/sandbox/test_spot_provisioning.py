@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -64,17 +64,6 @@ def state_table(sandbox: Sandbox) -> Any:
     return boto3.resource(
         "dynamodb", region_name=sandbox.hub.region, endpoint_url=sandbox.aws_endpoint_url, **sandbox.credentials()
     ).Table(sandbox.hub.outputs["StateTableName"])
-
-
-@pytest.fixture
-def spot(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
-    """A fresh sandbox (a generation no earlier test used, see conftest) with no execution running,
-    provisioning disabled, the clock at SPEED."""
-    stop_running_executions(fresh_sandbox)
-    fresh_sandbox.clock.set_speed(SPEED)
-    yield fresh_sandbox
-    # Nothing of this test may go on in the next one (a launch claiming its instance, a retry).
-    stop_running_executions(fresh_sandbox)
 
 
 def eventually(

@@ -18,7 +18,7 @@ from botocore.credentials import Credentials
 from spothub.api_client import ApiClient, Target
 from spothub.dashboard import DashboardServer, serve
 from spothub.sandbox.sandbox import Sandbox
-from tests.sandbox.test_spot_provisioning import serving, spot, stop_running_executions, toggle  # noqa: F401
+from tests.sandbox.test_spot_provisioning import serving, stop_running_executions, toggle
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium on a machine with no network beyond the package registries: no background traffic, no sandboxing
@@ -36,7 +36,7 @@ PAGE_WAIT_MS = 90_000
 
 
 @pytest.fixture
-def dashboard(spot: Sandbox) -> Iterator[DashboardServer]:  # noqa: F811 (the fixture imported above)
+def dashboard(spot: Sandbox) -> Iterator[DashboardServer]:
     given = spot.credentials()
     credentials = Credentials(given["aws_access_key_id"], given["aws_secret_access_key"])
     target = Target(url=spot.api_url, region=spot.hub.region, credentials=credentials, source="the test's sandbox")
@@ -87,7 +87,7 @@ def test_the_page_loads_and_shows_every_panel_without_console_errors(page: Any) 
 
 
 def test_the_page_shows_the_replica_after_enable_and_the_failover_after_an_interruption(
-    spot: Sandbox,  # noqa: F811
+    spot: Sandbox,
     page: Any,
 ) -> None:
     toggle(spot, action="enable", replicas=1)
