@@ -25,7 +25,6 @@ from tests.sandbox.test_spot_provisioning import (
     items,
     launches,
     place,
-    spot,  # noqa: F401 (the fixture)
     state_table,
 )
 
@@ -49,7 +48,7 @@ def replica(sandbox: Sandbox) -> dict[str, Any]:
     return items(sandbox, "REPLICA")[REPLICA]
 
 
-def test_a_standby_is_created_promoted_on_a_warning_and_released_when_the_risk_falls(spot: Sandbox) -> None:  # noqa: F811
+def test_a_standby_is_created_promoted_on_a_warning_and_released_when_the_risk_falls(spot: Sandbox) -> None:
     assert spot.fleet is not None
     placed = place(spot)
     (old,) = placed["instances"]
