@@ -14,7 +14,6 @@ Two kinds of callers, told apart by the event's shape:
 from __future__ import annotations
 
 import time
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -52,9 +51,7 @@ settings = load_settings(CapacityHandlerSettings)
 table = aws_clients.table(settings.state_table_name)
 
 
-@cache
-def ec2_for(region: str) -> Any:
-    return aws_clients.client("ec2", region_name=region)
+ec2_for = aws_clients.per_region("ec2")
 
 
 store, exclusions, standbys = ProvisioningStore(table), ExclusionStore(table), StandbyStore(table)
@@ -76,8 +73,8 @@ hub = HubServices(
     alerts_topic_arn=settings.alerts_topic_arn,
     instance_types=tuple(settings.instance_types),
     prefix=settings.prefix,
-    # A replacement's first ranking, in-process: no spot finder invocation between a notice and the launch.
     standbys=standbys,
+    # A replacement's first ranking, in-process: no spot finder invocation between a notice and the launch.
     spot_finder=SpotFinder(
         provisioning=store,
         exclusions=exclusions,

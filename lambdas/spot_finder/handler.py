@@ -9,7 +9,6 @@ SpotDataUnavailable, which the state machine retries.
 from __future__ import annotations
 
 import time
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -32,9 +31,7 @@ settings = load_settings(SpotFinderSettings)
 table = aws_clients.table(settings.state_table_name)
 
 
-@cache
-def ec2_for(region: str) -> Any:
-    return aws_clients.client("ec2", region_name=region)
+ec2_for = aws_clients.per_region("ec2")
 
 
 finder = SpotFinder(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import boto3
@@ -51,6 +52,12 @@ class Deferred:
 def client(service: str, **options: Any) -> Any:
     """`boto3.client(service, **options)`, built when first used."""
     return Deferred(f"{service} client", lambda: boto3.client(service, **options))  # type: ignore[call-overload]
+
+
+def per_region(service: str, **options: Any) -> Callable[[str], Any]:
+    """A function giving `client(service, region_name=region, **options)`: one client per region asked for, each built
+    when first used (the hub calls EC2 in every worker region)."""
+    return cache(lambda region: client(service, region_name=region, **options))
 
 
 def resource(service: str, **options: Any) -> Any:
