@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from spothub_core.contracts import HubCommand, TeardownRequested
-from spothub_core.dal.active_instance import EndpointRecord, withdraw_endpoint_record
+from spothub_core.dal.active_instance import (
+    ActiveInstance,
+    EndpointRecord,
+    publish_active_instance,
+    withdraw_endpoint_record,
+)
 from spothub_core.dal.event_bus import put_command
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.executions import start_named
@@ -17,7 +22,7 @@ from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.logic.endpoints import serving_address
 from spothub_core.models.orchestrator_tasks import OrchestratorInput
-from spothub_core.models.records import InstanceRecord
+from spothub_core.models.records import InstanceRecord, InstanceStatus
 
 if TYPE_CHECKING:
     from spothub_core.dal.standby import StandbyStore
@@ -65,6 +70,42 @@ def endpoint_record(
     if not (hub.hosted_zone_id and hub.endpoint_name and address):
         return None
     return EndpointRecord(hub.hosted_zone_id, hub.endpoint_name, replica_id, address)
+
+
+def serve_from(
+    hub: HubServices,
+    *,
+    replica_id: str,
+    launch_id: str,
+    region: str,
+    instance_id: str,
+    fields: dict[str, Any],
+    public_ip: str | None,
+    private_ip: str | None,
+    now: float,
+) -> None:
+    """The replica serves from this instance now (a replacement recorded, a standby promoted): the region it leaves
+    is free for another replica, the instance is recorded serving with `fields`, and the endpoint follows it, before
+    the old instance is retired (make before break)."""
+    hub.store.release_regions(replica_id, now=now, keep=region)
+    hub.store.put_instance(
+        instance_id,
+        {
+            **fields,
+            "region": region,
+            "replica_id": replica_id,
+            "launch_id": launch_id,
+            "status": InstanceStatus.SERVING,
+            "updated_at": int(now),
+        },
+    )
+    publish_active_instance(
+        hub.ssm,
+        hub.route53,
+        parameter=hub.active_instance_parameter,
+        active=ActiveInstance(region, instance_id, public_ip, private_ip),
+        record=endpoint_record(hub, replica_id, public_ip, private_ip),
+    )
 
 
 def withdraw_endpoint(hub: HubServices, instance: InstanceRecord) -> None:

@@ -12,14 +12,13 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from spothub_core.contracts import HubCommand, LaunchRequested, TeardownRequested
-from spothub_core.dal.active_instance import ActiveInstance, publish_active_instance
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN
 from spothub_core.errors import RegionTaken, Superseded
 from spothub_core.logic.hub_services import (
     HubServices,
     cancel_launch,
-    endpoint_record,
     send_command,
+    serve_from,
     start_orchestrator,
 )
 from spothub_core.logic.region_exclusions import exclude_after_timeout
@@ -121,26 +120,16 @@ def record_instance(hub: HubServices, request: RecordInstanceInput, *, now: floa
         # Disabled (or re-enabled) while this launch ran: the new instance is not wanted.
         release(hub, region, request.launch_id, now=now)
         return RecordInstanceOutput(retire=Retire(instance_id=instance.instance_id, region=region), superseded=True)
-    # It serves here now: the region it leaves (make before break) is free for another replica.
-    hub.store.release_regions(request.replica_id, now=now, keep=region)
-    hub.store.put_instance(
-        instance.instance_id,
-        {
-            **instance.model_dump(exclude={"instance_id"}, exclude_unset=True),
-            "region": region,
-            "replica_id": request.replica_id,
-            "launch_id": request.launch_id,
-            "status": InstanceStatus.SERVING,
-            "updated_at": int(now),
-        },
-    )
-    # Make before break: the replica's record names the new instance before the old one is retired.
-    publish_active_instance(
-        hub.ssm,
-        hub.route53,
-        parameter=hub.active_instance_parameter,
-        active=ActiveInstance(region, instance.instance_id, instance.public_ip, instance.private_ip),
-        record=endpoint_record(hub, request.replica_id, instance.public_ip, instance.private_ip),
+    serve_from(
+        hub,
+        replica_id=request.replica_id,
+        launch_id=request.launch_id,
+        region=region,
+        instance_id=instance.instance_id,
+        fields=instance.model_dump(exclude={"instance_id"}, exclude_unset=True),
+        public_ip=instance.public_ip,
+        private_ip=instance.private_ip,
+        now=now,
     )
     replacing = request.replacing
     retire = None

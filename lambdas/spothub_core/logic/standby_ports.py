@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from spothub_core.contracts import HubCommand, LaunchRequested, TeardownRequested
-from spothub_core.dal.active_instance import ActiveInstance, publish_active_instance
-from spothub_core.logic.hub_services import HubServices, endpoint_record, send_command, start_orchestrator
+from spothub_core.logic.hub_services import HubServices, send_command, serve_from, start_orchestrator
 from spothub_core.logic.replacements import start_replacement
 from spothub_core.logic.standby_watch import StandbyLaunch
 from spothub_core.models.orchestrator_tasks import OrchestratorInput
@@ -50,28 +49,22 @@ class HubStandbyPorts:
         the endpoint; then the replaced instance retired; an on-demand standby is watched for spot."""
         hub, instance_id = self.hub, standby.instance_id or ""
         hub.store.reserve_region(standby.region, replica_id=replica.replica_id, launch_id=standby.launch_id, now=now)
-        hub.store.release_regions(replica.replica_id, now=now, keep=standby.region)
-        hub.store.put_instance(
-            instance_id,
-            {
-                "region": standby.region,
-                "replica_id": replica.replica_id,
-                "launch_id": standby.launch_id,
+        serve_from(
+            hub,
+            replica_id=replica.replica_id,
+            launch_id=standby.launch_id,
+            region=standby.region,
+            instance_id=instance_id,
+            fields={
                 "availability_zone": standby.zone or "",
                 "capacity_type": standby.capacity_type,
                 "public_ip": standby.public_ip,
                 "private_ip": standby.private_ip,
                 "launched_at": datetime.fromtimestamp(standby.launched_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "status": InstanceStatus.SERVING,
-                "updated_at": int(now),
             },
-        )
-        publish_active_instance(
-            hub.ssm,
-            hub.route53,
-            parameter=hub.active_instance_parameter,
-            active=ActiveInstance(standby.region, instance_id, standby.public_ip, standby.private_ip),
-            record=endpoint_record(hub, replica.replica_id, standby.public_ip, standby.private_ip),
+            public_ip=standby.public_ip,
+            private_ip=standby.private_ip,
+            now=now,
         )
         if replaced is not None and replaced.status != InstanceStatus.TERMINATED and replaced.region:
             hub.store.put_instance(replaced.instance_id, {"status": InstanceStatus.TERMINATING, "updated_at": int(now)})
