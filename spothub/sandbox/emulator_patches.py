@@ -27,6 +27,8 @@ from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.lambda_runtime import LambdaRuntime
 
 MOTO_VERSION = "5.2.5"
+# A group's Status while a ForceDelete terminates its instances (the fleet deletes it once they powered off).
+DELETE_IN_PROGRESS = "Delete in progress"
 
 PropertyAdapter = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -52,6 +54,21 @@ class Hooks:
     fleet: Any = None
     # The sandbox clock (spothub.sandbox.clock.SandboxClock): Wait states wait on it.
     clock: Any = None
+    _async_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _async_in_flight: int = 0
+
+    def async_started(self) -> None:
+        with self._async_lock:
+            self._async_in_flight += 1
+
+    def async_ended(self) -> None:
+        with self._async_lock:
+            self._async_in_flight -= 1
+
+    def async_in_flight(self) -> int:
+        """Asynchronous invocations queued or running."""
+        with self._async_lock:
+            return self._async_in_flight
 
 
 _hooks: Hooks | None = None
@@ -211,16 +228,23 @@ def _calling_session(request_headers: Any) -> str | None:
 
 def invoke_async(function: Any, event: Any) -> None:
     """Queue an asynchronous invocation, as Lambda does for events and InvocationType=Event."""
-    _require_hooks().executor.submit(hops.carry(_invoke_async), function, event)
+    hooks = _require_hooks()
+    hooks.async_started()
+    try:
+        hooks.executor.submit(hops.carry(_invoke_async), hooks, function, event)
+    except BaseException:
+        hooks.async_ended()
+        raise
 
 
-def _invoke_async(function: Any, event: Any) -> None:
+def _invoke_async(hooks: Hooks, function: Any, event: Any) -> None:
     """Lambda's asynchronous invocation: retries (EventInvokeConfig, default 2), then the DLQ."""
     try:
         _invoke_with_retries(function, event)
     except Exception as exc:
-        if _hooks:
-            _hooks.on_failure("lambda-async", {"function": function.function_name, "error": repr(exc), "event": event})
+        hooks.on_failure("lambda-async", {"function": function.function_name, "error": repr(exc), "event": event})
+    finally:
+        hooks.async_ended()
 
 
 def _invoke_with_retries(function: Any, event: Any) -> None:
@@ -729,9 +753,12 @@ def _delete_auto_scaling_group(self: Any) -> Any:
     # moto deletes a group with instances, ForceDelete or not, and leaves its Standby instances running. AWS
     # refuses without ForceDelete while instances remain; with it, every instance of the group is terminated.
     from moto.autoscaling.exceptions import AutoscalingClientError  # noqa: PLC0415
+    from moto.core.responses import EmptyResult  # noqa: PLC0415
 
     backend = self.autoscaling_backend
     group = backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+    if group is not None and getattr(group, "status", None) == DELETE_IN_PROGRESS:
+        return EmptyResult()  # a ForceDelete of before is under way: the group goes with its last instance
     if group is not None and group.instance_states:
         if not self._get_bool_param("ForceDelete", False):
             raise AutoscalingClientError(
@@ -743,6 +770,9 @@ def _delete_auto_scaling_group(self: Any) -> Any:
         group.instance_states = []
         group.desired_capacity = 0
         backend.ec2_backend.terminate_instances(instance_ids)
+        if _hooks and _hooks.fleet is not None:
+            _hooks.fleet.delete_group_once_stopped(backend.region_name, group.name, instance_ids)
+            return EmptyResult()
     return _original_delete_auto_scaling_group(self)
 
 

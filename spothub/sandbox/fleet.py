@@ -27,6 +27,7 @@ from spothub.sandbox import ecs_placement, gpu_files
 from spothub.sandbox.clock import SandboxClock, Ticker
 from spothub.sandbox.deployment_tasks import DeploymentTasks
 from spothub.sandbox.ecs_placement import ecs_config, register_resources, registered_resources
+from spothub.sandbox.emulator_patches import DELETE_IN_PROGRESS
 from spothub.sandbox.iam.actions import Authorization
 from spothub.sandbox.iam.enforcer import Enforcer
 from spothub.sandbox.imds import InstanceMetadataServer
@@ -217,7 +218,7 @@ class Fleet:
         self.instances: dict[str, SimulatedInstance] = {}
         self._retry_at: dict[tuple[str, str], float] = {}  # (region, group) -> when to try again
         self._public_ips: set[str] = set()  # in use by instances not terminated
-        self._stopping_threads: list[threading.Thread] = []  # terminated instances' processes being stopped
+        self._stopping_threads: dict[str, threading.Thread] = {}  # instance id -> its processes being stopped
         self._activities: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (region, group) -> newest first
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -248,7 +249,7 @@ class Fleet:
         ecs_placement.attach(None)
         self.deployment_tasks.stop()
         with self._lock:
-            stopping = list(self._stopping_threads)
+            stopping = list(self._stopping_threads.values())
             for instance in self.instances.values():
                 self._stop_instance_processes(instance)
         for thread in stopping:
@@ -257,9 +258,32 @@ class Fleet:
     def wait_until_stopped(self, timeout_s: float = 15.0) -> None:
         """Until every terminated instance's processes are gone (they stop in the background)."""
         with self._lock:
-            stopping = list(self._stopping_threads)
+            stopping = list(self._stopping_threads.values())
         for thread in stopping:
             thread.join(timeout=timeout_s)
+
+    def delete_group_once_stopped(self, region: str, group_name: str, instance_ids: list[str]) -> None:
+        """A group deleted with ForceDelete stays "Delete in progress" until its instances have powered off, as on
+        AWS: an agent that is leaving the group as it is deleted still finds the group (and its tags, which its
+        role's policy names), then is told its instance is no longer in it."""
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        backend = autoscaling_backends[self._account][region]
+        backend.autoscaling_groups[group_name].status = DELETE_IN_PROGRESS
+        with self._lock:
+            stopping = [self._stopping_threads[i] for i in instance_ids if i in self._stopping_threads]
+
+        def delete() -> None:
+            for thread in stopping:
+                thread.join(timeout=15)
+            group = backend.autoscaling_groups.get(group_name)
+            if group is not None and getattr(group, "status", None) == DELETE_IN_PROGRESS:
+                backend.delete_auto_scaling_group(group_name)
+
+        deleting = threading.Thread(target=delete, name=f"delete-{group_name}", daemon=True)
+        with self._lock:
+            self._stopping_threads[f"group:{region}:{group_name}"] = deleting
+        deleting.start()
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -938,7 +962,8 @@ class Fleet:
                 target=self._stop_instance_processes, args=(instance,), name=f"stop-{instance_id}", daemon=True
             )
             with self._lock:
-                self._stopping_threads = [t for t in self._stopping_threads if t.is_alive()] + [stopping]
+                self._stopping_threads = {k: t for k, t in self._stopping_threads.items() if t.is_alive()}
+                self._stopping_threads[instance_id] = stopping
             stopping.start()
 
     def tick(self) -> None:
@@ -972,6 +997,8 @@ class Fleet:
             regions = {i.region for i in self.instances.values()} | {key[0] for key in self._retry_at}
             for region in regions:
                 for group in list(autoscaling_backends[self._account][region].autoscaling_groups.values()):
+                    if getattr(group, "status", None) == DELETE_IN_PROGRESS:
+                        continue
                     missing = (group.desired_capacity or 0) - len(group.active_instances())
                     if missing <= 0:
                         self._retry_at.pop((region, group.name), None)

@@ -331,25 +331,23 @@ class Sandbox:
     def reset(self) -> None:
         """Back to just deployed, cheaply: no instances, the market as configured, empty tables and
         queues, an empty timeline. For tests that share one sandbox."""
-        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
 
         # The state machines first, so that no launch or cleanup of before acts on what comes after.
         self._forget_executions()
         self._settle()
         self._forget_model_deployments()
         self._delete_job_groups()
-        for worker in self.workers:
-            for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
-                group.set_desired_capacity(0)
-        if self.fleet is not None:
-            # Instances in Standby (after an interruption warning) do not count in a group's size.
-            self.fleet.terminate_all()
-            self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
+        self._stop_instances()
         if self.market is not None:
             self.market.restore()
         # What the terminations set off (reports, their handlers) lands before the tables are emptied.
         self._settle()
-        self._forget_executions()
+        # An event of before still on its way (a launch command to a worker region, say) may have started an
+        # execution since; it would claim the next test's instance. Once no invocation is queued, none can start.
+        self._wait_for_async_invocations()
+        if self._forget_executions():
+            self._stop_instances()
+            self._settle()
         self._forget_alarms_and_metrics()
         self._forget_endpoint_records()
         for deployment in self.deployments:
@@ -391,19 +389,43 @@ class Sandbox:
             if len(self.timeline) != seen:
                 seen, quiet_since = len(self.timeline), time.monotonic()
 
-    def _forget_executions(self) -> None:
+    def _forget_executions(self) -> int:
         """Stop what runs and forget every execution: execution names (replica-0-g1, launch ids) are
-        idempotency keys, and a name left from before the reset would make a new start a no-op."""
+        idempotency keys, and a name left from before the reset would make a new start a no-op. Returns how many
+        were running. Only what it stopped is forgotten: forgotten while it runs, an execution would go on unseen
+        (no listing would count its launch) and claim another's instance."""
         from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
 
+        stopped = 0
         for region in {d.region for d in self.deployments}:
             backend = get_backend(ACCOUNT, region)
             for machine in backend.state_machines:
-                for execution in list(machine.executions):
+                seen = list(machine.executions)
+                for execution in seen:
                     if execution.status == "RUNNING":
-                        with contextlib.suppress(Exception):
-                            backend.stop_execution(execution.execution_arn)
-                machine.executions.clear()
+                        backend.stop_execution(execution.execution_arn)
+                        stopped += 1
+                for execution in seen:  # not clear(): one started since stays listed (and is stopped next time)
+                    machine.executions.remove(execution)
+        return stopped
+
+    def _stop_instances(self) -> None:
+        """Every worker group to 0 and every instance terminated, its processes included."""
+        from moto.autoscaling.models import autoscaling_backends  # noqa: PLC0415
+
+        for worker in self.workers:
+            for group in autoscaling_backends[ACCOUNT][worker.region].autoscaling_groups.values():
+                group.set_desired_capacity(0)
+        if self.fleet is not None:
+            # Instances in Standby (after an interruption warning) do not count in a group's size.
+            self.fleet.terminate_all()
+            self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
+
+    def _wait_for_async_invocations(self, timeout_s: float = 120.0) -> None:
+        """Until no asynchronous invocation is queued or running (scheduled rules keep firing: a moment without)."""
+        if self._hooks is not None:
+            hooks = self._hooks
+            self.wait_for(lambda: hooks.async_in_flight() == 0, timeout_s=timeout_s, interval_s=0.02)
 
     def _delete_job_groups(self) -> None:
         """Every batch job's group and its instances (a test's job left running, or released late)."""
@@ -412,10 +434,19 @@ class Sandbox:
         for worker in self.workers:
             backend = autoscaling_backends[ACCOUNT][worker.region]
             for name in self.job_groups(worker.region):
-                group = backend.autoscaling_groups.pop(name, None)
-                instance_ids = [state.instance.id for state in group.instance_states] if group else []
-                if instance_ids:
-                    backend.ec2_backend.terminate_instances(instance_ids)
+                group = backend.autoscaling_groups[name]
+                if getattr(group, "status", None) == emulator_patches.DELETE_IN_PROGRESS:
+                    continue  # goes once its instances have powered off (fleet.delete_group_once_stopped)
+                instance_ids = [state.instance.id for state in group.instance_states]
+                if not instance_ids or self.fleet is None:
+                    backend.autoscaling_groups.pop(name, None)
+                    continue
+                # As a ForceDelete does (emulator_patches): the group goes once its instances have powered off, so
+                # an agent leaving it meanwhile is not refused for a group that is gone.
+                group.instance_states = []
+                group.desired_capacity = 0
+                backend.ec2_backend.terminate_instances(instance_ids)
+                self.fleet.delete_group_once_stopped(worker.region, name, instance_ids)
 
     def _forget_notifications(self) -> None:
         from moto.sns.models import sns_backends  # noqa: PLC0415
