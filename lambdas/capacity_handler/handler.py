@@ -75,14 +75,12 @@ hub = HubServices(
     prefix=settings.prefix,
     standbys=standbys,
     # A replacement's first ranking, in-process: no spot finder invocation between a notice and the launch.
-    spot_finder=SpotFinder(
+    spot_finder=SpotFinder.for_hub(
+        settings,
+        instance_types=settings.instance_types,
         provisioning=store,
         exclusions=exclusions,
         ec2_for=ec2_for,
-        worker_regions=settings.worker_regions,
-        default_instance_types=settings.instance_types,
-        scoring_region=settings.hub_region,
-        on_demand_fallback=settings.capacity_fallback == "on-demand",
     ),
 )
 

@@ -34,14 +34,12 @@ table = aws_clients.table(settings.state_table_name)
 ec2_for = aws_clients.per_region("ec2")
 
 
-finder = SpotFinder(
+finder = SpotFinder.for_hub(
+    settings,
+    instance_types=settings.instance_types,
     provisioning=ProvisioningStore(table),
     exclusions=ExclusionStore(table),
     ec2_for=ec2_for,
-    worker_regions=settings.worker_regions,
-    default_instance_types=settings.instance_types,
-    scoring_region=settings.hub_region,
-    on_demand_fallback=settings.capacity_fallback == "on-demand",
 )
 
 

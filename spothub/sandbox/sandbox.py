@@ -400,14 +400,25 @@ class Sandbox:
         for region in {d.region for d in self.deployments}:
             backend = get_backend(ACCOUNT, region)
             for machine in backend.state_machines:
-                seen = list(machine.executions)
-                for execution in seen:
+                for execution in list(machine.executions):  # not clear(): one started since stays listed
                     if execution.status == "RUNNING":
-                        backend.stop_execution(execution.execution_arn)
+                        if not self._stop_execution(backend, execution):
+                            continue  # listed still: the next forget stops it
                         stopped += 1
-                for execution in seen:  # not clear(): one started since stays listed (and is stopped next time)
                     machine.executions.remove(execution)
         return stopped
+
+    def _stop_execution(self, backend: Any, execution: Any) -> bool:
+        """Stop a running execution; False if it could not be (moto's worker of an execution that is just starting
+        has no environment to stop for a moment)."""
+        for _attempt in range(20):
+            try:
+                backend.stop_execution(execution.execution_arn)
+            except AttributeError:
+                time.sleep(0.05)
+            else:
+                return True
+        return False
 
     def _stop_instances(self) -> None:
         """Every worker group to 0 and every instance terminated, its processes included."""

@@ -19,6 +19,7 @@ from spothub_core.models.orchestrator_tasks import (
     SurveyedRegion,
 )
 from spothub_core.models.records import Exclusion
+from spothub_core.settings import HubSettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,27 @@ class SpotFinder:
     default_instance_types: list[str]
     scoring_region: str
     on_demand_fallback: bool
+
+    @classmethod
+    def for_hub(
+        cls,
+        settings: HubSettings,
+        *,
+        instance_types: list[str],
+        provisioning: ProvisioningStore,
+        exclusions: ExclusionStore,
+        ec2_for: Ec2ClientFor,
+    ) -> SpotFinder:
+        """The ranking as the hub stack configures it (worker regions, scoring region, fallback)."""
+        return cls(
+            provisioning=provisioning,
+            exclusions=exclusions,
+            ec2_for=ec2_for,
+            worker_regions=settings.worker_regions,
+            default_instance_types=instance_types,
+            scoring_region=settings.hub_region,
+            on_demand_fallback=settings.capacity_fallback == "on-demand",
+        )
 
     def find(self, request: FindRequest, *, now: float) -> FindAnswer:
         """Raises SpotDataUnavailable when EC2 does not answer (a caller retries)."""

@@ -94,6 +94,12 @@ class Assessment:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class _Readings:
+    signals: list[CapacitySignal]
+    scores: list[ScoreSample]
+
+
 class StandbyPorts(Protocol):
     """The side effects the watch asks for; the capacity handler gives the hub's (commands to worker regions,
     the endpoint, the orchestrator)."""
@@ -139,8 +145,9 @@ class StandbyWatch:
                 # An adopted standby is its replica's replacement: its launch completes or fails as such.
                 if not s.adopted_for and self._release(s, "warm standbys are switched off")
             ]
-        held = {s.replica_id for s in self.standbys.standbys()}
-        serving = [r for r in self.provisioning.replicas() if r.status == ReplicaStatus.SERVING]
+        held = {s.replica_id: s for s in self.standbys.standbys()}
+        replicas = {r.replica_id: r for r in self.provisioning.replicas()}
+        serving = [r for r in replicas.values() if r.status == ReplicaStatus.SERVING]
         if observe is not None and any(r.capacity_type == "spot" for r in serving) and self._scores_due(now):
             try:
                 scores, prices = observe()
@@ -148,15 +155,41 @@ class StandbyWatch:
                 pass  # the rules read the samples they have; the next check asks again
             else:
                 self.record_scores(scores, prices=prices, now=now)
-        return [self.assess(replica_id, now) for replica_id in sorted(held | {r.replica_id for r in serving})]
+        readings = self._read(now)
+        return [
+            self._assess(replica_id, replicas.get(replica_id), held.get(replica_id), readings, now)
+            for replica_id in sorted(held.keys() | {r.replica_id for r in serving})
+        ]
 
     def _scores_due(self, now: float) -> bool:
         samples = self.standbys.scores(since=now - SCORE_SAMPLE_SECONDS)
         return not samples
 
+    def _read(self, now: float) -> _Readings:
+        """What the rules read for every replica: the recent signals and zone scores."""
+        signals = [
+            CapacitySignal(s.kind, s.region, s.zone, s.at, standby=s.standby)
+            for s in self.standbys.signals(since=now - SIGNAL_READ_SECONDS)
+        ]
+        scores = [
+            ScoreSample(s.region, s.zone, s.score, s.at) for s in self.standbys.scores(since=now - SCORE_KEEP_SECONDS)
+        ]
+        return _Readings(signals, scores)
+
     def assess(self, replica_id: str, now: float) -> Assessment:
+        """The check for one replica (after a signal); `assess_all` runs it for every replica, reading once."""
         replica = self.provisioning.replica(replica_id)
         standby = self.standbys.standby(replica_id)
+        return self._assess(replica_id, replica, standby, self._read(now), now)
+
+    def _assess(
+        self,
+        replica_id: str,
+        replica: Replica | None,
+        standby: StandbyRecord | None,
+        readings: _Readings,
+        now: float,
+    ) -> Assessment:
         if standby is not None and standby.adopted_for:
             # It replaces the serving instance; ready: a promotion broke off, finished here; lost: production's
             # replacement takes over.
@@ -171,19 +204,12 @@ class StandbyWatch:
         if standby is not None and _launch_lost(standby, now):
             released = self._release(standby, f"standby launch {standby.launch_id} did not report in time")
             standby = None
-        signals = [
-            CapacitySignal(s.kind, s.region, s.zone, s.at, standby=s.standby)
-            for s in self.standbys.signals(since=now - SIGNAL_READ_SECONDS)
-        ]
+        signals = readings.signals
         placement = self._serving_placement(replica)
         wanted: frozenset[Capacity] = frozenset()
         reasons: tuple[str, ...] = ()
         if placement is not None:
-            scores = [
-                ScoreSample(s.region, s.zone, s.score, s.at)
-                for s in self.standbys.scores(since=now - SCORE_KEEP_SECONDS)
-            ]
-            risk = assess_risk(placement, signals=signals, scores=scores, now=now, rules=self.rules)
+            risk = assess_risk(placement, signals=signals, scores=readings.scores, now=now, rules=self.rules)
             wanted, reasons = wants_standby(risk, self.rules), risk.reasons
         if standby is not None and Capacity(standby.capacity_type) not in wanted:
             released = self._release(standby, "the risk fell" if placement else "the replica no longer serves on spot")
