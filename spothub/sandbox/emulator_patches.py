@@ -964,6 +964,7 @@ def _patch_step_functions_waits() -> None:
         wait_function,
     )
     from moto.stepfunctions.parser.asl.eval.callback import callback  # noqa: PLC0415
+    from moto.stepfunctions.parser.backend import execution_worker  # noqa: PLC0415
 
     global _original_wait_interval, _original_timestamp_wait_seconds, _original_callback_task_from_error  # noqa: PLW0603
     _original_wait_interval = wait_function.WaitFunction._wait_interval
@@ -981,6 +982,23 @@ def _patch_step_functions_waits() -> None:
     callback_task = state_task_service_callback.StateTaskServiceCallback
     _original_callback_task_from_error = callback_task._from_error
     callback_task._from_error = _callback_task_from_error  # type: ignore[method-assign]
+    execution_worker.ExecutionWorker.stop = _stop_execution_worker  # type: ignore[method-assign]
+
+
+# How long a StopExecution waits for an execution that is just starting to have something to stop.
+EXECUTION_START_WAIT_S = 5.0
+
+
+def _stop_execution_worker(self: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+    # moto's worker makes its environment in the execution's own thread, and the program marks it running only
+    # as it begins: a StopExecution right after the start found no environment (an AttributeError, a 500) or one
+    # not running yet (the stop was dropped and the execution ran on). AWS stops an execution at any time.
+    deadline = time.monotonic() + EXECUTION_START_WAIT_S
+    while (self.env is None or self.env._program_state is None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if self.env is None or self.env._program_state is None:
+        raise RuntimeError("the execution did not start within the wait: nothing to stop yet")
+    self.env.set_stop(stop_date=stop_date, cause=cause, error=error)
 
 
 _original_wait_interval: Any = None

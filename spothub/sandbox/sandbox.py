@@ -402,23 +402,10 @@ class Sandbox:
             for machine in backend.state_machines:
                 for execution in list(machine.executions):  # not clear(): one started since stays listed
                     if execution.status == "RUNNING":
-                        if not self._stop_execution(backend, execution):
-                            continue  # listed still: the next forget stops it
+                        backend.stop_execution(execution.execution_arn)
                         stopped += 1
                     machine.executions.remove(execution)
         return stopped
-
-    def _stop_execution(self, backend: Any, execution: Any) -> bool:
-        """Stop a running execution; False if it could not be (moto's worker of an execution that is just starting
-        has no environment to stop for a moment)."""
-        for _attempt in range(20):
-            try:
-                backend.stop_execution(execution.execution_arn)
-            except AttributeError:
-                time.sleep(0.05)
-            else:
-                return True
-        return False
 
     def _stop_instances(self) -> None:
         """Every worker group to 0 and every instance terminated, its processes included."""

@@ -724,3 +724,32 @@ def test_the_fleet_hooks_wrap_moto_functions_of_the_expected_shape() -> None:
     terminate = inspect.signature(emulator_patches._original_terminate_instances)
     assert list(terminate.parameters) == ["self", "instance_ids"]
     assert default_user_config["stepfunctions"]["execute_state_machine"] is True
+
+
+def test_an_execution_stopped_as_it_starts_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.stepfunctions.parser.backend import execution_worker  # noqa: PLC0415
+
+    source = inspect.getsource(execution_worker.ExecutionWorker._execution_logic)
+    assert "self.env = self._get_evaluation_environment()" in source, "moto makes the environment in the thread"
+    set_stop = inspect.getsource(importlib.import_module("moto.stepfunctions.parser.asl.eval.environment").Environment)
+    assert "if isinstance(self._program_state, ProgramRunning):" in set_stop, "a stop before the program runs is lost"
+    started = execution_worker.ExecutionWorker._execution_logic
+
+    def slow_start(worker: Any) -> None:
+        time.sleep(0.3)  # the execution's thread is not yet scheduled when StopExecution comes
+        started(worker)
+
+    monkeypatch.setattr(execution_worker.ExecutionWorker, "_execution_logic", slow_start)
+    from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
+
+    backend = get_backend(ACCOUNT, REGION)
+    definition = json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 60, "End": True}}})
+    arn = backend.create_state_machine(
+        "spothub-test-stopped-at-start", definition, f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    ).arn
+    execution = backend.start_execution(arn, "at-start", "{}")
+    backend.stop_execution(execution.execution_arn)  # moto alone: AttributeError on the missing environment
+    deadline = time.monotonic() + 5
+    while backend.describe_execution(execution.execution_arn).status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.describe_execution(execution.execution_arn).status == "ABORTED"
