@@ -121,7 +121,8 @@ def instances_view(data: Mapping[str, Any]) -> RenderableType:
     wanted = Text(
         f"settings: replicas {settings.get('replicas') or 1}, instance types "
         f"{listed('instance_types', 'as deployed')}, allowed regions {listed('allowed_regions', 'all')}, "
-        f"denied regions {listed('denied_regions', 'none')}",
+        f"denied regions {listed('denied_regions', 'none')}, warm standby "
+        f"{'on' if settings.get('warm_standby') else 'off'}",
         style="dim",
     )
     parts: list[RenderableType] = [head, wanted]
@@ -129,6 +130,9 @@ def instances_view(data: Mapping[str, Any]) -> RenderableType:
     instances = data.get("instances") or []
     parts.append(_replicas_table(replicas) if replicas else Text("replicas: none", style="dim"))
     parts.append(_instances_table(instances) if instances else Text("instances: none", style="dim"))
+    standbys = data.get("standbys") or []
+    if standbys:
+        parts.append(_standbys_table(standbys))
     remediations = data.get("remediations") or []
     if remediations:
         parts.append(
@@ -183,6 +187,27 @@ def _instances_table(instances: Sequence[Mapping[str, Any]]) -> Table:
             for i in instances
         ),
         title=f"instances ({len(instances)})",
+    )
+
+
+def _standbys_table(standbys: Sequence[Mapping[str, Any]]) -> Table:
+    return table(
+        ("REPLICA", "STATUS", "REGION", "ZONE", "CAPACITY", "INSTANCE", "LAUNCHED", "READY", "REPLACES"),
+        (
+            (
+                s.get("replica_id"),
+                styled(s.get("status")),
+                s.get("region"),
+                s.get("zone") or "any",
+                s.get("capacity_type"),
+                s.get("instance_id"),
+                s.get("launched_at"),
+                s.get("ready_at"),
+                s.get("replaces"),
+            )
+            for s in standbys
+        ),
+        title=f"warm standbys ({len(standbys)})",
     )
 
 

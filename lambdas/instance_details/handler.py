@@ -11,6 +11,7 @@ from pydantic import Field
 from spothub_core import aws_clients
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.dal.standby import StandbyStore
 from spothub_core.http import build_resolver
 from spothub_core.logic.endpoints import Serving
 from spothub_core.logic.instance_details import describe
@@ -31,6 +32,7 @@ settings = load_settings(InstanceDetailsSettings)
 table = aws_clients.table(settings.state_table_name)
 store = ProvisioningStore(table)
 health = InstanceHealthStore(table)
+standbys = StandbyStore(table)
 serving = Serving(
     port=settings.serving_port, public_ip=settings.serving_public_ip, endpoint_name=settings.endpoint_name or None
 )
@@ -40,7 +42,7 @@ app = build_resolver()
 @app.get("/spot-instances")
 @tracer.capture_method
 def get_spot_instances() -> SpotInstances:
-    return describe(store, health, serving)
+    return describe(store, health, serving, standbys)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -88,7 +88,11 @@ const panels = {
       data.endpoint ? el("p", {}, "endpoint ", el("code", {}, data.endpoint)) : null,
       table(["REPLICA", "STATUS", "REGION", "INSTANCE", "CAPACITY", "IN SERVICE SINCE", "WHY"],
         data.replicas.map((r) => [r.replica_id, badge(r.status), r.region || (r.target_region ? `→ ${r.target_region}` : null),
-          r.instance_id, r.capacity_type, r.placed_at, r.error || r.reason]), "no replicas: provisioning is off")));
+          r.instance_id, r.capacity_type, r.placed_at, r.error || r.reason]), "no replicas: provisioning is off"),
+      (data.standbys || []).length ? el("div", {}, el("h3", {}, "Warm standbys"),
+        table(["REPLICA", "STATUS", "REGION", "ZONE", "CAPACITY", "INSTANCE", "READY SINCE"],
+          data.standbys.map((s) => [s.replica_id, badge(s.status), s.region, s.zone || "any", s.capacity_type,
+            s.instance_id, s.ready_at]), "")) : null));
     fill("instances", table(["INSTANCE", "STATUS", "REGION", "ZONE", "TYPE", "CAPACITY", "WORKLOAD", "HEARTBEAT", "GPU"],
       data.instances.map((i) => [i.instance_id, badge(i.status), i.region, i.availability_zone, i.instance_type,
         i.capacity_type, i.ready === null ? "-" : badge(i.ready ? "healthy" : "starting"), ago(i.last_seen),

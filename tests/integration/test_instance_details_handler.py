@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.dal.standby import StandbyStore
 from spothub_core.models.agent import Heartbeat, Registration
 from spothub_core.models.records import (
     InstanceStatus,
@@ -26,6 +27,7 @@ from spothub_core.models.records import (
     Remediation,
     ReplicaStatus,
 )
+from spothub_core.models.standby_records import StandbyRecord
 from tests.integration.conftest import (
     HUB_ENVIRONMENT,
     SERVING_ENVIRONMENT,
@@ -494,7 +496,10 @@ def test_the_openapi_document_describes_the_answer(handler: ModuleType) -> None:
         "instances",
         "settings",
         "remediations",
+        "standbys",
     }
+    assert described["StandbyView"]["properties"]["status"]["$ref"] == "#/components/schemas/StandbyStatus"
+    assert described["StandbyStatus"]["enum"] == ["launching", "ready"]
     assert described["ProvisioningState"]["enum"] == [
         "failed",
         "replacing",
@@ -519,3 +524,42 @@ def test_another_method_is_a_json_404(handler: ModuleType) -> None:
     response = handler.lambda_handler(rest_proxy_event("DELETE", "/spot-instances"), FakeLambdaContext())
     assert response["statusCode"] == 404
     assert json.loads(response["body"])["message"] == "no route DELETE /spot-instances"
+
+
+def test_a_warm_standby_is_listed_while_held(handler: ModuleType, store: ProvisioningStore) -> None:
+    enable(store)
+    place(store, "replica-0", "eu-west-1", "i-serving", launched_at=NOW_ISO)
+    standbys = StandbyStore(boto3.resource("dynamodb").Table(TABLE))
+    launching = StandbyRecord(
+        replica_id="replica-0", launch_id="replica-0-sb-1", region="us-west-2", zone="us-west-2b", launched_at=NOW
+    )
+    assert standbys.claim(launching)
+    _status, body = get(handler)
+    assert [i["instance_id"] for i in body["instances"]] == ["i-serving"], "a standby is not a replica's instance"
+    assert body["standbys"] == [
+        {
+            "replica_id": "replica-0",
+            "status": "launching",
+            "region": "us-west-2",
+            "zone": "us-west-2b",
+            "capacity_type": "spot",
+            "launch_id": "replica-0-sb-1",
+            "instance_id": None,
+            "launched_at": NOW_ISO,
+            "ready_at": None,
+            "replaces": None,
+        }
+    ]
+    standbys.mark_ready(
+        "replica-0",
+        launch_id="replica-0-sb-1",
+        instance_id="i-standby",
+        zone="us-west-2b",
+        public_ip=None,
+        private_ip="10.1.0.9",
+        now=NOW + 300,
+    )
+    (ready,) = get(handler)[1]["standbys"]
+    assert (ready["status"], ready["instance_id"], ready["ready_at"]) == ("ready", "i-standby", "2023-11-14T22:18:20Z")
+    standbys.clear("replica-0", launch_id="replica-0-sb-1")
+    assert get(handler)[1]["standbys"] == [], "a released standby is gone from the list"

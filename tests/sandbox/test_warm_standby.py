@@ -25,6 +25,7 @@ from tests.sandbox.test_spot_provisioning import (
     items,
     launches,
     place,
+    spot_instances,
     state_table,
 )
 
@@ -65,6 +66,11 @@ def test_a_standby_is_created_promoted_on_a_warning_and_released_when_the_risk_f
     )
     assert ready["region"] != placed["region"], "another region first: the least correlated risk"
     assert str(ready["launch_id"]).startswith(f"{REPLICA}-sb-")
+    shown = spot_instances(spot)
+    assert [(s["status"], s["instance_id"], s["region"]) for s in shown["standbys"]] == [
+        ("ready", ready["instance_id"], ready["region"])
+    ], "GET /spot-instances shows the standby it holds"
+    assert shown["settings"]["warm_standby"] is True
     launched_before = len(launches(spot))
 
     # Promoted: the serving instance's warning makes the standby serve, and no replacement is launched.
@@ -96,6 +102,7 @@ def test_a_standby_is_created_promoted_on_a_warning_and_released_when_the_risk_f
     spot.clock.advance(STANDBY_YOUNG_SECONDS + 120)
     spot.fire_schedule(CHECK_RULE)
     eventually(spot, lambda: standby(spot) is None, "the standby is released", evidence=lambda: standby(spot))
+    assert spot_instances(spot)["standbys"] == []
     assert len(standby_teardowns(spot)) > teardowns_before, f"the released standby {second['launch_id']} is torn down"
     assert replica(spot)["instance_id"] == ready["instance_id"], "the replica still serves on the promoted standby"
 

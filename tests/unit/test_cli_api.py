@@ -162,6 +162,35 @@ def test_instances_shows_replicas_instances_and_remediations(api: FakeApi, capsy
     assert json.loads(out) == answer
 
 
+def test_instances_shows_a_warm_standby_and_the_switch(api: FakeApi, capsys) -> None:
+    answer = spot_instances(
+        "serving",
+        [replica("serving", region="us-west-2", instance_id="i-0abc", capacity_type="spot")],
+        [instance()],
+    )
+    answer["settings"]["warm_standby"] = True
+    answer["standbys"] = [
+        {
+            "replica_id": "r-0",
+            "status": "ready",
+            "region": "eu-west-1",
+            "zone": "eu-west-1b",
+            "capacity_type": "spot",
+            "launch_id": "r-0-sb-1795000000",
+            "instance_id": "i-0standby",
+            "launched_at": "2026-11-27T15:00:00Z",
+            "ready_at": "2026-11-27T15:05:00Z",
+            "replaces": None,
+        }
+    ]
+    api.on("GET", "/spot-instances", (200, answer))
+    code, out, _ = run(capsys, "instances", "--url", api.url)
+    assert code == 0
+    assert "warm standby on" in out
+    for text in ("warm standbys (1)", "i-0standby", "eu-west-1b", "2026-11-27T15:05:00Z"):
+        assert text in out
+
+
 def test_data_is_never_read_as_markup(api: FakeApi, capsys) -> None:
     answer = spot_instances("failed", [replica("failed", error="[bold]quota[/bold] exceeded")], [])
     api.on("GET", "/spot-instances", (200, answer))

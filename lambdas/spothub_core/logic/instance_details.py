@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
+from spothub_core.dal.standby import StandbyStore
 from spothub_core.logic.endpoints import Serving, endpoint_url, serving_address
 from spothub_core.models.api import (
     InstanceView,
@@ -12,6 +13,7 @@ from spothub_core.models.api import (
     RemediationView,
     ReplicaView,
     SpotInstances,
+    StandbyView,
 )
 from spothub_core.models.records import (
     AgentRecord,
@@ -35,7 +37,9 @@ SERVING_STATUSES = (ReplicaStatus.SERVING, ReplicaStatus.REPLACING)
 RECENT_REMEDIATIONS = 20
 
 
-def describe(store: ProvisioningStore, health: InstanceHealthStore, serving: Serving) -> SpotInstances:
+def describe(
+    store: ProvisioningStore, health: InstanceHealthStore, serving: Serving, standbys: StandbyStore
+) -> SpotInstances:
     config = store.config()
     agents = health.agents()
     replicas = sorted(store.replicas(), key=lambda r: r.replica_id)
@@ -62,6 +66,21 @@ def describe(store: ProvisioningStore, health: InstanceHealthStore, serving: Ser
                 instance_id=r.instance_id, region=r.region, reason=r.reason, alarm_name=r.alarm_name, at=r.at
             )
             for r in health.remediations()[-RECENT_REMEDIATIONS:]
+        ],
+        standbys=[
+            StandbyView(
+                replica_id=s.replica_id,
+                status=s.status,
+                region=s.region,
+                zone=s.zone,
+                capacity_type=s.capacity_type,
+                launch_id=s.launch_id,
+                instance_id=s.instance_id,
+                launched_at=s.launched_at,
+                ready_at=s.ready_at,
+                replaces=s.adopted_for,
+            )
+            for s in sorted(standbys.standbys(), key=lambda s: s.replica_id)
         ],
     )
 

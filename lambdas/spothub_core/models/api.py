@@ -21,6 +21,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from spothub_core.models.records import CapacityType, InstanceStatus, ProvisioningStatus, ReplicaStatus
+from spothub_core.models.standby_records import StandbyStatus
 
 # --- times -----------------------------------------------------------------------------------------
 
@@ -279,6 +280,23 @@ class RemediationView(BaseModel):
     at: UtcTime = Field(description="when the alarm's firing was recorded, ISO 8601 UTC")
 
 
+class StandbyView(BaseModel):
+    replica_id: str
+    status: StandbyStatus = Field(
+        description="launching (dispatched, not reported yet) or ready (healthy and warm: a notice promotes it)"
+    )
+    region: str
+    zone: str | None = Field(description="the zone it was asked for; None for an on-demand standby (any zone)")
+    capacity_type: CapacityType
+    launch_id: str
+    instance_id: str | None = Field(description="its instance, once its launch succeeded")
+    launched_at: UtcTime = Field(description="when its launch was dispatched, ISO 8601 UTC")
+    ready_at: UtcTime | None = Field(description="when it became ready, ISO 8601 UTC")
+    replaces: str | None = Field(
+        description="the serving instance it replaces, when a notice came while it was still launching"
+    )
+
+
 class SpotInstances(BaseModel):
     """GET /spot-instances: the switch, the replicas, the instances they run on, recent remediations."""
 
@@ -295,6 +313,9 @@ class SpotInstances(BaseModel):
     instances: list[InstanceView] = Field(description="every instance not terminated, serving ones first")
     settings: ProvisioningSettings
     remediations: list[RemediationView] = Field(description="the most recent remediations, oldest first")
+    standbys: list[StandbyView] = Field(
+        default_factory=list, description="the replicas' warm standbys held now (warm_standby on, the risk high)"
+    )
 
 
 # --- GET /events: what happened recently ------------------------------------------------------------
