@@ -344,7 +344,7 @@ class Sandbox:
         self._settle()
         # An event of before still on its way (a launch command to a worker region, say) may have started an
         # execution since; it would claim the next test's instance. Once no invocation is queued, none can start.
-        self._wait_for_async_invocations()
+        self.wait_for_async_invocations()
         if self._forget_executions():
             self._stop_instances()
             self._settle()
@@ -419,7 +419,7 @@ class Sandbox:
             self.fleet.terminate_all()
             self.wait_for(lambda: not self.fleet.running(), timeout_s=30)  # type: ignore[union-attr]
 
-    def _wait_for_async_invocations(self, timeout_s: float = 120.0) -> None:
+    def wait_for_async_invocations(self, timeout_s: float = 120.0) -> None:
         """Until no asynchronous invocation is queued or running (scheduled rules keep firing: a moment without)."""
         if self._hooks is not None:
             hooks = self._hooks
