@@ -1,7 +1,8 @@
 """The agent bundle the launch template installs: worker_agent/ plus the control plane's modules it shares,
 under spothub_core/: the event contracts and the instance tag keys (contracts.py), the timings (timings.py),
-the agent API's request models (models/agent.py), the batch worker API's models (models/batch_workers.py) and the
-search records (models/search_records.py: SearchAgentConfig, what the agent reads in search mode).
+the models' base (models/base.py), the agent API's request models (models/agent.py), the batch worker API's
+models (models/batch_workers.py) and the search records (models/search_records.py: SearchAgentConfig, what the
+agent reads in search mode).
 The agent names its events, reads its tags, sizes its waits and builds its payloads from the same modules the
 control plane validates them with, not copies.
 
@@ -26,6 +27,7 @@ SHIPPED_MODULES = (
     "contracts.py",
     "timings.py",
     "models/__init__.py",
+    "models/base.py",
     "models/agent.py",
     "models/batch_workers.py",
     "models/search_records.py",

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from spothub_core.models.base import Model
 
 
 class Source(StrEnum):
@@ -224,7 +226,7 @@ class NoticeKind(StrEnum):
 ErrorClass = Literal["capacity", "quota", "transient", "fatal"]
 
 
-class _Detail(BaseModel):
+class _Detail(Model):
     # Extra fields are tolerated: a newer sender may add some; a reader must not break on them.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -252,7 +254,7 @@ class TeardownRequested(_Detail):
     reason: str = ""
 
 
-class InstanceFacts(BaseModel):
+class InstanceFacts(Model):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     instance_id: str
@@ -359,7 +361,7 @@ class BatchFleetReport(_Detail):
     requested_at: float = 0.0  # echoed from the request it answers
 
 
-class BatchCounts(BaseModel):
+class BatchCounts(Model):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     pending: int = 0
@@ -417,7 +419,7 @@ HUB_EVENT_MODELS: dict[HubEvent, type[_Detail]] = {
 # --- AWS service events spothub consumes: the fields of `detail` it reads ------------------------------
 
 
-class _AwsDetail(BaseModel):
+class _AwsDetail(Model):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
 

@@ -19,10 +19,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     ResponseValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from spothub_core.errors import Conflict, DependencyUnavailable, Forbidden, InvalidRequest, NotFound, SpothubError
+from spothub_core.models.base import Model
 from spothub_core.observability import logger
 
 STATUS_BY_ERROR: dict[type[SpothubError], HTTPStatus] = {
@@ -34,7 +35,7 @@ STATUS_BY_ERROR: dict[type[SpothubError], HTTPStatus] = {
 }
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Model):
     field: str = Field(description='where: "body.<field>", "path.<name>", "query.<name>", or "request"')
     problem: str
 
@@ -46,7 +47,7 @@ def _absent_not_null(schema: dict[str, Any]) -> None:
             del field["default"]
 
 
-class ErrorAnswer(BaseModel):
+class ErrorAnswer(Model):
     """Every error answer, the API's own {"error", "message"[, "details"]} and API Gateway's {"error",
     "request_id"} (its gateway responses): the OpenAPI document describes the error statuses with it."""
 

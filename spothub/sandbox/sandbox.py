@@ -432,8 +432,8 @@ class Sandbox:
         for worker in self.workers:
             backend = autoscaling_backends[ACCOUNT][worker.region]
             for name in self.job_groups(worker.region):
-                group = backend.autoscaling_groups[name]
-                if getattr(group, "status", None) == emulator_patches.DELETE_IN_PROGRESS:
+                group = backend.autoscaling_groups.get(name)
+                if group is None or getattr(group, "status", None) == emulator_patches.DELETE_IN_PROGRESS:
                     continue  # goes once its instances have powered off (fleet.delete_group_once_stopped)
                 instance_ids = [state.instance.id for state in group.instance_states]
                 if not instance_ids or self.fleet is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from spothub_core.contracts import InstanceFacts, InstanceTag
 from spothub_core.dal.ec2_instances import tags_of
@@ -19,6 +19,7 @@ from spothub_core.dal.search_instances import ALIVE_STATES, facts_of
 from spothub_core.dal.state_table import reason_of
 from spothub_core.dal.task_errors import aws_call, classified
 from spothub_core.errors import FatalError, TransientError
+from spothub_core.models.base import Model
 from spothub_core.models.search_records import SearchHost
 
 # AttachVolume refusals that no wait can cure: the volume and the instance are in different zones, or the
@@ -26,7 +27,7 @@ from spothub_core.models.search_records import SearchHost
 _ATTACH_FATAL_CODES = frozenset({"InvalidVolume.ZoneMismatch", "InvalidVolume.NotFound"})
 
 
-class _Facts(BaseModel):
+class _Facts(Model):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from spothub_core.consumers import Dispatch, Target
 from spothub_core.contracts import CapacityNotice, DeploymentsChanged, EcsTaskStateChangeDetail
@@ -30,6 +30,7 @@ from spothub_core.dal.deployment_store import DeploymentStore
 from spothub_core.logic import deployment_health, deployment_scaling, node_capacity, node_tracker
 from spothub_core.logic.deployment_context import ControllerContext, RegionClients
 from spothub_core.logic.deployment_placement import place
+from spothub_core.models.base import Model
 from spothub_core.models.deployment_ecs import TaskState
 from spothub_core.models.deployment_records import (
     DeploymentTask,
@@ -61,7 +62,7 @@ class ControllerServices:
     agents: Callable[[], Mapping[str, AgentRecord]]  # the agents' registrations and heartbeats, by instance id
 
 
-class PassSummary(BaseModel):
+class PassSummary(Model):
     deployments: int = 0  # live deployments reconciled
     nodes: int = 0  # nodes that take placements
     gpus_total: int = 0  # of those nodes
@@ -76,7 +77,7 @@ class PassSummary(BaseModel):
     errors: int = 0
 
 
-class RunSummary(BaseModel):
+class RunSummary(Model):
     lease: Literal["taken", "held"]
     passes: int = 0
     last: PassSummary = Field(default_factory=PassSummary)  # the state after the last pass

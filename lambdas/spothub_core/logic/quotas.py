@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from spothub_core.models.base import Model
 from spothub_core.timings import QUOTA_EXCLUSION_SECONDS
 
 CONSOLE_QUOTA_URL = "https://console.aws.amazon.com/servicequotas/home/services/ec2/quotas/{code}?region={region}"
@@ -22,7 +23,7 @@ _FAMILY = re.compile(r"^([a-z]+)")
 _STANDARD_FAMILIES = frozenset("acdhimrtz")
 
 
-class Quota(BaseModel):
+class Quota(Model):
     model_config = ConfigDict(frozen=True)
 
     code: str
@@ -49,7 +50,7 @@ QUOTAS: dict[str, dict[str, Quota]] = {
 }
 
 
-class QuotaAlert(BaseModel):
+class QuotaAlert(Model):
     model_config = ConfigDict(frozen=True)
 
     subject: str

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.consumers import Dispatch, Target
 from spothub_core.contracts import InstanceFacts, InstanceTag, SpotNoticeDetail
@@ -45,6 +45,7 @@ from spothub_core.logic.search_rules import (
     termination_done,
     unhealthy,
 )
+from spothub_core.models.base import Model
 from spothub_core.models.search_records import EndReason, SearchInstance, SearchStatus
 from spothub_core.timings import SEARCH_HEALTH_TIMEOUT_SECONDS
 
@@ -58,7 +59,7 @@ SLOT_CLAIM_GRACE_SECONDS = 60
 REPLACED_REASONS = (EndReason.UNHEALTHY, EndReason.INTERRUPTED)
 
 
-class Sweep(BaseModel):
+class Sweep(Model):
     """The schedule's input."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -66,7 +67,7 @@ class Sweep(BaseModel):
     action: Literal["sweep"] = "sweep"
 
 
-class SweepSummary(BaseModel):
+class SweepSummary(Model):
     """What one sweep did: launch ids (instance ids for the reconciliation), and counts."""
 
     records: int = 0  # live launch records swept

@@ -7,7 +7,9 @@ import json
 from decimal import Clamped, Context, DecimalException, Inexact, Overflow, Rounded, Underflow
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from spothub_core.models.base import Model
 
 INSTANCE_ID_PATTERN = r"^i-[0-9a-f]{8,17}$"
 # The heartbeat is stored as sent (the state table): a GPU report must be what DynamoDB stores. Its numbers: 38
@@ -17,7 +19,7 @@ MAX_GPU_REPORT_DEPTH = 16
 MAX_GPU_REPORT_BYTES = 64 * 1024
 
 
-class _Body(BaseModel):
+class _Body(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -30,7 +32,7 @@ class Registration(_Body):
     agent_version: str = Field("", max_length=40)
 
 
-class WorkloadHealth(BaseModel):
+class WorkloadHealth(Model):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     state: str = Field("", max_length=40)
@@ -71,11 +73,11 @@ def _check_storable(value: Any, *, depth: int) -> None:
             raise ValueError(f"{value!r}: a finite number of 38 digits at most, its magnitude 1e-130 to 1e125")
 
 
-class AgentRegistered(BaseModel):
+class AgentRegistered(Model):
     instance_id: str
     registered: bool
 
 
-class HeartbeatAccepted(BaseModel):
+class HeartbeatAccepted(Model):
     instance_id: str
     last_seen: str = Field(description="when the heartbeat was recorded, ISO 8601 UTC")

@@ -9,7 +9,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -20,6 +19,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from spothub_core.models.base import Model
 from spothub_core.models.records import CapacityType, InstanceStatus, ProvisioningStatus, ReplicaStatus
 from spothub_core.models.standby_records import StandbyStatus
 
@@ -58,7 +58,7 @@ INSTANCE_TYPE_PATTERN = re.compile(
 MAX_INSTANCE_TYPE_LENGTH = 32
 
 
-class ToggleRequest(BaseModel):
+class ToggleRequest(Model):
     """The body of POST /spot-provisioning."""
 
     # Strict: "teardown": "yes" is a 400, not a teardown of every region.
@@ -125,7 +125,7 @@ class ToggleAnswer(TypedDict):
     hint: NotRequired[Annotated[str, Field(description="with disable without teardown: how to stop those instances")]]
 
 
-class ToggleResponse(BaseModel):
+class ToggleResponse(Model):
     """The answer of POST /spot-provisioning."""
 
     message: str
@@ -141,7 +141,7 @@ class ToggleResponse(BaseModel):
 # --- GET /status -----------------------------------------------------------------------------------
 
 
-class ControlPlaneStatus(BaseModel):
+class ControlPlaneStatus(Model):
     """GET /status: the deployment's shape, and that its state table answers (else the route is a 503)."""
 
     prefix: str
@@ -165,7 +165,7 @@ class RegionState(StrEnum):
     NOT_ALLOWED = "not-allowed"
 
 
-class RegionExclusion(BaseModel):
+class RegionExclusion(Model):
     until: UtcTime = Field(description="when the exclusion ends, ISO 8601 UTC")
     kind: str = Field(
         description=(
@@ -176,7 +176,7 @@ class RegionExclusion(BaseModel):
     error: str = Field(description="what failed: the error code and message, or the launch that timed out")
 
 
-class RegionView(BaseModel):
+class RegionView(Model):
     region: str
     rank: int | None = Field(description="the finder's rank, 1 the best; None when the region is left out")
     state: RegionState
@@ -198,7 +198,7 @@ class RegionView(BaseModel):
     reason: str = Field(description="the finder's why: score and price when ranked, what left it out otherwise")
 
 
-class RegionsView(BaseModel):
+class RegionsView(Model):
     """GET /regions: the spot finder's ranking now, asked without changing anything. Every worker region is
     ranked on its own merits (a region holding a replica is not left out for it: `replicas` says who holds
     it), with the operator's lists and instance types as the switch has them."""
@@ -226,7 +226,7 @@ class ProvisioningState(StrEnum):
     IDLE = "idle"
 
 
-class ReplicaView(BaseModel):
+class ReplicaView(Model):
     replica_id: str
     status: ReplicaStatus
     region: str | None = Field(description="where the replica's instance runs; None while it has none")
@@ -241,7 +241,7 @@ class ReplicaView(BaseModel):
     )
 
 
-class InstanceView(BaseModel):
+class InstanceView(Model):
     instance_id: str
     region: str | None
     replica_id: str | None
@@ -264,7 +264,7 @@ class InstanceView(BaseModel):
     billing: bool = Field(description="whether EC2 bills it: true until it is terminated")
 
 
-class ProvisioningSettings(BaseModel):
+class ProvisioningSettings(Model):
     replicas: int | None
     instance_types: list[str] | None
     allowed_regions: list[str] | None
@@ -272,7 +272,7 @@ class ProvisioningSettings(BaseModel):
     warm_standby: bool = Field(False, description="whether a warm standby is kept while a replica's risk is high")
 
 
-class RemediationView(BaseModel):
+class RemediationView(Model):
     instance_id: str
     region: str
     reason: str
@@ -280,7 +280,7 @@ class RemediationView(BaseModel):
     at: UtcTime = Field(description="when the alarm's firing was recorded, ISO 8601 UTC")
 
 
-class StandbyView(BaseModel):
+class StandbyView(Model):
     replica_id: str
     status: StandbyStatus = Field(
         description="launching (dispatched, not reported yet) or ready (healthy and warm: a notice promotes it)"
@@ -297,7 +297,7 @@ class StandbyView(BaseModel):
     )
 
 
-class SpotInstances(BaseModel):
+class SpotInstances(Model):
     """GET /spot-instances: the switch, the replicas, the instances they run on, recent remediations."""
 
     provisioning: ProvisioningStatus
@@ -333,7 +333,7 @@ class EventKind(StrEnum):
     EXCLUSION = "exclusion"  # a region left out of the ranking (until when, why)
 
 
-class EventView(BaseModel):
+class EventView(Model):
     at: UtcTime
     kind: EventKind
     region: str | None = None
@@ -342,7 +342,7 @@ class EventView(BaseModel):
     summary: str = Field(description="one line for people")
 
 
-class EventsView(BaseModel):
+class EventsView(Model):
     """GET /events: newest first, from the records the control plane keeps (launches, teardowns, instances,
     remediations, exclusions) while they are kept."""
 

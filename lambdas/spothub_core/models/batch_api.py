@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from spothub_core.contracts import BatchCounts
 from spothub_core.models.api import INSTANCE_TYPE_PATTERN, UtcTime
+from spothub_core.models.base import Model
 from spothub_core.models.batch_records import JobStatus, WorkerStatus
 
 # S3's bucket naming rules (general purpose buckets): 3-63 characters, lower case, digits, dots, hyphens.
@@ -28,7 +29,7 @@ MAX_ATTEMPTS = 10
 IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/:@+-]{0,254}$"
 
 
-class JobRequest(BaseModel):
+class JobRequest(Model):
     """POST /jobs: the job's fields, or `config_uri` naming a config file holding them (the classic
     configuration/config.json: input_bucket, input_prefix, output_bucket, output_prefix, plus optional fields).
     Fields given beside config_uri override the file's."""
@@ -79,13 +80,13 @@ class JobRequest(BaseModel):
         return self.model_dump(exclude_none=True, exclude={"config_uri"})
 
 
-class JobAccepted(BaseModel):
+class JobAccepted(Model):
     job_id: str
     status: JobStatus
     notification: str | None = Field(None, description="what notify_email will hear, when one was given")
 
 
-class WorkerView(BaseModel):
+class WorkerView(Model):
     worker_id: str
     instance_id: str
     region: str
@@ -96,14 +97,14 @@ class WorkerView(BaseModel):
     instance_type: str = ""
 
 
-class JobErrorView(BaseModel):
+class JobErrorView(Model):
     batch_id: str
     worker_id: str | None = None
     error: str
     at: UtcTime
 
 
-class RegionFleetView(BaseModel):
+class RegionFleetView(Model):
     region: str
     desired: int
     in_service: int
@@ -112,7 +113,7 @@ class RegionFleetView(BaseModel):
     excluded_until: UtcTime | None = None
 
 
-class JobView(BaseModel):
+class JobView(Model):
     """GET /jobs/{job_id}: the job, its batches by status, its workers and what went wrong."""
 
     job_id: str
@@ -134,7 +135,7 @@ class JobView(BaseModel):
     finished_at: UtcTime | None = None
 
 
-class JobSummary(BaseModel):
+class JobSummary(Model):
     job_id: str
     status: JobStatus
     files: int
@@ -143,6 +144,6 @@ class JobSummary(BaseModel):
     finished_at: UtcTime | None = None
 
 
-class JobsPage(BaseModel):
+class JobsPage(Model):
     jobs: list[JobSummary]
     next_token: str | None = Field(None, description="pass as next_token for the next page; absent on the last")

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.contracts import CapacityType
+from spothub_core.models.base import Model
 
 
 class JobsIndex(StrEnum):
@@ -74,7 +75,7 @@ class WorkerStatus(StrEnum):
     GONE = "gone"  # its instance is terminated
 
 
-class _Record(BaseModel):
+class _Record(Model):
     model_config = ConfigDict(extra="ignore", use_enum_values=False)
 
 

@@ -7,14 +7,16 @@ its first call naming the field). The ASL reads a result through `$.Payload`.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from spothub_core.models.base import Model
 
 
-class _Task(BaseModel):
+class _Task(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Result(BaseModel):
+class _Result(Model):
     model_config = ConfigDict(frozen=True)
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from spothub_core.models.base import Model
 
 JOB_ID_PATTERN = r"^job-[0-9a-f]{12}$"
 WORKER_ID_PATTERN = r"^job-[0-9a-f]{12}\.i-[0-9a-f]{8,17}$"
@@ -36,7 +38,7 @@ def parse_worker_id(worker_id: str) -> tuple[str, str]:
     return job_id, instance_id
 
 
-class _Body(BaseModel):
+class _Body(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -50,14 +52,14 @@ class WorkerRegistration(_Body):
     agent_version: str = Field("", max_length=40)
 
 
-class WorkerRegistered(BaseModel):
+class WorkerRegistered(Model):
     worker_id: str
     job_id: str
     # Registering twice (an agent restarted) is the same worker: `registered` is false the second time.
     registered: bool = True
 
 
-class BatchAssignment(BaseModel):
+class BatchAssignment(Model):
     """A batch to process: download input_prefix + each file name, write results under output_prefix."""
 
     batch_id: str
@@ -73,7 +75,7 @@ class BatchAssignment(BaseModel):
     processing_timeout_s: int
 
 
-class WorkerCommand(BaseModel):
+class WorkerCommand(Model):
     """No batch: `shutdown` (the job is over or does not need this worker) or `wait` and ask again."""
 
     command: Literal["shutdown", "wait"]
@@ -95,7 +97,7 @@ class BatchStatusReport(_Body):
     error: str | None = Field(None, max_length=4000)
 
 
-class BatchUpdate(BaseModel):
+class BatchUpdate(Model):
     """What an ack or a status call did: `changed` false when it was a duplicate (nothing to do)."""
 
     worker_id: str

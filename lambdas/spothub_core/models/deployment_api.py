@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
+from spothub_core.models.base import Model
 from spothub_core.models.deployment_records import (
     Autoscale,
     DeploymentStatus,
@@ -37,7 +38,7 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,12
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 
 
-class DeploymentRequest(BaseModel):
+class DeploymentRequest(Model):
     model_config = ConfigDict(extra="forbid")
 
     model: Name = Field(description="the model the server loads (a Hugging Face id, e.g. meta-llama/Llama-3.1-8B)")
@@ -64,30 +65,30 @@ class DeploymentRequest(BaseModel):
         return self
 
 
-class ScaleRequest(BaseModel):
+class ScaleRequest(Model):
     model_config = ConfigDict(extra="forbid")
 
     replicas: int = Field(ge=0, le=MAX_REPLICAS)
 
 
-class NodeOperation(BaseModel):
+class NodeOperation(Model):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field("", max_length=200, description="why, kept on the node and shown by GET /nodes")
 
 
-class DeploymentAccepted(BaseModel):
+class DeploymentAccepted(Model):
     deployment_id: str
     status: DeploymentStatus
 
 
-class ReplicaCounts(BaseModel):
+class ReplicaCounts(Model):
     desired: int
     running: int = Field(description="tasks placed and not ended")
     healthy: int = Field(description="tasks whose health check passes")
 
 
-class TaskView(BaseModel):
+class TaskView(Model):
     task_id: str
     slot: int
     instance_id: str | None
@@ -100,7 +101,7 @@ class TaskView(BaseModel):
     last_error: str | None = None
 
 
-class DeploymentView(BaseModel):
+class DeploymentView(Model):
     deployment_id: str
     model: str
     tenant: str
@@ -117,7 +118,7 @@ class DeploymentView(BaseModel):
     last_error: str | None
 
 
-class DeploymentSummary(BaseModel):
+class DeploymentSummary(Model):
     deployment_id: str
     model: str
     tenant: str
@@ -127,12 +128,12 @@ class DeploymentSummary(BaseModel):
     created_at: str
 
 
-class DeploymentsPage(BaseModel):
+class DeploymentsPage(Model):
     deployments: list[DeploymentSummary]
     next_token: str | None = Field(None, description="pass as next_token for the next page; absent on the last")
 
 
-class GpuCount(BaseModel):
+class GpuCount(Model):
     region: str
     instance_type: str
     nodes: int
@@ -141,21 +142,21 @@ class GpuCount(BaseModel):
     free: int = Field(description="on schedulable nodes only (not cordoned, draining or interrupted)")
 
 
-class ResourcesView(BaseModel):
+class ResourcesView(Model):
     resources: list[GpuCount]
     total: int
     allocated: int
     free: int
 
 
-class NodeTaskView(BaseModel):
+class NodeTaskView(Model):
     deployment_id: str
     task_id: str
     gpus: int
     status: TaskStatus
 
 
-class NodeView(BaseModel):
+class NodeView(Model):
     instance_id: str
     region: str
     instance_type: str
@@ -171,11 +172,11 @@ class NodeView(BaseModel):
     tasks: list[NodeTaskView]
 
 
-class NodesView(BaseModel):
+class NodesView(Model):
     nodes: list[NodeView]
 
 
-class GpuView(BaseModel):
+class GpuView(Model):
     uuid: str
     index: int
     utilization_pct: float | None
@@ -184,7 +185,7 @@ class GpuView(BaseModel):
     deployment_id: str | None = Field(description="the deployment whose task holds this GPU")
 
 
-class NodeUtilization(BaseModel):
+class NodeUtilization(Model):
     instance_id: str
     region: str
     last_heartbeat: str | None
@@ -192,19 +193,19 @@ class NodeUtilization(BaseModel):
     gpus: list[GpuView]
 
 
-class DeploymentUtilization(BaseModel):
+class DeploymentUtilization(Model):
     deployment_id: str
     utilization_pct: float | None = Field(description="mean over its running tasks' GPUs")
     gpus: int
     target_pct: float | None
 
 
-class UtilizationView(BaseModel):
+class UtilizationView(Model):
     nodes: list[NodeUtilization]
     deployments: list[DeploymentUtilization]
 
 
-class ScalingEventView(BaseModel):
+class ScalingEventView(Model):
     event_id: str
     deployment_id: str
     trigger: ScalingTrigger
@@ -215,17 +216,17 @@ class ScalingEventView(BaseModel):
     at: str
 
 
-class ScalingEventsPage(BaseModel):
+class ScalingEventsPage(Model):
     events: list[ScalingEventView] = Field(description="newest first")
 
 
-class HealthCheck(BaseModel):
+class HealthCheck(Model):
     name: str
     ok: bool
     detail: str
 
 
-class InfrastructureHealth(BaseModel):
+class InfrastructureHealth(Model):
     healthy: bool
     nodes_ready: int
     nodes_total: int

@@ -4,12 +4,13 @@ and Auto Scaling answers)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.contracts import CapacityType
+from spothub_core.models.base import Model
 
 
-class _View(BaseModel):
+class _View(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.contracts import CapacityType
+from spothub_core.models.base import Model
 
 
 class DeploymentStatus(StrEnum):
@@ -97,11 +98,11 @@ class ScalingResult(StrEnum):
     GAVE_UP = "gave-up"  # a slot's restarts exhausted
 
 
-class _Record(BaseModel):
+class _Record(Model):
     model_config = ConfigDict(extra="ignore", use_enum_values=False)
 
 
-class Autoscale(BaseModel):
+class Autoscale(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target_gpu_utilization: float = Field(70.0, gt=0, le=100, description="mean GPU utilization, percent")
@@ -164,7 +165,7 @@ class DeploymentTask(_Record):
     expires_at: int | None = None  # set once ended
 
 
-class GpuUsage(BaseModel):
+class GpuUsage(Model):
     """One GPU of a node, from its agent's last heartbeat (NVML)."""
 
     model_config = ConfigDict(extra="ignore")

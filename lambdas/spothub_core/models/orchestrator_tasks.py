@@ -10,21 +10,22 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from spothub_core.contracts import CapacityType, InstanceFacts
+from spothub_core.models.base import Model
 from spothub_core.models.records import ReplicaStatus
 
 
-class _Input(BaseModel):
+class _Input(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Output(BaseModel):
+class _Output(Model):
     model_config = ConfigDict(frozen=True)
 
 
-class Replacing(BaseModel):
+class Replacing(Model):
     """The instance a replacement replaces (make before break): retired once the new one serves."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -34,7 +35,7 @@ class Replacing(BaseModel):
     notice: str | None = None  # why: rebalance, interruption, unhealthy, return-to-spot (none: new settings)
 
 
-class Placement(BaseModel):
+class Placement(Model):
     """Where the orchestrator launches (FindRegion's result, the spot finder's answer in short)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -44,7 +45,7 @@ class Placement(BaseModel):
     reason: str
 
 
-class OrchestratorInput(BaseModel):
+class OrchestratorInput(Model):
     """The orchestrator's input: every field its ASL reads, with the defaults of a first placement.
 
     `spot_only`: launch spot or nothing (a return to spot); `watch_spot`: start by watching for spot, for
@@ -124,7 +125,7 @@ class RecordInstanceInput(_Input):
     reason: str | None = None  # the ranking's reason for the region
 
 
-class Retire(BaseModel):
+class Retire(Model):
     model_config = ConfigDict(frozen=True)
 
     instance_id: str
@@ -139,7 +140,7 @@ class RecordInstanceOutput(_Output):
 # --- replica_failed (MarkFailed) --------------------------------------------------------------------------
 
 
-class TaskFailure(BaseModel):
+class TaskFailure(Model):
     """A caught error as Step Functions puts it at the Catch's ResultPath."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
@@ -205,7 +206,7 @@ class KeepOnDemandOutput(_Output):
 # --- the spot finder (FindRegion, LookForSpot) --------------------------------------------------------------
 
 
-class FindRequest(BaseModel):
+class FindRequest(Model):
     """What the orchestrator asks; everything optional, defaults from the deployment and the switch."""
 
     model_config = ConfigDict(extra="forbid")
@@ -237,7 +238,7 @@ class FindRequest(BaseModel):
         return value
 
 
-class RankedRegionView(BaseModel):
+class RankedRegionView(Model):
     region: str
     rank: int
     placement_score: int | None
@@ -255,13 +256,13 @@ class LeftOutKind(StrEnum):
     UNKNOWN_REGION = "unknown-region"  # not a worker region of this deployment
 
 
-class LeftOutView(BaseModel):
+class LeftOutView(Model):
     region: str
     reason: str
     kind: LeftOutKind
 
 
-class ExclusionView(BaseModel):
+class ExclusionView(Model):
     """An exclusion standing after a failed launch."""
 
     until: float  # epoch seconds
@@ -269,7 +270,7 @@ class ExclusionView(BaseModel):
     reason: str  # as recorded: "<class>: <code> <message>", or the launch that timed out
 
 
-class SurveyedRegion(BaseModel):
+class SurveyedRegion(Model):
     """One worker region in a survey: what was observed, where it ranks, and everything that stands against
     it (an exclusion shows even when the operator's lists left the region out first)."""
 

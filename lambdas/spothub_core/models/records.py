@@ -10,9 +10,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.contracts import CapacityType
+from spothub_core.models.base import Model
 
 
 class ProvisioningStatus(StrEnum):
@@ -56,7 +57,7 @@ class AgentStatus(StrEnum):
     REGISTERED = "registered"
 
 
-class _Record(BaseModel):
+class _Record(Model):
     model_config = ConfigDict(extra="ignore", use_enum_values=False)
 
 

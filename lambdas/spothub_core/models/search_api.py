@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from spothub_core.models.base import Model
 from spothub_core.models.search_records import SearchStatus
 
 MAX_QUERY_CHARS = 4000
@@ -16,12 +17,12 @@ MAX_WAIT_SECONDS = 60
 INSTANCE_ID_PATTERN = r"^i-[0-9a-f]{8,17}$"
 
 
-class _Request(BaseModel):
+class _Request(Model):
     # Strict, as the document says: "wait_s": false is a 400, not a query that starts a launch and waits 0 s.
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class _Answer(BaseModel):
+class _Answer(Model):
     model_config = ConfigDict(extra="ignore")
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.contracts import CapacityType
+from spothub_core.models.base import Model
 
 
 class SearchStatus(StrEnum):
@@ -60,7 +61,7 @@ class EndReason(StrEnum):
     GONE = "gone"  # the instance no longer exists (terminated outside spothub); found by the reconciliation
 
 
-class _Record(BaseModel):
+class _Record(Model):
     model_config = ConfigDict(extra="ignore", use_enum_values=False)
 
 
@@ -100,7 +101,7 @@ class SearchInstance(_Record):
     updated_at: float | None = None
 
 
-class SearchHost(BaseModel):
+class SearchHost(Model):
     """What the search region publishes (SSM `/spothub/<prefix>/search-host` in that region) for the hub's
     search functions: where and how to launch the search instance."""
 
@@ -112,7 +113,7 @@ class SearchHost(BaseModel):
     subnet_ids: list[str] = Field(min_length=1)
 
 
-class SearchAgentConfig(BaseModel):
+class SearchAgentConfig(Model):
     """What the agent on the search instance reads (SSM `/spothub/<prefix>/search-config`, in the search region)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from spothub_core.contracts import CapacityType
+from spothub_core.models.base import Model
 
 
 class SignalKind(StrEnum):
@@ -31,7 +32,7 @@ class StandbyStatus(StrEnum):
     READY = "ready"  # its launch succeeded: healthy and warm, a warning of the serving instance promotes it
 
 
-class _Record(BaseModel):
+class _Record(Model):
     model_config = ConfigDict(extra="ignore", use_enum_values=False)
 
 

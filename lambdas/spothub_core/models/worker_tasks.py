@@ -12,16 +12,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spothub_core.contracts import CapacityType, ErrorClass, InstanceFacts, NoticeKind
+from spothub_core.models.base import Model
 
 
-class _Task(BaseModel):
+class _Task(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Result(BaseModel):
+class _Result(Model):
     model_config = ConfigDict(frozen=True)
 
 
@@ -126,7 +127,7 @@ class InstanceWatched(_Result):
     watched: str
 
 
-class CaughtError(BaseModel):
+class CaughtError(Model):
     """An error a state machine caught (a Catch's ResultPath, or a Pass state naming a task's failure)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
