@@ -97,7 +97,11 @@ class Assessment:
 @dataclass(frozen=True)
 class _Readings:
     signals: list[CapacitySignal]
-    scores: list[ScoreSample]
+    score_records: list[ZoneScoreRecord]
+
+    @property
+    def scores(self) -> list[ScoreSample]:
+        return [ScoreSample(s.region, s.zone, s.score, s.at) for s in self.score_records]
 
 
 class StandbyPorts(Protocol):
@@ -171,10 +175,7 @@ class StandbyWatch:
             CapacitySignal(s.kind, s.region, s.zone, s.at, standby=s.standby)
             for s in self.standbys.signals(since=now - SIGNAL_READ_SECONDS)
         ]
-        scores = [
-            ScoreSample(s.region, s.zone, s.score, s.at) for s in self.standbys.scores(since=now - SCORE_KEEP_SECONDS)
-        ]
-        return _Readings(signals, scores)
+        return _Readings(signals, self.standbys.scores(since=now - SCORE_KEEP_SECONDS))
 
     def assess(self, replica_id: str, now: float) -> Assessment:
         """The check for one replica (after a signal); `assess_all` runs it for every replica, reading once."""
@@ -204,19 +205,18 @@ class StandbyWatch:
         if standby is not None and _launch_lost(standby, now):
             released = self._release(standby, f"standby launch {standby.launch_id} did not report in time")
             standby = None
-        signals = readings.signals
         placement = self._serving_placement(replica)
         wanted: frozenset[Capacity] = frozenset()
         reasons: tuple[str, ...] = ()
         if placement is not None:
-            risk = assess_risk(placement, signals=signals, scores=readings.scores, now=now, rules=self.rules)
+            risk = assess_risk(placement, signals=readings.signals, scores=readings.scores, now=now, rules=self.rules)
             wanted, reasons = wants_standby(risk, self.rules), risk.reasons
         if standby is not None and Capacity(standby.capacity_type) not in wanted:
             released = self._release(standby, "the risk fell" if placement else "the replica no longer serves on spot")
             standby = None
         launch = None
         if standby is None and wanted and placement is not None and replica is not None:
-            launch = self._start(replica, placement, wanted, signals, now=now)
+            launch = self._start(replica, placement, wanted, readings, now=now)
         action = StandbyAction.START if launch else StandbyAction.RELEASE if released else StandbyAction.NONE
         return Assessment(
             replica_id,
@@ -245,15 +245,15 @@ class StandbyWatch:
         replica: Replica,
         serving: Placement,
         wanted: frozenset[Capacity],
-        signals: list[CapacitySignal],
+        readings: _Readings,
         *,
         now: float,
     ) -> StandbyLaunch | None:
         config = self.provisioning.config()
         zones = choose_standby_zone(
-            self._candidates(config, now),
+            _candidates(config, readings.score_records),
             serving=serving,
-            signals=signals,
+            signals=readings.signals,
             avoid_regions=occupied_regions(
                 replica.replica_id, self.provisioning.replicas(), self.provisioning.reservations()
             ),
@@ -283,20 +283,6 @@ class StandbyWatch:
             self.standbys.clear(launch.replica_id, launch_id=launch.launch_id)  # the next check tries again
             raise
         return launch
-
-    def _candidates(self, config: ProvisioningConfig, now: float) -> list[ZoneCandidate]:
-        """Every zone with a placement score sample, in the regions the operator allows, with its latest score."""
-        latest: dict[str, ZoneScoreRecord] = {}
-        for sample in self.standbys.scores(since=now - SCORE_KEEP_SECONDS):
-            if sample.zone not in latest or sample.at > latest[sample.zone].at:
-                latest[sample.zone] = sample
-        allowed = [
-            s
-            for s in latest.values()
-            if s.region not in config.denied_regions
-            and (config.allowed_regions is None or s.region in config.allowed_regions)
-        ]
-        return [ZoneCandidate(s.region, s.zone, s.score, s.spot_price) for s in allowed]
 
     def _release(self, standby: StandbyRecord, reason: str) -> bool:
         """Tear the standby down (its instance, or its launch while it has none) and forget it; False when
@@ -516,3 +502,18 @@ def _launch_lost(standby: StandbyRecord, now: float) -> bool:
 
 def _epoch(timestamp: str | None) -> float | None:
     return datetime.fromisoformat(timestamp).timestamp() if timestamp else None
+
+
+def _candidates(config: ProvisioningConfig, samples: list[ZoneScoreRecord]) -> list[ZoneCandidate]:
+    """Every zone with a placement score sample, in the regions the operator allows, with its latest score."""
+    latest: dict[str, ZoneScoreRecord] = {}
+    for sample in samples:
+        if sample.zone not in latest or sample.at > latest[sample.zone].at:
+            latest[sample.zone] = sample
+    allowed = [
+        s
+        for s in latest.values()
+        if s.region not in config.denied_regions
+        and (config.allowed_regions is None or s.region in config.allowed_regions)
+    ]
+    return [ZoneCandidate(s.region, s.zone, s.score, s.spot_price) for s in allowed]
