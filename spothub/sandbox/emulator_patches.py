@@ -757,23 +757,33 @@ def _delete_auto_scaling_group(self: Any) -> Any:
 
     backend = self.autoscaling_backend
     group = backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
-    if group is not None and getattr(group, "status", None) == DELETE_IN_PROGRESS:
-        return EmptyResult()  # a ForceDelete of before is under way: the group goes with its last instance
-    if group is not None and group.instance_states:
-        if not self._get_bool_param("ForceDelete", False):
-            raise AutoscalingClientError(
-                "ResourceInUse",
-                "You cannot delete an AutoScalingGroup while there are instances or pending Spot instance "
-                "request(s) still in the group.",
-            )
-        instance_ids = [state.instance.id for state in group.instance_states]
-        group.instance_states = []
-        group.desired_capacity = 0
+    if group is None:
+        return _original_delete_auto_scaling_group(self)  # moto's ValidationError, as AWS answers
+    if group.instance_states and not self._get_bool_param("ForceDelete", False):
+        raise AutoscalingClientError(
+            "ResourceInUse",
+            "You cannot delete an AutoScalingGroup while there are instances or pending Spot instance "
+            "request(s) still in the group.",
+        )
+    force_delete_group(backend, group)
+    return EmptyResult()
+
+
+def force_delete_group(backend: Any, group: Any) -> None:
+    """Delete `group` as a ForceDelete does: every instance terminated. With the sandbox's fleet running, the group
+    stays "Delete in progress" until they have powered off (the fleet deletes it then); a delete of a group being
+    deleted changes nothing."""
+    if getattr(group, "status", None) == DELETE_IN_PROGRESS:
+        return
+    instance_ids = [state.instance.id for state in group.instance_states]
+    group.instance_states = []
+    group.desired_capacity = 0
+    if instance_ids:
         backend.ec2_backend.terminate_instances(instance_ids)
         if _hooks and _hooks.fleet is not None:
             _hooks.fleet.delete_group_once_stopped(backend.region_name, group.name, instance_ids)
-            return EmptyResult()
-    return _original_delete_auto_scaling_group(self)
+            return
+    backend.autoscaling_groups.pop(group.name, None)
 
 
 def _terminate_instance_in_auto_scaling_group(self: Any) -> Any:

@@ -433,18 +433,9 @@ class Sandbox:
             backend = autoscaling_backends[ACCOUNT][worker.region]
             for name in self.job_groups(worker.region):
                 group = backend.autoscaling_groups.get(name)
-                if group is None or getattr(group, "status", None) == emulator_patches.DELETE_IN_PROGRESS:
-                    continue  # goes once its instances have powered off (fleet.delete_group_once_stopped)
-                instance_ids = [state.instance.id for state in group.instance_states]
-                if not instance_ids or self.fleet is None:
-                    backend.autoscaling_groups.pop(name, None)
-                    continue
-                # As a ForceDelete does (emulator_patches): the group goes once its instances have powered off, so
-                # an agent leaving it meanwhile is not refused for a group that is gone.
-                group.instance_states = []
-                group.desired_capacity = 0
-                backend.ec2_backend.terminate_instances(instance_ids)
-                self.fleet.delete_group_once_stopped(worker.region, name, instance_ids)
+                if group is not None:
+                    # As a ForceDelete: an agent leaving the group meanwhile still finds it until it powered off.
+                    emulator_patches.force_delete_group(backend, group)
 
     def _forget_notifications(self) -> None:
         from moto.sns.models import sns_backends  # noqa: PLC0415
