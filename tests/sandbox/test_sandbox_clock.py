@@ -135,10 +135,18 @@ def test_a_launch_whose_worker_falls_silent_is_abandoned_at_its_heartbeat_timeou
 
     (lost, *_) = eventually(spot, worker_launch, f"the launch runs in {best}")
     # The worker is lost: it reports nothing more, not even a heartbeat.
-    spot.client("stepfunctions", best).stop_execution(executionArn=lost, cause="the worker is lost")
+    sfn = spot.client("stepfunctions", best)
+    sfn.stop_execution(executionArn=lost, cause="the worker is lost")
     STOPPED.add(lost)
     # Its reports so far (the scale-out's progress) reach the hub before the clock jumps: each is a heartbeat of
-    # the launch's task token, and one consumed after the jump would restart the heartbeat's 55 minutes there.
+    # the launch's task token, and one consumed after the jump would restart the heartbeat's 55 minutes there. A
+    # report its task was putting as the stop came is put once the execution has ended (ABORTED), then consumed.
+    eventually(
+        spot,
+        lambda: sfn.describe_execution(executionArn=lost)["status"] == "ABORTED",
+        "the lost launch ends",
+        evidence=lambda: sfn.describe_execution(executionArn=lost)["status"],
+    )
     spot.wait_for_async_invocations()
     (first,) = launches(spot)
     assert first["region"] == best
