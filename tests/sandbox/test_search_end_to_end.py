@@ -209,10 +209,17 @@ def test_three_failed_health_checks_fail_the_instance_and_a_replacement_serves(s
         # Still routed to until the third miss (the schedule's own sweep may have counted one more).
         assert sweeps <= current.health_failures < SEARCH_HEALTH_MISSES, current
     # Failed, then (in the same sweep, once its replacement holds the slot) terminating: the reason and the misses
-    # stay on the record.
+    # stay on the record. The sweep that failed it may be the schedule's, still starting the replacement when the
+    # test's own sweep (which lost the move to failed) returned: wait for it to end the record.
+    assert current.reason == EndReason.UNHEALTHY, current
+    current = drive.wait_for_record(
+        sandbox,
+        lambda r: r.status in (SearchStatus.TERMINATING, SearchStatus.TERMINATED),
+        launch_id=old.launch_id,
+        timeout_s=20,
+    )
     assert current.reason == EndReason.UNHEALTHY, current
     assert current.health_failures == SEARCH_HEALTH_MISSES
-    assert current.status in (SearchStatus.TERMINATING, SearchStatus.TERMINATED)
 
     replacement = drive.holder(sandbox)
     assert replacement is not None and replacement.replaces == old.launch_id
