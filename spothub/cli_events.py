@@ -23,12 +23,21 @@ KIND_STYLES = {
     "exclusion": "yellow",
     "teardown": "dim",
     "teardown-done": "dim",
+    "standby-started": "cyan",
+    "standby-ready": "cyan",
+    "standby-promoted": "green",
+    "standby-released": "dim",
+    "standby-failed": "yellow",
 }
 FOLLOW_INTERVAL_S = 5.0
 
 
 def events_command(cli: click.Group) -> None:
-    @api_command(cli, "events", help="what happened recently: launches, failovers, notices, remediations (GET /events)")
+    @api_command(
+        cli,
+        "events",
+        help="what happened recently: launches, failovers, notices, remediations, warm standbys (GET /events)",
+    )
     @click.option("--since", metavar="ISO-8601", help="only events after this time")
     @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
     @click.option("--follow", "-f", is_flag=True, help="keep showing new events until Ctrl-C")

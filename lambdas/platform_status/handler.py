@@ -19,6 +19,7 @@ from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import ProvisioningStore
 from spothub_core.dal.spot_finder_function import invoke_spot_finder
+from spothub_core.dal.standby import StandbyStore
 from spothub_core.dal.state_table import StateTable
 from spothub_core.errors import InvalidRequest
 from spothub_core.http import build_resolver, error_answers
@@ -75,6 +76,7 @@ def get_events(
         ProvisioningStore(table),
         InstanceHealthStore(table),
         ExclusionStore(table),
+        StandbyStore(table),
         now=time.time(),
         since=after,
         limit=limit,

@@ -2,9 +2,11 @@
 "use strict";
 
 const REFRESH_MS = Number(new URLSearchParams(location.search).get("refresh") || 5) * 1000;
-const GOOD = new Set(["serving", "running", "ready", "healthy", "ok", "launched", "completed", "enabled", "idle", "busy"]);
+const GOOD = new Set(["serving", "running", "ready", "healthy", "ok", "launched", "completed", "enabled", "idle", "busy",
+  "standby-ready", "standby-promoted"]);
 const WARN = new Set(["placing", "launching", "replacing", "creating", "starting", "pending", "degraded", "at-risk",
-  "interrupted", "cordoned", "draining", "listing", "excluded", "notice", "deleting", "stopping", "unhealthy"]);
+  "interrupted", "cordoned", "draining", "listing", "excluded", "notice", "deleting", "stopping", "unhealthy",
+  "standby-failed"]);
 const BAD = new Set(["failed", "launch-failed", "error", "gone", "unreachable"]);
 
 function el(tag, attrs, ...children) {

@@ -384,3 +384,66 @@ def test_events_since_that_is_no_time_is_a_400(handler: ModuleType) -> None:
     response = handler.lambda_handler(event, FakeLambdaContext())
     assert response["statusCode"] == 400
     assert "yesterday" in json.loads(response["body"])["message"]
+
+
+def test_a_standby_is_in_the_timeline_from_its_start_to_its_end(handler: ModuleType) -> None:
+    from spothub_core.dal.standby import StandbyStore  # noqa: PLC0415
+    from spothub_core.models.standby_records import (  # noqa: PLC0415
+        EndedStandby,
+        StandbyOutcome,
+        StandbyRecord,
+        StandbyStatus,
+    )
+
+    store = StandbyStore(boto3.resource("dynamodb").Table(TABLE))
+    held = StandbyRecord(
+        replica_id="replica-0",
+        launch_id="replica-0-sb-1800000600",
+        region="eu-west-1",
+        zone="eu-west-1b",
+        launched_at=1_800_000_600.0,
+        reasons=("serving for 60s only",),
+    )
+    assert store.claim(held)
+    released = StandbyRecord(
+        replica_id="replica-1",
+        launch_id="replica-1-sb-1800000000",
+        region="us-west-2",
+        capacity_type="on-demand",
+        status=StandbyStatus.READY,
+        instance_id="i-0123456789abcdef3",
+        launched_at=1_800_000_000.0,
+        ready_at=1_800_000_300.0,
+        reasons=("serving for 60s only", "capacity error in us-west-2 30s ago", "score of us-west-2a fell from 5 to 2"),
+    )
+    store.record_end(
+        EndedStandby.model_validate(
+            {**released.model_dump(), "ended_at": 1_800_000_400.0, "outcome": "released", "why": "the risk fell"}
+        )
+    )
+    store.record_end(  # a retry of the same end writes the same item
+        EndedStandby.model_validate(
+            {
+                **released.model_dump(),
+                "ended_at": 1_800_000_400.0,
+                "outcome": StandbyOutcome.RELEASED,
+                "why": "the risk fell",
+            }
+        )
+    )
+
+    status, body = invoke(handler, "GET", "/events")
+    assert status == 200
+    assert [(e["kind"], e["replica_id"], e["summary"]) for e in body["events"]] == [
+        ("standby-started", "replica-0", "standby of replica-0 started (spot in eu-west-1b): serving for 60s only"),
+        ("standby-released", "replica-1", "standby of replica-1 released: the risk fell"),
+        ("standby-ready", "replica-1", "standby of replica-1 ready on i-0123456789abcdef3 (on-demand in us-west-2)"),
+        (
+            "standby-started",
+            "replica-1",
+            "standby of replica-1 started (on-demand in us-west-2): serving for 60s only; capacity error in us-west-2 "
+            "30s ago; score of us-west-2a fell from 5 to 2",
+        ),
+    ]
+    assert body["events"][1]["instance_id"] == "i-0123456789abcdef3"
+    assert body["events"][1]["at"] == "2027-01-15T08:06:40Z"

@@ -17,7 +17,7 @@ from spothub_core.dal.standby import StandbyStore
 from spothub_core.logic.standby import SignalKind
 from spothub_core.logic.standby_watch import StandbyAction, StandbyLaunch, StandbyWatch, adoption_name
 from spothub_core.models.records import InstanceRecord, ProvisioningConfig, Replica, ReplicaStatus
-from spothub_core.models.standby_records import StandbyRecord, StandbyStatus
+from spothub_core.models.standby_records import StandbyOutcome, StandbyRecord, StandbyStatus
 from spothub_core.timings import LAUNCH_TIMEOUT_SECONDS, STANDBY_NOTICE_WINDOW_SECONDS
 
 NOW = 1_700_000_000.0
@@ -152,6 +152,7 @@ def test_a_standby_is_created_when_the_risk_rises(hub: Hub) -> None:
     standby = hub.standbys.standby("replica-0")
     assert standby is not None
     assert (standby.status, standby.zone, standby.launched_at) == (StandbyStatus.LAUNCHING, "us-east-1a", NOW)
+    assert standby.reasons == assessment.reasons  # why it was started, for GET /events
 
 
 def test_a_second_check_keeps_the_one_standby(hub: Hub) -> None:
@@ -204,6 +205,9 @@ def test_a_ready_standby_is_promoted_on_a_warning_with_no_new_launch(hub: Hub) -
     assert hub.ports.launches == [launch]  # the standby's own launch only
     assert hub.ports.replacements == []
     assert hub.standbys.standby("replica-0") is None
+    assert [(e.launch_id, e.outcome, e.why, e.ended_at) for e in hub.standbys.ended()] == [
+        (launch.launch_id, StandbyOutcome.PROMOTED, "serves in place of i-1", NOW + 600)
+    ]
     warned = [s for s in hub.standbys.signals(since=NOW) if s.instance_id == "i-1"]
     assert [(s.kind, s.zone, s.standby) for s in warned] == [(SignalKind.INTERRUPTION, SERVING_ZONE, False)]
 
@@ -216,6 +220,7 @@ def test_a_notice_delivered_twice_promotes_once(hub: Hub) -> None:
     assert hub.watch.on_notice("i-1", "interruption", region=REGION, now=NOW + 700) is None
     assert len(hub.ports.promotions) == 1
     assert replica(hub).instance_id == "i-sb"
+    assert [e.outcome for e in hub.standbys.ended()] == [StandbyOutcome.PROMOTED]
     assert len([s for s in hub.standbys.signals(since=NOW) if s.instance_id == "i-1"]) == 1
     assert next(s for s in hub.standbys.signals(since=NOW) if s.instance_id == "i-1").at == NOW + 600
 
@@ -281,6 +286,12 @@ def test_an_adopted_standby_that_fails_hands_the_replacement_to_the_orchestrator
             "why": "standby launch failed (capacity)",
         }
     ]
+    (ended,) = hub.standbys.ended()
+    assert (ended.outcome, ended.why, ended.adopted_for) == (
+        StandbyOutcome.FAILED,
+        "its launch failed (capacity)",
+        "i-1",
+    )
 
 
 def test_a_second_notice_while_adopted_changes_nothing(hub: Hub) -> None:
@@ -306,6 +317,13 @@ def test_a_standby_is_released_when_the_risk_falls(hub: Hub) -> None:
     assert hub.ports.teardowns == [{"region": "us-east-1", "instance_id": "i-sb", "launch_id": None}]
     assert hub.standbys.standby("replica-0") is None
     assert replica(hub).instance_id == "i-1"
+    (ended,) = hub.standbys.ended()
+    assert (ended.outcome, ended.why, ended.instance_id, ended.ended_at) == (
+        StandbyOutcome.RELEASED,
+        "the risk fell",
+        "i-sb",
+        later,
+    )
 
 
 def test_a_launching_standby_released_cancels_its_launch_and_its_late_success_is_no_standby(hub: Hub) -> None:
@@ -330,6 +348,9 @@ def test_a_warned_standby_is_released(hub: Hub) -> None:
     # Its warning again: released once.
     assert hub.watch.on_notice("i-sb", "interruption", region="us-east-1", now=NOW + 610) is None
     assert len(hub.ports.teardowns) == 1
+    assert [(e.outcome, e.why) for e in hub.standbys.ended()] == [
+        (StandbyOutcome.RELEASED, "interruption of the standby")
+    ]
 
 
 def test_a_late_success_of_an_older_standby_does_not_mark_the_current_one_ready(hub: Hub) -> None:

@@ -1,7 +1,8 @@
 """The warm standby in the sandbox (spothub_core.logic.standby_watch, wired into the capacity handler and its minute
 schedule): switched on, a replica that has just been placed on spot (young: at risk) gets a standby in another
 region; an interruption warning of the serving instance promotes it with no replacement launch; when the risk has
-fallen (the clock advanced past the young-instance window), the next check releases the standby it held.
+fallen (the clock advanced past the young-instance window), the next check releases the standby it held; GET
+/events tells the story.
 
 Cost: one placement and two standby launches at SPEED on the session sandbox, then one clock advance: about a
 minute on a 2-core machine (not seconds: the launches are the path under test).
@@ -105,6 +106,24 @@ def test_a_standby_is_created_promoted_on_a_warning_and_released_when_the_risk_f
     assert spot_instances(spot)["standbys"] == []
     assert len(standby_teardowns(spot)) > teardowns_before, f"the released standby {second['launch_id']} is torn down"
     assert replica(spot)["instance_id"] == ready["instance_id"], "the replica still serves on the promoted standby"
+
+    # GET /events tells the standbys' story, each end with its reason.
+    answer = spot.request("GET", "events")
+    assert answer.status_code == 200, answer.text
+    mine = [e for e in reversed(answer.json()["events"]) if e["kind"].startswith("standby-")]
+    assert [e["kind"] for e in mine] == [
+        "standby-started",
+        "standby-ready",
+        "standby-promoted",
+        "standby-started",
+        *(["standby-ready"] if any(e["kind"] == "standby-ready" for e in mine[4:]) else []),
+        "standby-released",
+    ], mine
+    assert (
+        mine[0]["summary"].startswith(f"standby of {REPLICA} started (spot in ") and "serving for" in mine[0]["summary"]
+    )
+    assert mine[2]["summary"] == f"standby of {REPLICA} promoted: serves in place of {old['instance_id']}"
+    assert mine[-1]["summary"] == f"standby of {REPLICA} released: the risk fell", mine[-1]
 
 
 def standby_teardowns(sandbox: Sandbox) -> list[dict[str, Any]]:

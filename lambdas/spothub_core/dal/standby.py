@@ -9,6 +9,8 @@ Items (pk / sk), each read into its record of spothub_core.models.standby_record
                                   window (the partition is read whole: kept short)
   STANDBY / <replica_id>          StandbyRecord: the replica's standby, launching or ready; gone once promoted or
                                   released
+  STANDBY_ENDED / <launch_id>     EndedStandby: a standby that went (promoted, released, failed), how and why;
+                                  expires (TTL) a week later, as launch and teardown requests do
 The operator's switch is the `warm_standby` attribute of the provisioning switch's item (PROVISIONING / CONFIG),
 absent (off) until set. The replica's switch to its standby is a conditional update of its REPLICA item
 (spothub_core.dal.provisioning's layout), kept here beside the standby's own writes it goes with.
@@ -39,7 +41,9 @@ from spothub_core.dal.state_table import (
 from spothub_core.models.records import Replica, ReplicaStatus
 from spothub_core.models.standby_records import (
     STANDBY,
+    STANDBY_ENDED,
     CapacitySignalRecord,
+    EndedStandby,
     StandbyRecord,
     StandbyStatus,
     ZoneScoreRecord,
@@ -47,6 +51,7 @@ from spothub_core.models.standby_records import (
 from spothub_core.timings import (
     DAY_SECONDS,
     HOUR_SECONDS,
+    REQUEST_RECORD_TTL_SECONDS,
     STANDBY_NOTICE_WINDOW_SECONDS,
     STANDBY_RETRY_SECONDS,
     STANDBY_SCORE_WINDOW_SECONDS,
@@ -227,6 +232,25 @@ class StandbyStore:
         )
         old = (response or {}).get("Attributes")
         return _standby(old) if old else None
+
+    def record_end(self, ended: EndedStandby) -> None:
+        """Keep a standby that went for the timeline; keyed by its launch, so a retry writes the same item."""
+        call(
+            f"record the end of standby {ended.launch_id}",
+            self._table.put_item,
+            Item={
+                PARTITION_KEY: STANDBY_ENDED,
+                SORT_KEY: ended.launch_id,
+                **_item(ended),
+                TTL_ATTRIBUTE: int(ended.ended_at) + REQUEST_RECORD_TTL_SECONDS,
+            },
+        )
+
+    def ended(self) -> list[EndedStandby]:
+        items = query_all(
+            self._table, "read ended standbys", KeyConditionExpression=Key(PARTITION_KEY).eq(STANDBY_ENDED)
+        )
+        return [EndedStandby.model_validate(plain_item(i)) for i in items]
 
     # --- the replica moves onto its standby ------------------------------------------------------------
 

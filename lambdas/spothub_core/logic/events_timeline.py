@@ -1,12 +1,16 @@
 """GET /events: a timeline of what the control plane did and saw, read from the records it keeps anyway (no event
 log of its own to write or to pay for): each launch and teardown request when asked and when resolved, the last
-notice of each instance, remediations, and the regions excluded now."""
+notice of each instance, remediations, the regions excluded now, and each warm standby from its start (why) to its
+end (promoted, released, failed: why)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
 from spothub_core.dal.provisioning import LAUNCH, TEARDOWN, ProvisioningStore
+from spothub_core.dal.standby import StandbyStore
 from spothub_core.models.api import EventKind, EventsView, EventView
 from spothub_core.models.records import (
     Exclusion,
@@ -17,8 +21,14 @@ from spothub_core.models.records import (
     RequestStatus,
     TeardownRecord,
 )
+from spothub_core.models.standby_records import EndedStandby, StandbyOutcome, StandbyRecord
 
 NOTICE_STATUSES = (InstanceStatus.AT_RISK, InstanceStatus.INTERRUPTED, InstanceStatus.UNHEALTHY)
+STANDBY_ENDS = {
+    StandbyOutcome.PROMOTED: EventKind.STANDBY_PROMOTED,
+    StandbyOutcome.RELEASED: EventKind.STANDBY_RELEASED,
+    StandbyOutcome.FAILED: EventKind.STANDBY_FAILED,
+}
 
 
 def launch_events(launch: LaunchRecord) -> list[EventView]:
@@ -102,6 +112,43 @@ def exclusion_event(exclusion: Exclusion, *, now: float) -> EventView:
     )
 
 
+def standby_events(standby: StandbyRecord) -> list[EventView]:
+    """A standby held now (started, ready) or one that ended (and how)."""
+    where = f"{standby.capacity_type} in {standby.zone or standby.region}"
+    why = f": {'; '.join(standby.reasons)}" if standby.reasons else ""
+    common = {"region": standby.region, "replica_id": standby.replica_id}
+    out = [
+        EventView(
+            at=standby.launched_at,
+            kind=EventKind.STANDBY_STARTED,
+            summary=f"standby of {standby.replica_id} started ({where}){why}",
+            **common,
+        )
+    ]
+    if standby.ready_at is not None:
+        out.append(
+            EventView(
+                at=standby.ready_at,
+                kind=EventKind.STANDBY_READY,
+                instance_id=standby.instance_id,
+                summary=f"standby of {standby.replica_id} ready on {standby.instance_id} ({where})",
+                **common,
+            )
+        )
+    if isinstance(standby, EndedStandby):
+        reason = f": {standby.why}" if standby.why else ""
+        out.append(
+            EventView(
+                at=standby.ended_at,
+                kind=STANDBY_ENDS[standby.outcome],
+                instance_id=standby.instance_id,
+                summary=f"standby of {standby.replica_id} {standby.outcome}{reason}",
+                **common,
+            )
+        )
+    return out
+
+
 def timeline(
     *,
     launches: list[LaunchRecord],
@@ -109,6 +156,7 @@ def timeline(
     instances: list[InstanceRecord],
     remediations: list[Remediation],
     exclusions: list[Exclusion],
+    standbys: Sequence[StandbyRecord] = (),
     now: float,
     since: float | None = None,
     limit: int = 100,
@@ -123,6 +171,8 @@ def timeline(
     events.extend(e for e in map(instance_event, instances) if e is not None)
     events.extend(map(remediation_event, remediations))
     events.extend(exclusion_event(exclusion, now=now) for exclusion in exclusions)
+    for standby in standbys:
+        events.extend(standby_events(standby))
     if since is not None:
         from spothub_core.models.api import iso_utc  # noqa: PLC0415
 
@@ -136,6 +186,7 @@ def read_events(
     store: ProvisioningStore,
     health: InstanceHealthStore,
     exclusions: ExclusionStore,
+    standbys: StandbyStore,
     *,
     now: float,
     since: float | None,
@@ -147,6 +198,7 @@ def read_events(
         instances=store.instances(),
         remediations=health.remediations(),
         exclusions=exclusions.active(now),
+        standbys=[*standbys.standbys(), *standbys.ended()],
         now=now,
         since=since,
         limit=limit,

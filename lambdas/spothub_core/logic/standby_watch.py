@@ -22,6 +22,7 @@ such race is closed by a condition of spothub_core.dal.standby.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,11 +49,15 @@ from spothub_core.logic.standby import (
 from spothub_core.models.records import InstanceRecord, ProvisioningConfig, Replica, ReplicaStatus
 from spothub_core.models.standby_records import (
     CapacitySignalRecord,
+    EndedStandby,
+    StandbyOutcome,
     StandbyRecord,
     StandbyStatus,
     ZoneScoreRecord,
 )
 from spothub_core.timings import LAUNCH_TIMEOUT_SECONDS
+
+logger = logging.getLogger(__name__)
 
 # How often the minute's check samples the zones' placement scores while a replica serves on spot (the spot finder
 # records samples too, whenever it ranks): six samples in the falling-score window.
@@ -147,7 +152,7 @@ class StandbyWatch:
                 Assessment(s.replica_id, StandbyAction.RELEASE)
                 for s in self.standbys.standbys()
                 # An adopted standby is its replica's replacement: its launch completes or fails as such.
-                if not s.adopted_for and self._release(s, "warm standbys are switched off")
+                if not s.adopted_for and self._release(s, "warm standbys are switched off", now=now)
             ]
         held = {s.replica_id: s for s in self.standbys.standbys()}
         replicas = {r.replica_id: r for r in self.provisioning.replicas()}
@@ -203,7 +208,7 @@ class StandbyWatch:
             return Assessment(replica_id, StandbyAction.NONE, standby=not standby.ready, detail=done)
         released = False
         if standby is not None and _launch_lost(standby, now):
-            released = self._release(standby, f"standby launch {standby.launch_id} did not report in time")
+            released = self._release(standby, f"standby launch {standby.launch_id} did not report in time", now=now)
             standby = None
         placement = self._serving_placement(replica)
         wanted: frozenset[Capacity] = frozenset()
@@ -212,11 +217,12 @@ class StandbyWatch:
             risk = assess_risk(placement, signals=readings.signals, scores=readings.scores, now=now, rules=self.rules)
             wanted, reasons = wants_standby(risk, self.rules), risk.reasons
         if standby is not None and Capacity(standby.capacity_type) not in wanted:
-            released = self._release(standby, "the risk fell" if placement else "the replica no longer serves on spot")
+            why = "the risk fell" if placement else "the replica no longer serves on spot"
+            released = self._release(standby, why, now=now)
             standby = None
         launch = None
         if standby is None and wanted and placement is not None and replica is not None:
-            launch = self._start(replica, placement, wanted, readings, now=now)
+            launch = self._start(replica, placement, wanted, reasons, readings, now=now)
         action = StandbyAction.START if launch else StandbyAction.RELEASE if released else StandbyAction.NONE
         return Assessment(
             replica_id,
@@ -245,6 +251,7 @@ class StandbyWatch:
         replica: Replica,
         serving: Placement,
         wanted: frozenset[Capacity],
+        reasons: tuple[str, ...],
         readings: _Readings,
         *,
         now: float,
@@ -274,6 +281,7 @@ class StandbyWatch:
             zone=launch.zone,
             capacity_type=launch.capacity_type,  # type: ignore[arg-type]
             launched_at=now,
+            reasons=reasons,
         )
         if not self.standbys.claim(record):
             return None  # another check started one meanwhile
@@ -284,7 +292,7 @@ class StandbyWatch:
             raise
         return launch
 
-    def _release(self, standby: StandbyRecord, reason: str) -> bool:
+    def _release(self, standby: StandbyRecord, reason: str, *, now: float) -> bool:
         """Tear the standby down (its instance, or its launch while it has none) and forget it; False when
         another call released or promoted it first."""
         cleared = self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
@@ -296,7 +304,20 @@ class StandbyWatch:
             launch_id=None if cleared.instance_id else cleared.launch_id,
             reason=f"standby of {cleared.replica_id} released: {reason}",
         )
+        self._ended(cleared, StandbyOutcome.RELEASED, reason, now=now)
         return True
+
+    def _ended(self, cleared: StandbyRecord, outcome: StandbyOutcome, why: str, *, now: float) -> None:
+        """Keep the standby that went, for GET /events. After its effects, and never failing them: the clear
+        that returned it happens once, so a retry would not write it again."""
+        try:
+            self.standbys.record_end(
+                EndedStandby.model_validate({**cleared.model_dump(), "ended_at": now, "outcome": outcome, "why": why})
+            )
+        except Exception:
+            logger.exception(
+                "the end of a standby is missing from the timeline", extra={"launch_id": cleared.launch_id}
+            )
 
     # --- notices ----------------------------------------------------------------------------------------------
 
@@ -320,7 +341,7 @@ class StandbyWatch:
                 instance_id=instance_id,
             )
         if standby is not None:
-            released = self._release(standby, f"{kind} of the standby")
+            released = self._release(standby, f"{kind} of the standby", now=now)
             return "standby released" if released else "ignored: the standby was released already"
         replica = self.provisioning.replica(instance.replica_id) if instance and instance.replica_id else None
         return None if replica is None else self._take_over(replica, instance_id, region=region, now=now)
@@ -363,12 +384,15 @@ class StandbyWatch:
             standby.replica_id, standby=standby, adoption=adoption_name(standby.launch_id), now=now
         )
         if moved is None:
-            self._release(standby, "its replica moved on before it could take over")
+            self._release(standby, "its replica moved on before it could take over", now=now)
             return None
         replaced = self.provisioning.instance(standby.adopted_for) if standby.adopted_for else None
         self.ports.promote(moved, standby, replaced=replaced, now=now)
-        self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
-        return f"standby promoted: {standby.instance_id} serves in place of {standby.adopted_for}"
+        done = f"standby promoted: {standby.instance_id} serves in place of {standby.adopted_for}"
+        cleared = self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
+        if cleared is not None:
+            self._ended(cleared, StandbyOutcome.PROMOTED, f"serves in place of {standby.adopted_for}", now=now)
+        return done
 
     # --- the standby's launch reports ---------------------------------------------------------------------
 
@@ -413,6 +437,7 @@ class StandbyWatch:
             launch_id=cleared.launch_id,
             reason=f"standby of {cleared.replica_id} given up: its launch did not report in time",
         )
+        self._ended(cleared, StandbyOutcome.FAILED, "its launch did not report in time", now=now)
         return self._hand_over(cleared, "standby launch did not report in time", now=now)
 
     def _hand_over(self, cleared: StandbyRecord, why: str, *, now: float) -> str:
@@ -447,6 +472,7 @@ class StandbyWatch:
         cleared = self.standbys.clear(standby.replica_id, launch_id=launch_id)
         if cleared is None:
             return "ignored: the standby was released already"
+        self._ended(cleared, StandbyOutcome.FAILED, f"its launch failed ({error_class})", now=now)
         if not cleared.adopted_for:
             return f"standby launch failed ({error_class})"
         outcome = self._hand_over(cleared, f"standby launch failed ({error_class})", now=now)

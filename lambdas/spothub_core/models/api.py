@@ -331,6 +331,11 @@ class EventKind(StrEnum):
     NOTICE = "notice"  # a rebalance recommendation, an interruption warning or an unhealthy verdict on an instance
     REMEDIATION = "remediation"  # an instance alarm fired and was acted on
     EXCLUSION = "exclusion"  # a region left out of the ranking (until when, why)
+    STANDBY_STARTED = "standby-started"  # a warm standby's launch (which risk rules fired)
+    STANDBY_READY = "standby-ready"  # the standby is warm: a warning of the serving instance promotes it
+    STANDBY_PROMOTED = "standby-promoted"  # it serves in place of the warned instance
+    STANDBY_RELEASED = "standby-released"  # torn down unused (the risk fell, it was warned itself, switched off)
+    STANDBY_FAILED = "standby-failed"  # its launch failed or never reported
 
 
 class EventView(Model):
@@ -344,6 +349,6 @@ class EventView(Model):
 
 class EventsView(Model):
     """GET /events: newest first, from the records the control plane keeps (launches, teardowns, instances,
-    remediations, exclusions) while they are kept."""
+    remediations, exclusions, warm standbys) while they are kept."""
 
     events: list[EventView]

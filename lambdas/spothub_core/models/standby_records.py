@@ -1,5 +1,5 @@
 """What the state table stores for the warm standby (spothub_core.logic.standby_watch): the deployment's capacity
-signals, the zones' placement score samples, and each replica's standby.
+signals, the zones' placement score samples, each replica's standby, and the standbys that ended (for GET /events).
 
 Read and written by spothub_core.dal.standby, which keeps the keys and the DynamoDB number types. Times are epoch
 seconds. Unknown attributes are ignored, so an item written by a newer version still reads.
@@ -25,11 +25,19 @@ class SignalKind(StrEnum):
 
 # The partition of the replicas' standbys in the state table (the hub stack pins its delete grant to it).
 STANDBY = "STANDBY"
+# The partition of the standbys that ended (promoted, released, failed), kept a week for the operator's timeline.
+STANDBY_ENDED = "STANDBY_ENDED"
 
 
 class StandbyStatus(StrEnum):
     LAUNCHING = "launching"  # its launch is dispatched; no report yet
     READY = "ready"  # its launch succeeded: healthy and warm, a warning of the serving instance promotes it
+
+
+class StandbyOutcome(StrEnum):
+    PROMOTED = "promoted"  # it serves in place of the replica's warned instance
+    RELEASED = "released"  # torn down unused: the risk fell, it was warned itself, switched off, never reported
+    FAILED = "failed"  # its launch failed (or never reported while it was to replace the serving instance)
 
 
 class _Record(Model):
@@ -79,7 +87,16 @@ class StandbyRecord(_Record):
     private_ip: str | None = None
     ready_at: float | None = None
     adopted_for: str | None = None
+    reasons: tuple[str, ...] = ()  # the risk rules that fired when it was started
 
     @property
     def ready(self) -> bool:
         return self.status == StandbyStatus.READY
+
+
+class EndedStandby(StandbyRecord):
+    """STANDBY_ENDED / <launch_id>: a standby as it was when it went, with how and why; expires after a week."""
+
+    ended_at: float
+    outcome: StandbyOutcome
+    why: str = ""
