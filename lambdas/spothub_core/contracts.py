@@ -238,7 +238,8 @@ class LaunchRequested(_Detail):
     replica_id: str = Field(min_length=1, max_length=40)
     region: str
     capacity_type: CapacityType = "spot"
-    # A launch pinned to one availability zone of the region (a warm standby's); None: any zone the group spans.
+    # The zone the hub ranked first for a warm standby: a preference the worker's group does not pin (it picks the
+    # zone: the most spare capacity, zone balance); None: no preference.
     zone: str | None = None
     # "standby": a replica's warm standby (spothub_core.logic.standby_watch): no task token waits on it, its reports
     # are the standby's; "serve": the orchestrator's launch.

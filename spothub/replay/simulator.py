@@ -110,15 +110,16 @@ class Simulator:
         """Instances launched and not yet terminated, oldest first."""
         return tuple(self._live)
 
-    def launch_spot(self, region: str, zone: str | None = None) -> Instance | None:
+    def launch_spot(self, region: str, zone: str | None = None, *, spread_from: str | None = None) -> Instance | None:
         """Launch in `zone`, or in the region's zone with the most free capacity (as Auto Scaling's
-        price-capacity-optimized allocation would); None is a capacity error."""
+        price-capacity-optimized allocation would); None is a capacity error. `spread_from`: a zone where the
+        group holds an instance already, taken only when no other zone has capacity (its zone balance)."""
         tick = self.view.tick
-        chosen, most = None, 0
+        chosen, best = None, (False, 0)
         for candidate in (zone,) if zone else self.view.zones_of(region):
             free = self._capacity[candidate][tick] - len(self._holding[candidate])
-            if free > most:
-                chosen, most = candidate, free
+            if free > 0 and (rank := (candidate != spread_from, free)) > best:
+                chosen, best = candidate, rank
         if chosen is None:
             self.actions.append(Action(self.now, "capacity-error", SPOT, region, zone))
             if not self._lost:

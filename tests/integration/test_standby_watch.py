@@ -145,13 +145,14 @@ def test_a_standby_is_created_when_the_risk_rises(hub: Hub) -> None:
     assert assessment.action == StandbyAction.START
     assert assessment.wanted == ("spot",)
     assert assessment.reasons[0].startswith("interruption in us-west-2b")
-    # Another zone, unsignalled, another region first (least correlated): us-east-1a, pinned.
+    # Another zone, unsignalled, another region first (least correlated): us-east-1a, named as a preference (the
+    # region's group picks the zone; the record has none until the launch says where it landed).
     assert hub.ports.launches == [
         StandbyLaunch("replica-0", f"replica-0-sb-{int(NOW)}", "us-east-1", "us-east-1a", "spot")
     ]
     standby = hub.standbys.standby("replica-0")
     assert standby is not None
-    assert (standby.status, standby.zone, standby.launched_at) == (StandbyStatus.LAUNCHING, "us-east-1a", NOW)
+    assert (standby.status, standby.zone, standby.launched_at) == (StandbyStatus.LAUNCHING, None, NOW)
     assert standby.reasons == assessment.reasons  # why it was started, for GET /events
 
 
@@ -171,7 +172,7 @@ def test_two_checks_at_once_start_one_standby(hub: Hub) -> None:
     assert not hub.standbys.claim(first.model_copy(update={"launch_id": "late-check"}))
 
 
-def test_a_standby_refused_for_capacity_is_a_signal_and_the_next_check_tries_another_zone(hub: Hub) -> None:
+def test_a_standby_refused_for_capacity_is_a_signal_for_its_region_and_the_next_check_tries_another(hub: Hub) -> None:
     rise_risk(hub)
     first = hub.watch.assess("replica-0", NOW).launch
     assert first is not None
@@ -180,7 +181,8 @@ def test_a_standby_refused_for_capacity_is_a_signal_and_the_next_check_tries_ano
     )
     assert hub.standbys.standby("replica-0") is None
     refused = [s for s in hub.standbys.signals(since=NOW) if s.kind == SignalKind.CAPACITY_ERROR]
-    assert [(s.zone, s.standby) for s in refused] == [("us-east-1a", True)]
+    # The group tried every zone of us-east-1: the signal is the region's.
+    assert [(s.region, s.zone, s.standby) for s in refused] == [("us-east-1", None, True)]
     second = hub.watch.assess("replica-0", NOW + 60).launch
     assert second is not None and second.zone == "us-west-2b"
     # The standby's own refusal raised no risk: the one reason is still the interruption.

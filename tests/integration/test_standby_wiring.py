@@ -186,8 +186,10 @@ def test_the_minute_check_samples_the_zones_and_holds_a_standby_where_a_score_fe
     # EC2 answers zone ids; moto's account names usw2-az2 us-west-2a (the serving zone) and euw1-az1 eu-west-1b.
     assert reason == "score of us-west-2a fell from 8 to 4"
     standby = serving.standbys.standby("replica-0")
-    # Another region first (least correlated), by its zone's name in this account.
-    assert standby is not None and (standby.region, standby.zone) == ("eu-west-1", "eu-west-1b")
+    # Another region first (least correlated); its group picks the zone (none recorded until the launch reports).
+    assert standby is not None and (standby.region, standby.zone) == ("eu-west-1", None)
+    # The samples name each zone as this account does.
+    assert {s.zone for s in serving.standbys.scores(since=clock.now - 60)} == {"us-west-2b", "us-west-2a", "eu-west-1b"}
 
 
 def test_a_standby_report_through_the_handler(serving: ModuleType, clock: Any) -> None:  # noqa: F811

@@ -307,3 +307,17 @@ def test_a_spot_instance_lost_during_a_return_excludes_its_region_and_the_replic
         if lost + n * SPOT_RETURN_SECONDS >= lost + EXCLUSION_SECONDS["capacity"]
     )
     assert sim.ledger.outcome(1.0).availability == 1.0
+
+
+def test_spothub_standby_goes_where_the_regions_group_puts_it_off_the_serving_zone_while_another_has_capacity() -> None:
+    # Young serving instance: a spot standby is wanted. Its launch goes to the region's group, which picks the zone:
+    # us-east-1b while it has capacity (zone balance), even though us-east-1a has more free.
+    sim = run("spothub-standby", {"us-east-1a": [5] * 40, "us-east-1b": [1] * 40})
+    serving, standby = launches(sim)[:2]
+    assert (serving.kind, serving.zone, standby.kind, standby.zone) == (SPOT, "us-east-1a", SPOT, "us-east-1b")
+    # With none in us-east-1b, the group takes the serving zone: the standby is not pinned to the zone ranked first.
+    sim = run("spothub-standby", {"us-east-1a": [5] * 40, "us-east-1b": [0] * 40})
+    serving, standby = launches(sim)[:2]
+    assert (serving.zone, standby.kind, standby.zone) == ("us-east-1a", SPOT, "us-east-1a")
+    refused = [a for a in sim.actions if a.what == "capacity-error"]
+    assert refused == [], "a region launch finds the zone with capacity: no refusal"

@@ -94,6 +94,16 @@ def test_a_region_launch_takes_the_zone_with_the_most_free_capacity() -> None:
     assert sim.actions[-1].zone == "us-east-1b"
 
 
+def test_a_region_launch_spreads_from_the_groups_zone_while_another_has_capacity() -> None:
+    """Auto Scaling's zone balance: a group holding an instance in us-east-1b launches the next one elsewhere, even
+    where less is free, and in us-east-1b only when no other zone has any."""
+    sim = Simulator(traces({"us-east-1a": [1], "us-east-1b": [3], "us-east-1c": [0]}), Scripted({}), cold_start_s=0)
+    assert sim.launch_spot("us-east-1", spread_from="us-east-1b") is not None
+    assert sim.actions[-1].zone == "us-east-1a"
+    assert sim.launch_spot("us-east-1", spread_from="us-east-1b") is not None
+    assert sim.actions[-1].zone == "us-east-1b"
+
+
 def test_when_capacity_drops_the_newest_instances_beyond_it_are_warned_then_preempted() -> None:
     policy = Scripted({0.0: [(SPOT, "us-east-1a")], 50.0: [(SPOT, "us-east-1a")]})
     sim = Simulator(traces({"us-east-1a": [2, 2, 1, 1]}), policy, replicas=2, cold_start_s=10)

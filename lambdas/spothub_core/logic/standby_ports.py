@@ -22,8 +22,8 @@ class HubStandbyPorts:
 
     def launch(self, launch: StandbyLaunch) -> None:
         """A launch with role `standby`: no task token waits on it; its reports come back to the capacity handler,
-        which finds the standby by its launch id. It names the chosen zone, which the worker region does not honour
-        yet (its group picks the zone in the region); the standby's record takes the zone it got."""
+        which finds the standby by its launch id. It names the zone ranked first, which the worker region does not
+        pin (its group picks the zone, as the replay models it); the standby's record takes the zone it got."""
         command = LaunchRequested(
             launch_id=launch.launch_id,
             replica_id=launch.replica_id,

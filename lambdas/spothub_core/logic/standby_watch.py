@@ -7,10 +7,11 @@ The operator switches warm standbys on (`warm_standby` on the provisioning switc
 started and what is held is released.
 
 - `assess(replica_id, now)`: the risk check, run every minute and after each signal: `assess_risk` of the
-  serving spot instance, `wants_standby`; a standby wanted and none held: `choose_standby_zone` and a launch
-  pinned to its first zone (one zone per check: a refusal comes back as a report, and the next check tries the
-  next zone), or an on-demand one in the serving region when no zone is left and on-demand is wanted; a standby
-  held of a capacity type no longer wanted: released.
+  serving spot instance, `wants_standby`; a standby wanted and none held: `choose_standby_zone` and a launch into
+  the region of its first zone, whose group picks the zone (the most spare capacity, off the serving instance's
+  zone while another has some); one region per check: a refusal comes back as a report, a signal for the whole
+  region, and the next check tries the next region; or an on-demand one in the serving region when no zone is
+  left and on-demand is wanted; a standby held of a capacity type no longer wanted: released.
 - `on_notice(instance, kind, now)`, before any replacement starts: the notice is recorded as a signal; a warned
   standby is released; a ready standby of the warned serving instance serves at once (the warned instance is
   retired, no launch); a standby still launching becomes the replacement, and its launch's success promotes it.
@@ -278,7 +279,7 @@ class StandbyWatch:
             replica_id=launch.replica_id,
             launch_id=launch.launch_id,
             region=launch.region,
-            zone=launch.zone,
+            zone=None,  # the region's group picks it; the launch's success says which
             capacity_type=launch.capacity_type,  # type: ignore[arg-type]
             launched_at=now,
             reasons=reasons,
@@ -463,7 +464,7 @@ class StandbyWatch:
             self.record_signal(
                 SignalKind.CAPACITY_ERROR,
                 region=standby.region,
-                zone=standby.zone,
+                zone=None,  # the region's group tried each of its zones: the region refused
                 source=f"capacity#{launch_id}",
                 now=now,
                 standby=True,

@@ -3,9 +3,8 @@
 Production runs it when the operator switches warm standbys on (`warm_standby` on the provisioning switch): the
 capacity handler's minute check and its report consumers call the same functions of
 `spothub_core.logic.standby` through `spothub_core.logic.standby_watch`. Where production differs: it tries one
-zone per check (a refusal comes back as a report), checks every minute and at each signal rather than at each
-tick, samples zone scores every five minutes, and its launches are not pinned to the chosen zone yet (the worker
-group picks the zone in the chosen region).
+region per check (a refusal comes back as a report), checks every minute and at each signal rather than at
+each tick, and samples zone scores every five minutes.
 
 Everything `spothub` does (production.py: ranking, exclusions, on-demand fallback, return to spot, make before
 break) plus the standby decisions of `spothub_core.logic.standby`, called as the hub calls them:
@@ -14,9 +13,11 @@ break) plus the standby decisions of `spothub_core.logic.standby`, called as the
   the replica's serving placement, the capacity signals the deployment's own instances and launches gave
   (interruption warnings, capacity errors) and the zones' placement scores seen so far; `wants_standby` says
   whether a standby is kept;
-- a standby wanted and none held: `choose_standby_zone` orders the zones and a spot launch pinned to each is
-  tried in turn (a capacity error is a signal too, and the region is not excluded for the replica: the standby
-  is an extra, the replica's own placement goes on as production's);
+- a standby wanted and none held: `choose_standby_zone` orders the zones, and a spot launch into the region of
+  each is tried in turn, a region once; as production's worker group does, the launch takes the region's zone
+  with the most spare capacity, off the serving instance's zone while another has some (a refusal is a signal
+  for the whole region, and the region is not excluded for the replica: the standby is an extra, the replica's
+  own placement goes on as production's);
 - a standby held and not wanted: it is terminated (released);
 - a warning for the serving instance: a ready standby is promoted at once (it serves, the warned instance is
   retired); one still in its cold start becomes the replacement (production's make before break takes over);
@@ -150,6 +151,7 @@ class SpothubStandby(Spothub):
             ZoneCandidate(region_of(z), z, self._latest_score[z][1], view.spot_price(region_of(z))) for z in view.zones
         ]
         others = self._occupied(replica)
+        tried: set[str] = set()
         for candidate in choose_standby_zone(
             candidates,
             serving=serving,
@@ -158,12 +160,19 @@ class SpothubStandby(Spothub):
             now=sim.now,
             rules=self.rules,
         ):
-            instance = sim.launch_spot(candidate.region, candidate.zone)
+            if candidate.region in tried:
+                continue
+            tried.add(candidate.region)
+            # Production's launch goes to the region's group, which picks the zone: the most spare capacity, off
+            # the serving instance's zone while another has some (its zone balance).
+            spread_from = serving.zone if candidate.region == serving.region else None
+            instance = sim.launch_spot(candidate.region, spread_from=spread_from)
             if instance is not None:
                 self.standby[replica.id] = instance
                 self._standby_of[instance.id] = replica
                 return
-            self._signal(SignalKind.CAPACITY_ERROR, candidate.region, candidate.zone, sim.now, standby=True)
+            # The group tried every zone of the region: a refusal of the region.
+            self._signal(SignalKind.CAPACITY_ERROR, candidate.region, None, sim.now, standby=True)
         if Capacity.ON_DEMAND in wanted:
             instance = sim.launch_on_demand(serving.region)
             self.standby[replica.id] = instance
