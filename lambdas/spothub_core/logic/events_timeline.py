@@ -6,6 +6,7 @@ end (promoted, released, failed: why)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from spothub_core.dal.exclusions import ExclusionStore
 from spothub_core.dal.instance_health import InstanceHealthStore
@@ -24,6 +25,42 @@ from spothub_core.models.records import (
 from spothub_core.models.standby_records import EndedStandby, StandbyOutcome, StandbyRecord
 
 NOTICE_STATUSES = (InstanceStatus.AT_RISK, InstanceStatus.INTERRUPTED, InstanceStatus.UNHEALTHY)
+# Events are ordered by their records' own times (to the millisecond where a record keeps them so); at one same
+# moment, causes before effects: a notice before what it starts, a standby's readiness before its promotion (an
+# adopted standby is promoted as its launch reports), a standby's end before the next one's start (the check after a
+# promotion), a launch request before its outcome.
+SAME_MOMENT_ORDER = {
+    kind: n
+    for n, kind in enumerate(
+        (
+            EventKind.NOTICE,
+            EventKind.REMEDIATION,
+            EventKind.EXCLUSION,
+            EventKind.STANDBY_READY,
+            EventKind.STANDBY_PROMOTED,
+            EventKind.STANDBY_RELEASED,
+            EventKind.STANDBY_FAILED,
+            EventKind.STANDBY_STARTED,
+            EventKind.LAUNCH_REQUESTED,
+            EventKind.LAUNCH_FAILED,
+            EventKind.LAUNCH_CANCELLED,
+            EventKind.LAUNCHED,
+            EventKind.TEARDOWN,
+            EventKind.TEARDOWN_DONE,
+        )
+    )
+}
+
+
+class Timed(NamedTuple):
+    at: float  # epoch seconds, as precise as the record keeps them (the view shows whole seconds)
+    event: EventView
+
+
+def _event(at: float, kind: EventKind, summary: str, **fields: Any) -> Timed:
+    return Timed(at, EventView(at=at, kind=kind, summary=summary, **fields))
+
+
 STANDBY_ENDS = {
     StandbyOutcome.PROMOTED: EventKind.STANDBY_PROMOTED,
     StandbyOutcome.RELEASED: EventKind.STANDBY_RELEASED,
@@ -31,14 +68,12 @@ STANDBY_ENDS = {
 }
 
 
-def launch_events(launch: LaunchRecord) -> list[EventView]:
+def launch_events(launch: LaunchRecord) -> list[Timed]:
     where = f"{launch.replica_id or 'a replica'} in {launch.region} ({launch.capacity_type})"
     common = {"region": launch.region, "replica_id": launch.replica_id}
-    out: list[EventView] = []
+    out: list[Timed] = []
     if launch.created_at is not None:
-        out.append(
-            EventView(at=launch.created_at, kind=EventKind.LAUNCH_REQUESTED, summary=f"launch of {where}", **common)
-        )
+        out.append(_event(launch.created_at, EventKind.LAUNCH_REQUESTED, f"launch of {where}", **common))
     if launch.resolved_at is not None and launch.status != RequestStatus.PENDING:
         if launch.status == RequestStatus.SUCCEEDED:
             kind, summary = EventKind.LAUNCHED, f"{where} serving on {launch.instance_id}"
@@ -46,106 +81,76 @@ def launch_events(launch: LaunchRecord) -> list[EventView]:
             kind, summary = EventKind.LAUNCH_FAILED, f"launch of {where} failed: {launch.error or 'no reason given'}"
         else:
             kind, summary = EventKind.LAUNCH_CANCELLED, f"launch of {where} {launch.status}"
-        out.append(
-            EventView(at=launch.resolved_at, kind=kind, instance_id=launch.instance_id, summary=summary, **common)
-        )
+        out.append(_event(launch.resolved_at, kind, summary, instance_id=launch.instance_id, **common))
     return out
 
 
-def teardown_events(teardown: TeardownRecord) -> list[EventView]:
+def teardown_events(teardown: TeardownRecord) -> list[Timed]:
     target = teardown.instance_id or "a launch's instance"
     common = {"region": teardown.region or None, "instance_id": teardown.instance_id}
-    out: list[EventView] = []
+    out: list[Timed] = []
     if teardown.created_at is not None:
         reason = f": {teardown.reason}" if teardown.reason else ""
-        out.append(
-            EventView(
-                at=teardown.created_at, kind=EventKind.TEARDOWN, summary=f"teardown of {target}{reason}", **common
-            )
-        )
+        out.append(_event(teardown.created_at, EventKind.TEARDOWN, f"teardown of {target}{reason}", **common))
     if teardown.resolved_at is not None and teardown.status != RequestStatus.PENDING:
         out.append(
-            EventView(
-                at=teardown.resolved_at,
-                kind=EventKind.TEARDOWN_DONE,
-                summary=f"teardown of {target} {teardown.status}",
-                **common,
-            )
+            _event(teardown.resolved_at, EventKind.TEARDOWN_DONE, f"teardown of {target} {teardown.status}", **common)
         )
     return out
 
 
-def instance_event(instance: InstanceRecord) -> EventView | None:
+def instance_event(instance: InstanceRecord) -> Timed | None:
     """The instance's last notice (rebalance, interruption, unhealthy): while it is in a notice's status, or after,
     as long as its record keeps the notice (terminating and terminated ones too, stamped with their last change)."""
     if instance.updated_at is None or (instance.status not in NOTICE_STATUSES and not instance.notice):
         return None
     notice = f": {instance.notice}" if instance.notice else ""
-    return EventView(
-        at=instance.updated_at,
-        kind=EventKind.NOTICE,
+    return _event(
+        instance.updated_at,
+        EventKind.NOTICE,
+        f"{instance.instance_id} {instance.status}{notice}",
         region=instance.region,
         replica_id=instance.replica_id,
         instance_id=instance.instance_id,
-        summary=f"{instance.instance_id} {instance.status}{notice}",
     )
 
 
-def remediation_event(remediation: Remediation) -> EventView:
-    return EventView(
-        at=remediation.at,
-        kind=EventKind.REMEDIATION,
+def remediation_event(remediation: Remediation) -> Timed:
+    return _event(
+        remediation.at,
+        EventKind.REMEDIATION,
+        f"{remediation.instance_id}: {remediation.alarm_name or 'alarm'} fired: {remediation.reason}",
         region=remediation.region or None,
         instance_id=remediation.instance_id,
-        summary=f"{remediation.instance_id}: {remediation.alarm_name or 'alarm'} fired: {remediation.reason}",
     )
 
 
-def exclusion_event(exclusion: Exclusion, *, now: float) -> EventView:
+def exclusion_event(exclusion: Exclusion, *, now: float) -> Timed:
     kind = f" ({exclusion.kind})" if exclusion.kind else ""
     minutes = max(0, round((exclusion.until - now) / 60))
-    return EventView(
-        at=now,
-        kind=EventKind.EXCLUSION,
+    return _event(
+        now,
+        EventKind.EXCLUSION,
+        f"{exclusion.region} excluded{kind} for {minutes} more min: {exclusion.reason or 'no reason given'}",
         region=exclusion.region,
-        summary=f"{exclusion.region} excluded{kind} for {minutes} more min: {exclusion.reason or 'no reason given'}",
     )
 
 
-def standby_events(standby: StandbyRecord) -> list[EventView]:
+def standby_events(standby: StandbyRecord) -> list[Timed]:
     """A standby held now (started, ready) or one that ended (and how)."""
-    where = f"{standby.capacity_type} in {standby.zone or standby.region}"
+    name, where = standby.replica_id, f"{standby.capacity_type} in {standby.zone or standby.region}"
     why = f": {'; '.join(standby.reasons)}" if standby.reasons else ""
-    common = {"region": standby.region, "replica_id": standby.replica_id}
+    common = {"region": standby.region, "replica_id": name}
     out = [
-        EventView(
-            at=standby.launched_at,
-            kind=EventKind.STANDBY_STARTED,
-            summary=f"standby of {standby.replica_id} started ({where}){why}",
-            **common,
-        )
+        _event(standby.launched_at, EventKind.STANDBY_STARTED, f"standby of {name} started ({where}){why}", **common)
     ]
     if standby.ready_at is not None:
-        out.append(
-            EventView(
-                at=standby.ready_at,
-                kind=EventKind.STANDBY_READY,
-                instance_id=standby.instance_id,
-                summary=f"standby of {standby.replica_id} ready on {standby.instance_id} ({where})",
-                **common,
-            )
-        )
+        ready = f"standby of {name} ready on {standby.instance_id} ({where})"
+        out.append(_event(standby.ready_at, EventKind.STANDBY_READY, ready, instance_id=standby.instance_id, **common))
     if isinstance(standby, EndedStandby):
-        reason = f": {standby.why}" if standby.why else ""
-        out.append(
-            EventView(
-                at=standby.ended_at,
-                kind=STANDBY_ENDS[standby.outcome],
-                instance_id=standby.instance_id,
-                summary=f"standby of {standby.replica_id} {standby.outcome}{reason}",
-                **common,
-            )
-        )
+        ended = f"standby of {name} {standby.outcome}" + (f": {standby.why}" if standby.why else "")
+        kind = STANDBY_ENDS[standby.outcome]
+        out.append(_event(standby.ended_at, kind, ended, instance_id=standby.instance_id, **common))
     return out
 
 
@@ -161,25 +166,25 @@ def timeline(
     since: float | None = None,
     limit: int = 100,
 ) -> EventsView:
-    """Newest first, at most `limit`, only those after `since`. An exclusion in force is shown as of now (its
-    record keeps when it ends, not when it began)."""
-    events: list[EventView] = []
+    """Newest first, at most `limit`, only those after `since` (to the second, as shown). An exclusion in force is
+    shown as of now (its record keeps when it ends, not when it began)."""
+    timed: list[Timed] = []
     for launch in launches:
-        events.extend(launch_events(launch))
+        timed.extend(launch_events(launch))
     for teardown in teardowns:
-        events.extend(teardown_events(teardown))
-    events.extend(e for e in map(instance_event, instances) if e is not None)
-    events.extend(map(remediation_event, remediations))
-    events.extend(exclusion_event(exclusion, now=now) for exclusion in exclusions)
+        timed.extend(teardown_events(teardown))
+    timed.extend(e for e in map(instance_event, instances) if e is not None)
+    timed.extend(map(remediation_event, remediations))
+    timed.extend(exclusion_event(exclusion, now=now) for exclusion in exclusions)
     for standby in standbys:
-        events.extend(standby_events(standby))
+        timed.extend(standby_events(standby))
     if since is not None:
         from spothub_core.models.api import iso_utc  # noqa: PLC0415
 
         cutoff = iso_utc(since)
-        events = [e for e in events if e.at > cutoff]
-    events.sort(key=lambda e: (e.at, e.kind), reverse=True)
-    return EventsView(events=events[:limit])
+        timed = [t for t in timed if t.event.at > cutoff]
+    timed.sort(key=lambda t: (t.at, SAME_MOMENT_ORDER[t.event.kind]), reverse=True)
+    return EventsView(events=[t.event for t in timed[:limit]])
 
 
 def read_events(
