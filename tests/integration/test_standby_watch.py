@@ -214,6 +214,25 @@ def test_a_ready_standby_is_promoted_on_a_warning_with_no_new_launch(hub: Hub) -
     assert [(s.kind, s.zone, s.standby) for s in warned] == [(SignalKind.INTERRUPTION, SERVING_ZONE, False)]
 
 
+def test_a_rebalance_recommendation_holds_a_ready_standby_and_the_warning_then_promotes_it(hub: Hub) -> None:
+    launch = ready_standby(hub)
+    held = hub.watch.on_notice("i-1", "rebalance", region=REGION, now=NOW + 600)
+    assert held == "standby held: i-sb serves at i-1's interruption warning, if it comes"
+    assert replica(hub).instance_id == "i-1", "the recommended instance serves on"
+    assert hub.ports.promotions == [] and hub.ports.replacements == []
+    kept = hub.standbys.standby("replica-0")
+    assert kept is not None and kept.ready and kept.adopted_for is None
+    recommended = [s for s in hub.standbys.signals(since=NOW) if s.instance_id == "i-1"]
+    assert [s.kind for s in recommended] == [SignalKind.REBALANCE], "a signal: the risk stays high, the standby kept"
+    assert hub.watch.assess("replica-0", NOW + 660).standby is True
+
+    assert hub.watch.on_notice("i-1", "interruption", region=REGION, now=NOW + 900) == (
+        "standby promoted: i-sb serves in place of i-1"
+    )
+    assert (replica(hub).instance_id, replica(hub).launch_id) == ("i-sb", launch.launch_id)
+    assert hub.ports.replacements == []
+
+
 def test_a_notice_delivered_twice_promotes_once(hub: Hub) -> None:
     ready_standby(hub)
     assert hub.watch.on_notice("i-1", "interruption", region=REGION, now=NOW + 600) is not None

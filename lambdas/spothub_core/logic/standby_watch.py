@@ -14,7 +14,8 @@ started and what is held is released.
   left and on-demand is wanted; a standby held of a capacity type no longer wanted: released.
 - `on_notice(instance, kind, now)`, before any replacement starts: the notice is recorded as a signal; a warned
   standby is released; a ready standby of the warned serving instance serves at once (the warned instance is
-  retired, no launch); a standby still launching becomes the replacement, and its launch's success promotes it.
+  retired, no launch), but is held through a rebalance recommendation (no replacement either: the warning, if it
+  comes, promotes it); a standby still launching becomes the replacement, and its launch's success promotes it.
 - `on_launch_succeeded` / `on_launch_failed`: the standby's launch reports (no task token waits on them).
 
 Consumers are idempotent: a notice or a report delivered twice, late or out of order changes nothing more; each
@@ -345,10 +346,13 @@ class StandbyWatch:
             released = self._release(standby, f"{kind} of the standby", now=now)
             return "standby released" if released else "ignored: the standby was released already"
         replica = self.provisioning.replica(instance.replica_id) if instance and instance.replica_id else None
-        return None if replica is None else self._take_over(replica, instance_id, region=region, now=now)
+        return None if replica is None else self._take_over(replica, instance_id, kind, region=region, now=now)
 
-    def _take_over(self, replica: Replica, instance_id: str, *, region: str, now: float) -> str | None:
-        """The replica's standby takes over from its noticed instance `instance_id`, if it holds one."""
+    def _take_over(self, replica: Replica, instance_id: str, kind: str, *, region: str, now: float) -> str | None:
+        """The replica's standby takes over from its noticed instance `instance_id`, if it holds one. A ready
+        standby is held through a rebalance recommendation: the instance is at risk, not lost (many are never
+        interrupted), and its warning, should it come, promotes the standby at once; promoting now would retire a
+        working instance and leave the replica with no standby until a new one is warm."""
         standby = self.standbys.standby(replica.replica_id)
         if standby is None:
             return None
@@ -356,6 +360,8 @@ class StandbyWatch:
             return self._complete(standby, now=now) if standby.ready else "ignored: the standby replaces it already"
         if standby.adopted_for or replica.instance_id != instance_id:
             return None
+        if standby.ready and kind == "rebalance":
+            return f"standby held: {standby.instance_id} serves at {instance_id}'s interruption warning, if it comes"
         if standby.ready:
             adopted = self.standbys.adopt(replica.replica_id, launch_id=standby.launch_id, replacing=instance_id)
             return None if adopted is None else self._complete(adopted, now=now)
