@@ -18,6 +18,7 @@ import requests
 from spothub.sandbox import batch_driver as batch
 from spothub.sandbox.demo_deployments import deployments_chapters
 from spothub.sandbox.demo_search import search_chapter, search_idle_chapter
+from spothub.sandbox.demo_standby import warm_standby_chapter
 from spothub.sandbox.model_client import RecordWatch
 from spothub.sandbox.model_server import INSTANCE_HEADER
 from spothub.sandbox.sandbox import OUTSIDE_ADDRESS, Sandbox, SandboxError
@@ -179,6 +180,7 @@ def run_demo(sandbox: Sandbox, out: TextIO = sys.stdout) -> list[str]:  # noqa: 
         f"{after.get('provisioning')}, {after.get('state')}",
     )
 
+    warm_standby_chapter(n, sandbox)
     search_instance = search_chapter(n, sandbox)
     _batch_chapter(n, sandbox)
     search_idle_chapter(n, sandbox, search_instance)
