@@ -55,6 +55,10 @@ def warm_standby_chapter(n: Narrator, sandbox: Sandbox) -> None:
         lambda view: [s for s in view.get("standbys") or [] if s.get("status") == "ready"],
         "the instance is young, so at risk: a standby is warm in another region (GET /spot-instances `standbys`)",
         STANDBY_TIMEOUT_S,
+        evidence=lambda view: ", ".join(
+            f"{s.get('instance_id')} {s.get('capacity_type')} in {s.get('zone') or s.get('region')}"
+            for s in view.get("standbys") or []
+        ),
     )
     standby = (held.get("standbys") or [{}])[0]
     if not standby:
@@ -98,7 +102,9 @@ def warm_standby_chapter(n: Narrator, sandbox: Sandbox) -> None:
     n.eventually(lambda: not fleet.running(), "every instance is terminated, standbys too", timeout_s=60)
 
 
-def _wait(n: Narrator, sandbox: Sandbox, check: Any, claim: str, timeout_s: float) -> dict[str, Any]:
+def _wait(
+    n: Narrator, sandbox: Sandbox, check: Any, claim: str, timeout_s: float, *, evidence: Any = None
+) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         view = sandbox.request("GET", "spot-instances").json()
         return view if check(view) else None
@@ -108,7 +114,7 @@ def _wait(n: Narrator, sandbox: Sandbox, check: Any, claim: str, timeout_s: floa
     except SandboxError:
         n.expect(False, claim, str(sandbox.request("GET", "spot-instances").json())[:400])
         return {}
-    n.expect(True, claim, _where(view))
+    n.expect(True, claim, (evidence or _where)(view))
     return view  # type: ignore[no-any-return]
 
 
