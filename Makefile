@@ -68,12 +68,14 @@ synth: install
 	$(CDK) synth --quiet $(DEMO_CONTEXT)
 	$(BIN)/spothub summary --cdk-out cdk.out
 
-# The sandbox figures, the batch queue's, every handler's cold import, the hops from an interruption warning to the
+# The sandbox figures, what an enable and a failover cost the control plane, the batch queue's, every handler's cold
+# import, the hops from an interruption warning to the
 # replacement's launch call (listed and counted; the test fails past three Lambda invocations), then the replay: a table per folder of
 # $(TRACES) with the Pareto check against hedge (one replica, 300 s cold start: drawn into docs/replay.png, the
 # README's picture), again with two replicas and with a 120 s cold start, and the speed benchmark.
 bench: install
 	$(BIN)/python benchmarks/sandbox_bench.py
+	$(BIN)/python benchmarks/failover_cost_bench.py
 	$(BIN)/python benchmarks/batch_bench.py
 	$(BIN)/python benchmarks/cold_import_bench.py
 	@echo

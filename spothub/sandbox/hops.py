@@ -121,6 +121,17 @@ class Recording:
         ]
         return sorted(chain + waited_for, key=lambda step: step.number)
 
+    def descendants(self, root: Hop) -> list[Hop]:
+        """`root` and every hop it caused, directly or through others (a cause is recorded before what it
+        causes): what one action set going, without the schedules and agents that ran meanwhile."""
+        caused = {root.number}
+        found = [root]
+        for hop in list(self.hops):
+            if hop.cause in caused and hop.number not in caused:
+                caused.add(hop.number)
+                found.append(hop)
+        return found
+
     def between(self, first: Hop, last: Hop) -> list[Hop]:
         """Every hop recorded from `first` to `last`, both included, whatever caused it."""
         return [hop for hop in self.hops if first.number <= hop.number <= last.number]

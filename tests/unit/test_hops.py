@@ -33,6 +33,26 @@ def test_a_path_is_the_chain_of_causes_and_the_invocations_its_states_waited_for
     assert [hop.number for hop in recording.between(second, call)] == [second.number, late.number, call.number]
 
 
+def test_what_an_origin_set_going_is_everything_it_caused_and_nothing_else() -> None:
+    recorder = HopRecorder()
+    with recorder.recording() as recording:
+        with recording.origin("rebalance recommendation") as origin:
+            delivery = recorder.record(HopKind.DELIVERY, "rule -> capacity handler")
+        handler = recorder.record(HopKind.INVOCATION, "capacity handler", cause=delivery.number)
+        schedule = recorder.record(HopKind.INVOCATION, "a schedule's function", cause=None)
+        recorder.record(HopKind.TRANSITION, "the schedule's state", cause=schedule.number)
+        started = recorder.record(HopKind.TRANSITION, "orchestrator: Begin", cause=handler.number)
+        recorder.record(HopKind.INVOCATION, "an agent's report", cause=None)
+        later = recorder.record(HopKind.TRANSITION, "orchestrator: Retire", cause=started.number)
+    assert [hop.number for hop in recording.descendants(origin)] == [
+        origin.number,
+        delivery.number,
+        handler.number,
+        started.number,
+        later.number,
+    ]
+
+
 def test_nothing_is_recorded_outside_a_recording_and_a_carried_function_keeps_its_cause() -> None:
     recorder = HopRecorder()
     assert not recorder.active
