@@ -69,10 +69,10 @@ synth: install
 	$(BIN)/spothub summary --cdk-out cdk.out
 
 # The sandbox figures, what an enable and a failover cost the control plane, the batch queue's, every handler's cold
-# import, the hops from an interruption warning to the
-# replacement's launch call (listed and counted; the test fails past three Lambda invocations), then the replay: a table per folder of
-# $(TRACES) with the Pareto check against hedge (one replica, 300 s cold start: drawn into docs/replay.png, the
-# README's picture), again with two replicas and with a 120 s cold start, and the speed benchmark.
+# import, the hops from an interruption warning to the replacement's launch call (listed and counted; the test fails
+# past three Lambda invocations), then the replay: a table per folder of $(TRACES) with the Pareto check against
+# hedge (one replica, 300 s cold start: drawn into docs/replay.png, the README's picture), again with two replicas
+# and with a 120 s cold start, and the speed benchmark.
 bench: install
 	$(BIN)/python benchmarks/sandbox_bench.py
 	$(BIN)/python benchmarks/failover_cost_bench.py
