@@ -297,7 +297,7 @@ class StandbyWatch:
     def _release(self, standby: StandbyRecord, reason: str, *, now: float) -> bool:
         """Tear the standby down (its instance, or its launch while it has none) and forget it; False when
         another call released or promoted it first."""
-        cleared = self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
+        cleared = self._forget(standby, StandbyOutcome.RELEASED, reason, now=now)
         if cleared is None:
             return False
         self.ports.teardown(
@@ -306,12 +306,15 @@ class StandbyWatch:
             launch_id=None if cleared.instance_id else cleared.launch_id,
             reason=f"standby of {cleared.replica_id} released: {reason}",
         )
-        self._ended(cleared, StandbyOutcome.RELEASED, reason, now=now)
         return True
 
-    def _ended(self, cleared: StandbyRecord, outcome: StandbyOutcome, why: str, *, now: float) -> None:
-        """Keep the standby that went, for GET /events. After its effects, and never failing them: the clear
-        that returned it happens once, so a retry would not write it again."""
+    def _forget(self, standby: StandbyRecord, outcome: StandbyOutcome, why: str, *, now: float) -> StandbyRecord | None:
+        """Clear the standby (it as it was; None when another call cleared it first) and keep it, ended, for GET
+        /events. Keeping it never fails the caller: only the call that cleared it writes it, so nothing would
+        write it again."""
+        cleared = self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
+        if cleared is None:
+            return None
         try:
             self.standbys.record_end(
                 EndedStandby.model_validate({**cleared.model_dump(), "ended_at": now, "outcome": outcome, "why": why})
@@ -320,6 +323,7 @@ class StandbyWatch:
             logger.exception(
                 "the end of a standby is missing from the timeline", extra={"launch_id": cleared.launch_id}
             )
+        return cleared
 
     # --- notices ----------------------------------------------------------------------------------------------
 
@@ -396,9 +400,7 @@ class StandbyWatch:
         replaced = self.provisioning.instance(standby.adopted_for) if standby.adopted_for else None
         self.ports.promote(moved, standby, replaced=replaced, now=now)
         done = f"standby promoted: {standby.instance_id} serves in place of {standby.adopted_for}"
-        cleared = self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
-        if cleared is not None:
-            self._ended(cleared, StandbyOutcome.PROMOTED, f"serves in place of {standby.adopted_for}", now=now)
+        self._forget(standby, StandbyOutcome.PROMOTED, f"serves in place of {standby.adopted_for}", now=now)
         return done
 
     # --- the standby's launch reports ---------------------------------------------------------------------
@@ -435,7 +437,7 @@ class StandbyWatch:
 
     def _give_up_adopted(self, standby: StandbyRecord, *, now: float) -> str:
         """An adopted standby whose launch never reported: cancelled, and production's replacement takes over."""
-        cleared = self.standbys.clear(standby.replica_id, launch_id=standby.launch_id)
+        cleared = self._forget(standby, StandbyOutcome.FAILED, "its launch did not report in time", now=now)
         if cleared is None or not cleared.adopted_for:
             return "ignored: the standby was released already"
         self.ports.teardown(
@@ -444,7 +446,6 @@ class StandbyWatch:
             launch_id=cleared.launch_id,
             reason=f"standby of {cleared.replica_id} given up: its launch did not report in time",
         )
-        self._ended(cleared, StandbyOutcome.FAILED, "its launch did not report in time", now=now)
         return self._hand_over(cleared, "standby launch did not report in time", now=now)
 
     def _hand_over(self, cleared: StandbyRecord, why: str, *, now: float) -> str:
@@ -460,9 +461,9 @@ class StandbyWatch:
         )
 
     def on_launch_failed(self, launch_id: str, *, error_class: str, now: float) -> str | None:
-        """None when `launch_id` is no standby's. A capacity refusal is a signal (of a standby: it steers the next
-        zone, raises no risk); the next check tries elsewhere. An adopted standby's failure hands the replacement
-        to production's orchestrator."""
+        """None when `launch_id` is no standby's. A capacity refusal is a signal for its region (of a standby: it
+        steers the next region, raises no risk); the next check tries elsewhere. An adopted standby's failure hands
+        the replacement to production's orchestrator."""
         standby = self.standbys.by_launch(launch_id)
         if standby is None:
             return None
@@ -476,10 +477,9 @@ class StandbyWatch:
                 standby=True,
                 launch_id=launch_id,
             )
-        cleared = self.standbys.clear(standby.replica_id, launch_id=launch_id)
+        cleared = self._forget(standby, StandbyOutcome.FAILED, f"its launch failed ({error_class})", now=now)
         if cleared is None:
             return "ignored: the standby was released already"
-        self._ended(cleared, StandbyOutcome.FAILED, f"its launch failed ({error_class})", now=now)
         if not cleared.adopted_for:
             return f"standby launch failed ({error_class})"
         outcome = self._hand_over(cleared, f"standby launch failed ({error_class})", now=now)
