@@ -198,7 +198,7 @@ def _standbys_table(standbys: Sequence[Mapping[str, Any]]) -> Table:
                 s.get("replica_id"),
                 styled(s.get("status")),
                 s.get("region"),
-                s.get("zone") or "any",
+                s.get("zone") or "-",
                 s.get("capacity_type"),
                 s.get("instance_id"),
                 s.get("launched_at"),

@@ -93,7 +93,7 @@ const panels = {
           r.instance_id, r.capacity_type, r.placed_at, r.error || r.reason]), "no replicas: provisioning is off"),
       (data.standbys || []).length ? el("div", {}, el("h3", {}, "Warm standbys"),
         table(["REPLICA", "STATUS", "REGION", "ZONE", "CAPACITY", "INSTANCE", "READY SINCE"],
-          data.standbys.map((s) => [s.replica_id, badge(s.status), s.region, s.zone || "any", s.capacity_type,
+          data.standbys.map((s) => [s.replica_id, badge(s.status), s.region, s.zone || "-", s.capacity_type,
             s.instance_id, s.ready_at]), "")) : null));
     fill("instances", table(["INSTANCE", "STATUS", "REGION", "ZONE", "TYPE", "CAPACITY", "WORKLOAD", "HEARTBEAT", "GPU"],
       data.instances.map((i) => [i.instance_id, badge(i.status), i.region, i.availability_zone, i.instance_type,

@@ -286,7 +286,9 @@ class StandbyView(Model):
         description="launching (dispatched, not reported yet) or ready (healthy and warm: a notice promotes it)"
     )
     region: str
-    zone: str | None = Field(description="the zone it was asked for; None for an on-demand standby (any zone)")
+    zone: str | None = Field(
+        description="the zone it landed in, once its launch reported; None before (the region's group picks it)"
+    )
     capacity_type: CapacityType
     launch_id: str
     instance_id: str | None = Field(description="its instance, once its launch succeeded")

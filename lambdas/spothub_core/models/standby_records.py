@@ -78,7 +78,7 @@ class StandbyRecord(_Record):
     replica_id: str
     launch_id: str
     region: str
-    zone: str | None = None  # None: an on-demand standby, anywhere in its region
+    zone: str | None = None  # where it landed, once its launch reported (the region's group picks it)
     capacity_type: CapacityType = "spot"
     status: StandbyStatus = StandbyStatus.LAUNCHING
     launched_at: float
